@@ -1,0 +1,129 @@
+//! [`Error`]: everything tapegrad reports instead of returning a wrong number.
+
+use std::fmt;
+use std::panic::Location;
+
+/// What went wrong. Each message names the problem and what to do about it.
+///
+/// Operators (`+`, `*`, ...) cannot return a `Result`, so on bad input they panic with this
+/// error's message; the `try_` methods return it instead.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Error, Graph};
+///
+/// let g = Graph::new();
+/// let mark = g.mark();
+/// let tmp = g.var(1.0);
+/// g.release(mark);
+/// assert!(matches!(tmp.try_value(), Err(Error::Released)));
+/// assert!(tmp.try_value().unwrap_err().to_string().contains("released"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A handle (a `Var`, a `Mark` or a `Gradients`) made by one graph was used with another.
+    ForeignHandle {
+        /// What kind of handle it was.
+        what: &'static str,
+        /// The graph it belongs to.
+        owner: u64,
+        /// The graph it was used with.
+        used_with: u64,
+    },
+    /// A `Var` whose node was freed by [`Graph::release`](crate::Graph::release).
+    Released,
+    /// The graph holds `u32::MAX - 1` nodes already.
+    GraphFull,
+    /// An n-ary op got operand lists that do not fit.
+    BadOperands {
+        /// The op.
+        op: &'static str,
+        /// What was wrong with them.
+        why: String,
+    },
+    /// In anomaly mode: an op produced a NaN or infinite value or gradient.
+    Anomaly(Box<Anomaly>),
+}
+
+/// Where and how a NaN or infinity first appeared (see
+/// [`Graph::set_anomaly_mode`](crate::Graph::set_anomaly_mode)).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Error, Graph};
+///
+/// let g = Graph::new();
+/// g.set_anomaly_mode(true);
+/// let x = g.var(0.0);
+/// let y = x.ln(); // this line is reported
+/// let Err(Error::Anomaly(a)) = y.try_backward() else { panic!() };
+/// assert_eq!(a.op, "ln");
+/// assert_eq!(a.inputs, vec![0.0]);
+/// assert_eq!(a.location.unwrap().line(), line!() - 4);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Anomaly {
+    /// The op's name.
+    pub op: &'static str,
+    /// Its operands' values (constants included), in operand order.
+    pub inputs: Vec<f64>,
+    /// Its output value.
+    pub output: f64,
+    /// `Some(gradient)` if the anomaly is a non-finite gradient flowing from this op to one
+    /// of its operands during backward; `None` if it is the op's forward value.
+    pub gradient: Option<f64>,
+    /// Where the op was recorded in the user's code (if it was recorded in anomaly mode).
+    pub location: Option<&'static Location<'static>>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ForeignHandle {
+                what,
+                owner,
+                used_with,
+            } => write!(
+                f,
+                "tapegrad: a {what} of graph #{owner} was used with graph #{used_with}; \
+                 handles only work with the graph that made them"
+            ),
+            Error::Released => f.write_str(
+                "tapegrad: this Var's node was released by Graph::release; \
+                 record it again after the mark, or create it before the mark to keep it",
+            ),
+            Error::GraphFull => f.write_str(
+                "tapegrad: the graph holds u32::MAX - 1 nodes, the most it can address; \
+                 release nodes you no longer need (Graph::mark / Graph::release)",
+            ),
+            Error::BadOperands { op, why } => write!(f, "tapegrad: {op}: {why}"),
+            Error::Anomaly(a) => a.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.gradient {
+            None => write!(
+                f,
+                "tapegrad anomaly: {} of {:?} gave {}",
+                self.op, self.inputs, self.output
+            )?,
+            Some(g) => write!(
+                f,
+                "tapegrad anomaly: the backward of {} (inputs {:?}, output {}) gave gradient {}",
+                self.op, self.inputs, self.output, g
+            )?,
+        }
+        match self.location {
+            Some(loc) => write!(f, ", recorded at {loc}"),
+            None => f.write_str(", recorded before anomaly mode was turned on"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,935 @@
+//! [`Graph`]: owns every node; its recording order is the tape.
+//!
+//! Storage is struct-of-arrays, indexed by *tape position* (the order of recording):
+//! `values[i]`, `ops[i]`, and node `i`'s edges `edge_start[i]..edge_start[i + 1]` into the
+//! flat `args` (operand positions) and `weights` (the local partials, computed when the
+//! node is recorded). A `slotmap::SlotMap<NodeKey, u32>` maps each user-visible handle to
+//! its tape position; its generational keys are what make a handle to a released node
+//! detectable. The reverse sweep never touches the slot map: it walks the flat arrays.
+//!
+//! An `f64` operand (as in `x * 2.0`) is stored as an edge whose `arg` is [`CONST_ARG`] and
+//! whose weight slot holds the constant itself, so that the differentiable backward can
+//! re-evaluate the op's rule with it. The plain sweep sends such edges to a sink slot.
+
+use std::cell::RefCell;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use slotmap::SlotMap;
+
+use crate::error::{Anomaly, Error};
+use crate::op::{Binary, Nary, Op, Unary};
+use crate::var::{Operand, Var};
+
+slotmap::new_key_type! {
+    /// The key of a node in its graph's slot map: an index plus a version, so a key to a
+    /// released (and possibly reused) slot is detected instead of read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    ///
+    /// let g = Graph::new();
+    /// let (a, b) = (g.var(1.0), g.var(2.0));
+    /// assert_ne!(a.key(), b.key());
+    /// ```
+    pub struct NodeKey;
+}
+
+/// The `arg` of an edge whose operand is an untracked `f64` constant.
+pub(crate) const CONST_ARG: u32 = u32::MAX;
+/// Positions are `u32`, and `u32::MAX` is [`CONST_ARG`].
+const MAX_NODES: usize = (u32::MAX - 1) as usize;
+
+/// A unique id per graph, to recognise handles from another graph in messages.
+static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An operand as the tape sees it: its value, and its position (or [`CONST_ARG`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resolved {
+    pub(crate) value: f64,
+    pub(crate) arg: u32,
+}
+
+impl Resolved {
+    pub(crate) fn constant(value: f64) -> Self {
+        Resolved {
+            value,
+            arg: CONST_ARG,
+        }
+    }
+}
+
+/// The nodes, struct-of-arrays (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Tape {
+    pub(crate) slots: SlotMap<NodeKey, u32>,
+    pub(crate) values: Vec<f64>,
+    pub(crate) ops: Vec<Op>,
+    /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; always one longer than `values`.
+    pub(crate) edge_start: Vec<u32>,
+    pub(crate) args: Vec<u32>,
+    pub(crate) weights: Vec<f64>,
+    /// Counts releases, so a `Gradients` knows which positions were re-recorded after it.
+    pub(crate) epoch: u64,
+    /// `(epoch, mark)` of past releases, kept as a stack whose marks increase: the first
+    /// entry after a given epoch holds the lowest mark released since then.
+    releases: Vec<(u64, u32)>,
+    pub(crate) anomaly: Option<Box<AnomalyLog>>,
+    /// Operand values of the n-ary node being recorded (kept to avoid reallocating).
+    scratch: Vec<f64>,
+}
+
+/// What anomaly mode keeps: where each node was recorded, and the first bad value.
+#[derive(Debug, Default)]
+pub(crate) struct AnomalyLog {
+    pub(crate) locations: Vec<Option<&'static Location<'static>>>,
+    first: Option<(u32, Anomaly)>,
+}
+
+impl Tape {
+    fn with_capacity(nodes: usize) -> Self {
+        let mut edge_start = Vec::with_capacity(nodes + 1);
+        edge_start.push(0);
+        Tape {
+            slots: SlotMap::with_capacity_and_key(nodes),
+            values: Vec::with_capacity(nodes),
+            ops: Vec::with_capacity(nodes),
+            edge_start,
+            args: Vec::with_capacity(nodes * 2),
+            weights: Vec::with_capacity(nodes * 2),
+            ..Tape::default()
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Node `pos`'s edges as `(args, weights)`.
+    #[inline]
+    pub(crate) fn edges(&self, pos: usize) -> (&[u32], &[f64]) {
+        let range = self.edge_start[pos] as usize..self.edge_start[pos + 1] as usize;
+        (&self.args[range.clone()], &self.weights[range])
+    }
+
+    /// Node `pos`'s operand values in operand order (constants included).
+    pub(crate) fn operand_values(&self, pos: usize) -> Vec<f64> {
+        let (args, weights) = self.edges(pos);
+        args.iter()
+            .zip(weights)
+            .map(|(&a, &w)| {
+                if a == CONST_ARG {
+                    w
+                } else {
+                    self.values[a as usize]
+                }
+            })
+            .collect()
+    }
+
+    /// Adds one edge to the node being recorded: a tracked operand with its partial, or
+    /// a constant with its value. The only place edges are written.
+    #[inline]
+    fn push_edge(&mut self, x: Resolved, partial: impl FnOnce() -> f64) {
+        self.args.push(x.arg);
+        self.weights.push(if x.arg == CONST_ARG {
+            x.value
+        } else {
+            partial()
+        });
+    }
+
+    /// Closes the node whose edges were just pushed. The only place nodes are added.
+    #[inline]
+    fn finish(
+        &mut self,
+        op: Op,
+        value: f64,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let pos = self.values.len();
+        if pos >= MAX_NODES || self.args.len() > u32::MAX as usize {
+            let start = *self.edge_start.last().expect("edge_start is never empty") as usize;
+            self.args.truncate(start);
+            self.weights.truncate(start);
+            return Err(Error::GraphFull);
+        }
+        self.values.push(value);
+        self.ops.push(op);
+        self.edge_start.push(self.args.len() as u32);
+        if self.anomaly.is_some() {
+            self.note_for_anomaly(pos, location);
+        }
+        Ok(pos as u32)
+    }
+
+    #[cold]
+    fn note_for_anomaly(&mut self, pos: usize, location: &'static Location<'static>) {
+        let value = self.values[pos];
+        let found = (!value.is_finite()).then(|| Anomaly {
+            op: self.op_name(pos),
+            inputs: self.operand_values(pos),
+            output: value,
+            gradient: None,
+            location: Some(location),
+        });
+        let log = self.anomaly.as_mut().expect("anomaly mode is on");
+        log.locations.push(Some(location));
+        if let (None, Some(found)) = (&log.first, found) {
+            log.first = Some((pos as u32, found));
+        }
+    }
+
+    pub(crate) fn op_name(&self, pos: usize) -> &'static str {
+        match self.ops[pos] {
+            Op::Input => "input",
+            Op::Constant => "constant",
+            Op::Unary(op) => op.name(),
+            Op::Binary(op) => op.name(),
+            Op::Nary(op) => op.name(),
+        }
+    }
+
+    /// Where node `pos` was recorded, if anomaly mode was on then.
+    pub(crate) fn location(&self, pos: usize) -> Option<&'static Location<'static>> {
+        self.anomaly
+            .as_ref()
+            .and_then(|log| log.locations.get(pos).copied().flatten())
+    }
+
+    /// The first forward anomaly at or before `pos`.
+    pub(crate) fn anomaly_up_to(&self, pos: u32) -> Option<&Anomaly> {
+        match &self.anomaly.as_ref()?.first {
+            Some((at, a)) if *at <= pos => Some(a),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn leaf(
+        &mut self,
+        op: Op,
+        value: f64,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        self.finish(op, value, location)
+    }
+
+    #[inline]
+    pub(crate) fn unary(
+        &mut self,
+        op: Unary,
+        x: Resolved,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let y = op.value(x.value);
+        self.push_edge(x, || op.partial(x.value, y));
+        self.finish(Op::Unary(op), y, location)
+    }
+
+    #[inline]
+    pub(crate) fn binary(
+        &mut self,
+        op: Binary,
+        a: Resolved,
+        b: Resolved,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let y = op.value(a.value, b.value);
+        self.push_edge(a, || op.partial(a.value, b.value, y, 0));
+        self.push_edge(b, || op.partial(a.value, b.value, y, 1));
+        self.finish(Op::Binary(op), y, location)
+    }
+
+    /// Records an n-ary node over `operands`, each turned into a [`Resolved`] by `resolve`
+    /// (which may fail, e.g. on a released handle, in which case nothing is recorded).
+    pub(crate) fn nary<X>(
+        &mut self,
+        op: Nary,
+        operands: impl IntoIterator<Item = X>,
+        resolve: impl Fn(&SlotMap<NodeKey, u32>, &[f64], X) -> Result<Resolved, Error>,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let start = self.args.len();
+        let mut values = std::mem::take(&mut self.scratch);
+        values.clear();
+        for x in operands {
+            match resolve(&self.slots, &self.values, x) {
+                Ok(x) => {
+                    self.args.push(x.arg);
+                    values.push(x.value);
+                }
+                Err(e) => {
+                    self.args.truncate(start);
+                    self.scratch = values;
+                    return Err(e);
+                }
+            }
+        }
+        let y = op.value(&values);
+        op.partials_f64(&values, y, &mut self.weights);
+        // A constant operand's weight slot holds the constant itself (see the module docs).
+        for (k, &x) in values.iter().enumerate() {
+            if self.args[start + k] == CONST_ARG {
+                self.weights[start + k] = x;
+            }
+        }
+        self.scratch = values;
+        self.finish(Op::Nary(op), y, location)
+    }
+
+    /// Frees every node at position `len` and above.
+    fn truncate(&mut self, len: usize) {
+        let edges = self.edge_start[len] as usize;
+        self.values.truncate(len);
+        self.ops.truncate(len);
+        self.edge_start.truncate(len + 1);
+        self.args.truncate(edges);
+        self.weights.truncate(edges);
+        self.slots.retain(|_, pos| (*pos as usize) < len);
+        if let Some(log) = &mut self.anomaly {
+            log.locations.truncate(len);
+            if matches!(log.first, Some((at, _)) if at as usize >= len) {
+                log.first = None;
+            }
+        }
+        self.epoch += 1;
+        let mark = len as u32;
+        while self.releases.last().is_some_and(|&(_, m)| m >= mark) {
+            self.releases.pop();
+        }
+        self.releases.push((self.epoch, mark));
+    }
+
+    /// The lowest position released (and so possibly re-recorded) since `epoch`.
+    pub(crate) fn released_since(&self, epoch: u64) -> u32 {
+        let first_after = self.releases.partition_point(|&(e, _)| e <= epoch);
+        self.releases
+            .get(first_after)
+            .map_or(u32::MAX, |&(_, mark)| mark)
+    }
+}
+
+/// A computation graph: owns every node, records operations in order (the tape), and
+/// differentiates by one reverse sweep over that order.
+///
+/// `Graph` is `Send` but not `Sync`: build and differentiate a graph on one thread at a
+/// time (move it between threads freely, or give each thread its own).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// let y = g.var(3.0);
+/// let f = x.exp() / y.ln();
+/// let grads = f.backward();
+/// // d/dx e^x / ln y = e^x / ln y;  d/dy = -e^x / (y ln^2 y)
+/// approx::assert_relative_eq!(grads[x], 2f64.exp() / 3f64.ln(), max_relative = 1e-15);
+/// approx::assert_relative_eq!(grads[y], -2f64.exp() / (3.0 * 3f64.ln().powi(2)), max_relative = 1e-15);
+/// ```
+///
+/// Sharing a graph between threads is rejected at compile time:
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>(_: &T) {}
+/// needs_sync(&tapegrad::Graph::new());
+/// ```
+///
+/// A `Var` cannot outlive its graph:
+///
+/// ```compile_fail
+/// let x = {
+///     let g = tapegrad::Graph::new();
+///     g.var(1.0)
+/// };
+/// x.value();
+/// ```
+#[derive(Debug)]
+pub struct Graph {
+    id: u64,
+    pub(crate) tape: RefCell<Tape>,
+    /// Operands of an n-ary node gathered from an iterator (kept to avoid reallocating).
+    operands: RefCell<Vec<Resolved>>,
+}
+
+/// A point on the tape: [`Graph::release`] frees every node recorded after it.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let w = g.var(0.5);
+/// let mark = g.mark();
+/// for _ in 0..3 {
+///     let loss = (w * 3.0 - 1.0).powi(2);
+///     assert_eq!(loss.backward()[w], 2.0 * (0.5 * 3.0 - 1.0) * 3.0);
+///     g.release(mark);
+///     assert_eq!(g.len(), 1);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    graph: u64,
+    len: u32,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph::new()
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Graph::with_capacity(0)
+    }
+
+    /// An empty graph with room for `nodes` nodes (and twice as many edges) before it
+    /// reallocates.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::with_capacity(1_000);
+    /// assert_eq!(g.len(), 0);
+    /// ```
+    pub fn with_capacity(nodes: usize) -> Self {
+        Graph {
+            id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+            tape: RefCell::new(Tape::with_capacity(nodes)),
+            operands: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// This graph's id, unique in the process; error messages name graphs by it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// assert_ne!(Graph::new().id(), Graph::new().id());
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The number of nodes on the tape.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let _y = x * x + 1.0;
+    /// assert_eq!(g.len(), 3);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.tape.borrow().len()
+    }
+
+    /// Whether the tape has no nodes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.is_empty());
+    /// g.var(1.0);
+    /// assert!(!g.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The heap bytes the graph's storage holds now (capacity, not just what is used).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let before = g.heap_bytes();
+    /// let x = g.var(1.0);
+    /// for _ in 0..1000 { let _ = x.exp(); }
+    /// assert!(g.heap_bytes() > before);
+    /// ```
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let t = self.tape.borrow();
+        // A slot is the u32 position plus slotmap's u32 version.
+        t.slots.capacity() * (size_of::<u32>() + size_of::<u32>())
+            + t.values.capacity() * size_of::<f64>()
+            + t.ops.capacity() * size_of::<Op>()
+            + t.edge_start.capacity() * size_of::<u32>()
+            + t.args.capacity() * size_of::<u32>()
+            + t.weights.capacity() * size_of::<f64>()
+            + t.scratch.capacity() * size_of::<f64>()
+            + t.anomaly.as_ref().map_or(0, |a| {
+                a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
+            })
+    }
+
+    /// A differentiable input with value `x`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(3.0);
+    /// assert_eq!((x * x).backward()[x], 6.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full (`u32::MAX - 1` nodes).
+    #[track_caller]
+    pub fn var(&self, x: f64) -> Var<'_> {
+        self.leaf(Op::Input, x)
+    }
+
+    /// Differentiable inputs, one per value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1.0, 2.0]);
+    /// assert_eq!(xs[1].value(), 2.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full.
+    #[track_caller]
+    pub fn vars(&self, xs: &[f64]) -> Vec<Var<'_>> {
+        xs.iter().map(|&x| self.var(x)).collect()
+    }
+
+    /// A constant: a node with value `c` that is never differentiated (its gradient is
+    /// always reported, and is the derivative with respect to it, but nothing depends on
+    /// it being read).
+    ///
+    /// Plain `f64` operands (`x * 2.0`) need no constant node; use this where a `Var` is
+    /// required, e.g. to start a sum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let c = g.constant(2.0);
+    /// let x = g.var(5.0);
+    /// assert_eq!((c * x).backward()[x], 2.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full.
+    #[track_caller]
+    pub fn constant(&self, c: f64) -> Var<'_> {
+        self.leaf(Op::Constant, c)
+    }
+
+    #[track_caller]
+    fn leaf(&self, op: Op, value: f64) -> Var<'_> {
+        let mut tape = self.tape.borrow_mut();
+        let pos = tape
+            .leaf(op, value, Location::caller())
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.handle(&mut tape, pos)
+    }
+
+    /// A new user-visible handle for the node at `pos`.
+    #[inline]
+    pub(crate) fn handle(&self, tape: &mut Tape, pos: u32) -> Var<'_> {
+        Var::from_parts(self, tape.slots.insert(pos))
+    }
+
+    /// Resolves an operand of this graph to its tape position and value.
+    #[inline]
+    pub(crate) fn resolve<'a>(
+        &self,
+        tape: &Tape,
+        x: impl Into<Operand<'a>>,
+    ) -> Result<Resolved, Error> {
+        self.resolve_in(&tape.slots, &tape.values, x.into())
+    }
+
+    /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
+    #[inline]
+    fn resolve_in(
+        &self,
+        slots: &SlotMap<NodeKey, u32>,
+        values: &[f64],
+        x: Operand<'_>,
+    ) -> Result<Resolved, Error> {
+        let x = match x {
+            Operand::Var(x) => x,
+            Operand::Const(c) => return Ok(Resolved::constant(c)),
+        };
+        if !std::ptr::eq(x.graph(), self) {
+            return Err(Error::ForeignHandle {
+                what: "Var",
+                owner: x.graph().id,
+                used_with: self.id,
+            });
+        }
+        let pos = *slots.get(x.key()).ok_or(Error::Released)?;
+        Ok(Resolved {
+            value: values[pos as usize],
+            arg: pos,
+        })
+    }
+
+    /// The sum of `terms` as one n-ary node (a constant 0 if there are none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1.0, 2.0, 3.0]);
+    /// let s = g.sum(xs.iter().map(|x| x.powi(2)));
+    /// assert_eq!(s.value(), 14.0);
+    /// assert_eq!(s.backward()[xs[2]], 6.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a term is released or from another graph (see [`Graph::try_sum`]).
+    #[track_caller]
+    pub fn sum<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
+        self.try_sum(terms).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Graph::sum`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for a bad term; nothing is recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// let (g, h) = (Graph::new(), Graph::new());
+    /// let x = h.var(1.0);
+    /// assert!(g.try_sum([g.var(1.0), x]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_sum<'g>(
+        &'g self,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        self.try_nary_iter(Nary::Sum, terms)
+    }
+
+    /// `sum_i a[i] * b[i]` as one fused node; either side may be `Var`s or `f64`s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.vars(&[1.0, 2.0]);
+    /// let y = g.dot(&w, &[3.0, 4.0]);
+    /// assert_eq!(y.value(), 11.0);
+    /// assert_eq!(y.backward()[w[1]], 4.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the lengths differ, or a `Var` is released or from another graph.
+    #[track_caller]
+    pub fn dot<'g, A, B>(&'g self, a: &[A], b: &[B]) -> Var<'g>
+    where
+        A: Copy + Into<Operand<'g>>,
+        B: Copy + Into<Operand<'g>>,
+    {
+        self.try_dot(a, b).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Graph::dot`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] if the lengths differ; [`Error::Released`] or
+    /// [`Error::ForeignHandle`] for a bad `Var`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.vars(&[1.0, 2.0]);
+    /// assert!(g.try_dot(&w, &[3.0]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_dot<'g, A, B>(&'g self, a: &[A], b: &[B]) -> Result<Var<'g>, Error>
+    where
+        A: Copy + Into<Operand<'g>>,
+        B: Copy + Into<Operand<'g>>,
+    {
+        if a.len() != b.len() {
+            return Err(Error::BadOperands {
+                op: "dot",
+                why: format!(
+                    "the two sides have lengths {} and {}; they must be equal",
+                    a.len(),
+                    b.len()
+                ),
+            });
+        }
+        let operands = a
+            .iter()
+            .map(|&x| x.into())
+            .chain(b.iter().map(|&x| x.into()));
+        self.try_nary(Nary::Dot, operands)
+    }
+
+    /// `ln(sum_i e^terms[i])` as one fused, numerically stable node; its partials are the
+    /// softmax of `terms`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1000.0, 1000.0]);
+    /// let y = g.logsumexp(xs.iter().copied());
+    /// approx::assert_relative_eq!(y.value(), 1000.0 + 2f64.ln());
+    /// assert_eq!(y.backward()[xs[0]], 0.5);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If there are no terms, or a term is released or from another graph.
+    #[track_caller]
+    pub fn logsumexp<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
+        self.try_logsumexp(terms).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Graph::logsumexp`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] for no terms; [`Error::Released`] or [`Error::ForeignHandle`]
+    /// for a bad term.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.try_logsumexp([]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_logsumexp<'g>(
+        &'g self,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let mut terms = terms.into_iter().peekable();
+        if terms.peek().is_none() {
+            return Err(Error::BadOperands {
+                op: "logsumexp",
+                why: "needs at least one term (the log of an empty sum is -infinity)".into(),
+            });
+        }
+        self.try_nary_iter(Nary::LogSumExp, terms)
+    }
+
+    /// Records an n-ary node over operands produced by an arbitrary iterator. The iterator
+    /// may itself record nodes (`g.sum(xs.iter().map(|x| x.exp()))`), so each item is
+    /// resolved on its own, with no tape borrow held while the iterator runs.
+    #[track_caller]
+    fn try_nary_iter<'g>(
+        &'g self,
+        op: Nary,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        // Reuse one buffer across calls; a nested call (from inside the iterator) finds it
+        // taken and uses a fresh one.
+        let mut buffer = std::mem::take(&mut *self.operands.borrow_mut());
+        buffer.clear();
+        let epoch = self.tape.borrow().epoch;
+        let mut result = Ok(());
+        for x in terms {
+            let resolved = self.resolve(&self.tape.borrow(), x);
+            match resolved {
+                Ok(r) => buffer.push(r),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut tape = self.tape.borrow_mut();
+        if result.is_ok() && tape.epoch != epoch {
+            result = Err(Error::BadOperands {
+                op: op.name(),
+                why: "the graph was released while the operands were being produced".into(),
+            });
+        }
+        let pos =
+            result.and_then(|()| tape.nary(op, buffer.iter().copied(), |_, _, r| Ok(r), location));
+        *self.operands.borrow_mut() = buffer;
+        Ok(self.handle(&mut tape, pos?))
+    }
+
+    #[track_caller]
+    pub(crate) fn try_nary<'g>(
+        &'g self,
+        op: Nary,
+        operands: impl IntoIterator<Item = Operand<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let resolve =
+            |slots: &SlotMap<NodeKey, u32>, values: &[f64], x| self.resolve_in(slots, values, x);
+        let pos = tape.nary(op, operands, resolve, location)?;
+        Ok(self.handle(&mut tape, pos))
+    }
+
+    /// A mark at the current end of the tape, for [`Graph::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let mark = g.mark();
+    /// let _ = x.exp();
+    /// g.release(mark);
+    /// assert_eq!(g.len(), 1);
+    /// assert_eq!(x.value(), 1.0);
+    /// ```
+    pub fn mark(&self) -> Mark {
+        Mark {
+            graph: self.id,
+            len: self.len() as u32,
+        }
+    }
+
+    /// Frees every node recorded after `mark` (at tape positions from the mark on), keeping
+    /// the earlier ones. Handles to freed nodes become errors when used, never wrong values.
+    /// Releasing to a mark at or past the end of the tape does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.var(2.0);
+    /// let mark = g.mark();
+    /// let y = w * w;
+    /// g.release(mark);
+    /// assert!(y.try_value().is_err());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `mark` belongs to another graph (see [`Graph::try_release`]).
+    #[track_caller]
+    pub fn release(&self, mark: Mark) {
+        self.try_release(mark).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Graph::release`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`] if `mark` belongs to another graph.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// let (g, h) = (Graph::new(), Graph::new());
+    /// assert!(g.try_release(h.mark()).is_err());
+    /// ```
+    pub fn try_release(&self, mark: Mark) -> Result<(), Error> {
+        if mark.graph != self.id {
+            return Err(Error::ForeignHandle {
+                what: "Mark",
+                owner: mark.graph,
+                used_with: self.id,
+            });
+        }
+        let mut tape = self.tape.borrow_mut();
+        if (mark.len as usize) < tape.len() {
+            tape.truncate(mark.len as usize);
+        }
+        Ok(())
+    }
+
+    /// Turns anomaly mode on or off (it is off by default, and costs nothing then).
+    ///
+    /// While it is on, every node remembers the source line that recorded it, the first
+    /// op whose value is NaN or infinite is remembered (see [`Graph::anomaly`]), and
+    /// backward checks every gradient it propagates: [`Var::try_backward`] then reports
+    /// the first anomaly, forward or backward, as [`Error::Anomaly`] naming the op, its
+    /// input values and its line, and [`Var::backward`] panics with that message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// g.set_anomaly_mode(true);
+    /// let x = g.var(0.0);
+    /// let y = x.sqrt(); // finite value, but an infinite derivative at 0
+    /// let err = y.try_backward().unwrap_err();
+    /// assert!(err.to_string().contains("backward of sqrt"));
+    /// ```
+    pub fn set_anomaly_mode(&self, on: bool) {
+        let mut tape = self.tape.borrow_mut();
+        match (on, tape.anomaly.is_some()) {
+            (true, false) => {
+                let len = tape.len();
+                tape.anomaly = Some(Box::new(AnomalyLog {
+                    locations: vec![None; len],
+                    first: None,
+                }));
+            }
+            (false, true) => tape.anomaly = None,
+            _ => {}
+        }
+    }
+
+    /// Whether anomaly mode is on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(!g.anomaly_mode());
+    /// ```
+    pub fn anomaly_mode(&self) -> bool {
+        self.tape.borrow().anomaly.is_some()
+    }
+
+    /// In anomaly mode, the first op recorded so far whose value was NaN or infinite.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// g.set_anomaly_mode(true);
+    /// let x = g.var(1000.0);
+    /// let _ = x.exp();
+    /// assert_eq!(g.anomaly().unwrap().op, "exp");
+    /// ```
+    pub fn anomaly(&self) -> Option<Anomaly> {
+        self.tape.borrow().anomaly_up_to(u32::MAX).cloned()
+    }
+}
+
+// Keep the cost of the per-node storage visible to anyone changing it.
+const _: () = assert!(std::mem::size_of::<Op>() == 2);

@@ -1,0 +1,200 @@
+//! [`Scalar`]: the small numeric trait that both `f64` and [`Var`](crate::Var) implement.
+//!
+//! Every derivative rule in [`op`](crate::op) is written once over this trait: the plain
+//! backward evaluates the rules with `f64` at record time, and the differentiable backward
+//! evaluates the very same rules with graph nodes, which is what makes gradients of
+//! gradients possible. Users can write their own functions over `Scalar` too, and run them
+//! with `f64` (plain evaluation) or with `Var` (recorded on a tape).
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// `sqrt(2 / pi)`, the constant in the tanh form of GELU, at full `f64` precision.
+pub(crate) const SQRT_2_OVER_PI: f64 =
+    std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+/// The cubic coefficient in the tanh form of GELU.
+pub(crate) const GELU_CUBIC: f64 = 0.044715;
+
+/// A real number that tapegrad can differentiate through: `f64` or [`Var`](crate::Var).
+///
+/// Method names follow `f64` (`ln`, not `log`; `powi`, `powf`, `recip`). The n-ary
+/// functions ([`Scalar::sum`], [`Scalar::dot`], [`Scalar::logsumexp`]) record one fused
+/// node on a tape instead of a chain of binary ones.
+///
+/// # Examples
+///
+/// One function, evaluated plainly and on a tape:
+///
+/// ```
+/// use tapegrad::{Graph, Scalar};
+///
+/// fn softplus<T: Scalar>(x: T) -> T {
+///     (x.exp() + 1.0).ln()
+/// }
+///
+/// let plain = softplus(0.5_f64);
+/// let g = Graph::new();
+/// let x = g.var(0.5);
+/// let y = softplus(x);
+/// assert_eq!(y.value(), plain);
+/// // d/dx ln(1 + e^x) = sigmoid(x)
+/// let sigmoid = 1.0 / (1.0 + (-0.5_f64).exp());
+/// approx::assert_relative_eq!(y.backward()[x], sigmoid, epsilon = 1e-15);
+/// ```
+pub trait Scalar:
+    Copy
+    + std::fmt::Debug
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + Add<f64, Output = Self>
+    + Sub<f64, Output = Self>
+    + Mul<f64, Output = Self>
+    + Div<f64, Output = Self>
+{
+    /// The plain value.
+    fn value(&self) -> f64;
+    /// A constant in the same context as `self` (for a `Var`, a constant node of its graph).
+    fn lift(&self, c: f64) -> Self;
+    /// `e^self`.
+    fn exp(self) -> Self;
+    /// The natural logarithm.
+    fn ln(self) -> Self;
+    /// The square root.
+    fn sqrt(self) -> Self;
+    /// `1 / self`.
+    fn recip(self) -> Self;
+    /// `self^n` for an integer `n`.
+    fn powi(self, n: i32) -> Self;
+    /// `self^p`, differentiable in both the base and the exponent.
+    fn powf(self, p: Self) -> Self;
+    /// The sine.
+    fn sin(self) -> Self;
+    /// The cosine.
+    fn cos(self) -> Self;
+    /// The hyperbolic tangent.
+    fn tanh(self) -> Self;
+    /// The hyperbolic sine.
+    fn sinh(self) -> Self;
+    /// The hyperbolic cosine.
+    fn cosh(self) -> Self;
+    /// The absolute value (derivative 0 at 0).
+    fn abs(self) -> Self;
+    /// `max(self, 0)` (derivative 0 at 0).
+    fn relu(self) -> Self;
+    /// The logistic function `1 / (1 + e^-self)`.
+    fn sigmoid(self) -> Self;
+    /// GELU in its tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    fn gelu(self) -> Self;
+    /// The sum of `terms`, one n-ary node on a tape.
+    ///
+    /// # Panics
+    ///
+    /// For `Var`, if `terms` is empty (an empty sum has no graph to live on) or mixes graphs.
+    fn sum(terms: &[Self]) -> Self;
+    /// `sum_i a[i] * b[i]`, one n-ary node on a tape.
+    ///
+    /// # Panics
+    ///
+    /// If the lengths differ; for `Var`, if they are empty or mix graphs.
+    fn dot(a: &[Self], b: &[Self]) -> Self;
+    /// `ln(sum_i e^terms[i])`, computed stably (shifted by the maximum), one n-ary node.
+    ///
+    /// # Panics
+    ///
+    /// If `terms` is empty, or for `Var` if they mix graphs.
+    fn logsumexp(terms: &[Self]) -> Self;
+}
+
+/// The stable logistic function on `f64` (no overflow of `e^-x` for very negative `x`).
+pub(crate) fn sigmoid_f64(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// GELU (tanh form) on `f64`.
+pub(crate) fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh())
+}
+
+/// `ln(sum e^x)` on `f64`, shifted by the maximum so that no term overflows.
+pub(crate) fn logsumexp_f64(xs: &[f64]) -> f64 {
+    assert!(
+        !xs.is_empty(),
+        "logsumexp of no terms is -infinity and has no gradient"
+    );
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max.is_infinite() {
+        return max;
+    }
+    max + xs.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
+}
+
+impl Scalar for f64 {
+    fn value(&self) -> f64 {
+        *self
+    }
+    fn lift(&self, c: f64) -> Self {
+        c
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn recip(self) -> Self {
+        f64::recip(self)
+    }
+    fn powi(self, n: i32) -> Self {
+        f64::powi(self, n)
+    }
+    fn powf(self, p: Self) -> Self {
+        f64::powf(self, p)
+    }
+    fn sin(self) -> Self {
+        f64::sin(self)
+    }
+    fn cos(self) -> Self {
+        f64::cos(self)
+    }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+    fn sinh(self) -> Self {
+        f64::sinh(self)
+    }
+    fn cosh(self) -> Self {
+        f64::cosh(self)
+    }
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    fn relu(self) -> Self {
+        if self > 0.0 { self } else { 0.0 }
+    }
+    fn sigmoid(self) -> Self {
+        sigmoid_f64(self)
+    }
+    fn gelu(self) -> Self {
+        gelu_f64(self)
+    }
+    fn sum(terms: &[Self]) -> Self {
+        terms.iter().sum()
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+    fn logsumexp(terms: &[Self]) -> Self {
+        logsumexp_f64(terms)
+    }
+}

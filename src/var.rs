@@ -1,0 +1,658 @@
+//! [`Var`]: a `Copy` handle to a node, with ordinary Rust arithmetic.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+use std::panic::Location;
+
+use crate::error::Error;
+use crate::graph::{Graph, NodeKey};
+use crate::op::{Binary, Op, Unary};
+use crate::scalar::Scalar;
+
+/// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
+///
+/// `Var` is `Copy` and cheap (16 bytes); arithmetic on it records new nodes. Using a `Var`
+/// whose node was released, or combining `Var`s of two graphs, panics with a message that
+/// says so (operators cannot return `Result`); the `try_` methods return the [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let x = g.var(0.5);
+/// let y = 2.0 * x.tanh() + x / 3.0 - 1.0;
+/// let dy = y.backward()[x];
+/// // d/dx = 2 / cosh^2(x) + 1/3
+/// approx::assert_relative_eq!(dy, 2.0 / 0.5f64.cosh().powi(2) + 1.0 / 3.0, max_relative = 1e-15);
+/// ```
+#[derive(Clone, Copy)]
+pub struct Var<'g> {
+    graph: &'g Graph,
+    key: NodeKey,
+}
+
+/// An operand of a binary op: a `Var`, or a plain `f64` that is recorded as an untracked
+/// constant (no node, no gradient) and goes through the same derivative rule.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Operand};
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// assert!(matches!(Operand::from(x), Operand::Var(_)));
+/// assert!(matches!(Operand::from(2.0), Operand::Const(c) if c == 2.0));
+/// assert_eq!(x.powf(3.0).value(), 8.0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'g> {
+    /// A node of a graph.
+    Var(Var<'g>),
+    /// An untracked constant.
+    Const(f64),
+}
+
+impl<'g> From<Var<'g>> for Operand<'g> {
+    fn from(x: Var<'g>) -> Self {
+        Operand::Var(x)
+    }
+}
+
+impl From<f64> for Operand<'_> {
+    fn from(c: f64) -> Self {
+        Operand::Const(c)
+    }
+}
+
+impl<'g> Var<'g> {
+    pub(crate) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
+        Var { graph, key }
+    }
+
+    /// The graph this handle belongs to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.graph().id(), g.id());
+    /// ```
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
+    /// The node's key in its graph's slot map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.key(), x.key());
+    /// ```
+    pub fn key(&self) -> NodeKey {
+        self.key
+    }
+
+    /// The node's value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert_eq!((g.var(1.5) * 2.0).value(), 3.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the node was released (see [`Var::try_value`]).
+    #[track_caller]
+    pub fn value(&self) -> f64 {
+        self.try_value().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The node's value, or [`Error::Released`] if it was released.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] if [`Graph::release`] freed the node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert_eq!(g.var(1.5).try_value(), Ok(1.5));
+    /// ```
+    pub fn try_value(&self) -> Result<f64, Error> {
+        let tape = self.graph.tape.borrow();
+        Ok(self.graph.resolve(&tape, *self)?.value)
+    }
+
+    /// The operation that made this node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Graph, Op};
+    /// let g = Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!((x * x).op(), Op::Binary(Binary::Mul));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the node was released.
+    #[track_caller]
+    pub fn op(&self) -> Op {
+        let tape = self.graph.tape.borrow();
+        let pos = self
+            .graph
+            .resolve(&tape, *self)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .arg;
+        tape.ops[pos as usize]
+    }
+
+    /// The node's position on the tape (its recording order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] if the node was released.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let (a, b) = (g.var(1.0), g.var(2.0));
+    /// assert!(a.try_position().unwrap() < b.try_position().unwrap());
+    /// ```
+    pub fn try_position(&self) -> Result<usize, Error> {
+        let tape = self.graph.tape.borrow();
+        Ok(self.graph.resolve(&tape, *self)?.arg as usize)
+    }
+
+    /// Records `op(self)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Unary};
+    /// let g = Graph::new();
+    /// let x = g.var(0.0);
+    /// assert_eq!(x.apply(Unary::Cos).value(), 1.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the node was released (see [`Var::try_apply`]).
+    #[track_caller]
+    pub fn apply(self, op: Unary) -> Var<'g> {
+        self.try_apply(op).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Records `op(self)`, or returns the error that prevented it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] if the node was released; [`Error::GraphFull`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Unary};
+    /// let g = Graph::new();
+    /// let mark = g.mark();
+    /// let x = g.var(0.0);
+    /// g.release(mark);
+    /// assert!(x.try_apply(Unary::Exp).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_apply(self, op: Unary) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        let graph = self.graph;
+        let mut tape = graph.tape.borrow_mut();
+        let x = graph.resolve(&tape, self)?;
+        let pos = tape.unary(op, x, location)?;
+        Ok(graph.handle(&mut tape, pos))
+    }
+
+    /// Records `op(self, rhs)`, or returns the error that prevented it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`], [`Error::ForeignHandle`] or [`Error::GraphFull`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Graph};
+    /// let (g, h) = (Graph::new(), Graph::new());
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.try_binary(Binary::Add, 2.0).unwrap().value(), 3.0);
+    /// assert!(x.try_binary(Binary::Add, h.var(1.0)).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_binary(self, op: Binary, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+        binary(op, Operand::Var(self), rhs.into(), Location::caller())
+    }
+
+    /// `self + rhs`, or the error that prevented it.
+    ///
+    /// # Errors
+    ///
+    /// See [`Var::try_binary`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert_eq!(g.var(1.0).try_add(2.0).unwrap().value(), 3.0);
+    /// ```
+    #[track_caller]
+    pub fn try_add(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+        self.try_binary(Binary::Add, rhs)
+    }
+
+    /// `self - rhs`, or the error that prevented it.
+    ///
+    /// # Errors
+    ///
+    /// See [`Var::try_binary`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert_eq!(g.var(1.0).try_sub(2.0).unwrap().value(), -1.0);
+    /// ```
+    #[track_caller]
+    pub fn try_sub(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+        self.try_binary(Binary::Sub, rhs)
+    }
+
+    /// `self * rhs`, or the error that prevented it.
+    ///
+    /// # Errors
+    ///
+    /// See [`Var::try_binary`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert_eq!(g.var(3.0).try_mul(2.0).unwrap().value(), 6.0);
+    /// ```
+    #[track_caller]
+    pub fn try_mul(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+        self.try_binary(Binary::Mul, rhs)
+    }
+
+    /// `self / rhs`, or the error that prevented it.
+    ///
+    /// # Errors
+    ///
+    /// See [`Var::try_binary`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert_eq!(g.var(3.0).try_div(2.0).unwrap().value(), 1.5);
+    /// ```
+    #[track_caller]
+    pub fn try_div(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+        self.try_binary(Binary::Div, rhs)
+    }
+
+    /// `self^exponent`, differentiable in the base and, if it is a `Var`, the exponent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let (x, p) = (g.var(2.0), g.var(3.0));
+    /// let y = x.powf(p);
+    /// let grads = y.backward();
+    /// assert_eq!(grads[x], 3.0 * 4.0); // p x^(p-1)
+    /// approx::assert_relative_eq!(grads[p], 2f64.ln() * 8.0); // ln(x) x^p
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// On a released or foreign handle (see [`Var::try_binary`] with [`Binary::Powf`]).
+    #[track_caller]
+    pub fn powf(self, exponent: impl Into<Operand<'g>>) -> Var<'g> {
+        or_panic(binary(
+            Binary::Powf,
+            Operand::Var(self),
+            exponent.into(),
+            Location::caller(),
+        ))
+    }
+
+    /// `self^n` for an integer `n`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(-2.0);
+    /// let y = x.powi(3);
+    /// assert_eq!(y.value(), -8.0);
+    /// assert_eq!(y.backward()[x], 12.0); // 3 x^2
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the node was released.
+    #[track_caller]
+    pub fn powi(self, n: i32) -> Var<'g> {
+        or_panic(binary(
+            Binary::Powi,
+            Operand::Var(self),
+            Operand::Const(f64::from(n)),
+            Location::caller(),
+        ))
+    }
+}
+
+/// `base^exponent` for a constant base: the `Var`-with-`Var` rule with an untracked base,
+/// so `d/dx 2^x = ln(2) 2^x`.
+///
+/// # Examples
+///
+/// ```
+/// let g = tapegrad::Graph::new();
+/// let x = g.var(3.0);
+/// let y = tapegrad::powf(2.0, x);
+/// assert_eq!(y.value(), 8.0);
+/// approx::assert_relative_eq!(y.backward()[x], 2f64.ln() * 8.0);
+/// ```
+///
+/// # Panics
+///
+/// If `exponent` was released.
+#[track_caller]
+pub fn powf(base: f64, exponent: Var<'_>) -> Var<'_> {
+    or_panic(binary(
+        Binary::Powf,
+        Operand::Const(base),
+        Operand::Var(exponent),
+        Location::caller(),
+    ))
+}
+
+#[track_caller]
+fn or_panic<T>(result: Result<T, Error>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Records a binary op; at least one operand is a `Var`, whose graph records it.
+fn binary<'g>(
+    op: Binary,
+    a: Operand<'g>,
+    b: Operand<'g>,
+    location: &'static Location<'static>,
+) -> Result<Var<'g>, Error> {
+    let graph = match (a, b) {
+        (Operand::Var(v), _) | (_, Operand::Var(v)) => v.graph,
+        (Operand::Const(_), Operand::Const(_)) => {
+            unreachable!("no binary op is recorded between two f64s")
+        }
+    };
+    let mut tape = graph.tape.borrow_mut();
+    let a = graph.resolve(&tape, a)?;
+    let b = graph.resolve(&tape, b)?;
+    let pos = tape.binary(op, a, b, location)?;
+    Ok(graph.handle(&mut tape, pos))
+}
+
+/// The unary methods, each one line of the op table in `op.rs`.
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $method:ident => $op:ident, ($x:expr, $y:expr);)*) => {
+        impl<'g> Var<'g> {
+            $(
+                $(#[$doc])*
+                ///
+                /// # Examples
+                ///
+                /// ```
+                /// let g = tapegrad::Graph::new();
+                #[doc = concat!("let x = g.var(", stringify!($x), ");")]
+                #[doc = concat!("approx::assert_relative_eq!(x.", stringify!($method), "().value(), ", stringify!($y), ");")]
+                /// ```
+                ///
+                /// # Panics
+                ///
+                /// If the node was released (see [`Var::try_apply`]).
+                #[track_caller]
+                pub fn $method(self) -> Var<'g> {
+                    or_panic(self.try_apply(Unary::$op))
+                }
+            )*
+        }
+    };
+}
+
+unary_methods! {
+    /// `e^self`.
+    exp => Exp, (1.0, std::f64::consts::E);
+    /// The natural logarithm.
+    ln => Ln, (std::f64::consts::E, 1.0);
+    /// The square root.
+    sqrt => Sqrt, (4.0, 2.0);
+    /// `1 / self`.
+    recip => Recip, (4.0, 0.25);
+    /// The sine.
+    sin => Sin, (0.0, 0.0);
+    /// The cosine.
+    cos => Cos, (0.0, 1.0);
+    /// The hyperbolic tangent.
+    tanh => Tanh, (0.0, 0.0);
+    /// The hyperbolic sine.
+    sinh => Sinh, (0.0, 0.0);
+    /// The hyperbolic cosine.
+    cosh => Cosh, (0.0, 1.0);
+    /// The absolute value (derivative 0 at 0).
+    abs => Abs, (-3.0, 3.0);
+    /// `max(self, 0)` (derivative 0 at 0).
+    relu => Relu, (-3.0, 0.0);
+    /// The logistic function `1 / (1 + e^-self)`.
+    sigmoid => Sigmoid, (0.0, 0.5);
+    /// GELU, tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    gelu => Gelu, (0.0, 0.0);
+}
+
+impl<'g> Neg for Var<'g> {
+    type Output = Var<'g>;
+    #[track_caller]
+    fn neg(self) -> Var<'g> {
+        or_panic(self.try_apply(Unary::Neg))
+    }
+}
+
+/// `Var op Var`, `Var op f64` and `f64 op Var` for one operator, all through one rule.
+macro_rules! binary_operator {
+    ($trait:ident, $method:ident, $assign_trait:ident, $assign:ident, $op:ident) => {
+        impl<'g> $trait<Var<'g>> for Var<'g> {
+            type Output = Var<'g>;
+            #[track_caller]
+            fn $method(self, rhs: Var<'g>) -> Var<'g> {
+                or_panic(binary(
+                    Binary::$op,
+                    Operand::Var(self),
+                    Operand::Var(rhs),
+                    Location::caller(),
+                ))
+            }
+        }
+        impl<'g> $trait<f64> for Var<'g> {
+            type Output = Var<'g>;
+            #[track_caller]
+            fn $method(self, rhs: f64) -> Var<'g> {
+                or_panic(binary(
+                    Binary::$op,
+                    Operand::Var(self),
+                    Operand::Const(rhs),
+                    Location::caller(),
+                ))
+            }
+        }
+        impl<'g> $trait<Var<'g>> for f64 {
+            type Output = Var<'g>;
+            #[track_caller]
+            fn $method(self, rhs: Var<'g>) -> Var<'g> {
+                or_panic(binary(
+                    Binary::$op,
+                    Operand::Const(self),
+                    Operand::Var(rhs),
+                    Location::caller(),
+                ))
+            }
+        }
+        impl<'g> $assign_trait<Var<'g>> for Var<'g> {
+            #[track_caller]
+            fn $assign(&mut self, rhs: Var<'g>) {
+                *self = or_panic(binary(
+                    Binary::$op,
+                    Operand::Var(*self),
+                    Operand::Var(rhs),
+                    Location::caller(),
+                ));
+            }
+        }
+        impl $assign_trait<f64> for Var<'_> {
+            #[track_caller]
+            fn $assign(&mut self, rhs: f64) {
+                *self = or_panic(binary(
+                    Binary::$op,
+                    Operand::Var(*self),
+                    Operand::Const(rhs),
+                    Location::caller(),
+                ));
+            }
+        }
+    };
+}
+
+binary_operator!(Add, add, AddAssign, add_assign, Add);
+binary_operator!(Sub, sub, SubAssign, sub_assign, Sub);
+binary_operator!(Mul, mul, MulAssign, mul_assign, Mul);
+binary_operator!(Div, div, DivAssign, div_assign, Div);
+
+impl PartialEq for Var<'_> {
+    /// Two handles are equal when they name the same node of the same graph.
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.graph, other.graph) && self.key == other.key
+    }
+}
+
+impl Eq for Var<'_> {}
+
+impl std::hash::Hash for Var<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.graph.id().hash(state);
+        self.key.hash(state);
+    }
+}
+
+impl fmt::Debug for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Var");
+        s.field("graph", &self.graph.id());
+        match self.try_value() {
+            Ok(v) => s.field("value", &v),
+            Err(_) => s.field("value", &"<released>"),
+        };
+        s.finish()
+    }
+}
+
+impl fmt::Display for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.try_value() {
+            Ok(v) => fmt::Display::fmt(&v, f),
+            Err(_) => f.write_str("<released>"),
+        }
+    }
+}
+
+impl<'g> Scalar for Var<'g> {
+    fn value(&self) -> f64 {
+        Var::value(self)
+    }
+    fn lift(&self, c: f64) -> Self {
+        self.graph.constant(c)
+    }
+    fn exp(self) -> Self {
+        Var::exp(self)
+    }
+    fn ln(self) -> Self {
+        Var::ln(self)
+    }
+    fn sqrt(self) -> Self {
+        Var::sqrt(self)
+    }
+    fn recip(self) -> Self {
+        Var::recip(self)
+    }
+    fn powi(self, n: i32) -> Self {
+        Var::powi(self, n)
+    }
+    fn powf(self, p: Self) -> Self {
+        Var::powf(self, p)
+    }
+    fn sin(self) -> Self {
+        Var::sin(self)
+    }
+    fn cos(self) -> Self {
+        Var::cos(self)
+    }
+    fn tanh(self) -> Self {
+        Var::tanh(self)
+    }
+    fn sinh(self) -> Self {
+        Var::sinh(self)
+    }
+    fn cosh(self) -> Self {
+        Var::cosh(self)
+    }
+    fn abs(self) -> Self {
+        Var::abs(self)
+    }
+    fn relu(self) -> Self {
+        Var::relu(self)
+    }
+    fn sigmoid(self) -> Self {
+        Var::sigmoid(self)
+    }
+    fn gelu(self) -> Self {
+        Var::gelu(self)
+    }
+    #[track_caller]
+    fn sum(terms: &[Self]) -> Self {
+        first_graph(terms, "sum").sum(terms.iter().copied())
+    }
+    #[track_caller]
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        first_graph(a, "dot").dot(a, b)
+    }
+    #[track_caller]
+    fn logsumexp(terms: &[Self]) -> Self {
+        first_graph(terms, "logsumexp").logsumexp(terms.iter().copied())
+    }
+}
+
+#[track_caller]
+fn first_graph<'g>(terms: &[Var<'g>], op: &str) -> &'g Graph {
+    match terms.first() {
+        Some(x) => x.graph,
+        None => {
+            panic!("tapegrad: {op} of no Vars has no graph to record on; use Graph::{op} instead")
+        }
+    }
+}
