@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod backward;
+mod differentiable;
 mod error;
 mod graph;
 pub mod op;

@@ -1,0 +1,354 @@
+//! The differentiable backward: [`Var::grad`] records the reverse sweep's own arithmetic
+//! on the graph, so every gradient is a `Var` that can be differentiated again.
+//!
+//! It evaluates the same generic rules of `op.rs` as the plain backward, but on [`Term`]s
+//! (graph nodes addressed by tape position, or folded constants) instead of `f64`s.
+
+use std::fmt;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::panic::Location;
+
+use crate::error::Error;
+use crate::graph::{CONST_ARG, Graph, Resolved, Tape};
+use crate::op::{Binary, Nary, Op, Unary};
+use crate::scalar::Scalar;
+use crate::var::Var;
+
+impl<'g> Var<'g> {
+    /// The gradient of `self` with respect to each of `inputs`, as `Var`s on the same graph:
+    /// the backward pass is recorded as graph nodes, so each gradient can be differentiated
+    /// again (second and higher derivatives, Hessians). It applies the same derivative
+    /// rules as [`Var::backward`], and records only what the chosen inputs need.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(2.0);
+    /// let y = x.powi(3);
+    /// let dy = y.grad(&[x])[0]; // 3 x^2
+    /// let d2y = dy.grad(&[x])[0]; // 6 x
+    /// let d3y = d2y.grad(&[x])[0]; // 6
+    /// assert_eq!((dy.value(), d2y.value(), d3y.value()), (12.0, 12.0, 6.0));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// On a released or foreign handle (see [`Var::try_grad`]).
+    #[track_caller]
+    pub fn grad(self, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
+        self.try_grad(inputs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Var::grad`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for `self` or an input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// let (g, h) = (Graph::new(), Graph::new());
+    /// let x = g.var(1.0);
+    /// assert!(x.exp().try_grad(&[h.var(1.0)]).is_err());
+    /// ```
+    pub fn try_grad(self, inputs: &[Var<'g>]) -> Result<Vec<Var<'g>>, Error> {
+        let graph = self.graph();
+        let (root, positions) = {
+            let tape = graph.tape.borrow();
+            let root = graph.resolve(&tape, self)?.arg as usize;
+            let positions = inputs
+                .iter()
+                .map(|&x| Ok(graph.resolve(&tape, x)?.arg as usize))
+                .collect::<Result<Vec<_>, Error>>()?;
+            (root, positions)
+        };
+        let adjoints = differentiable_sweep(graph, root, &positions);
+        let mut tape = graph.tape.borrow_mut();
+        Ok(positions
+            .iter()
+            .map(|&p| match adjoints.get(p).copied().flatten() {
+                Some(Term::Node(_, pos)) => graph.handle(&mut tape, pos),
+                Some(Term::Const(c)) => constant(graph, &mut tape, c),
+                None => constant(graph, &mut tape, 0.0),
+            })
+            .collect())
+    }
+}
+
+fn constant<'g>(graph: &'g Graph, tape: &mut Tape, c: f64) -> Var<'g> {
+    let pos = tape
+        .leaf(Op::Constant, c, Location::caller())
+        .unwrap_or_else(|e| panic!("{e}"));
+    graph.handle(tape, pos)
+}
+
+/// The adjoint of every node up to `root` that depends on one of `inputs`, as terms
+/// recorded on the graph (`None` where nothing flows).
+fn differentiable_sweep<'g>(
+    graph: &'g Graph,
+    root: usize,
+    inputs: &[usize],
+) -> Vec<Option<Term<'g>>> {
+    // Only nodes that depend on an input need adjoints: mark them in one forward pass.
+    let mut depends = vec![false; root + 1];
+    {
+        let tape = graph.tape.borrow();
+        for &p in inputs.iter().filter(|&&p| p <= root) {
+            depends[p] = true;
+        }
+        for node in 0..=root {
+            if !depends[node] {
+                let (args, _) = tape.edges(node);
+                depends[node] = args.iter().any(|&a| a != CONST_ARG && depends[a as usize]);
+            }
+        }
+    }
+    let mut adjoints: Vec<Option<Term<'g>>> = vec![None; root + 1];
+    if !depends[root] {
+        return adjoints;
+    }
+    adjoints[root] = Some(Term::Const(1.0));
+    let (mut args, mut operands) = (Vec::new(), Vec::new());
+    for node in (0..=root).rev() {
+        let Some(adjoint) = adjoints[node] else {
+            continue;
+        };
+        let op = {
+            let tape = graph.tape.borrow();
+            let (a, w) = tape.edges(node);
+            args.clear();
+            args.extend_from_slice(a);
+            operands.clear();
+            operands.extend(a.iter().zip(w).map(|(&arg, &w)| {
+                if arg == CONST_ARG {
+                    Term::Const(w)
+                } else {
+                    Term::Node(graph, arg)
+                }
+            }));
+            tape.ops[node]
+        };
+        let y = Term::Node(graph, node as u32);
+        for (k, &arg) in args.iter().enumerate() {
+            if arg == CONST_ARG || !depends[arg as usize] {
+                continue;
+            }
+            let partial = match op {
+                Op::Unary(op) => op.partial(operands[0], y),
+                Op::Binary(op) => op.partial(operands[0], operands[1], y, k),
+                Op::Nary(op) => op.partial(&operands, y, k),
+                Op::Input | Op::Constant => unreachable!("leaves have no operands"),
+            };
+            let contribution = adjoint * partial;
+            let slot = &mut adjoints[arg as usize];
+            *slot = Some(match *slot {
+                Some(sum) => sum + contribution,
+                None => contribution,
+            });
+        }
+    }
+    adjoints
+}
+
+/// A value inside the differentiable sweep: a constant (folded, never recorded) or a node
+/// of the graph addressed by tape position. Recording by position skips the slot map: only
+/// the gradients handed back to the user get keys.
+#[derive(Clone, Copy)]
+pub(crate) enum Term<'g> {
+    Const(f64),
+    Node(&'g Graph, u32),
+}
+
+impl fmt::Debug for Term<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Term::Const(c) => write!(f, "Const({c})"),
+            Term::Node(g, pos) => write!(f, "Node(graph #{}, position {pos})", g.id()),
+        }
+    }
+}
+
+impl<'g> Term<'g> {
+    fn graph(self) -> Option<&'g Graph> {
+        match self {
+            Term::Const(_) => None,
+            Term::Node(g, _) => Some(g),
+        }
+    }
+
+    fn resolved(self, tape: &Tape) -> Resolved {
+        match self {
+            Term::Const(c) => Resolved::constant(c),
+            Term::Node(_, pos) => Resolved {
+                value: tape.values[pos as usize],
+                arg: pos,
+            },
+        }
+    }
+
+    fn is(self, c: f64) -> bool {
+        matches!(self, Term::Const(x) if x == c)
+    }
+
+    fn unary(self, op: Unary) -> Self {
+        match self {
+            Term::Const(c) => Term::Const(op.value(c)),
+            Term::Node(graph, _) => {
+                let mut tape = graph.tape.borrow_mut();
+                let x = self.resolved(&tape);
+                let pos = tape
+                    .unary(op, x, Location::caller())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                Term::Node(graph, pos)
+            }
+        }
+    }
+
+    fn binary(op: Binary, a: Self, b: Self) -> Self {
+        // Fold what symbolic differentiation makes plentiful: x + 0, x * 1, 0 * x, x / 1.
+        match op {
+            Binary::Add if a.is(0.0) => return b,
+            Binary::Add | Binary::Sub if b.is(0.0) => return a,
+            Binary::Mul if a.is(1.0) => return b,
+            Binary::Mul | Binary::Div if b.is(1.0) => return a,
+            Binary::Mul if a.is(0.0) || b.is(0.0) => return Term::Const(0.0),
+            _ => {}
+        }
+        let Some(graph) = a.graph().or(b.graph()) else {
+            let (Term::Const(x), Term::Const(y)) = (a, b) else {
+                unreachable!()
+            };
+            return Term::Const(op.value(x, y));
+        };
+        let mut tape = graph.tape.borrow_mut();
+        let (x, y) = (a.resolved(&tape), b.resolved(&tape));
+        let pos = tape
+            .binary(op, x, y, Location::caller())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Term::Node(graph, pos)
+    }
+
+    fn nary(op: Nary, terms: &[Self]) -> Self {
+        let Some(graph) = terms.iter().find_map(|t| t.graph()) else {
+            let values: Vec<f64> = terms.iter().map(|t| t.value()).collect();
+            return Term::Const(op.value(&values));
+        };
+        let mut tape = graph.tape.borrow_mut();
+        let resolve = |_: &_, values: &[f64], t: &Term<'g>| {
+            Ok(match *t {
+                Term::Const(c) => Resolved::constant(c),
+                Term::Node(_, pos) => Resolved {
+                    value: values[pos as usize],
+                    arg: pos,
+                },
+            })
+        };
+        let pos = tape
+            .nary(op, terms, resolve, Location::caller())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Term::Node(graph, pos)
+    }
+}
+
+macro_rules! term_operator {
+    ($trait:ident, $method:ident, $op:ident) => {
+        impl<'g> $trait for Term<'g> {
+            type Output = Term<'g>;
+            fn $method(self, rhs: Term<'g>) -> Term<'g> {
+                Term::binary(Binary::$op, self, rhs)
+            }
+        }
+        impl<'g> $trait<f64> for Term<'g> {
+            type Output = Term<'g>;
+            fn $method(self, rhs: f64) -> Term<'g> {
+                Term::binary(Binary::$op, self, Term::Const(rhs))
+            }
+        }
+    };
+}
+
+term_operator!(Add, add, Add);
+term_operator!(Sub, sub, Sub);
+term_operator!(Mul, mul, Mul);
+term_operator!(Div, div, Div);
+
+impl Neg for Term<'_> {
+    type Output = Self;
+    fn neg(self) -> Self {
+        self.unary(Unary::Neg)
+    }
+}
+
+impl Scalar for Term<'_> {
+    fn value(&self) -> f64 {
+        match *self {
+            Term::Const(c) => c,
+            Term::Node(g, pos) => g.tape.borrow().values[pos as usize],
+        }
+    }
+    fn lift(&self, c: f64) -> Self {
+        Term::Const(c)
+    }
+    fn exp(self) -> Self {
+        self.unary(Unary::Exp)
+    }
+    fn ln(self) -> Self {
+        self.unary(Unary::Ln)
+    }
+    fn sqrt(self) -> Self {
+        self.unary(Unary::Sqrt)
+    }
+    fn recip(self) -> Self {
+        self.unary(Unary::Recip)
+    }
+    fn powi(self, n: i32) -> Self {
+        match n {
+            1 => self,
+            _ => Term::binary(Binary::Powi, self, Term::Const(f64::from(n))),
+        }
+    }
+    fn powf(self, p: Self) -> Self {
+        Term::binary(Binary::Powf, self, p)
+    }
+    fn sin(self) -> Self {
+        self.unary(Unary::Sin)
+    }
+    fn cos(self) -> Self {
+        self.unary(Unary::Cos)
+    }
+    fn tanh(self) -> Self {
+        self.unary(Unary::Tanh)
+    }
+    fn sinh(self) -> Self {
+        self.unary(Unary::Sinh)
+    }
+    fn cosh(self) -> Self {
+        self.unary(Unary::Cosh)
+    }
+    fn abs(self) -> Self {
+        self.unary(Unary::Abs)
+    }
+    fn relu(self) -> Self {
+        self.unary(Unary::Relu)
+    }
+    fn sigmoid(self) -> Self {
+        self.unary(Unary::Sigmoid)
+    }
+    fn gelu(self) -> Self {
+        self.unary(Unary::Gelu)
+    }
+    fn sum(terms: &[Self]) -> Self {
+        Term::nary(Nary::Sum, terms)
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
+        let both: Vec<Self> = a.iter().chain(b).copied().collect();
+        Term::nary(Nary::Dot, &both)
+    }
+    fn logsumexp(terms: &[Self]) -> Self {
+        Term::nary(Nary::LogSumExp, terms)
+    }
+}
