@@ -929,6 +929,79 @@ impl Graph {
     pub fn anomaly(&self) -> Option<Anomaly> {
         self.tape.borrow().anomaly_up_to(u32::MAX).cloned()
     }
+
+    /// Changes the value of an input made by [`Graph::var`]: how an optimizer updates
+    /// parameters that live across training steps.
+    ///
+    /// A recorded node keeps the value and partials it was recorded with, so changing an
+    /// input that some node uses would leave that node silently stale; that is refused.
+    /// The intended order is: record the step, backward, [`Graph::release`] the step's
+    /// nodes (to a mark taken after the parameters were created), then update. The check
+    /// costs time proportional to the edges recorded after `x`, which is none in that use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.var(1.0);
+    /// let mark = g.mark();
+    /// let grad = (w * 3.0).powi(2).backward()[w]; // d(9 w^2)/dw = 18 w = 18
+    /// g.release(mark);
+    /// g.set_value(w, 1.0 - 0.01 * grad);
+    /// assert_eq!(w.value(), 1.0 - 0.18);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// In the cases where [`Graph::try_set_value`] returns an error.
+    #[track_caller]
+    pub fn set_value(&self, x: Var<'_>, value: f64) {
+        self.try_set_value(x, value)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Graph::set_value`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for a bad `x`;
+    /// [`Error::BadOperands`] if `x` is not an input, or if a node recorded after it uses
+    /// it. Nothing changes on error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.var(1.0);
+    /// let y = w.exp();
+    /// assert!(g.try_set_value(w, 2.0).is_err()); // y still uses w = 1
+    /// assert!(g.try_set_value(y, 2.0).is_err()); // not an input
+    /// assert_eq!(w.value(), 1.0);
+    /// ```
+    pub fn try_set_value(&self, x: Var<'_>, value: f64) -> Result<(), Error> {
+        let mut tape = self.tape.borrow_mut();
+        let pos = self.resolve(&tape, x)?.arg as usize;
+        if tape.ops[pos] != Op::Input {
+            return Err(Error::BadOperands {
+                op: "set_value",
+                why: format!(
+                    "only an input made by Graph::var can change its value; this node is {}",
+                    tape.op_name(pos)
+                ),
+            });
+        }
+        let later_edges = tape.edge_start[pos + 1] as usize;
+        if tape.args[later_edges..].contains(&(pos as u32)) {
+            return Err(Error::BadOperands {
+                op: "set_value",
+                why: "a node recorded after this input uses it and would keep the old value; \
+                      release those nodes (Graph::mark / Graph::release) before changing it"
+                    .into(),
+            });
+        }
+        tape.values[pos] = value;
+        Ok(())
+    }
 }
 
 // Keep the cost of the per-node storage visible to anyone changing it.
