@@ -237,16 +237,18 @@ binary_ops! {
         d_rhs: |a, b, y| -(y / b),
     }
     /// `a^b` for real `b`: `d/da = b a^(b-1)`, `d/db = ln(a) a^b`. Where `a^b` is 0
-    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`.
+    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`; at
+    /// `a = b = 0`, `d/da` is 0 (`a^0` is the constant 1), not `0 * 0^-1 = NaN`.
     Powf "powf" {
         value: |a, b| a.powf(b),
-        d_lhs: |a, b, y| b * a.powf(b - 1.0),
+        d_lhs: |a, b, y| if a.value() == 0.0 && b.value() == 0.0 { a.lift(0.0) } else { b * a.powf(b - 1.0) },
         d_rhs: |a, b, y| if y.value() == 0.0 { a.lift(0.0) } else { a.ln() * y },
     }
-    /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`.
+    /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`, and 0 for
+    /// `n = 0` (`a^0` is the constant 1; `0 * a^-1` would be NaN at `a = 0`).
     Powi "powi" {
         value: |a, n| a.powi(n as i32),
-        d_lhs: |a, n, y| n * a.powi(n.value() as i32 - 1),
+        d_lhs: |a, n, y| if n.value() == 0.0 { a.lift(0.0) } else { n * a.powi(n.value() as i32 - 1) },
         d_rhs: |a, n, y| a.lift(0.0),
     }
 }
