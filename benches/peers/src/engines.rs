@@ -1,0 +1,564 @@
+//! The engines under comparison, each behind the same small interface.
+//!
+//! The workloads are written over [`tapegrad::Scalar`]; tapegrad's `Var` and `f64`
+//! implement it already, and the peers' variable types are wrapped here in newtypes that
+//! implement it with the peers' own operations. Where a peer has no fused n-ary node (a
+//! sum, a dot product, a log-sum-exp), the newtype composes it from binary ops, exactly
+//! as a user of that crate would write it. [`BinaryOnly`] does the same on tapegrad, so
+//! the table also shows tapegrad's cost per node on the peers' node set.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+use num_traits::Float as _;
+use tapegrad::{Gradients, Graph, Scalar, Var};
+
+use crate::workloads::Workload;
+
+/// `sqrt(2 / pi)` and the cubic coefficient of GELU's tanh form.
+const SQRT_2_OVER_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+const GELU_CUBIC: f64 = 0.044715;
+
+/// How an engine is run: with its buffers kept from one call to the next (warm, as in a
+/// training loop), or with a fresh tape every call (cold, as in a one-off gradient).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffers {
+    /// Reuse the tape's (and the gradient store's) memory across calls.
+    Warm,
+    /// Allocate a new tape for every call.
+    Cold,
+}
+
+/// One AD engine (or plain `f64`), able to record a workload and to differentiate it.
+pub trait Engine {
+    /// The name shown in tables.
+    fn name(&self) -> &'static str;
+    /// Records `w` at `x` without differentiating; returns the value and the number of
+    /// nodes (or statements) the engine recorded.
+    fn record<W: Workload>(&mut self, w: &W, x: &[f64]) -> (f64, usize);
+    /// Records `w` at `x` and computes its gradient into `grad`; returns the value and the
+    /// number of nodes.
+    fn gradient<W: Workload>(&mut self, w: &W, x: &[f64], grad: &mut Vec<f64>) -> (f64, usize);
+}
+
+/// Plain `f64` evaluation: the baseline every ratio is taken against.
+pub struct Plain;
+
+impl Engine for Plain {
+    fn name(&self) -> &'static str {
+        "f64"
+    }
+    fn record<W: Workload>(&mut self, w: &W, x: &[f64]) -> (f64, usize) {
+        (w.eval(x), 0)
+    }
+    fn gradient<W: Workload>(&mut self, w: &W, x: &[f64], grad: &mut Vec<f64>) -> (f64, usize) {
+        grad.clear();
+        (w.eval(x), 0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// tapegrad
+// ---------------------------------------------------------------------------------------
+
+/// tapegrad with its fused n-ary nodes (`Var` as it is).
+pub struct Tapegrad {
+    buffers: Buffers,
+    graph: Graph,
+    grads: Gradients,
+}
+
+impl Tapegrad {
+    pub fn new(buffers: Buffers) -> Self {
+        Tapegrad {
+            buffers,
+            graph: Graph::new(),
+            grads: Gradients::new(),
+        }
+    }
+
+    /// Runs `body` on a graph: the kept one (released afterwards) or a fresh one.
+    fn with_graph<R>(&mut self, body: impl FnOnce(&Graph, &mut Gradients) -> R) -> R {
+        match self.buffers {
+            Buffers::Warm => {
+                let mark = self.graph.mark();
+                let result = body(&self.graph, &mut self.grads);
+                self.graph.release(mark);
+                result
+            }
+            Buffers::Cold => body(&Graph::new(), &mut Gradients::new()),
+        }
+    }
+}
+
+impl Engine for Tapegrad {
+    fn name(&self) -> &'static str {
+        "tapegrad"
+    }
+    fn record<W: Workload>(&mut self, w: &W, x: &[f64]) -> (f64, usize) {
+        self.with_graph(|g, _| {
+            let xs = g.vars(x);
+            let y = w.eval(&xs);
+            (y.value(), g.len())
+        })
+    }
+    fn gradient<W: Workload>(&mut self, w: &W, x: &[f64], grad: &mut Vec<f64>) -> (f64, usize) {
+        self.with_graph(|g, grads| {
+            let xs = g.vars(x);
+            let y = w.eval(&xs);
+            y.backward_into(grads);
+            grad.clear();
+            grad.extend(xs.iter().map(|&v| grads[v]));
+            (y.value(), g.len())
+        })
+    }
+}
+
+/// tapegrad restricted to the peers' node set: sums, dot products, log-sum-exp, GELU and
+/// the logistic function composed from binary and unary ops, as the peers record them.
+#[derive(Clone, Copy, Debug)]
+pub struct BinaryOnly<'g>(pub Var<'g>);
+
+/// [`Tapegrad`] recording through [`BinaryOnly`].
+pub struct TapegradBinary(Tapegrad);
+
+impl TapegradBinary {
+    pub fn new(buffers: Buffers) -> Self {
+        TapegradBinary(Tapegrad::new(buffers))
+    }
+}
+
+impl Engine for TapegradBinary {
+    fn name(&self) -> &'static str {
+        "tapegrad (binary ops only)"
+    }
+    fn record<W: Workload>(&mut self, w: &W, x: &[f64]) -> (f64, usize) {
+        self.0.with_graph(|g, _| {
+            let xs: Vec<BinaryOnly> = x.iter().map(|&v| BinaryOnly(g.var(v))).collect();
+            let y = w.eval(&xs);
+            (y.0.value(), g.len())
+        })
+    }
+    fn gradient<W: Workload>(&mut self, w: &W, x: &[f64], grad: &mut Vec<f64>) -> (f64, usize) {
+        self.0.with_graph(|g, grads| {
+            let xs: Vec<BinaryOnly> = x.iter().map(|&v| BinaryOnly(g.var(v))).collect();
+            let y = w.eval(&xs);
+            y.0.backward_into(grads);
+            grad.clear();
+            grad.extend(xs.iter().map(|v| grads[v.0]));
+            (y.0.value(), g.len())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// echidna 0.15, reverse mode (its Adept-style `Reverse<f64>` on a thread-local tape)
+// ---------------------------------------------------------------------------------------
+
+/// echidna's reverse-mode variable.
+#[derive(Clone, Copy, Debug)]
+pub struct Echidna(pub echidna::Reverse<f64>);
+
+/// echidna's tape, kept (and cleared) between calls when warm.
+pub struct EchidnaEngine {
+    buffers: Buffers,
+    tape: echidna::tape::Tape<f64>,
+}
+
+impl EchidnaEngine {
+    pub fn new(buffers: Buffers) -> Self {
+        EchidnaEngine {
+            buffers,
+            tape: echidna::tape::Tape::new(),
+        }
+    }
+
+    /// Records `w` on the tape; returns the output variable. This is what `echidna::grad`
+    /// does, minus its thread-local tape pool, so that warm and cold can be told apart.
+    fn run<W: Workload>(
+        tape: &mut echidna::tape::Tape<f64>,
+        w: &W,
+        x: &[f64],
+    ) -> echidna::Reverse<f64> {
+        let xs: Vec<Echidna> = x
+            .iter()
+            .map(|&v| {
+                let (index, value) = tape.new_variable(v);
+                Echidna(echidna::Reverse::from_tape(value, index))
+            })
+            .collect();
+        let _active = echidna::tape::TapeGuard::new(tape);
+        w.eval(&xs).0
+    }
+
+    fn with_tape<R>(&mut self, body: impl FnOnce(&mut echidna::tape::Tape<f64>) -> R) -> R {
+        match self.buffers {
+            Buffers::Warm => {
+                self.tape.clear();
+                body(&mut self.tape)
+            }
+            Buffers::Cold => body(&mut echidna::tape::Tape::new()),
+        }
+    }
+}
+
+impl Engine for EchidnaEngine {
+    fn name(&self) -> &'static str {
+        "echidna 0.15"
+    }
+    fn record<W: Workload>(&mut self, w: &W, x: &[f64]) -> (f64, usize) {
+        self.with_tape(|tape| {
+            let y = Self::run(tape, w, x);
+            // Variables are numbered in recording order, so the output's index + 1 is the
+            // number of variables (inputs and recorded ops) on the tape.
+            (echidna::Scalar::value(&y), y.index() as usize + 1)
+        })
+    }
+    fn gradient<W: Workload>(&mut self, w: &W, x: &[f64], grad: &mut Vec<f64>) -> (f64, usize) {
+        self.with_tape(|tape| {
+            let y = Self::run(tape, w, x);
+            let adjoints = tape.reverse(y.index());
+            grad.clear();
+            grad.extend_from_slice(&adjoints[..x.len()]);
+            (echidna::Scalar::value(&y), y.index() as usize + 1)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// reverse 0.2
+// ---------------------------------------------------------------------------------------
+
+/// reverse's variable.
+#[derive(Clone, Copy, Debug)]
+pub struct Rev<'t>(pub reverse::Var<'t>);
+
+/// reverse's tape, kept (and cleared) between calls when warm.
+pub struct ReverseEngine {
+    buffers: Buffers,
+    tape: reverse::Tape,
+}
+
+impl ReverseEngine {
+    pub fn new(buffers: Buffers) -> Self {
+        ReverseEngine {
+            buffers,
+            tape: reverse::Tape::new(),
+        }
+    }
+
+    fn with_tape<R>(&mut self, body: impl FnOnce(&reverse::Tape) -> R) -> R {
+        match self.buffers {
+            Buffers::Warm => {
+                self.tape.clear();
+                body(&self.tape)
+            }
+            Buffers::Cold => body(&reverse::Tape::new()),
+        }
+    }
+}
+
+impl Engine for ReverseEngine {
+    fn name(&self) -> &'static str {
+        "reverse 0.2"
+    }
+    fn record<W: Workload>(&mut self, w: &W, x: &[f64]) -> (f64, usize) {
+        self.with_tape(|tape| {
+            let xs: Vec<Rev> = x.iter().map(|&v| Rev(tape.add_var(v))).collect();
+            let y = w.eval(&xs);
+            (y.0.val(), tape.len())
+        })
+    }
+    fn gradient<W: Workload>(&mut self, w: &W, x: &[f64], grad: &mut Vec<f64>) -> (f64, usize) {
+        use reverse::Gradient as _;
+        self.with_tape(|tape| {
+            let xs: Vec<Rev> = x.iter().map(|&v| Rev(tape.add_var(v))).collect();
+            let y = w.eval(&xs);
+            let adjoints = y.0.grad();
+            grad.clear();
+            grad.extend(xs.iter().map(|v| adjoints.wrt(&v.0)));
+            (y.0.val(), tape.len())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `tapegrad::Scalar` for the newtypes
+// ---------------------------------------------------------------------------------------
+
+/// The arithmetic operators of a newtype, forwarded to the wrapped type.
+macro_rules! forward_operators {
+    ($name:ident $(<$lt:lifetime>)?) => {
+        impl$(<$lt>)? Add for $name$(<$lt>)? {
+            type Output = Self;
+            fn add(self, rhs: Self) -> Self { $name(self.0 + rhs.0) }
+        }
+        impl$(<$lt>)? Sub for $name$(<$lt>)? {
+            type Output = Self;
+            fn sub(self, rhs: Self) -> Self { $name(self.0 - rhs.0) }
+        }
+        impl$(<$lt>)? Mul for $name$(<$lt>)? {
+            type Output = Self;
+            fn mul(self, rhs: Self) -> Self { $name(self.0 * rhs.0) }
+        }
+        impl$(<$lt>)? Div for $name$(<$lt>)? {
+            type Output = Self;
+            fn div(self, rhs: Self) -> Self { $name(self.0 / rhs.0) }
+        }
+        impl$(<$lt>)? Neg for $name$(<$lt>)? {
+            type Output = Self;
+            fn neg(self) -> Self { $name(-self.0) }
+        }
+        impl$(<$lt>)? Add<f64> for $name$(<$lt>)? {
+            type Output = Self;
+            fn add(self, rhs: f64) -> Self { $name(self.0 + rhs) }
+        }
+        impl$(<$lt>)? Sub<f64> for $name$(<$lt>)? {
+            type Output = Self;
+            fn sub(self, rhs: f64) -> Self { $name(self.0 - rhs) }
+        }
+        impl$(<$lt>)? Mul<f64> for $name$(<$lt>)? {
+            type Output = Self;
+            fn mul(self, rhs: f64) -> Self { $name(self.0 * rhs) }
+        }
+        impl$(<$lt>)? Div<f64> for $name$(<$lt>)? {
+            type Output = Self;
+            fn div(self, rhs: f64) -> Self { $name(self.0 / rhs) }
+        }
+    };
+}
+
+forward_operators!(BinaryOnly<'g>);
+forward_operators!(Echidna);
+forward_operators!(Rev<'t>);
+
+/// The n-ary functions and the compound unary ones, composed from binary and unary ops
+/// (for engines without fused nodes).
+mod composed {
+    use super::{GELU_CUBIC, SQRT_2_OVER_PI};
+    use tapegrad::Scalar;
+
+    pub fn sum<T: Scalar>(terms: &[T]) -> T {
+        let (first, rest) = terms.split_first().expect("a sum of no terms");
+        rest.iter().fold(*first, |acc, &t| acc + t)
+    }
+
+    pub fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
+        assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
+        let products: Vec<T> = a.iter().zip(b).map(|(&x, &y)| x * y).collect();
+        sum(&products)
+    }
+
+    /// `m + ln(sum_i e^(x_i - m))` with `m` the largest value, as a constant.
+    pub fn logsumexp<T: Scalar>(terms: &[T]) -> T {
+        let max = terms
+            .iter()
+            .map(Scalar::value)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let shifted: Vec<T> = terms.iter().map(|&t| (t - max).exp()).collect();
+        sum(&shifted).ln() + max
+    }
+
+    pub fn sigmoid<T: Scalar>(x: T) -> T {
+        ((-x).exp() + 1.0).recip()
+    }
+
+    pub fn gelu<T: Scalar>(x: T) -> T {
+        let u = (x * x * x * GELU_CUBIC + x) * SQRT_2_OVER_PI;
+        (u.tanh() + 1.0) * x * 0.5
+    }
+
+    pub fn relu<T: Scalar>(x: T) -> T {
+        if x.value() > 0.0 { x } else { x * 0.0 }
+    }
+}
+
+impl Scalar for BinaryOnly<'_> {
+    fn value(&self) -> f64 {
+        self.0.value()
+    }
+    fn lift(&self, c: f64) -> Self {
+        BinaryOnly(self.0.graph().constant(c))
+    }
+    fn exp(self) -> Self {
+        BinaryOnly(self.0.exp())
+    }
+    fn ln(self) -> Self {
+        BinaryOnly(self.0.ln())
+    }
+    fn sqrt(self) -> Self {
+        BinaryOnly(self.0.sqrt())
+    }
+    fn recip(self) -> Self {
+        BinaryOnly(self.0.recip())
+    }
+    fn powi(self, n: i32) -> Self {
+        BinaryOnly(self.0.powi(n))
+    }
+    fn powf(self, p: Self) -> Self {
+        BinaryOnly(self.0.powf(p.0))
+    }
+    fn sin(self) -> Self {
+        BinaryOnly(self.0.sin())
+    }
+    fn cos(self) -> Self {
+        BinaryOnly(self.0.cos())
+    }
+    fn tanh(self) -> Self {
+        BinaryOnly(self.0.tanh())
+    }
+    fn sinh(self) -> Self {
+        BinaryOnly(self.0.sinh())
+    }
+    fn cosh(self) -> Self {
+        BinaryOnly(self.0.cosh())
+    }
+    fn abs(self) -> Self {
+        BinaryOnly(self.0.abs())
+    }
+    fn relu(self) -> Self {
+        composed::relu(self)
+    }
+    fn sigmoid(self) -> Self {
+        composed::sigmoid(self)
+    }
+    fn gelu(self) -> Self {
+        composed::gelu(self)
+    }
+    fn sum(terms: &[Self]) -> Self {
+        composed::sum(terms)
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        composed::dot(a, b)
+    }
+    fn logsumexp(terms: &[Self]) -> Self {
+        composed::logsumexp(terms)
+    }
+}
+
+impl Scalar for Echidna {
+    fn value(&self) -> f64 {
+        echidna::Scalar::value(&self.0)
+    }
+    fn lift(&self, c: f64) -> Self {
+        Echidna(echidna::Reverse::constant(c))
+    }
+    fn exp(self) -> Self {
+        Echidna(self.0.exp())
+    }
+    fn ln(self) -> Self {
+        Echidna(self.0.ln())
+    }
+    fn sqrt(self) -> Self {
+        Echidna(self.0.sqrt())
+    }
+    fn recip(self) -> Self {
+        Echidna(self.0.recip())
+    }
+    fn powi(self, n: i32) -> Self {
+        Echidna(self.0.powi(n))
+    }
+    fn powf(self, p: Self) -> Self {
+        Echidna(self.0.powf(p.0))
+    }
+    fn sin(self) -> Self {
+        Echidna(self.0.sin())
+    }
+    fn cos(self) -> Self {
+        Echidna(self.0.cos())
+    }
+    fn tanh(self) -> Self {
+        Echidna(self.0.tanh())
+    }
+    fn sinh(self) -> Self {
+        Echidna(self.0.sinh())
+    }
+    fn cosh(self) -> Self {
+        Echidna(self.0.cosh())
+    }
+    fn abs(self) -> Self {
+        Echidna(self.0.abs())
+    }
+    fn relu(self) -> Self {
+        composed::relu(self)
+    }
+    fn sigmoid(self) -> Self {
+        composed::sigmoid(self)
+    }
+    fn gelu(self) -> Self {
+        composed::gelu(self)
+    }
+    fn sum(terms: &[Self]) -> Self {
+        composed::sum(terms)
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        composed::dot(a, b)
+    }
+    fn logsumexp(terms: &[Self]) -> Self {
+        composed::logsumexp(terms)
+    }
+}
+
+impl Scalar for Rev<'_> {
+    fn value(&self) -> f64 {
+        self.0.val()
+    }
+    fn lift(&self, c: f64) -> Self {
+        // reverse has no untracked constant type: a constant is a node without operands.
+        Rev(self.0.tape.add_var(c))
+    }
+    fn exp(self) -> Self {
+        Rev(self.0.exp())
+    }
+    fn ln(self) -> Self {
+        Rev(self.0.ln())
+    }
+    fn sqrt(self) -> Self {
+        Rev(self.0.sqrt())
+    }
+    fn recip(self) -> Self {
+        Rev(self.0.recip())
+    }
+    fn powi(self, n: i32) -> Self {
+        Rev(self.0.powi(n))
+    }
+    fn powf(self, p: Self) -> Self {
+        use reverse::Powf as _;
+        Rev(self.0.powf(p.0))
+    }
+    fn sin(self) -> Self {
+        Rev(self.0.sin())
+    }
+    fn cos(self) -> Self {
+        Rev(self.0.cos())
+    }
+    fn tanh(self) -> Self {
+        Rev(self.0.tanh())
+    }
+    fn sinh(self) -> Self {
+        Rev(self.0.sinh())
+    }
+    fn cosh(self) -> Self {
+        Rev(self.0.cosh())
+    }
+    fn abs(self) -> Self {
+        Rev(self.0.abs())
+    }
+    fn relu(self) -> Self {
+        composed::relu(self)
+    }
+    fn sigmoid(self) -> Self {
+        composed::sigmoid(self)
+    }
+    fn gelu(self) -> Self {
+        composed::gelu(self)
+    }
+    fn sum(terms: &[Self]) -> Self {
+        composed::sum(terms)
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        composed::dot(a, b)
+    }
+    fn logsumexp(terms: &[Self]) -> Self {
+        composed::logsumexp(terms)
+    }
+}
