@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod backward;
+pub mod check;
 mod differentiable;
 mod error;
 mod graph;
