@@ -47,8 +47,12 @@ pub mod check;
 mod differentiable;
 mod error;
 mod graph;
+pub mod linalg;
 pub mod op;
+pub mod optim;
+pub mod pyrandom;
 mod scalar;
+pub mod transformer;
 mod var;
 
 pub use backward::Gradients;

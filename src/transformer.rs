@@ -1,0 +1,588 @@
+//! The tutorial series' tiny GPT-style transformer, written once over [`Scalar`].
+//!
+//! One block, vocabulary 6, `d_model` 16, two heads of width 8, a feed-forward layer of
+//! width 64, sequences of at most 5 tokens: 3,456 parameters. The forward pass follows the
+//! series step by step (see [`logits`]). Because it is generic over [`Scalar`], the same
+//! code evaluates the model plainly with `f64` and records it on a tape with
+//! [`Var`](crate::Var), whose backward then gives the true gradient of every parameter.
+//!
+//! ```
+//! use tapegrad::{transformer::{self, Params}, Graph};
+//!
+//! let params = Params::series_init();
+//! // The series prints an average loss of 1.8299 for its sentence.
+//! let loss = transformer::loss(&params, &transformer::SENTENCE).mean;
+//! assert_eq!(format!("{loss:.4}"), "1.8299");
+//!
+//! // The same forward pass on a tape, differentiated.
+//! let g = Graph::new();
+//! let vars = params.map(|x| g.var(x));
+//! let mean = transformer::loss(&vars, &transformer::SENTENCE).mean;
+//! assert_eq!(mean.value(), loss);
+//! let grads = mean.backward();
+//! assert_eq!(grads.wrt_all(vars.as_slice()).len(), transformer::N_PARAMS);
+//! ```
+
+use crate::linalg::{Matrix, mat_vec, vec_mat};
+use crate::pyrandom::PyRandom;
+use crate::scalar::Scalar;
+
+/// The vocabulary, by token id.
+pub const VOCAB: [&str; VOCAB_SIZE] = ["<PAD>", "<BOS>", "<EOS>", "I", "like", "transformers"];
+/// The number of tokens in the vocabulary.
+pub const VOCAB_SIZE: usize = 6;
+/// The id of `<BOS>`, where generation starts.
+pub const BOS: usize = 1;
+/// The id of `<EOS>`, where generation stops.
+pub const EOS: usize = 2;
+/// The width of the residual stream.
+pub const D_MODEL: usize = 16;
+/// The number of attention heads.
+pub const N_HEADS: usize = 2;
+/// The width of one head (`D_MODEL / N_HEADS`).
+pub const D_K: usize = 8;
+/// The width of the feed-forward layer.
+pub const D_FF: usize = 64;
+/// The longest sequence (the number of learned positions).
+pub const MAX_LEN: usize = 5;
+/// The series' one sentence: `<BOS> I like transformers <EOS>`.
+pub const SENTENCE: [usize; MAX_LEN] = [1, 3, 4, 5, 2];
+/// The `random.seed` the series draws its weights after.
+pub const SEED: u64 = 42;
+/// The standard deviation of every drawn weight: `random.gauss(0, 0.1)`.
+pub const INIT_STD: f64 = 0.1;
+/// LayerNorm's epsilon, added to the variance.
+pub const LN_EPS: f64 = 1e-5;
+
+/// How a parameter tensor starts.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{Init, LAYOUT};
+/// assert_eq!(LAYOUT[0].init, Init::Normal);
+/// assert_eq!(LAYOUT.last().unwrap().init, Init::Zeros); // beta
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Drawn entry by entry from `random.gauss(0, INIT_STD)`, in layout order.
+    Normal,
+    /// All ones (LayerNorm's gamma).
+    Ones,
+    /// All zeros (LayerNorm's beta).
+    Zeros,
+}
+
+/// One parameter tensor: its series name, its head (for the per-head projections), its
+/// shape (one number for a vector, rows and columns for a matrix) and its start.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::LAYOUT;
+/// let w_q1 = &LAYOUT[3];
+/// assert_eq!((w_q1.name, w_q1.head, w_q1.shape), ("W_Q", Some(1), &[16, 8][..]));
+/// assert_eq!(w_q1.len(), 128);
+/// assert_eq!(w_q1.label(), "W_Q[1]");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The series' name (`E_token`, `W_Q`, `b1`, ...).
+    pub name: &'static str,
+    /// Which head, for `W_Q`, `W_K` and `W_V`.
+    pub head: Option<usize>,
+    /// `[len]` for a vector, `[rows, cols]` for a row-major matrix.
+    pub shape: &'static [usize],
+    /// How it starts.
+    pub init: Init,
+}
+
+impl TensorSpec {
+    /// The number of scalars.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::transformer::LAYOUT[0].len(), 6 * 16);
+    /// ```
+    pub const fn len(&self) -> usize {
+        let mut n = 1;
+        let mut i = 0;
+        while i < self.shape.len() {
+            n *= self.shape[i];
+            i += 1;
+        }
+        n
+    }
+
+    /// Whether it holds no scalars (never, for the series' layout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!tapegrad::transformer::LAYOUT[0].is_empty());
+    /// ```
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name with the head, e.g. `W_K[0]`, or just the name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::transformer::LAYOUT[0].label(), "E_token");
+    /// ```
+    pub fn label(&self) -> String {
+        match self.head {
+            Some(h) => format!("{}[{h}]", self.name),
+            None => self.name.to_owned(),
+        }
+    }
+}
+
+const fn spec(
+    name: &'static str,
+    head: Option<usize>,
+    shape: &'static [usize],
+    init: Init,
+) -> TensorSpec {
+    TensorSpec {
+        name,
+        head,
+        shape,
+        init,
+    }
+}
+
+/// Every parameter tensor, in the order the series draws them (then gamma and beta, which
+/// are not drawn). This is also the order of [`Params::as_slice`].
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{LAYOUT, N_PARAMS};
+/// assert_eq!(LAYOUT.iter().map(|t| t.len()).sum::<usize>(), N_PARAMS);
+/// ```
+pub const LAYOUT: [TensorSpec; 16] = [
+    spec("E_token", None, &[VOCAB_SIZE, D_MODEL], Init::Normal),
+    spec("E_pos", None, &[MAX_LEN, D_MODEL], Init::Normal),
+    spec("W_Q", Some(0), &[D_MODEL, D_K], Init::Normal),
+    spec("W_Q", Some(1), &[D_MODEL, D_K], Init::Normal),
+    spec("W_K", Some(0), &[D_MODEL, D_K], Init::Normal),
+    spec("W_K", Some(1), &[D_MODEL, D_K], Init::Normal),
+    spec("W_V", Some(0), &[D_MODEL, D_K], Init::Normal),
+    spec("W_V", Some(1), &[D_MODEL, D_K], Init::Normal),
+    spec("W_O", None, &[D_MODEL, D_MODEL], Init::Normal),
+    spec("W1", None, &[D_FF, D_MODEL], Init::Normal),
+    spec("b1", None, &[D_FF], Init::Normal),
+    spec("W2", None, &[D_MODEL, D_FF], Init::Normal),
+    spec("b2", None, &[D_MODEL], Init::Normal),
+    spec("W_lm", None, &[VOCAB_SIZE, D_MODEL], Init::Normal),
+    spec("gamma", None, &[D_MODEL], Init::Ones),
+    spec("beta", None, &[D_MODEL], Init::Zeros),
+];
+
+// Indices into LAYOUT (a head's tensor is the index plus the head).
+const E_TOKEN: usize = 0;
+const E_POS: usize = 1;
+const W_Q: usize = 2;
+const W_K: usize = 4;
+const W_V: usize = 6;
+const W_O: usize = 8;
+const W1: usize = 9;
+const B1: usize = 10;
+const W2: usize = 11;
+const B2: usize = 12;
+const W_LM: usize = 13;
+const GAMMA: usize = 14;
+const BETA: usize = 15;
+
+/// Where each tensor starts in the flat parameter vector (and, last, the total).
+const OFFSETS: [usize; LAYOUT.len() + 1] = {
+    let mut offsets = [0; LAYOUT.len() + 1];
+    let mut i = 0;
+    while i < LAYOUT.len() {
+        offsets[i + 1] = offsets[i] + LAYOUT[i].len();
+        i += 1;
+    }
+    offsets
+};
+
+/// The number of parameters: 3,456 (the series' text says "about 2,600").
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::N_PARAMS, 3456);
+/// ```
+pub const N_PARAMS: usize = OFFSETS[LAYOUT.len()];
+
+const _: () = assert!(N_PARAMS == 3456 && D_K * N_HEADS == D_MODEL);
+
+/// The model's parameters as one flat vector in [`LAYOUT`] order, of `f64` (plain
+/// evaluation) or of [`Var`](crate::Var) (recorded on a tape).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::Params;
+///
+/// let p = Params::series_init();
+/// // The series prints E_token row 1 (<BOS>) starting 0.0246, 0.1311, 0.0042, -0.0106.
+/// let bos = &p.tensor("E_token", None)[16..20];
+/// let shown: Vec<String> = bos.iter().map(|x| format!("{x:.4}")).collect();
+/// assert_eq!(shown, ["0.0246", "0.1311", "0.0042", "-0.0106"]);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params<T> {
+    values: Vec<T>,
+}
+
+impl Params<f64> {
+    /// The series' initial weights: after Python's `random.seed(42)`, every drawn tensor
+    /// takes `random.gauss(0, 0.1)` entry by entry in [`LAYOUT`] order, row by row;
+    /// gamma is all ones and beta all zeros.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::transformer::Params;
+    /// // The first draw is Python's first random.gauss(0, 0.1) after seed(42).
+    /// assert_eq!(Params::series_init().as_slice()[0], -0.014409032957792837);
+    /// ```
+    pub fn series_init() -> Self {
+        let mut rng = PyRandom::seed(SEED);
+        let mut values = Vec::with_capacity(N_PARAMS);
+        for spec in &LAYOUT {
+            values.extend((0..spec.len()).map(|_| match spec.init {
+                Init::Normal => rng.gauss(0.0, INIT_STD),
+                Init::Ones => 1.0,
+                Init::Zeros => 0.0,
+            }));
+        }
+        Params { values }
+    }
+}
+
+impl<T: Copy> Params<T> {
+    /// Parameters from a flat vector in [`LAYOUT`] order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::transformer::{Params, N_PARAMS};
+    /// let p = Params::from_flat(vec![0.5; N_PARAMS]);
+    /// assert_eq!(p.tensor("gamma", None), &[0.5; 16]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `values.len()` is not [`N_PARAMS`].
+    #[track_caller]
+    pub fn from_flat(values: Vec<T>) -> Self {
+        assert_eq!(
+            values.len(),
+            N_PARAMS,
+            "Params::from_flat: the model has {N_PARAMS} parameters, got {}",
+            values.len()
+        );
+        Params { values }
+    }
+
+    /// All parameters, flat, in [`LAYOUT`] order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::transformer::{Params, N_PARAMS};
+    /// assert_eq!(Params::series_init().as_slice().len(), N_PARAMS);
+    /// ```
+    pub fn as_slice(&self) -> &[T] {
+        &self.values
+    }
+
+    /// The same parameters with `f` applied to each, e.g. `|x| g.var(x)` to put them on a
+    /// tape, or `|x| x.value()` to read them back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{transformer::Params, Graph};
+    /// let g = Graph::new();
+    /// let p = Params::series_init();
+    /// let vars = p.map(|x| g.var(x));
+    /// assert_eq!(vars.map(|v| v.value()), p);
+    /// ```
+    pub fn map<U>(&self, f: impl FnMut(T) -> U) -> Params<U> {
+        Params {
+            values: self.values.iter().copied().map(f).collect(),
+        }
+    }
+
+    /// Each tensor's spec beside its entries, in [`LAYOUT`] order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::transformer::Params;
+    /// let p = Params::series_init();
+    /// let (spec, gamma) = p.tensors().find(|(s, _)| s.name == "gamma").unwrap();
+    /// assert_eq!((spec.shape, gamma), (&[16][..], &[1.0; 16][..]));
+    /// ```
+    pub fn tensors(&self) -> impl Iterator<Item = (&'static TensorSpec, &[T])> {
+        LAYOUT
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| (spec, self.at(i)))
+    }
+
+    /// The entries of the tensor called `name` (and `head`, for `W_Q`, `W_K`, `W_V`),
+    /// row by row.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::transformer::Params;
+    /// let p = Params::series_init();
+    /// assert_eq!(p.tensor("W_K", Some(1)).len(), 16 * 8);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If there is no such tensor.
+    #[track_caller]
+    pub fn tensor(&self, name: &str, head: Option<usize>) -> &[T] {
+        let i = LAYOUT
+            .iter()
+            .position(|s| s.name == name && s.head == head)
+            .unwrap_or_else(|| {
+                panic!("Params::tensor: no tensor {name:?} with head {head:?} in the model")
+            });
+        self.at(i)
+    }
+
+    fn at(&self, i: usize) -> &[T] {
+        &self.values[OFFSETS[i]..OFFSETS[i + 1]]
+    }
+
+    fn matrix(&self, i: usize) -> Matrix<'_, T> {
+        let &[rows, cols] = LAYOUT[i].shape else {
+            unreachable!("{} is a vector", LAYOUT[i].name)
+        };
+        Matrix::new(self.at(i), rows, cols)
+    }
+}
+
+/// Panics with a clear message unless `tokens` is a sequence the model can read.
+#[track_caller]
+fn check_tokens(tokens: &[usize], min_len: usize) {
+    assert!(
+        (min_len..=MAX_LEN).contains(&tokens.len()),
+        "transformer: a sequence of {} tokens; the model reads {min_len} to {MAX_LEN}",
+        tokens.len()
+    );
+    if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| **t >= VOCAB_SIZE) {
+        panic!("transformer: token {t} at position {i} is not in the vocabulary (ids 0 to 5)");
+    }
+}
+
+/// The logits (one row of [`VOCAB_SIZE`] per position) for `tokens`, computed exactly as
+/// the series does:
+///
+/// 1. `X[i] = E_token[tokens[i]] + E_pos[i]`;
+/// 2. per head, `Q = X W_Q`, `K = X W_K`, `V = X W_V`, scores `Q K^T / sqrt(8)` with a causal
+///    mask (position `i` sees `j <= i`), softmax per row less its maximum, head `=` weights
+///    `V`;
+/// 3. `multi_head = [head0 | head1] W_O^T`;
+/// 4. `ffn = gelu(multi_head W1^T + b1) W2^T + b2` (GELU in its tanh form);
+/// 5. LayerNorm of `multi_head + ffn` (population variance, eps `1e-5`, gamma, beta);
+/// 6. `logits = LN W_lm^T`.
+///
+/// Every output of a matrix product is one fused dot node on a tape.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{self, Params};
+/// let logits = transformer::logits(&Params::series_init(), &transformer::SENTENCE);
+/// // The series' logit of <PAD> at position 0.
+/// assert_eq!(format!("{:.4}", logits[0][0]), "0.3362");
+/// ```
+///
+/// # Panics
+///
+/// If `tokens` is empty, longer than [`MAX_LEN`], or holds an id outside the vocabulary.
+#[track_caller]
+pub fn logits<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Vec<Vec<T>> {
+    check_tokens(tokens, 1);
+    let n = tokens.len();
+    let (e_token, e_pos) = (p.matrix(E_TOKEN), p.matrix(E_POS));
+    let x: Vec<Vec<T>> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| add(e_token.row(t), e_pos.row(i)))
+        .collect();
+
+    let scale = (D_K as f64).sqrt();
+    let mut concat: Vec<Vec<T>> = vec![Vec::with_capacity(D_MODEL); n];
+    for h in 0..N_HEADS {
+        let project =
+            |w: usize| -> Vec<Vec<T>> { x.iter().map(|xi| vec_mat(xi, p.matrix(w + h))).collect() };
+        let (q, k, v) = (project(W_Q), project(W_K), project(W_V));
+        let mut v_column = Vec::with_capacity(n);
+        for (i, out) in concat.iter_mut().enumerate() {
+            let scores: Vec<T> = (0..=i).map(|j| T::dot(&q[i], &k[j]) / scale).collect();
+            let weights = softmax(&scores);
+            for d in 0..D_K {
+                v_column.clear();
+                v_column.extend(v[..=i].iter().map(|vj| vj[d]));
+                out.push(T::dot(&weights, &v_column));
+            }
+        }
+    }
+
+    concat
+        .iter()
+        .map(|c| {
+            let multi_head = mat_vec(p.matrix(W_O), c);
+            let hidden = add(&mat_vec(p.matrix(W1), &multi_head), p.at(B1));
+            let act: Vec<T> = hidden.into_iter().map(Scalar::gelu).collect();
+            let ffn = add(&mat_vec(p.matrix(W2), &act), p.at(B2));
+            let residual = add(&multi_head, &ffn);
+            let normed = layer_norm(&residual, p.at(GAMMA), p.at(BETA));
+            mat_vec(p.matrix(W_LM), &normed)
+        })
+        .collect()
+}
+
+/// Entrywise `a + b`.
+fn add<T: Scalar>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter().zip(b).map(|(&x, &y)| x + y).collect()
+}
+
+/// Softmax less the maximum, as the series computes it. The shift is the maximum's value,
+/// a constant: softmax is invariant to it, so the gradient is unchanged, and no `e^x`
+/// overflows.
+fn softmax<T: Scalar>(x: &[T]) -> Vec<T> {
+    let max = x
+        .iter()
+        .map(Scalar::value)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<T> = x.iter().map(|&xi| (xi - max).exp()).collect();
+    let total = T::sum(&e);
+    e.into_iter().map(|ei| ei / total).collect()
+}
+
+/// LayerNorm: `gamma (x - mean) / sqrt(var + eps) + beta` with the population variance.
+fn layer_norm<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    let n = x.len() as f64;
+    let mean = T::sum(x) / n;
+    let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
+    let inv_std = (T::dot(&centred, &centred) / n + LN_EPS).sqrt().recip();
+    centred
+        .iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&c, (&g, &b))| c * inv_std * g + b)
+        .collect()
+}
+
+/// The next-token loss of a sequence and what it was computed from.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{self, Params};
+/// let loss = transformer::loss(&Params::series_init(), &transformer::SENTENCE);
+/// assert_eq!((loss.logits.len(), loss.nll.len()), (4, 4));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Loss<T> {
+    /// The logits of every position that predicts a next token (all but the last).
+    pub logits: Vec<Vec<T>>,
+    /// `-ln P(next token)` at each of those positions.
+    pub nll: Vec<T>,
+    /// The mean of `nll`: the training loss.
+    pub mean: T,
+}
+
+/// The series' loss: position `i` predicts `tokens[i + 1]`, and the loss is the mean over
+/// those positions of `-ln P(target) = logsumexp(logits) - logits[target]` (one fused,
+/// stable logsumexp node per position). The last token predicts nothing, and since
+/// attention is causal the earlier positions do not depend on it, so it is not computed.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{self, Params};
+/// let loss = transformer::loss(&Params::series_init(), &transformer::SENTENCE);
+/// // The series: P(I | <BOS>) = 0.1491, loss 1.9033; perplexity 6.23.
+/// assert_eq!(format!("{:.4}", (-loss.nll[0]).exp()), "0.1491");
+/// assert_eq!(format!("{:.4}", loss.nll[0]), "1.9033");
+/// assert_eq!(format!("{:.2}", loss.mean.exp()), "6.23");
+/// ```
+///
+/// # Panics
+///
+/// If `tokens` has fewer than 2 or more than [`MAX_LEN`] tokens, or an id outside the
+/// vocabulary.
+#[track_caller]
+pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Loss<T> {
+    check_tokens(tokens, 2);
+    let logits = logits(p, &tokens[..tokens.len() - 1]);
+    let nll: Vec<T> = logits
+        .iter()
+        .zip(&tokens[1..])
+        .map(|(row, &target)| T::logsumexp(row) - row[target])
+        .collect();
+    let mean = T::sum(&nll) / nll.len() as f64;
+    Loss { logits, nll, mean }
+}
+
+/// Greedy generation: from `<BOS>`, append the most likely next token until `<EOS>` or
+/// [`MAX_LEN`] tokens. Returns the whole sequence, `<BOS>` included.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{self, Params};
+/// let tokens = transformer::generate(&Params::series_init());
+/// assert_eq!(tokens[0], transformer::BOS);
+/// assert!(tokens.len() <= transformer::MAX_LEN);
+/// ```
+pub fn generate(p: &Params<f64>) -> Vec<usize> {
+    let mut tokens = vec![BOS];
+    while tokens.len() < MAX_LEN && tokens.last() != Some(&EOS) {
+        let logits = logits(p, &tokens);
+        let last = logits.last().expect("one row per token");
+        // The first of equal maxima, as numpy's argmax.
+        let next = (0..VOCAB_SIZE).fold(0, |best, t| if last[t] > last[best] { t } else { best });
+        tokens.push(next);
+    }
+    tokens
+}
+
+/// The tokens' names, separated by spaces.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{decode, SENTENCE};
+/// assert_eq!(decode(&SENTENCE), "<BOS> I like transformers <EOS>");
+/// ```
+///
+/// # Panics
+///
+/// If an id is outside the vocabulary.
+#[track_caller]
+pub fn decode(tokens: &[usize]) -> String {
+    tokens
+        .iter()
+        .map(|&t| {
+            *VOCAB.get(t).unwrap_or_else(|| {
+                panic!("decode: token {t} is not in the vocabulary (ids 0 to 5)")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
