@@ -45,7 +45,9 @@
 mod backward;
 pub mod check;
 mod differentiable;
+pub mod dot;
 mod error;
+pub mod functional;
 mod graph;
 pub mod linalg;
 pub mod op;
