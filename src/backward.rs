@@ -41,6 +41,9 @@ pub struct Gradients {
 
 static ZERO: f64 = 0.0;
 
+/// The graph id of a store that holds no gradients (graph ids start at 1).
+const EMPTY: u64 = 0;
+
 impl Gradients {
     /// An empty store, to be filled (again and again, without reallocating) by
     /// [`Var::backward_into`].
@@ -81,7 +84,8 @@ impl Gradients {
     /// # Errors
     ///
     /// [`Error::Released`] if `x` was released; [`Error::ForeignHandle`] if `x` belongs to
-    /// another graph than the one these gradients were computed on.
+    /// another graph than the one these gradients were computed on;
+    /// [`Error::BadOperands`] if the store is empty (new, or its last fill failed).
     ///
     /// # Examples
     ///
@@ -120,6 +124,14 @@ impl Gradients {
     /// Where `x`'s gradient is stored, or `None` if it is 0 because `x` was recorded after
     /// the output (or after a release that followed this backward).
     fn position(&self, x: Var<'_>) -> Result<Option<usize>, Error> {
+        if self.graph == EMPTY {
+            return Err(Error::BadOperands {
+                op: "Gradients",
+                why: "this store holds no gradients: fill it with Var::backward_into \
+                      (a failed backward leaves it empty)"
+                    .into(),
+            });
+        }
         let graph = x.graph();
         if graph.id() != self.graph {
             return Err(Error::ForeignHandle {
@@ -220,7 +232,8 @@ impl<'g> Var<'g> {
     ///
     /// # Errors
     ///
-    /// As [`Var::try_backward`].
+    /// As [`Var::try_backward`]. On error the store is left empty (reading it is an
+    /// error), never holding the previous output's gradients.
     ///
     /// # Examples
     ///
@@ -233,18 +246,27 @@ impl<'g> Var<'g> {
     pub fn try_backward_into(self, grads: &mut Gradients) -> Result<(), Error> {
         let graph = self.graph();
         let tape = graph.tape.borrow();
-        let root = graph.resolve(&tape, self)?.arg;
-        grads.graph = graph.id();
-        grads.root = root;
-        grads.epoch = tape.epoch;
-        if tape.anomaly.is_some() {
-            if let Some(a) = tape.anomaly_up_to(root) {
-                return Err(Error::Anomaly(Box::new(a.clone())));
+        let result = graph.resolve(&tape, self).and_then(|root| {
+            let root = root.arg;
+            grads.graph = graph.id();
+            grads.root = root;
+            grads.epoch = tape.epoch;
+            if tape.anomaly.is_some() {
+                if let Some(a) = tape.anomaly_up_to(root) {
+                    return Err(Error::Anomaly(Box::new(a.clone())));
+                }
+                return sweep_checked(&tape, root as usize, &mut grads.adjoints);
             }
-            return sweep_checked(&tape, root as usize, &mut grads.adjoints);
+            sweep(&tape, root as usize, &mut grads.adjoints);
+            Ok(())
+        });
+        // A failed fill must not leave the previous output's numbers (or a half-finished
+        // sweep's) readable as this output's: it empties the store, keeping its memory.
+        if result.is_err() {
+            grads.graph = EMPTY;
+            grads.adjoints.clear();
         }
-        sweep(&tape, root as usize, &mut grads.adjoints);
-        Ok(())
+        result
     }
 }
 
