@@ -325,7 +325,7 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "gradcheck {verdict}: {} input(s), f = {:.10e}",
+            "gradcheck {verdict}: {} input(s), f = {}",
             self.entries.len(),
             self.value
         )?;

@@ -1,9 +1,9 @@
 //! Graphviz export: the part of a graph that an output depends on, as DOT text (micrograd's
 //! `draw_dot`, in Rust and without recursion).
 //!
-//! Each node is drawn as a box `op | value | grad` (the gradient if a [`Gradients`] is
-//! given), with an edge from each operand labelled by its partial, the op's local
-//! derivative at this point. Untracked `f64` constants (the `2.0` in `x * 2.0`) are drawn
+//! Each node is drawn as a box of stacked fields: its name (if given), op, value and
+//! gradient (if a [`Gradients`] is given), with an edge from each operand labelled by its
+//! partial, the op's local derivative at this point. Untracked `f64` constants (the `2.0` in `x * 2.0`) are drawn
 //! as plain text beside the node that uses them. Render the text with Graphviz:
 //! `dot -Tsvg graph.dot -o graph.svg`.
 //!
@@ -212,6 +212,7 @@ impl<'a, 'g> Dot<'a, 'g> {
 
         let mut out = String::new();
         out.push_str("digraph tapegrad {\n");
+        // Left to right, so a record's top-level fields stack vertically: compact boxes.
         out.push_str("  rankdir=LR;\n");
         out.push_str("  node [shape=record, fontname=\"Helvetica\", fontsize=11];\n");
         out.push_str("  edge [fontname=\"Helvetica\", fontsize=9, color=\"#555555\"];\n");
@@ -239,11 +240,7 @@ impl<'a, 'g> Dot<'a, 'g> {
                 _ if pos == root => ", style=filled, fillcolor=\"#f6e0c8\"",
                 _ => "",
             };
-            let _ = writeln!(
-                out,
-                "  n{pos} [label=\"{{{}}}\"{style}];",
-                fields.join(" | ")
-            );
+            let _ = writeln!(out, "  n{pos} [label=\"{}\"{style}];", fields.join(" | "));
             let (args, weights) = tape.edges(pos);
             for (k, (&arg, &w)) in args.iter().zip(weights).enumerate() {
                 if arg == CONST_ARG {
