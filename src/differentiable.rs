@@ -111,43 +111,61 @@ fn differentiable_sweep<'g>(
         return adjoints;
     }
     adjoints[root] = Some(Term::Const(1.0));
+    let operand = |arg: u32, w: f64| {
+        if arg == CONST_ARG {
+            Term::Const(w)
+        } else {
+            Term::Node(graph, arg)
+        }
+    };
+    let add = |adjoints: &mut [Option<Term<'g>>], arg: u32, contribution: Term<'g>| {
+        let slot = &mut adjoints[arg as usize];
+        *slot = Some(match *slot {
+            Some(sum) => sum + contribution,
+            None => contribution,
+        });
+    };
+    let needs = |arg: u32| arg != CONST_ARG && depends[arg as usize];
     let (mut args, mut operands) = (Vec::new(), Vec::new());
     for node in (0..=root).rev() {
         let Some(adjoint) = adjoints[node] else {
             continue;
         };
-        let op = {
-            let tape = graph.tape.borrow();
-            let (a, w) = tape.edges(node);
-            args.clear();
-            args.extend_from_slice(a);
-            operands.clear();
-            operands.extend(a.iter().zip(w).map(|(&arg, &w)| {
-                if arg == CONST_ARG {
-                    Term::Const(w)
-                } else {
-                    Term::Node(graph, arg)
-                }
-            }));
-            tape.ops[node]
-        };
         let y = Term::Node(graph, node as u32);
-        for (k, &arg) in args.iter().enumerate() {
-            if arg == CONST_ARG || !depends[arg as usize] {
-                continue;
+        // Unary and binary nodes (nearly all of them) are read into locals; only n-ary
+        // ones need the operand buffers.
+        let tape = graph.tape.borrow();
+        let (a, w) = tape.edges(node);
+        match tape.ops[node] {
+            Op::Unary(op) => {
+                let (arg, x) = (a[0], operand(a[0], w[0]));
+                drop(tape);
+                if needs(arg) {
+                    add(&mut adjoints, arg, adjoint * op.partial(x, y));
+                }
             }
-            let partial = match op {
-                Op::Unary(op) => op.partial(operands[0], y),
-                Op::Binary(op) => op.partial(operands[0], operands[1], y, k),
-                Op::Nary(op) => op.partial(&operands, y, k),
-                Op::Input | Op::Constant => unreachable!("leaves have no operands"),
-            };
-            let contribution = adjoint * partial;
-            let slot = &mut adjoints[arg as usize];
-            *slot = Some(match *slot {
-                Some(sum) => sum + contribution,
-                None => contribution,
-            });
+            Op::Binary(op) => {
+                let (args, xs) = ([a[0], a[1]], [operand(a[0], w[0]), operand(a[1], w[1])]);
+                drop(tape);
+                for (k, arg) in args.into_iter().enumerate() {
+                    if needs(arg) {
+                        add(&mut adjoints, arg, adjoint * op.partial(xs[0], xs[1], y, k));
+                    }
+                }
+            }
+            Op::Nary(op) => {
+                args.clear();
+                args.extend_from_slice(a);
+                operands.clear();
+                operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
+                drop(tape);
+                for (k, &arg) in args.iter().enumerate() {
+                    if needs(arg) {
+                        add(&mut adjoints, arg, adjoint * op.partial(&operands, y, k));
+                    }
+                }
+            }
+            Op::Input | Op::Constant => {}
         }
     }
     adjoints
@@ -217,12 +235,15 @@ impl<'g> Term<'g> {
             Binary::Mul if a.is(0.0) || b.is(0.0) => return Term::Const(0.0),
             _ => {}
         }
-        let Some(graph) = a.graph().or(b.graph()) else {
-            let (Term::Const(x), Term::Const(y)) = (a, b) else {
-                unreachable!()
-            };
-            return Term::Const(op.value(x, y));
-        };
+        match (a, b) {
+            (Term::Const(x), Term::Const(y)) => Term::Const(op.value(x, y)),
+            (Term::Node(graph, _), _) | (_, Term::Node(graph, _)) => {
+                Term::record_binary(graph, op, a, b)
+            }
+        }
+    }
+
+    fn record_binary(graph: &'g Graph, op: Binary, a: Self, b: Self) -> Self {
         let mut tape = graph.tape.borrow_mut();
         let (x, y) = (a.resolved(&tape), b.resolved(&tape));
         let pos = tape

@@ -49,6 +49,7 @@ pub mod dot;
 mod error;
 pub mod functional;
 mod graph;
+pub mod higher;
 pub mod linalg;
 pub mod op;
 pub mod optim;
