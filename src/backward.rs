@@ -274,17 +274,25 @@ impl<'g> Var<'g> {
 /// root down. Constant operands' edges point past the end, at a sink slot nobody reads, so
 /// the loop needs no branch for them.
 fn sweep(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) {
-    let sink = root + 1;
     adjoints.clear();
     adjoints.resize(root + 2, 0.0);
     adjoints[root] = 1.0;
-    for node in (0..=root).rev() {
+    // Written so that the compiler can drop most bounds checks: the sink is the last slot,
+    // so an operand clamped to it is always inside `adjoints`; a node's edges end where
+    // the next node's begin, so each node reads one offset and checks one range.
+    let adjoints = adjoints.as_mut_slice();
+    let sink = adjoints.len() - 1;
+    let edge_start = &tape.edge_start[..=sink];
+    let mut end = edge_start[sink] as usize;
+    for node in (0..sink).rev() {
+        let start = edge_start[node] as usize;
+        let edges = start..end;
+        end = start;
         let adjoint = adjoints[node];
         if adjoint == 0.0 {
             continue;
         }
-        let (args, weights) = tape.edges(node);
-        for (&arg, &partial) in args.iter().zip(weights) {
+        for (&arg, &partial) in tape.args[edges.clone()].iter().zip(&tape.weights[edges]) {
             adjoints[(arg as usize).min(sink)] += adjoint * partial;
         }
     }
