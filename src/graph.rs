@@ -131,7 +131,7 @@ impl Tape {
 
     /// Adds one edge to the node being recorded: a tracked operand with its partial, or
     /// a constant with its value. The only place edges are written.
-    #[inline]
+    #[inline(always)]
     fn push_edge(&mut self, x: Resolved, partial: impl FnOnce() -> f64) {
         self.args.push(x.arg);
         self.weights.push(if x.arg == CONST_ARG {
@@ -142,8 +142,30 @@ impl Tape {
     }
 
     /// Closes the node whose edges were just pushed. The only place nodes are added.
-    #[inline]
+    ///
+    /// The common case is three pushes; a full graph and anomaly mode go to
+    /// [`Tape::finish_rare`], out of line, so that this inlines into every op.
+    #[inline(always)]
     fn finish(
+        &mut self,
+        op: Op,
+        value: f64,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let pos = self.values.len();
+        if pos >= MAX_NODES || self.args.len() > u32::MAX as usize || self.anomaly.is_some() {
+            return self.finish_rare(op, value, location);
+        }
+        self.values.push(value);
+        self.ops.push(op);
+        self.edge_start.push(self.args.len() as u32);
+        Ok(pos as u32)
+    }
+
+    /// [`Tape::finish`] when the graph is full or anomaly mode is on.
+    #[cold]
+    #[inline(never)]
+    fn finish_rare(
         &mut self,
         op: Op,
         value: f64,
@@ -217,7 +239,7 @@ impl Tape {
         self.finish(op, value, location)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unary(
         &mut self,
         op: Unary,
@@ -229,7 +251,7 @@ impl Tape {
         self.finish(Op::Unary(op), y, location)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn binary(
         &mut self,
         op: Binary,

@@ -211,6 +211,7 @@ impl<'g> Var<'g> {
     /// assert!(x.try_apply(Unary::Exp).is_err());
     /// ```
     #[track_caller]
+    #[inline(always)] // as `binary`: each unary method gets a copy specialised to its op
     pub fn try_apply(self, op: Unary) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let graph = self.graph;
@@ -392,6 +393,10 @@ fn or_panic<T>(result: Result<T, Error>) -> T {
 }
 
 /// Records a binary op; at least one operand is a `Var`, whose graph records it.
+///
+/// Always inlined, so that each operator gets its own copy in which the op (and the kinds
+/// of its operands) is known at compile time: no dispatch on the op when recording.
+#[inline(always)]
 fn binary<'g>(
     op: Binary,
     a: Operand<'g>,
