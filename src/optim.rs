@@ -210,12 +210,14 @@ impl Default for AdamWConfig {
 /// adamw.update(&mut theta, &[-0.352893]);
 /// assert_eq!(format!("{:.6}", theta[0]), "0.025634");
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct AdamW {
     config: AdamWConfig,
     t: u64,
     m: Vec<f64>,
     v: Vec<f64>,
+    /// Reused buffers for [`AdamW::step`]: the parameters' values and gradients.
+    scratch: (Vec<f64>, Vec<f64>),
 }
 
 impl AdamW {
@@ -262,6 +264,7 @@ impl AdamW {
             t: 0,
             m: vec![0.0; n_params],
             v: vec![0.0; n_params],
+            scratch: (Vec::new(), Vec::new()),
         }
     }
 
@@ -315,31 +318,6 @@ impl AdamW {
         self.t
     }
 
-    /// Starts step `t + 1` and returns the update of parameter `i`, given its value and
-    /// gradient, as a closure over the step's bias corrections.
-    fn begin_step(&mut self) -> impl FnMut(usize, f64, f64) -> f64 + '_ {
-        self.t += 1;
-        let AdamWConfig {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.config;
-        // beta^t as Python's `beta ** t` computes it (C's pow), once per step.
-        let t = self.t as f64;
-        let (correction1, correction2) = (1.0 - beta1.powf(t), 1.0 - beta2.powf(t));
-        let decay = 1.0 - lr * weight_decay;
-        let (m, v) = (&mut self.m, &mut self.v);
-        move |i, theta, g| {
-            m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-            v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-            let m_hat = m[i] / correction1;
-            let v_hat = v[i] / correction2;
-            theta * decay - lr * m_hat / (v_hat.sqrt() + eps)
-        }
-    }
-
     /// One step on plain values.
     ///
     /// # Examples
@@ -361,14 +339,38 @@ impl AdamW {
     pub fn update(&mut self, params: &mut [f64], grads: &[f64]) {
         check_lengths("AdamW::update", params.len(), grads.len());
         self.check_len("AdamW::update", params.len());
-        let mut update = self.begin_step();
-        for (i, (theta, &g)) in params.iter_mut().zip(grads).enumerate() {
-            *theta = update(i, *theta, g);
+        self.t += 1;
+        let AdamWConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
+        // beta^t as Python's `beta ** t` computes it (C's pow), once per step.
+        let t = self.t as f64;
+        let (correction1, correction2) = (1.0 - beta1.powf(t), 1.0 - beta2.powf(t));
+        let decay = 1.0 - lr * weight_decay;
+        // One pass over plain slices: each element's chain of divisions and a square root
+        // is long, and independent elements let the processor overlap those chains.
+        for (((theta, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            let m_hat = *m / correction1;
+            let v_hat = *v / correction2;
+            *theta = *theta * decay - lr * m_hat / (v_hat.sqrt() + eps);
         }
     }
 
     /// One step on parameter `Var`s: each takes its gradient from `grads` and its new value
-    /// through [`Graph::set_value`](crate::Graph::set_value).
+    /// through [`Graph::set_value`](crate::Graph::set_value). The values and gradients are
+    /// gathered into buffers kept inside the optimizer, so after the first step this
+    /// allocates nothing.
     ///
     /// # Examples
     ///
@@ -386,12 +388,21 @@ impl AdamW {
     ///
     /// # Panics
     ///
-    /// If `params` does not have [`AdamW::len`] entries; and as [`Sgd::step`].
+    /// If `params` does not have [`AdamW::len`] entries; and as [`Sgd::step`], except that
+    /// nothing is updated if reading a parameter or its gradient fails.
     #[track_caller]
     pub fn step(&mut self, params: &[Var<'_>], grads: &Gradients) {
         self.check_len("AdamW::step", params.len());
-        let update = self.begin_step();
-        step_vars(params, grads, update);
+        let (mut values, mut gradients) = std::mem::take(&mut self.scratch);
+        values.clear();
+        values.extend(params.iter().map(|x| x.value()));
+        gradients.clear();
+        gradients.extend(params.iter().map(|&x| grads[x]));
+        self.update(&mut values, &gradients);
+        for (&x, &value) in params.iter().zip(&values) {
+            x.graph().set_value(x, value);
+        }
+        self.scratch = (values, gradients);
     }
 
     #[track_caller]

@@ -28,30 +28,114 @@ use crate::pyrandom::PyRandom;
 use crate::scalar::Scalar;
 
 /// The vocabulary, by token id.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::VOCAB[3], "I");
+/// ```
 pub const VOCAB: [&str; VOCAB_SIZE] = ["<PAD>", "<BOS>", "<EOS>", "I", "like", "transformers"];
 /// The number of tokens in the vocabulary.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::VOCAB.len(), tapegrad::transformer::VOCAB_SIZE);
+/// ```
 pub const VOCAB_SIZE: usize = 6;
 /// The id of `<BOS>`, where generation starts.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::VOCAB[tapegrad::transformer::BOS], "<BOS>");
+/// ```
 pub const BOS: usize = 1;
 /// The id of `<EOS>`, where generation stops.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::VOCAB[tapegrad::transformer::EOS], "<EOS>");
+/// ```
 pub const EOS: usize = 2;
 /// The width of the residual stream.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{D_K, D_MODEL, N_HEADS};
+/// assert_eq!(D_MODEL, N_HEADS * D_K);
+/// ```
 pub const D_MODEL: usize = 16;
 /// The number of attention heads.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::N_HEADS, 2);
+/// ```
 pub const N_HEADS: usize = 2;
 /// The width of one head (`D_MODEL / N_HEADS`).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::D_K, 8);
+/// ```
 pub const D_K: usize = 8;
 /// The width of the feed-forward layer.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{D_FF, D_MODEL};
+/// assert_eq!(D_FF, 4 * D_MODEL);
+/// ```
 pub const D_FF: usize = 64;
 /// The longest sequence (the number of learned positions).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{MAX_LEN, SENTENCE};
+/// assert_eq!(SENTENCE.len(), MAX_LEN);
+/// ```
 pub const MAX_LEN: usize = 5;
 /// The series' one sentence: `<BOS> I like transformers <EOS>`.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::transformer::{decode, SENTENCE};
+/// assert_eq!(decode(&SENTENCE), "<BOS> I like transformers <EOS>");
+/// ```
 pub const SENTENCE: [usize; MAX_LEN] = [1, 3, 4, 5, 2];
 /// The `random.seed` the series draws its weights after.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{pyrandom::PyRandom, transformer::{Params, INIT_STD, SEED}};
+/// let first = PyRandom::seed(SEED).gauss(0.0, INIT_STD);
+/// assert_eq!(Params::series_init().as_slice()[0], first);
+/// ```
 pub const SEED: u64 = 42;
 /// The standard deviation of every drawn weight: `random.gauss(0, 0.1)`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::INIT_STD, 0.1);
+/// ```
 pub const INIT_STD: f64 = 0.1;
 /// LayerNorm's epsilon, added to the variance.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tapegrad::transformer::LN_EPS, 1e-5);
+/// ```
 pub const LN_EPS: f64 = 1e-5;
 
 /// How a parameter tensor starts.
