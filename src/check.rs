@@ -334,21 +334,23 @@ impl fmt::Display for Report {
         }
         let describe = |e: &Entry| {
             format!(
-                "input {} (tape {:.12e}, numeric {:.12e})",
-                e.input, e.tape, e.numeric
+                "input {} (tape {}, numeric {})",
+                e.input,
+                sci(e.tape, 12),
+                sci(e.numeric, 12)
             )
         };
         let (wa, wr) = (self.worst_abs(), self.worst_rel());
         writeln!(
             f,
-            "  worst absolute error {:.3e} at {}",
-            wa.abs_err,
+            "  worst absolute error {} at {}",
+            sci(wa.abs_err, 3),
             describe(wa)
         )?;
         writeln!(
             f,
-            "  worst relative error {:.3e} at {}",
-            wr.rel_err,
+            "  worst relative error {} at {}",
+            sci(wr.rel_err, 3),
             describe(wr)
         )?;
         write!(
@@ -366,10 +368,10 @@ impl fmt::Display for Report {
             for e in failures.iter().take(5) {
                 write!(
                     f,
-                    "\n    {}: |error| {:.3e} > allowed {:.3e}",
+                    "\n    {}: |error| {} > allowed {}",
                     describe(e),
-                    e.abs_err,
-                    tol.allowed(e.numeric)
+                    sci(e.abs_err, 3),
+                    sci(tol.allowed(e.numeric), 3)
                 )?;
             }
             if failures.len() > 5 {
@@ -378,6 +380,19 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// `x` in scientific notation with a signed two-digit exponent (`2.000e+00`), the form
+/// most readers know from C, Python and numpy.
+fn sci(x: f64, digits: usize) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let s = format!("{x:.digits$e}");
+    let (mantissa, exponent) = s.split_once('e').expect("`{:e}` always has an exponent");
+    let exponent: i32 = exponent.parse().expect("`{:e}` writes an integer exponent");
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.abs())
 }
 
 /// Checks `f`'s tape gradient at `at` against central differences, input by input.
