@@ -119,9 +119,10 @@ unary_ops! {
     Sin "sin" { value: |x| x.sin(), partial: |x, y| x.cos() }
     /// The cosine.
     Cos "cos" { value: |x| x.cos(), partial: |x, y| -x.sin() }
-    /// The hyperbolic tangent. Its derivative is written `1 / cosh^2 x`, not `1 - y^2`:
-    /// `1 - tanh^2` rounds to 0 by `x = 20`, where the true value is still about 1.7e-17.
-    Tanh "tanh" { value: |x| x.tanh(), partial: |x, y| x.cosh().powi(-2) }
+    /// The hyperbolic tangent. Its derivative is written `sech^2 x` (see [`sech2`]), not
+    /// `1 - y^2`: `1 - tanh^2` rounds to 0 by `x = 20`, where the true value is still about
+    /// 1.7e-17.
+    Tanh "tanh" { value: |x| x.tanh(), partial: |x, y| sech2(x) }
     /// The hyperbolic sine.
     Sinh "sinh" { value: |x| x.sinh(), partial: |x, y| x.cosh() }
     /// The hyperbolic cosine.
@@ -140,9 +141,23 @@ unary_ops! {
         partial: |x, y| {
             let u = (x + x * x * x * GELU_CUBIC) * SQRT_2_OVER_PI;
             let du = (x * x * (3.0 * GELU_CUBIC) + 1.0) * SQRT_2_OVER_PI;
-            (u.tanh() + 1.0) * 0.5 + x * 0.5 * u.cosh().powi(-2) * du
+            (u.tanh() + 1.0) * 0.5 + x * 0.5 * sech2(u) * du
         }
     }
+}
+
+/// `sech^2 x = 1 / cosh^2 x`, as `4 e / (1 + e)^2` with `e = e^(-2|x|)`; the branch on the
+/// sign picks one of two exact forms of the same function, so every derivative is right on
+/// both sides. Why not `cosh(x).powi(-2)`: past `|x| = 710` it is `inf^-2 = 0`, fine, but its
+/// derivative `-2 cosh^-3 sinh` is `0 * inf = NaN`, which made the second derivative of
+/// `tanh` at 800, and of `gelu` at 30 (where `u` passes 710), NaN instead of 0.
+fn sech2<T: Scalar>(x: T) -> T {
+    let e = if x.value() >= 0.0 {
+        (x * -2.0).exp()
+    } else {
+        (x * 2.0).exp()
+    };
+    e * 4.0 / (e + 1.0).powi(2)
 }
 
 /// Declares the binary ops: for each, a name, its value and its two partials.

@@ -130,7 +130,13 @@ pub(crate) fn logsumexp_f64(xs: &[f64]) -> f64 {
     );
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max.is_infinite() {
-        return max;
+        // `f64::max` skips NaN, so `[NaN]` (or `[NaN, inf]`) lands here: a NaN must come
+        // out as NaN, not as an infinity that a later `exp` turns into a plausible 0.
+        return if xs.iter().any(|x| x.is_nan()) {
+            f64::NAN
+        } else {
+            max
+        };
     }
     max + xs.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
 }
@@ -179,7 +185,9 @@ impl Scalar for f64 {
         f64::abs(self)
     }
     fn relu(self) -> Self {
-        if self > 0.0 { self } else { 0.0 }
+        // Written so that NaN passes through (NaN <= 0 is false), as in PyTorch and JAX:
+        // `if self > 0.0 { self } else { 0.0 }` would silently turn a NaN into 0.
+        if self <= 0.0 { 0.0 } else { self }
     }
     fn sigmoid(self) -> Self {
         sigmoid_f64(self)

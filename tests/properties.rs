@@ -1,0 +1,683 @@
+//! Property tests: random expression graphs over every op agree with an independent `f64`
+//! evaluation (values), with central differences (gradients), and, through the
+//! differentiable backward, with central differences of the gradient (second derivatives).
+//!
+//! A generated case is a [`Program`]: inputs, then a list of statements, each an op over
+//! earlier values (by a back-reference, so any sub-list of statements is still a valid
+//! program and failures shrink by dropping statements), or over `f64` constants on either
+//! side. Reusing a value gives shared subexpressions and diamonds; the reference `0` (the
+//! latest value) gives deep chains; sums, dots and logsumexps of up to dozens of operands
+//! give wide nodes. The output is the last statement.
+//!
+//! Domains: an op applied outside a safe domain (ln or sqrt of less than 0.1, a divisor or
+//! reciprocal within 0.1 of 0, relu or abs within 0.01 of their kink, a negative `powf`
+//! base, or an output beyond 1e3 in size) is skipped, its statement passing its first
+//! operand through unchanged; the choice is made once, at the drawn inputs, and the
+//! perturbed evaluations of the finite differences reuse it, so every comparison is
+//! between derivatives of the same smooth function.
+//!
+//! Tolerances (see `reference::Difference`): a derivative is compared only where its
+//! Richardson-extrapolated central difference is reliable (error estimate within 1e-7 of
+//! `max(1, |d|)`), and must then agree within 1e-6 of `max(1, |d|)`. The share of
+//! comparisons skipped as unreliable is asserted to be small, so the test cannot pass by
+//! skipping. Values must match the reference within 1e-13 relative.
+//!
+//! Cases: 6,000 + 2,500 + 800 + 700 = 10,000 per run, from a fixed seed (set
+//! `PROPTEST_RNG_SEED` to explore others, `PROPTEST_CASES` to change every count).
+
+mod reference;
+
+use std::cell::Cell;
+use std::fmt;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use tapegrad::{Binary, Graph, Nary, Unary, Var};
+
+use reference::Difference;
+
+/// A reference to an earlier value: `0` is the latest, `r` the one `r` before it, taken
+/// modulo the number of values so that it stays valid when statements are removed.
+type Ref = usize;
+
+/// An operand of a binary op: an earlier value, or an `f64` written in the code.
+#[derive(Clone, Copy)]
+enum Arg {
+    Node(Ref),
+    Const(f64),
+}
+
+#[derive(Clone, Debug)]
+enum Stmt {
+    /// `g.constant(c)`: a node with no gradient.
+    Constant(f64),
+    /// `x.exp()`, `-x`, ...
+    Unary(Unary, Ref),
+    /// `a op b` with `op` in `+ - * /` or `powf`; at least one side is a `Node`.
+    Binary(Binary, Arg, Arg),
+    /// `x op= rhs`, the compound assignment operators.
+    Assign(Binary, Ref, Arg),
+    /// `x.powi(n)`.
+    Powi(Ref, i32),
+    /// `g.sum(..)`.
+    Sum(Vec<Ref>),
+    /// `g.dot(&vars, &vars)`.
+    DotVars(Vec<(Ref, Ref)>),
+    /// `g.dot(&vars, &f64s)` (`flipped`: `g.dot(&f64s, &vars)`).
+    DotConsts(Vec<(Ref, f64)>, bool),
+    /// `g.logsumexp(..)`.
+    LogSumExp(Vec<Ref>),
+}
+
+#[derive(Clone)]
+struct Program {
+    inputs: Vec<f64>,
+    stmts: Vec<Stmt>,
+}
+
+impl Program {
+    /// The value index that `r` names when `count` values exist.
+    fn index(count: usize, r: Ref) -> usize {
+        count - 1 - r % count
+    }
+}
+
+/// Values as a plain `f64` evaluation computes them, or as `Var`s on a tape.
+trait Values<T: Copy> {
+    fn at(&self, r: Ref) -> T;
+}
+
+impl<T: Copy> Values<T> for [T] {
+    fn at(&self, r: Ref) -> T {
+        self[Program::index(self.len(), r)]
+    }
+}
+
+/// The first earlier value a statement reads: what it passes through when skipped.
+fn first_ref(stmt: &Stmt) -> Ref {
+    let first_node = |args: &[Arg]| {
+        args.iter().find_map(|a| match a {
+            Arg::Node(r) => Some(*r),
+            Arg::Const(_) => None,
+        })
+    };
+    match stmt {
+        Stmt::Constant(_) => 0,
+        Stmt::Unary(_, r) | Stmt::Assign(_, r, _) | Stmt::Powi(r, _) => *r,
+        Stmt::Binary(_, a, b) => first_node(&[*a, *b]).unwrap_or(0),
+        Stmt::Sum(rs) | Stmt::LogSumExp(rs) => rs.first().copied().unwrap_or(0),
+        Stmt::DotVars(ps) => ps.first().map_or(0, |p| p.0),
+        Stmt::DotConsts(ps, _) => ps.first().map_or(0, |p| p.0),
+    }
+}
+
+/// Every earlier value a statement reads.
+fn refs(stmt: &Stmt) -> Vec<Ref> {
+    let node = |a: &Arg| match a {
+        Arg::Node(r) => Some(*r),
+        Arg::Const(_) => None,
+    };
+    match stmt {
+        Stmt::Constant(_) => vec![],
+        Stmt::Unary(_, r) | Stmt::Powi(r, _) => vec![*r],
+        Stmt::Binary(_, a, b) => [a, b].into_iter().filter_map(node).collect(),
+        Stmt::Assign(_, r, b) => std::iter::once(*r).chain(node(b)).collect(),
+        Stmt::Sum(rs) | Stmt::LogSumExp(rs) => rs.clone(),
+        Stmt::DotVars(ps) => ps.iter().flat_map(|p| [p.0, p.1]).collect(),
+        Stmt::DotConsts(ps, _) => ps.iter().map(|p| p.0).collect(),
+    }
+}
+
+fn arg_value(values: &[f64], a: Arg) -> f64 {
+    match a {
+        Arg::Node(r) => values.at(r),
+        Arg::Const(c) => c,
+    }
+}
+
+/// A statement's value by the reference, and whether it lies inside the safe domain.
+fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
+    let (y, operand_ok) = match stmt {
+        Stmt::Constant(c) => (*c, true),
+        Stmt::Unary(op, r) => {
+            let x = v.at(*r);
+            let ok = match op {
+                Unary::Ln | Unary::Sqrt => x >= 0.1,
+                Unary::Recip => x.abs() >= 0.1,
+                Unary::Abs | Unary::Relu => x.abs() >= 0.01,
+                _ => true,
+            };
+            (reference::unary(*op, x), ok)
+        }
+        Stmt::Binary(op, a, b) => {
+            let (a, b) = (arg_value(v, *a), arg_value(v, *b));
+            let ok = match op {
+                Binary::Div => b.abs() >= 0.1,
+                Binary::Powf => a >= 0.1,
+                _ => true,
+            };
+            (reference::binary(*op, a, b), ok)
+        }
+        Stmt::Assign(op, r, b) => {
+            let (a, b) = (v.at(*r), arg_value(v, *b));
+            (
+                reference::binary(*op, a, b),
+                *op != Binary::Div || b.abs() >= 0.1,
+            )
+        }
+        Stmt::Powi(r, n) => {
+            let x = v.at(*r);
+            (x.powi(*n), *n >= 0 || x.abs() >= 0.1)
+        }
+        Stmt::Sum(rs) => {
+            let xs: Vec<f64> = rs.iter().map(|&r| v.at(r)).collect();
+            (reference::nary(Nary::Sum, &xs), true)
+        }
+        Stmt::DotVars(ps) => {
+            let xs: Vec<f64> = ps
+                .iter()
+                .map(|p| v.at(p.0))
+                .chain(ps.iter().map(|p| v.at(p.1)))
+                .collect();
+            (reference::nary(Nary::Dot, &xs), true)
+        }
+        Stmt::DotConsts(ps, _) => {
+            let xs: Vec<f64> = ps
+                .iter()
+                .map(|p| v.at(p.0))
+                .chain(ps.iter().map(|p| p.1))
+                .collect();
+            (reference::nary(Nary::Dot, &xs), true)
+        }
+        Stmt::LogSumExp(rs) => {
+            let xs: Vec<f64> = rs.iter().map(|&r| v.at(r)).collect();
+            (reference::nary(Nary::LogSumExp, &xs), true)
+        }
+    };
+    (y, operand_ok && y.is_finite() && y.abs() <= 1e3)
+}
+
+/// Evaluates `program` on `f64`s. With `skips` given, those statements pass their first
+/// operand through; otherwise the statements outside the safe domain do, and `skips` is
+/// returned so that perturbed evaluations make the same choices.
+fn evaluate(program: &Program, inputs: &[f64], skips: Option<&[bool]>) -> (Vec<f64>, Vec<bool>) {
+    let mut values = inputs.to_vec();
+    let mut chosen = Vec::with_capacity(program.stmts.len());
+    for (k, stmt) in program.stmts.iter().enumerate() {
+        let (y, ok) = reference_value(stmt, &values);
+        let skip = skips.map_or(!ok, |s| s[k]);
+        chosen.push(skip);
+        values.push(if skip { values.at(first_ref(stmt)) } else { y });
+    }
+    (values, chosen)
+}
+
+fn output(values: &[f64]) -> f64 {
+    *values.last().expect("a program has at least one input")
+}
+
+/// Records `program` on `g` with the given skips; returns every value's `Var`.
+fn record<'g>(g: &'g Graph, program: &Program, xs: &[Var<'g>], skips: &[bool]) -> Vec<Var<'g>> {
+    let mut v: Vec<Var<'g>> = xs.to_vec();
+    for (stmt, &skip) in program.stmts.iter().zip(skips) {
+        let y = if skip {
+            v.at(first_ref(stmt))
+        } else {
+            match stmt {
+                Stmt::Constant(c) => g.constant(*c),
+                Stmt::Unary(op, r) => unary_method(*op, v.at(*r)),
+                Stmt::Binary(op, a, b) => binary_operator(*op, *a, *b, &v),
+                Stmt::Assign(op, r, b) => {
+                    let mut x = v.at(*r);
+                    match (op, *b) {
+                        (Binary::Add, Arg::Node(b)) => x += v.at(b),
+                        (Binary::Add, Arg::Const(c)) => x += c,
+                        (Binary::Sub, Arg::Node(b)) => x -= v.at(b),
+                        (Binary::Sub, Arg::Const(c)) => x -= c,
+                        (Binary::Mul, Arg::Node(b)) => x *= v.at(b),
+                        (Binary::Mul, Arg::Const(c)) => x *= c,
+                        (Binary::Div, Arg::Node(b)) => x /= v.at(b),
+                        (Binary::Div, Arg::Const(c)) => x /= c,
+                        (op, _) => unreachable!("no compound assignment for {op:?}"),
+                    }
+                    x
+                }
+                Stmt::Powi(r, n) => v.at(*r).powi(*n),
+                Stmt::Sum(rs) => g.sum(rs.iter().map(|&r| v.at(r))),
+                Stmt::DotVars(ps) => {
+                    let a: Vec<Var> = ps.iter().map(|p| v.at(p.0)).collect();
+                    let b: Vec<Var> = ps.iter().map(|p| v.at(p.1)).collect();
+                    g.dot(&a, &b)
+                }
+                Stmt::DotConsts(ps, flipped) => {
+                    let a: Vec<Var> = ps.iter().map(|p| v.at(p.0)).collect();
+                    let c: Vec<f64> = ps.iter().map(|p| p.1).collect();
+                    if *flipped {
+                        g.dot(&c, &a)
+                    } else {
+                        g.dot(&a, &c)
+                    }
+                }
+                Stmt::LogSumExp(rs) => g.logsumexp(rs.iter().map(|&r| v.at(r))),
+            }
+        };
+        v.push(y);
+    }
+    v
+}
+
+/// Each unary op through its own method (or operator), as users call them.
+fn unary_method(op: Unary, x: Var<'_>) -> Var<'_> {
+    match op {
+        Unary::Neg => -x,
+        Unary::Recip => x.recip(),
+        Unary::Exp => x.exp(),
+        Unary::Ln => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
+        Unary::Tanh => x.tanh(),
+        Unary::Sinh => x.sinh(),
+        Unary::Cosh => x.cosh(),
+        Unary::Abs => x.abs(),
+        Unary::Relu => x.relu(),
+        Unary::Sigmoid => x.sigmoid(),
+        Unary::Gelu => x.gelu(),
+    }
+}
+
+/// `a op b` through the operator impl for the operand kinds at hand (`Var op Var`,
+/// `Var op f64`, `f64 op Var`), or `powf` / `tapegrad::powf`.
+fn binary_operator<'g>(op: Binary, a: Arg, b: Arg, v: &[Var<'g>]) -> Var<'g> {
+    use Arg::{Const as C, Node as N};
+    match (op, a, b) {
+        (Binary::Add, N(a), N(b)) => v.at(a) + v.at(b),
+        (Binary::Add, N(a), C(b)) => v.at(a) + b,
+        (Binary::Add, C(a), N(b)) => a + v.at(b),
+        (Binary::Sub, N(a), N(b)) => v.at(a) - v.at(b),
+        (Binary::Sub, N(a), C(b)) => v.at(a) - b,
+        (Binary::Sub, C(a), N(b)) => a - v.at(b),
+        (Binary::Mul, N(a), N(b)) => v.at(a) * v.at(b),
+        (Binary::Mul, N(a), C(b)) => v.at(a) * b,
+        (Binary::Mul, C(a), N(b)) => a * v.at(b),
+        (Binary::Div, N(a), N(b)) => v.at(a) / v.at(b),
+        (Binary::Div, N(a), C(b)) => v.at(a) / b,
+        (Binary::Div, C(a), N(b)) => a / v.at(b),
+        (Binary::Powf, N(a), N(b)) => v.at(a).powf(v.at(b)),
+        (Binary::Powf, N(a), C(b)) => v.at(a).powf(b),
+        (Binary::Powf, C(a), N(b)) => tapegrad::powf(a, v.at(b)),
+        (op, a, b) => unreachable!("not generated: {op:?} {a:?} {b:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Generators.
+
+/// Constants: mostly anywhere in [-3, 3], sometimes the values rules special-case.
+fn constant() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        6 => -3.0..3.0f64,
+        1 => prop::sample::select(vec![0.0, 1.0, -1.0, 2.0, 0.5]),
+    ]
+}
+
+/// Back-references: half of them to the latest value (chains), the rest anywhere.
+fn reference(reach: usize) -> impl Strategy<Value = Ref> {
+    prop_oneof![1 => Just(0usize), 1 => 0..reach]
+}
+
+fn arg(reach: usize) -> impl Strategy<Value = Arg> {
+    prop_oneof![3 => reference(reach).prop_map(Arg::Node), 1 => constant().prop_map(Arg::Const)]
+}
+
+/// A binary op with at least one `Var` side; a constant `powf` base is drawn positive.
+fn binary_stmt(reach: usize) -> impl Strategy<Value = Stmt> {
+    let ops = prop::sample::select(vec![
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Powf,
+    ]);
+    (
+        ops,
+        reference(reach),
+        arg(reach),
+        any::<bool>(),
+        0.2..3.0f64,
+    )
+        .prop_map(|(op, r, other, var_first, base)| {
+            let other = match (op, other, var_first) {
+                (Binary::Powf, Arg::Const(_), false) => Arg::Const(base),
+                _ => other,
+            };
+            if var_first {
+                Stmt::Binary(op, Arg::Node(r), other)
+            } else {
+                Stmt::Binary(op, other, Arg::Node(r))
+            }
+        })
+}
+
+fn assign_stmt(reach: usize) -> impl Strategy<Value = Stmt> {
+    let ops = prop::sample::select(vec![Binary::Add, Binary::Sub, Binary::Mul, Binary::Div]);
+    (ops, reference(reach), arg(reach)).prop_map(|(op, r, b)| Stmt::Assign(op, r, b))
+}
+
+/// One statement; n-ary ones take up to `width` operands.
+fn stmt(reach: usize, width: usize) -> impl Strategy<Value = Stmt> {
+    let refs = move |min| prop::collection::vec(reference(reach), min..=width);
+    prop_oneof![
+        1 => constant().prop_map(Stmt::Constant),
+        8 => (prop::sample::select(Unary::ALL), reference(reach))
+            .prop_map(|(op, r)| Stmt::Unary(op, r)),
+        6 => binary_stmt(reach),
+        2 => assign_stmt(reach),
+        2 => (reference(reach), -3..=4i32).prop_map(|(r, n)| Stmt::Powi(r, n)),
+        1 => refs(0).prop_map(Stmt::Sum),
+        1 => prop::collection::vec((reference(reach), reference(reach)), 0..=width)
+            .prop_map(Stmt::DotVars),
+        1 => (prop::collection::vec((reference(reach), constant()), 0..=width), any::<bool>())
+            .prop_map(|(ps, flipped)| Stmt::DotConsts(ps, flipped)),
+        1 => refs(1).prop_map(Stmt::LogSumExp),
+    ]
+}
+
+fn program(
+    inputs: std::ops::RangeInclusive<usize>,
+    stmts: std::ops::RangeInclusive<usize>,
+    width: usize,
+) -> impl Strategy<Value = Program> {
+    let reach = stmts.end() + inputs.end();
+    (
+        prop::collection::vec(-2.0..2.0f64, inputs),
+        prop::collection::vec(stmt(reach, width), stmts),
+    )
+        .prop_map(|(inputs, stmts)| Program { inputs, stmts })
+}
+
+/// A long chain: mostly unary ops and `f64` operands applied to the latest value.
+fn chain(length: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Program> {
+    let link = prop_oneof![
+        4 => prop::sample::select(Unary::ALL).prop_map(|op| Stmt::Unary(op, 0)),
+        2 => (prop::sample::select(vec![Binary::Add, Binary::Mul, Binary::Div]), constant(), any::<bool>())
+            .prop_map(|(op, c, var_first)| if var_first {
+                Stmt::Binary(op, Arg::Node(0), Arg::Const(c))
+            } else {
+                Stmt::Binary(op, Arg::Const(c), Arg::Node(0))
+            }),
+        1 => (1..4usize).prop_map(|back| Stmt::Binary(Binary::Add, Arg::Node(0), Arg::Node(back))),
+    ];
+    (
+        prop::collection::vec(-2.0..2.0f64, 1..=2),
+        prop::collection::vec(link, length),
+    )
+        .prop_map(|(inputs, stmts)| Program { inputs, stmts })
+}
+
+// ---------------------------------------------------------------------------------------
+// Printing a failing case as code.
+
+impl fmt::Debug for Arg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arg::Node(r) => write!(f, "@{r}"),
+            Arg::Const(c) => write!(f, "{c:?}"),
+        }
+    }
+}
+
+impl fmt::Debug for Program {
+    /// Prints the program as the Rust it records, e.g. `let t3 = t2.ln();`, with the
+    /// back-references resolved to names.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.inputs.len();
+        let name = |i: usize| {
+            if i < n {
+                format!("x{i}")
+            } else {
+                format!("t{}", i - n)
+            }
+        };
+        // Only what the output reads is printed, and a statement skipped at these inputs
+        // is printed as the pass-through it records.
+        let (_, skips) = evaluate(self, &self.inputs, None);
+        let mut live = vec![false; n + self.stmts.len()];
+        *live.last_mut().expect("a program has an input") = true;
+        for (k, stmt) in self.stmts.iter().enumerate().rev() {
+            if live[n + k] {
+                let reads = if skips[k] {
+                    vec![first_ref(stmt)]
+                } else {
+                    refs(stmt)
+                };
+                for r in reads {
+                    live[Program::index(n + k, r)] = true;
+                }
+            }
+        }
+        writeln!(f)?;
+        for (i, x) in self.inputs.iter().enumerate() {
+            writeln!(f, "let x{i} = g.var({x:?});")?;
+        }
+        for (k, stmt) in self.stmts.iter().enumerate() {
+            let count = n + k;
+            if !live[count] {
+                continue;
+            }
+            if skips[k] {
+                let first = name(Program::index(count, first_ref(stmt)));
+                writeln!(
+                    f,
+                    "let {} = {first}; // {stmt:?} is outside its safe domain here",
+                    name(count)
+                )?;
+                continue;
+            }
+            let at = |r: Ref| name(Program::index(count, r));
+            let arg = |a: Arg| match a {
+                Arg::Node(r) => at(r),
+                Arg::Const(c) => format!("{c:?}"),
+            };
+            let list = |rs: &[Ref]| rs.iter().map(|&r| at(r)).collect::<Vec<_>>().join(", ");
+            let code = match stmt {
+                Stmt::Constant(c) => format!("g.constant({c:?})"),
+                Stmt::Unary(op, r) => format!("{}.{}()", at(*r), op.name()),
+                Stmt::Binary(Binary::Powf, a, b) => match a {
+                    Arg::Const(c) => format!("tapegrad::powf({c:?}, {})", arg(*b)),
+                    Arg::Node(_) => format!("{}.powf({})", arg(*a), arg(*b)),
+                },
+                Stmt::Binary(op, a, b) => format!("{} {} {}", arg(*a), op.name(), arg(*b)),
+                Stmt::Assign(op, r, b) => format!(
+                    "{{ let mut t = {}; t {}= {}; t }}",
+                    at(*r),
+                    op.name(),
+                    arg(*b)
+                ),
+                Stmt::Powi(r, p) => format!("{}.powi({p})", at(*r)),
+                Stmt::Sum(rs) => format!("g.sum([{}])", list(rs)),
+                Stmt::DotVars(ps) => {
+                    let (a, b): (Vec<Ref>, Vec<Ref>) = ps.iter().copied().unzip();
+                    format!("g.dot(&[{}], &[{}])", list(&a), list(&b))
+                }
+                Stmt::DotConsts(ps, flipped) => {
+                    let a: Vec<Ref> = ps.iter().map(|p| p.0).collect();
+                    let c: Vec<String> = ps.iter().map(|p| format!("{:?}", p.1)).collect();
+                    let (a, c) = (format!("&[{}]", list(&a)), format!("&[{}]", c.join(", ")));
+                    if *flipped {
+                        format!("g.dot({c}, {a})")
+                    } else {
+                        format!("g.dot({a}, {c})")
+                    }
+                }
+                Stmt::LogSumExp(rs) => format!("g.logsumexp([{}])", list(rs)),
+            };
+            writeln!(f, "let {} = {code};", name(count))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+
+/// How many derivative comparisons were made, and how many skipped as unreliable.
+#[derive(Default)]
+struct Tally {
+    compared: Cell<usize>,
+    skipped: Cell<usize>,
+}
+
+impl Tally {
+    /// Compares `tape` with `fd` if `fd` is reliable; fails on disagreement.
+    fn check(&self, what: &str, tape: f64, fd: Difference) -> Result<(), TestCaseError> {
+        if !fd.reliable() {
+            self.skipped.set(self.skipped.get() + 1);
+            return Ok(());
+        }
+        self.compared.set(self.compared.get() + 1);
+        prop_assert!(
+            fd.agrees_with(tape),
+            "{what}: tape {tape:e}, central difference {:e} (error estimate {:e})",
+            fd.value,
+            fd.error
+        );
+        Ok(())
+    }
+
+    /// At most 5% of comparisons may be skipped, and there must be `min` comparisons.
+    fn assert_meaningful(&self, min: usize) {
+        let (compared, skipped) = (self.compared.get(), self.skipped.get());
+        println!("{compared} derivatives compared, {skipped} skipped as unreliable");
+        assert!(compared >= min, "only {compared} derivatives compared");
+        assert!(
+            skipped * 20 <= compared + skipped,
+            "{skipped} of {} central differences were unreliable",
+            compared + skipped
+        );
+    }
+}
+
+/// The run configuration: `cases` cases from a fixed seed unless the environment says
+/// otherwise (`PROPTEST_CASES`, `PROPTEST_RNG_SEED`).
+fn config(cases: u32) -> Config {
+    let from_env = Config::default();
+    Config {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            from_env.cases
+        } else {
+            cases
+        },
+        rng_seed: match from_env.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(0x7a9e_96ad),
+            fixed => fixed,
+        },
+        ..from_env
+    }
+}
+
+fn run(
+    cases: u32,
+    strategy: impl Strategy<Value = Program>,
+    test: impl Fn(&Program) -> Result<(), TestCaseError>,
+) {
+    let mut runner = TestRunner::new(config(cases));
+    if let Err(e) = runner.run(&strategy, |p| test(&p)) {
+        panic!("{e}");
+    }
+}
+
+/// Values match the reference at every statement, and the gradient of the output with
+/// respect to each input matches central differences (and is the same whether computed
+/// by the plain or the differentiable backward).
+fn check_first_order(p: &Program, tally: &Tally) -> Result<(), TestCaseError> {
+    let (_, skips) = evaluate(p, &p.inputs, None);
+    let g = Graph::new();
+    let xs = g.vars(&p.inputs);
+    let vars = record(&g, p, &xs, &skips);
+    // Each op's value against the reference applied to the tape's own operand values, so
+    // that rounding differences of a few ulps do not compound along a chain.
+    let values: Vec<f64> = vars.iter().map(|v| v.value()).collect();
+    let n = p.inputs.len();
+    prop_assert_eq!(&values[..n], &p.inputs[..]);
+    for (k, stmt) in p.stmts.iter().enumerate() {
+        let (tape, (reference, _)) = (values[n + k], reference_value(stmt, &values[..n + k]));
+        prop_assert!(
+            skips[k] || reference::same_value(tape, reference),
+            "t{k}: tape {tape}, reference {reference}"
+        );
+    }
+    let y = *vars.last().expect("at least one value");
+    let grads = y.backward();
+    let differentiable = y.grad(&xs);
+    let f = |at: &[f64]| output(&evaluate(p, at, Some(&skips)).0);
+    for (i, &x) in xs.iter().enumerate() {
+        let tape = grads[x];
+        prop_assert!(
+            (differentiable[i].value() - tape).abs() <= 1e-10 * tape.abs().max(1.0),
+            "d/dx{i}: plain backward {tape}, Var::grad {}",
+            differentiable[i].value()
+        );
+        tally.check(
+            &format!("d/dx{i}"),
+            tape,
+            reference::derivative(f, &p.inputs, i),
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn gradients_of_random_graphs_match_central_differences() {
+    let tally = Tally::default();
+    run(6_000, program(1..=4, 1..=40, 24), |p| {
+        check_first_order(p, &tally)
+    });
+    tally.assert_meaningful(6_000);
+}
+
+#[test]
+fn gradients_of_deep_chains_match_central_differences() {
+    let tally = Tally::default();
+    run(800, chain(100..=400), |p| check_first_order(p, &tally));
+    tally.assert_meaningful(800);
+}
+
+#[test]
+fn gradients_of_wide_graphs_match_central_differences() {
+    let tally = Tally::default();
+    run(700, program(8..=48, 1..=8, 160), |p| {
+        check_first_order(p, &tally)
+    });
+    tally.assert_meaningful(700 * 8);
+}
+
+/// The Hessian from two differentiable backwards, `d/dx_j (dy/dx_i)`, against central
+/// differences in `x_j` of the plain backward's `dy/dx_i` (which the tests above check
+/// against differences of `y`).
+#[test]
+fn second_derivatives_match_differences_of_the_gradient() {
+    let tally = Tally::default();
+    run(2_500, program(1..=3, 1..=16, 8), |p| {
+        let (_, skips) = evaluate(p, &p.inputs, None);
+        let gradient = |at: &[f64], i: usize| {
+            let g = Graph::new();
+            let xs = g.vars(at);
+            let y = *record(&g, p, &xs, &skips).last().expect("a value");
+            y.backward()[xs[i]]
+        };
+        let g = Graph::new();
+        let xs = g.vars(&p.inputs);
+        let y = *record(&g, p, &xs, &skips).last().expect("a value");
+        let first = y.grad(&xs);
+        for (i, dy) in first.iter().enumerate() {
+            let second = dy.grad(&xs);
+            for (j, d2y) in second.iter().enumerate() {
+                let fd = reference::derivative(|at| gradient(at, i), &p.inputs, j);
+                tally.check(&format!("d2/dx{i}dx{j}"), d2y.value(), fd)?;
+            }
+        }
+        Ok(())
+    });
+    tally.assert_meaningful(2_500);
+}

@@ -1,0 +1,144 @@
+//! An independent `f64` evaluation of every op, and central differences with an error
+//! estimate, shared by `tests/properties.rs` and `tests/fuzz.rs`.
+//!
+//! The reference values are written from the textbook definitions with `std`'s `f64`
+//! functions, not through tapegrad's op table or its `Scalar` impl for `f64`, so a wrong
+//! rule or a wrong value in the crate cannot also be in the reference.
+
+use tapegrad::{Binary, Nary, Unary};
+
+/// `sqrt(2 / pi)`, computed here rather than copied from the crate.
+fn sqrt_2_over_pi() -> f64 {
+    (2.0 / std::f64::consts::PI).sqrt()
+}
+
+/// The value of a unary op at `x`. NaN in gives NaN out for every op, as in PyTorch, JAX
+/// and micrograd (`relu(NaN)` is NaN, not 0: a NaN must never be silently erased).
+pub fn unary(op: Unary, x: f64) -> f64 {
+    match op {
+        Unary::Neg => -x,
+        Unary::Recip => 1.0 / x,
+        Unary::Exp => x.exp(),
+        Unary::Ln => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
+        Unary::Tanh => x.tanh(),
+        Unary::Sinh => x.sinh(),
+        Unary::Cosh => x.cosh(),
+        Unary::Abs => x.abs(),
+        Unary::Relu => {
+            if x.is_nan() || x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        // 1 / (1 + e^-x), written as e^x / (1 + e^x) for negative x, where e^-x would
+        // overflow and round a tiny (even subnormal) result to 0.
+        Unary::Sigmoid => {
+            if x >= 0.0 {
+                1.0 / (1.0 + (-x).exp())
+            } else {
+                x.exp() / (1.0 + x.exp())
+            }
+        }
+        Unary::Gelu => 0.5 * x * (1.0 + (sqrt_2_over_pi() * (x + 0.044715 * x.powi(3))).tanh()),
+    }
+}
+
+/// The value of a binary op at `(a, b)`; for `Powi`, `b` is the integer exponent.
+pub fn binary(op: Binary, a: f64, b: f64) -> f64 {
+    match op {
+        Binary::Add => a + b,
+        Binary::Sub => a - b,
+        Binary::Mul => a * b,
+        Binary::Div => a / b,
+        Binary::Powf => a.powf(b),
+        Binary::Powi => a.powi(b as i32),
+    }
+}
+
+/// The value of an n-ary op; `Dot`'s operands are `a`'s entries then `b`'s.
+pub fn nary(op: Nary, xs: &[f64]) -> f64 {
+    match op {
+        Nary::Sum => xs.iter().sum(),
+        Nary::Dot => {
+            let (a, b) = xs.split_at(xs.len() / 2);
+            a.iter().zip(b).map(|(a, b)| a * b).sum()
+        }
+        // ln sum e^x = m + ln sum e^(x - m): the shift by the maximum keeps every term <= 1.
+        Nary::LogSumExp => {
+            if xs.iter().any(|x| x.is_nan()) {
+                return f64::NAN;
+            }
+            let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if m.is_infinite() {
+                return m;
+            }
+            m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+        }
+    }
+}
+
+/// Whether two values agree: both NaN, equal (infinities included), or within a relative
+/// 1e-13 (the reference formulas may round differently from the crate's by a few ulps:
+/// `1 / (1 + e^-x)` against a branch-stable sigmoid, for instance).
+pub fn same_value(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan())
+        || a == b
+        || (a.is_finite() && b.is_finite() && (a - b).abs() <= 1e-13 * a.abs().max(b.abs()))
+}
+
+/// A central-difference derivative: the estimate and an estimate of its own error.
+#[derive(Clone, Copy, Debug)]
+pub struct Difference {
+    /// `df/dx_i`, Richardson-extrapolated.
+    pub value: f64,
+    /// `|R(h) - R(h/2)|`: how much two extrapolations disagree. Large when the step
+    /// crosses a kink or a domain edge, or `f` varies too fast for the step: then the
+    /// difference says nothing about the derivative and must not be compared.
+    pub error: f64,
+}
+
+impl Difference {
+    /// Whether the estimate is trustworthy enough to judge a gradient with: its error
+    /// estimate is below 1e-7 of the derivative's scale `max(1, |value|)`.
+    pub fn reliable(&self) -> bool {
+        self.value.is_finite() && self.error <= 1e-7 * self.value.abs().max(1.0)
+    }
+
+    /// Whether `tape` agrees with this estimate: within 1e-6 of `max(1, |value|)`. A
+    /// wrong derivative rule is off by O(1) of the derivative at a random point, far
+    /// outside this; Richardson's O(h^4) truncation at h = 1e-3 and rounding of
+    /// `eps |f| / h` (about 1e-10 for |f| <= 1e3) are far inside it.
+    pub fn agrees_with(&self, tape: f64) -> bool {
+        (tape - self.value).abs() <= 1e-6 * self.value.abs().max(1.0)
+    }
+}
+
+/// `df/dx_i` at `x` by central differences `D(h) = (f(x + h) - f(x - h)) / 2h` at
+/// `h, h/2, h/4` (with `h = 1e-3 max(1, |x_i|)`), combined by Richardson extrapolation
+/// (`R(h) = (4 D(h/2) - D(h)) / 3` cancels the `h^2` error term, and `(16 R(h/2) - R(h)) / 15`
+/// the `h^4` one).
+pub fn derivative(f: impl Fn(&[f64]) -> f64, x: &[f64], i: usize) -> Difference {
+    let mut at = x.to_vec();
+    let mut d = |h: f64| {
+        // Round the step to what x + h can represent, so the divisor is exact.
+        let h = (x[i] + h) - x[i];
+        at[i] = x[i] + h;
+        let plus = f(&at);
+        at[i] = x[i] - h;
+        let minus = f(&at);
+        at[i] = x[i];
+        (plus - minus) / (2.0 * h)
+    };
+    let h = 1e-3 * x[i].abs().max(1.0);
+    let (d1, d2, d3) = (d(h), d(h / 2.0), d(h / 4.0));
+    let (r1, r2) = ((4.0 * d2 - d1) / 3.0, (4.0 * d3 - d2) / 3.0);
+    let error = (r2 - r1).abs();
+    Difference {
+        value: (16.0 * r2 - r1) / 15.0,
+        error: if error.is_nan() { f64::INFINITY } else { error },
+    }
+}
