@@ -21,6 +21,10 @@ fn panic_message(what: &str, f: impl FnOnce()) -> String {
     }
 }
 
+/// An entry point called with a bad handle, to be run under `catch_unwind`.
+type Call<'a> = Box<dyn Fn() + 'a>;
+type CallMut<'a> = Box<dyn FnMut() + 'a>;
+
 /// Discards a result (most are `Copy`, so `drop` would say nothing).
 fn ignore<T>(_: T) {}
 
@@ -43,7 +47,7 @@ fn foreign_handle_panics_at_every_entry_point() {
     let ex = x.exp();
     let (g_len, h_len) = (g.len(), h.len());
     // (what, the graph that records or reads, the closure)
-    let cases: Vec<(&str, &Graph, Box<dyn Fn()>)> = vec![
+    let cases: Vec<(&str, &Graph, Call<'_>)> = vec![
         ("x + y", &g, Box::new(|| ignore(x + y))),
         ("x - y", &g, Box::new(|| ignore(x - y))),
         ("x * y", &g, Box::new(|| ignore(x * y))),
@@ -167,7 +171,7 @@ fn released_handle_panics_at_every_entry_point() {
     let ew = w.exp();
     let len = g.len();
     let mut store = Gradients::new();
-    let cases: Vec<(&str, Box<dyn FnMut()>)> = vec![
+    let cases: Vec<(&str, CallMut<'_>)> = vec![
         ("r.value()", Box::new(|| ignore(r.value()))),
         ("r.op()", Box::new(|| ignore(r.op()))),
         ("-r", Box::new(|| ignore(-r))),

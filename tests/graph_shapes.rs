@@ -74,7 +74,7 @@ fn fan_out_to_ten_thousand_consumers() {
     // z = sum_i x^2 as a left fold, dz/dx = n 2x = 10,000.
     let mut z = g.constant(0.0);
     for _ in 0..n {
-        z = z + x * x;
+        z += x * x;
     }
     assert_eq!(z.backward()[x], f64::from(n) * 2.0 * 0.5);
 }
