@@ -1,0 +1,359 @@
+//! Every op's second derivative, from the differentiable backward (`Var::grad` twice, or
+//! `higher::hessian`), against its closed form and against central differences of the
+//! tape's first derivative (`higher::gradgradcheck`), at several points, with `f64`
+//! constants as operands on either side as well as `Var`s.
+
+use std::f64::consts::LN_2;
+
+use approx::assert_relative_eq;
+use tapegrad::check::Tolerance;
+use tapegrad::higher::{gradgradcheck, hessian};
+use tapegrad::{Graph, Var, powf};
+
+/// A function of one `Var`, as the tests tabulate them.
+type Fn1 = for<'g> fn(Var<'g>) -> Var<'g>;
+
+/// `(f'(x), f''(x), f'''(x))` by differentiating the tape's gradient twice more.
+fn derivatives(f: Fn1, x: f64) -> (f64, f64, f64) {
+    let g = Graph::new();
+    let x = g.var(x);
+    let d1 = f(x).grad(&[x])[0];
+    let d2 = d1.grad(&[x])[0];
+    let d3 = d2.grad(&[x])[0];
+    (d1.value(), d2.value(), d3.value())
+}
+
+/// The tape's second derivative of `f` at each point matches `closed` and passes
+/// `gradgradcheck` (central differences of the tape's first derivative).
+#[track_caller]
+fn check_second(name: &str, f: Fn1, closed: fn(f64) -> f64, points: &[f64]) {
+    for &x in points {
+        let (_, d2, _) = derivatives(f, x);
+        assert_relative_eq!(d2, closed(x), max_relative = 1e-13, epsilon = 1e-15);
+        let report = gradgradcheck(|_, v| f(v[0]), &[x], Tolerance::default());
+        assert!(report.passed(), "{name} at {x}:\n{report}");
+    }
+}
+
+#[test]
+fn exp_second_derivative_is_exp() {
+    // (e^x)'' = e^x
+    check_second("exp", |x| x.exp(), f64::exp, &[-2.0, 0.3, 1.5]);
+}
+
+#[test]
+fn ln_second_derivative_is_minus_inverse_square() {
+    // (ln x)'' = -1 / x^2
+    check_second("ln", |x| x.ln(), |x| -1.0 / (x * x), &[0.2, 1.0, 3.7]);
+}
+
+#[test]
+fn sqrt_second_derivative() {
+    // (x^(1/2))'' = -(1/4) x^(-3/2)
+    check_second(
+        "sqrt",
+        |x| x.sqrt(),
+        |x| -0.25 * x.powf(-1.5),
+        &[0.3, 1.0, 4.5],
+    );
+}
+
+#[test]
+fn recip_second_derivative() {
+    // (1/x)'' = 2 / x^3
+    check_second(
+        "recip",
+        |x| x.recip(),
+        |x| 2.0 / x.powi(3),
+        &[-1.5, 0.4, 2.0],
+    );
+}
+
+#[test]
+fn sin_and_cos_second_derivatives() {
+    // sin'' = -sin, cos'' = -cos
+    check_second("sin", |x| x.sin(), |x| -x.sin(), &[-1.0, 0.5, 2.5]);
+    check_second("cos", |x| x.cos(), |x| -x.cos(), &[-1.0, 0.5, 2.5]);
+}
+
+#[test]
+fn tanh_second_derivative_keeps_precision_far_out() {
+    // tanh'' = -2 tanh(x) sech^2(x). At x = 20 it is about -3.4e-17; the rule 1/cosh^2
+    // keeps full relative precision there (1 - tanh^2 would give exactly 0).
+    check_second(
+        "tanh",
+        |x| x.tanh(),
+        |x| -2.0 * x.tanh() / x.cosh().powi(2),
+        &[-1.2, 0.3, 2.0, 20.0],
+    );
+}
+
+#[test]
+fn sinh_and_cosh_second_derivatives() {
+    // sinh'' = sinh, cosh'' = cosh
+    check_second("sinh", |x| x.sinh(), f64::sinh, &[-1.3, 0.2, 2.2]);
+    check_second("cosh", |x| x.cosh(), f64::cosh, &[-1.3, 0.2, 2.2]);
+}
+
+#[test]
+fn sigmoid_second_derivative() {
+    // s' = s (1 - s), so s'' = s' (1 - s) - s s' = s (1 - s) (1 - 2 s)
+    fn s(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+    check_second(
+        "sigmoid",
+        |x| x.sigmoid(),
+        |x| s(x) * (1.0 - s(x)) * (1.0 - 2.0 * s(x)),
+        &[-2.0, 0.1, 3.0],
+    );
+}
+
+#[test]
+fn gelu_second_derivative() {
+    // f = x/2 (1 + tanh u), u = c (x + a x^3), c = sqrt(2/pi), a = 0.044715.
+    // f'  = (1 + tanh u)/2 + x/2 sech^2(u) u'
+    // f'' = sech^2(u) u' + x/2 sech^2(u) (u'' - 2 tanh(u) u'^2), u' = c (1 + 3a x^2), u'' = 6 a c x
+    fn closed(x: f64) -> f64 {
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        let a = 0.044715;
+        let u = c * (x + a * x.powi(3));
+        let (du, ddu) = (c * (1.0 + 3.0 * a * x * x), 6.0 * a * c * x);
+        let sech2 = 1.0 / u.cosh().powi(2);
+        sech2 * du + 0.5 * x * sech2 * (ddu - 2.0 * u.tanh() * du * du)
+    }
+    check_second("gelu", |x| x.gelu(), closed, &[-1.5, 0.2, 1.1]);
+}
+
+#[test]
+fn piecewise_linear_ops_have_zero_second_derivative() {
+    // -x, |x| and relu(x) are linear on each side of 0.
+    check_second("neg", |x| -x, |_| 0.0, &[-1.0, 2.0]);
+    check_second("abs", |x| x.abs(), |_| 0.0, &[-1.0, 2.0]);
+    check_second("relu", |x| x.relu(), |_| 0.0, &[-1.0, 2.0]);
+}
+
+#[test]
+fn powi_second_derivative_for_every_kind_of_exponent() {
+    // (x^n)'' = n (n - 1) x^(n - 2), including n = 0 and n = 1 (both 0) and negative n.
+    let cases: [(i32, Fn1); 7] = [
+        (-3, |x| x.powi(-3)),
+        (-1, |x| x.powi(-1)),
+        (0, |x| x.powi(0)),
+        (1, |x| x.powi(1)),
+        (2, |x| x.powi(2)),
+        (3, |x| x.powi(3)),
+        (5, |x| x.powi(5)),
+    ];
+    for (n, f) in cases {
+        for x in [-1.3, 0.7, 2.1] {
+            let (_, d2, _) = derivatives(f, x);
+            let closed = f64::from(n * (n - 1)) * x.powi(n - 2);
+            assert_relative_eq!(d2, closed, max_relative = 1e-13, epsilon = 1e-15);
+            gradgradcheck(|_, v| f(v[0]), &[x], Tolerance::default()).assert_passed();
+        }
+    }
+}
+
+#[test]
+fn powf_with_constant_exponent() {
+    // (x^p)'' = p (p - 1) x^(p - 2)
+    check_second("x^3.0", |x| x.powf(3.0), |x| 6.0 * x, &[0.5, 1.7]);
+    check_second(
+        "x^2.5",
+        |x| x.powf(2.5),
+        |x| 2.5 * 1.5 * x.powf(0.5),
+        &[0.5, 1.7],
+    );
+    check_second(
+        "x^-0.5",
+        |x| x.powf(-0.5),
+        |x| 0.75 * x.powf(-2.5),
+        &[0.5, 1.7],
+    );
+}
+
+#[test]
+fn powf_with_constant_base() {
+    // (b^x)'' = ln(b)^2 b^x, for a base above and below 1.
+    check_second(
+        "2^x",
+        |x| powf(2.0, x),
+        |x| LN_2 * LN_2 * 2f64.powf(x),
+        &[-1.0, 0.5, 3.0],
+    );
+    check_second(
+        "0.5^x",
+        |x| powf(0.5, x),
+        |x| LN_2 * LN_2 * 0.5f64.powf(x),
+        &[-1.0, 0.5, 3.0],
+    );
+}
+
+#[test]
+fn powf_in_both_arguments_and_mixed() {
+    // y = x^p: y_xx = p (p - 1) x^(p - 2), y_pp = ln(x)^2 x^p,
+    // y_xp = d/dp (p x^(p - 1)) = x^(p - 1) (1 + p ln x).
+    for (x, p) in [(0.6, 2.3), (1.8, -0.7), (2.5, 0.5)] {
+        let g = Graph::new();
+        let v = g.vars(&[x, p]);
+        let h = hessian(v[0].powf(v[1]), &v);
+        let ln = f64::ln(x);
+        assert_relative_eq!(
+            h[0][0],
+            p * (p - 1.0) * x.powf(p - 2.0),
+            max_relative = 1e-13
+        );
+        assert_relative_eq!(h[1][1], ln * ln * x.powf(p), max_relative = 1e-13);
+        let mixed = x.powf(p - 1.0) * (1.0 + p * ln);
+        assert_relative_eq!(h[0][1], mixed, max_relative = 1e-13);
+        assert_relative_eq!(h[1][0], mixed, max_relative = 1e-13);
+        gradgradcheck(|_, v| v[0].powf(v[1]), &[x, p], Tolerance::default()).assert_passed();
+    }
+}
+
+#[test]
+fn division_in_both_arguments_and_mixed() {
+    // y = a / b: y_aa = 0, y_bb = 2a / b^3, y_ab = -1 / b^2.
+    for (a, b) in [(1.5, 0.8), (-2.0, 3.0), (0.3, -1.2)] {
+        let g = Graph::new();
+        let v = g.vars(&[a, b]);
+        let h = hessian(v[0] / v[1], &v);
+        assert_eq!(h[0][0], 0.0);
+        assert_relative_eq!(h[1][1], 2.0 * a / b.powi(3), max_relative = 1e-14);
+        assert_relative_eq!(h[0][1], -1.0 / (b * b), max_relative = 1e-14);
+        assert_relative_eq!(h[1][0], -1.0 / (b * b), max_relative = 1e-14);
+        gradgradcheck(|_, v| v[0] / v[1], &[a, b], Tolerance::default()).assert_passed();
+    }
+}
+
+#[test]
+fn constant_over_var_second_and_third_derivatives() {
+    // The `reverse` crate's bug was d(2/x)/dx = -1/x (a wrong rule for a constant
+    // numerator). Here 2/x goes through the Var/Var rule: (2/x)' = -2/x^2,
+    // (2/x)'' = 4/x^3, (2/x)''' = -12/x^4.
+    for x in [-1.5, 0.5, 2.0] {
+        let (d1, d2, d3) = derivatives(|x| 2.0 / x, x);
+        assert_relative_eq!(d1, -2.0 / x.powi(2), max_relative = 1e-15);
+        assert_relative_eq!(d2, 4.0 / x.powi(3), max_relative = 1e-15);
+        assert_relative_eq!(d3, -12.0 / x.powi(4), max_relative = 1e-15);
+        gradgradcheck(|_, v| 2.0 / v[0], &[x], Tolerance::default()).assert_passed();
+    }
+    // x / 2 is linear.
+    check_second("x/2", |x| x / 2.0, |_| 0.0, &[-1.0, 3.0]);
+}
+
+#[test]
+fn constant_base_power_third_derivative() {
+    // `reverse` also got 2^x wrong. (2^x)^(k) = ln(2)^k 2^x for every k.
+    for x in [-1.0, 0.0, 2.5] {
+        let (d1, d2, d3) = derivatives(|x| powf(2.0, x), x);
+        let y = 2f64.powf(x);
+        assert_relative_eq!(d1, LN_2 * y, max_relative = 1e-15);
+        assert_relative_eq!(d2, LN_2.powi(2) * y, max_relative = 1e-15);
+        assert_relative_eq!(d3, LN_2.powi(3) * y, max_relative = 1e-15);
+    }
+}
+
+#[test]
+fn constant_exponent_power_third_derivative() {
+    // (x^3)' = 3x^2, (x^3)'' = 6x, (x^3)''' = 6, with the exponent an untracked f64.
+    for x in [0.5, 1.3, 4.0] {
+        let (d1, d2, d3) = derivatives(|x| x.powf(3.0), x);
+        assert_relative_eq!(d1, 3.0 * x * x, max_relative = 1e-14);
+        assert_relative_eq!(d2, 6.0 * x, max_relative = 1e-14);
+        assert_relative_eq!(d3, 6.0, max_relative = 1e-14);
+    }
+}
+
+#[test]
+fn multiplication_hessian() {
+    // y = a b: y_aa = y_bb = 0, y_ab = 1. x * x: 2. 3 * x: 0.
+    let g = Graph::new();
+    let v = g.vars(&[1.7, -0.4]);
+    assert_eq!(
+        hessian(v[0] * v[1], &v),
+        vec![vec![0.0, 1.0], vec![1.0, 0.0]]
+    );
+    assert_eq!(hessian(v[0] * v[0], &v[..1]), vec![vec![2.0]]);
+    assert_eq!(hessian(3.0 * v[0], &v[..1]), vec![vec![0.0]]);
+    gradgradcheck(|_, v| v[0] * v[1], &[1.7, -0.4], Tolerance::default()).assert_passed();
+}
+
+#[test]
+fn addition_and_subtraction_hessians_are_zero() {
+    let g = Graph::new();
+    let v = g.vars(&[1.0, 2.0]);
+    assert_eq!(hessian(v[0] + v[1], &v), vec![vec![0.0; 2]; 2]);
+    assert_eq!(hessian(v[0] - v[1] + 4.0, &v), vec![vec![0.0; 2]; 2]);
+    assert_eq!(hessian(1.0 - v[0], &v), vec![vec![0.0; 2]; 2]);
+}
+
+#[test]
+fn logsumexp_hessian_is_softmax_covariance() {
+    // y = ln sum_j e^x_j: dy/dx_i = s_i (the softmax), d2y/dx_i dx_j = s_i (d_ij - s_j).
+    for point in [vec![0.5, -1.0, 2.0], vec![1000.0, 999.0, 1001.5, 998.0]] {
+        let g = Graph::new();
+        let xs = g.vars(&point);
+        let h = hessian(g.logsumexp(xs.iter().copied()), &xs);
+        let max = point.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = point.iter().map(|x| (x - max).exp()).collect();
+        let total: f64 = e.iter().sum();
+        let s: Vec<f64> = e.iter().map(|e| e / total).collect();
+        for i in 0..point.len() {
+            for j in 0..point.len() {
+                let closed = s[i] * (f64::from(u8::from(i == j)) - s[j]);
+                assert_relative_eq!(h[i][j], closed, max_relative = 1e-12, epsilon = 1e-15);
+            }
+        }
+    }
+    gradgradcheck(
+        |g, x| g.logsumexp(x.iter().copied()),
+        &[0.5, -1.0, 2.0],
+        Tolerance::default(),
+    )
+    .assert_passed();
+}
+
+#[test]
+fn dot_hessian() {
+    // y = a . b: d2y/da_i db_j = d_ij, every other second derivative 0.
+    let g = Graph::new();
+    let v = g.vars(&[1.0, 2.0, 3.0, 4.0]);
+    let h = hessian(g.dot(&v[..2], &v[2..]), &v);
+    let expected = vec![
+        vec![0.0, 0.0, 1.0, 0.0],
+        vec![0.0, 0.0, 0.0, 1.0],
+        vec![1.0, 0.0, 0.0, 0.0],
+        vec![0.0, 1.0, 0.0, 0.0],
+    ];
+    assert_eq!(h, expected);
+    // x . x = |x|^2 through the fused node with each operand twice: Hessian 2 I.
+    let x = &v[..2];
+    assert_eq!(
+        hessian(g.dot(x, x), x),
+        vec![vec![2.0, 0.0], vec![0.0, 2.0]]
+    );
+    // Against f64 constants it is linear.
+    assert_eq!(hessian(g.dot(x, &[5.0, 6.0]), x), vec![vec![0.0; 2]; 2]);
+    gradgradcheck(
+        |g, v| g.dot(&v[..2], &v[2..]),
+        &[1.0, 2.0, 3.0, 4.0],
+        Tolerance::default(),
+    )
+    .assert_passed();
+}
+
+#[test]
+fn sum_hessian() {
+    // sum is linear; sum of squares has Hessian 2 I.
+    let g = Graph::new();
+    let v = g.vars(&[1.0, -2.0, 0.5]);
+    assert_eq!(hessian(g.sum(v.iter().copied()), &v), vec![vec![0.0; 3]; 3]);
+    let h = hessian(g.sum(v.iter().map(|x| x.powi(2))), &v);
+    for (i, row) in h.iter().enumerate() {
+        for (j, &hij) in row.iter().enumerate() {
+            assert_eq!(hij, if i == j { 2.0 } else { 0.0 });
+        }
+    }
+}
