@@ -169,7 +169,7 @@ fn a_chain_100_000_deep_draws_without_recursion() {
     let x = g.var(0.5);
     let mut y = x;
     for _ in 0..100_000 {
-        y = y * 1.0;
+        y *= 1.0;
     }
     let text = draw_dot(y, None);
     assert_eq!(node_lines(&text).len(), 100_001);
