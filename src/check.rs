@@ -106,6 +106,27 @@ impl Tolerance {
     }
 }
 
+impl fmt::Display for Tolerance {
+    /// The pass test and the step, as a report prints them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tol = tapegrad::check::Tolerance::default();
+    /// assert_eq!(
+    ///     tol.to_string(),
+    ///     "|tape - numeric| <= 1e-6 + 1e-5 * |numeric|, step 1e-6 * max(1, |x|)"
+    /// );
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "|tape - numeric| <= {:e} + {:e} * |numeric|, step {:e} * max(1, |x|)",
+            self.abs, self.rel, self.step
+        )
+    }
+}
+
 /// One input's comparison: the tape gradient beside the central difference.
 ///
 /// # Examples
@@ -353,11 +374,7 @@ impl fmt::Display for Report {
             sci(wr.rel_err, 3),
             describe(wr)
         )?;
-        write!(
-            f,
-            "  tolerance: |tape - numeric| <= {:e} + {:e} * |numeric|, step {:e} * max(1, |x|)",
-            tol.abs, tol.rel, tol.step
-        )?;
+        write!(f, "  tolerance: {tol}")?;
         if !failures.is_empty() {
             write!(
                 f,
