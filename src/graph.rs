@@ -277,9 +277,16 @@ impl Tape {
         let start = self.args.len();
         let mut values = std::mem::take(&mut self.scratch);
         values.clear();
+        let operands = operands.into_iter();
+        let expected = operands.size_hint().0;
+        self.args.reserve(expected);
+        self.weights.reserve(expected);
+        values.reserve(expected);
+        let mut constants = false;
         for x in operands {
             match resolve(&self.slots, &self.values, x) {
                 Ok(x) => {
+                    constants |= x.arg == CONST_ARG;
                     self.args.push(x.arg);
                     values.push(x.value);
                 }
@@ -292,10 +299,12 @@ impl Tape {
         }
         let y = op.value(&values);
         op.partials_f64(&values, y, &mut self.weights);
-        // A constant operand's weight slot holds the constant itself (see the module docs).
-        for (k, &x) in values.iter().enumerate() {
-            if self.args[start + k] == CONST_ARG {
-                self.weights[start + k] = x;
+        if constants {
+            // A constant operand's weight slot holds the constant itself (see the module docs).
+            for (k, &x) in values.iter().enumerate() {
+                if self.args[start + k] == CONST_ARG {
+                    self.weights[start + k] = x;
+                }
             }
         }
         self.scratch = values;

@@ -327,7 +327,14 @@ impl Nary {
     /// (2e-13 at `y = 1000`), so the softmax is formed as `e^(x_k - max) / sum` instead.
     pub fn partials_f64(self, xs: &[f64], y: f64, out: &mut Vec<f64>) {
         match self {
-            Nary::Sum | Nary::Dot => out.extend((0..xs.len()).map(|k| self.partial(xs, y, k))),
+            // `partial` for these, without its per-operand index arithmetic: every sum partial
+            // is 1, and dot's partials are `b` then `a`.
+            Nary::Sum => out.resize(out.len() + xs.len(), 1.0),
+            Nary::Dot => {
+                let (a, b) = xs.split_at(xs.len() / 2);
+                out.extend_from_slice(b);
+                out.extend_from_slice(a);
+            }
             Nary::LogSumExp => {
                 let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let start = out.len();
