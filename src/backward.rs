@@ -123,27 +123,37 @@ impl Gradients {
 
     /// Where `x`'s gradient is stored, or `None` if it is 0 because `x` was recorded after
     /// the output (or after a release that followed this backward).
+    #[inline]
     fn position(&self, x: Var<'_>) -> Result<Option<usize>, Error> {
+        let graph = x.graph();
+        if graph.id() != self.graph {
+            return Err(self.not_from_this_graph(graph.id()));
+        }
+        let tape = graph.tape.borrow();
+        let pos = graph.resolve(&tape, x)?.arg;
+        // With no release since the backward (the usual case) nothing was re-recorded.
+        let valid = pos <= self.root
+            && (tape.epoch == self.epoch || pos < tape.released_since(self.epoch));
+        Ok(valid.then_some(pos as usize))
+    }
+
+    /// The error for a handle of graph `owner`, which is not the one these gradients
+    /// were computed on (or the store is empty).
+    #[cold]
+    fn not_from_this_graph(&self, owner: u64) -> Error {
         if self.graph == EMPTY {
-            return Err(Error::BadOperands {
+            return Error::BadOperands {
                 op: "Gradients",
                 why: "this store holds no gradients: fill it with Var::backward_into \
                       (a failed backward leaves it empty)"
                     .into(),
-            });
+            };
         }
-        let graph = x.graph();
-        if graph.id() != self.graph {
-            return Err(Error::ForeignHandle {
-                what: "Var",
-                owner: graph.id(),
-                used_with: self.graph,
-            });
+        Error::ForeignHandle {
+            what: "Var",
+            owner,
+            used_with: self.graph,
         }
-        let tape = graph.tape.borrow();
-        let pos = graph.resolve(&tape, x)?.arg;
-        let valid = pos <= self.root && pos < tape.released_since(self.epoch);
-        Ok(valid.then_some(pos as usize))
     }
 }
 
@@ -152,6 +162,7 @@ impl Index<Var<'_>> for Gradients {
 
     /// `grads[x]` is [`Gradients::wrt`]: it panics on a released or foreign handle.
     #[track_caller]
+    #[inline]
     fn index(&self, x: Var<'_>) -> &f64 {
         match self.position(x) {
             Ok(Some(pos)) => &self.adjoints[pos],

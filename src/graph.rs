@@ -547,7 +547,17 @@ impl Graph {
     /// If the graph is full.
     #[track_caller]
     pub fn vars(&self, xs: &[f64]) -> Vec<Var<'_>> {
-        xs.iter().map(|&x| self.var(x)).collect()
+        // One borrow of the tape for all of them (a model's thousands of parameters).
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        xs.iter()
+            .map(|&x| {
+                let pos = tape
+                    .leaf(Op::Input, x, location)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                self.handle(&mut tape, pos)
+            })
+            .collect()
     }
 
     /// A constant: a node with value `c` that is never differentiated (its gradient is
