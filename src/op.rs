@@ -326,6 +326,8 @@ impl Nary {
     /// them: `e^(x_k - y)` loses `|y| * 2^-53` of relative precision once `|y|` is large
     /// (2e-13 at `y = 1000`), so the softmax is formed as `e^(x_k - max) / sum` instead.
     pub fn partials_f64(self, xs: &[f64], y: f64, out: &mut Vec<f64>) {
+        // `y` is in the signature for symmetry with `partial`; none of these forms needs it.
+        let _ = y;
         match self {
             // `partial` for these, without its per-operand index arithmetic: every sum partial
             // is 1, and dot's partials are `b` then `a`.
