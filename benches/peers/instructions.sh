@@ -8,7 +8,7 @@ cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/tapegrad-peers"
 engines="${*:-tapegrad echidna reverse f64}"
 for engine in $engines; do
-  for spec in "w1c 5 20004" "w1f 5 10002" "w2 3 100001" "w4 50 891"; do
+  for spec in "w1c 5 20004" "w1f 5 10002" "w2 3 100001" "w3 5 5226" "w4 50 891"; do
     set -- $spec
     ir=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --profile "$engine" "$1" "$2" 2>&1 |
       sed -n 's/.*Collected : \([0-9]*\).*/\1/p')

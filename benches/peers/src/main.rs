@@ -9,10 +9,11 @@
 //! table shows medians over repetitions. "Warm" keeps each engine's tape memory from one
 //! call to the next (as a training loop would); "cold" starts from a fresh tape each call.
 //!
-//! Flags: `--quick` (fewer repetitions); `--rss ENGINE OPS` (internal: one W2 gradient in
+//! Flags: `--quick` (fewer repetitions); `--only TEXT` (only the workloads whose name
+//! contains TEXT, and no other section); `--rss ENGINE OPS` (internal: one W2 gradient in
 //! this fresh process, printing its peak resident bytes per op); `--profile ENGINE
 //! WORKLOAD CALLS` (warm gradients of one workload on one engine and nothing else, to run
-//! under `valgrind --tool=callgrind`; WORKLOAD is w1c, w1f, w2 or w4).
+//! under `valgrind --tool=callgrind`; WORKLOAD is w1c, w1f, w2, w3 or w4).
 
 mod alloc_count;
 mod engines;
@@ -24,7 +25,9 @@ use std::time::{Duration, Instant};
 use tapegrad::{Gradients, Graph, Var};
 
 use engines::{Buffers, EchidnaEngine, Engine, Plain, ReverseEngine, Tapegrad, TapegradBinary};
-use workloads::{Chain, CrossEntropy, CrossEntropyForm, Rosenbrock, Workload, thousands};
+use workloads::{
+    Chain, CrossEntropy, CrossEntropyForm, Rosenbrock, Transformer, Workload, thousands,
+};
 
 #[global_allocator]
 static GLOBAL: alloc_count::Counting = alloc_count::Counting;
@@ -33,6 +36,8 @@ static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 const TOL: f64 = 1e-10;
 
 struct Settings {
+    /// Measure only the workloads whose name contains this, and skip the other sections.
+    only: Option<String>,
     reps: usize,
     target: Duration,
 }
@@ -52,7 +57,12 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args[i + 1].clone());
     let settings = Settings {
+        only,
         reps: if quick { 5 } else { 15 },
         target: Duration::from_millis(if quick { 3 } else { 8 }),
     };
@@ -81,9 +91,13 @@ fn main() {
             }
         }
         compare(&Chain { ops: 1_000_000 }, buffers, &settings);
+        compare(&Transformer, buffers, &settings);
         compare(&Rosenbrock { n: 100 }, buffers, &settings);
     }
 
+    if settings.only.is_some() {
+        return;
+    }
     memory();
     scaling(&settings);
     deep_stack();
@@ -137,6 +151,11 @@ fn median(xs: &mut [f64]) -> f64 {
 
 /// Measures `w` on every engine and prints its rows of the table.
 fn compare<W: Workload>(w: &W, buffers: Buffers, settings: &Settings) {
+    if let Some(only) = &settings.only {
+        if !w.name().contains(only.as_str()) {
+            return;
+        }
+    }
     let x = w.inputs();
     let mut runners = vec![
         runner(Plain, w, &x),
@@ -349,19 +368,6 @@ fn rss_child(engine: &str, ops: usize) {
         "tapegrad" => Tapegrad::new(Buffers::Cold).gradient(&w, &x, &mut grad),
         "echidna" => EchidnaEngine::new(Buffers::Cold).gradient(&w, &x, &mut grad),
         "reverse" => ReverseEngine::new(Buffers::Cold).gradient(&w, &x, &mut grad),
-        "tapegrad-stages" => {
-            let g = Graph::new();
-            let x = g.var(0.5);
-            let y = w.eval(&[x]);
-            eprintln!(
-                "after record: hwm {:.1} rss {:.1} heap_bytes {:.1}",
-                (status_kib("VmHWM:") - before) * 1024.0 / ops as f64,
-                (status_kib("VmRSS:") - before) * 1024.0 / ops as f64,
-                g.heap_bytes() as f64 / ops as f64
-            );
-            let d = y.backward()[x];
-            (d, g.len())
-        }
         other => panic!("unknown engine {other}"),
     };
     let peak = status_kib("VmHWM:");
@@ -418,6 +424,7 @@ fn profile(engine: &str, workload: &str, calls: usize) {
         "w1c" => run(engine, &xent(CrossEntropyForm::Composed), calls),
         "w1f" => run(engine, &xent(CrossEntropyForm::Fused), calls),
         "w2" => run(engine, &Chain { ops: 100_000 }, calls),
+        "w3" => run(engine, &Transformer, calls),
         "w4" => run(engine, &Rosenbrock { n: 100 }, calls),
         other => panic!("unknown workload {other}"),
     }

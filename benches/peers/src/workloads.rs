@@ -7,6 +7,7 @@
 //! that both measure exactly the same functions. It depends on nothing but tapegrad.
 
 use tapegrad::Scalar;
+use tapegrad::transformer::{self, Params};
 
 /// A function to differentiate, with its inputs and, where there is one, its gradient in
 /// closed form.
@@ -160,6 +161,31 @@ impl Workload for Rosenbrock {
             g[i + 1] += 200.0 * (x[i + 1] - x[i] * x[i]);
         }
         Some(g)
+    }
+}
+
+/// W3: the series' tiny transformer (`tapegrad::transformer`): the mean next-token loss on
+/// the series' sentence, differentiated with respect to all 3,456 parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Transformer;
+
+impl Workload for Transformer {
+    fn name(&self) -> String {
+        "W3 transformer".into()
+    }
+
+    fn inputs(&self) -> Vec<f64> {
+        Params::series_init().as_slice().to_vec()
+    }
+
+    fn eval<T: Scalar>(&self, x: &[T]) -> T {
+        let params = Params::from_flat(x.to_vec());
+        transformer::loss(&params, &transformer::SENTENCE).mean
+    }
+
+    fn closed_form(&self, _: &[f64]) -> Option<Vec<f64>> {
+        // No closed form: the table checks each engine against the others instead.
+        None
     }
 }
 
