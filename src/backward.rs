@@ -76,7 +76,7 @@ impl Gradients {
     /// If `x` was released or belongs to another graph (see [`Gradients::try_wrt`]).
     #[track_caller]
     pub fn wrt(&self, x: Var<'_>) -> f64 {
-        self.try_wrt(x).unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_wrt(x))
     }
 
     /// `d output / d x`, or the error that prevents reading it.
@@ -191,7 +191,7 @@ impl<'g> Var<'g> {
     /// [`Var::try_backward`]).
     #[track_caller]
     pub fn backward(self) -> Gradients {
-        self.try_backward().unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_backward())
     }
 
     /// [`Var::backward`], returning an error instead of panicking.
@@ -235,8 +235,7 @@ impl<'g> Var<'g> {
     /// As [`Var::backward`].
     #[track_caller]
     pub fn backward_into(self, grads: &mut Gradients) {
-        self.try_backward_into(grads)
-            .unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_backward_into(grads))
     }
 
     /// [`Var::backward_into`], returning an error instead of panicking.

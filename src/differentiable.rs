@@ -37,14 +37,17 @@ impl<'g> Var<'g> {
     /// On a released or foreign handle (see [`Var::try_grad`]).
     #[track_caller]
     pub fn grad(self, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
-        self.try_grad(inputs).unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_grad(inputs))
     }
 
     /// [`Var::grad`], returning an error instead of panicking.
     ///
     /// # Errors
     ///
-    /// [`Error::Released`] or [`Error::ForeignHandle`] for `self` or an input.
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for `self` or an input. In anomaly
+    /// mode, [`Error::Anomaly`] for what [`Var::try_backward`] would report, or for the
+    /// first NaN or infinite value among the gradient nodes (its location is then the
+    /// line that called `grad`, for every node the call records).
     ///
     /// # Examples
     ///
@@ -54,7 +57,9 @@ impl<'g> Var<'g> {
     /// let x = g.var(1.0);
     /// assert!(x.exp().try_grad(&[h.var(1.0)]).is_err());
     /// ```
+    #[track_caller]
     pub fn try_grad(self, inputs: &[Var<'g>]) -> Result<Vec<Var<'g>>, Error> {
+        let location = Location::caller();
         let graph = self.graph();
         let (root, positions) = {
             let tape = graph.tape.borrow();
@@ -65,16 +70,26 @@ impl<'g> Var<'g> {
                 .collect::<Result<Vec<_>, Error>>()?;
             (root, positions)
         };
+        if graph.anomaly_mode() {
+            // The checks of the plain backward first: a NaN or infinity in a value, or in a
+            // gradient flowing back, is reported before anything is recorded.
+            self.try_backward()?;
+        }
+        let start = graph.len();
         let adjoints = differentiable_sweep(graph, root, &positions);
         let mut tape = graph.tape.borrow_mut();
-        Ok(positions
+        let grads = positions
             .iter()
             .map(|&p| match adjoints.get(p).copied().flatten() {
                 Some(Term::Node(_, pos)) => graph.handle(&mut tape, pos),
                 Some(Term::Const(c)) => constant(graph, &mut tape, c),
                 None => constant(graph, &mut tape, 0.0),
             })
-            .collect())
+            .collect();
+        match tape.adopt_from(start, location) {
+            Some(anomaly) => Err(Error::Anomaly(Box::new(anomaly))),
+            None => Ok(grads),
+        }
     }
 }
 

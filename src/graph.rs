@@ -229,6 +229,28 @@ impl Tape {
         }
     }
 
+    /// In anomaly mode, attributes the nodes from position `start` on, which tapegrad
+    /// recorded on the user's behalf (the differentiable backward), to the user's call at
+    /// `location`; returns the first anomaly among them.
+    pub(crate) fn adopt_from(
+        &mut self,
+        start: usize,
+        location: &'static Location<'static>,
+    ) -> Option<Anomaly> {
+        let log = self.anomaly.as_mut()?;
+        log.locations
+            .iter_mut()
+            .skip(start)
+            .for_each(|l| *l = Some(location));
+        match &mut log.first {
+            Some((at, a)) if *at as usize >= start => {
+                a.location = Some(location);
+                Some(a.clone())
+            }
+            _ => None,
+        }
+    }
+
     #[inline]
     pub(crate) fn leaf(
         &mut self,
@@ -587,9 +609,7 @@ impl Graph {
     #[track_caller]
     fn leaf(&self, op: Op, value: f64) -> Var<'_> {
         let mut tape = self.tape.borrow_mut();
-        let pos = tape
-            .leaf(op, value, Location::caller())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pos = crate::var::or_panic(tape.leaf(op, value, Location::caller()));
         self.handle(&mut tape, pos)
     }
 
@@ -652,7 +672,7 @@ impl Graph {
     /// If a term is released or from another graph (see [`Graph::try_sum`]).
     #[track_caller]
     pub fn sum<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
-        self.try_sum(terms).unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_sum(terms))
     }
 
     /// [`Graph::sum`], returning an error instead of panicking.
@@ -698,7 +718,7 @@ impl Graph {
         A: Copy + Into<Operand<'g>>,
         B: Copy + Into<Operand<'g>>,
     {
-        self.try_dot(a, b).unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_dot(a, b))
     }
 
     /// [`Graph::dot`], returning an error instead of panicking.
@@ -756,7 +776,7 @@ impl Graph {
     /// If there are no terms, or a term is released or from another graph.
     #[track_caller]
     pub fn logsumexp<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
-        self.try_logsumexp(terms).unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_logsumexp(terms))
     }
 
     /// [`Graph::logsumexp`], returning an error instead of panicking.
@@ -880,7 +900,7 @@ impl Graph {
     /// If `mark` belongs to another graph (see [`Graph::try_release`]).
     #[track_caller]
     pub fn release(&self, mark: Mark) {
-        self.try_release(mark).unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_release(mark))
     }
 
     /// [`Graph::release`], returning an error instead of panicking.
@@ -997,8 +1017,7 @@ impl Graph {
     /// In the cases where [`Graph::try_set_value`] returns an error.
     #[track_caller]
     pub fn set_value(&self, x: Var<'_>, value: f64) {
-        self.try_set_value(x, value)
-            .unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_set_value(x, value))
     }
 
     /// [`Graph::set_value`], returning an error instead of panicking.

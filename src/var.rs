@@ -112,7 +112,7 @@ impl<'g> Var<'g> {
     /// If the node was released (see [`Var::try_value`]).
     #[track_caller]
     pub fn value(&self) -> f64 {
-        self.try_value().unwrap_or_else(|e| panic!("{e}"))
+        or_panic(self.try_value())
     }
 
     /// The node's value, or [`Error::Released`] if it was released.
@@ -149,11 +149,7 @@ impl<'g> Var<'g> {
     #[track_caller]
     pub fn op(&self) -> Op {
         let tape = self.graph.tape.borrow();
-        let pos = self
-            .graph
-            .resolve(&tape, *self)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .arg;
+        let pos = or_panic(self.graph.resolve(&tape, *self)).arg;
         tape.ops[pos as usize]
     }
 
@@ -191,7 +187,7 @@ impl<'g> Var<'g> {
     /// If the node was released (see [`Var::try_apply`]).
     #[track_caller]
     pub fn apply(self, op: Unary) -> Var<'g> {
-        self.try_apply(op).unwrap_or_else(|e| panic!("{e}"))
+        or_panic(self.try_apply(op))
     }
 
     /// Records `op(self)`, or returns the error that prevented it.
@@ -225,7 +221,9 @@ impl<'g> Var<'g> {
     ///
     /// # Errors
     ///
-    /// [`Error::Released`], [`Error::ForeignHandle`] or [`Error::GraphFull`].
+    /// [`Error::Released`], [`Error::ForeignHandle`] or [`Error::GraphFull`];
+    /// [`Error::BadOperands`] for [`Binary::Powi`] with an exponent that is not an integer
+    /// `f64` (its rule holds the exponent fixed: use [`Binary::Powf`] for any other).
     ///
     /// # Examples
     ///
@@ -238,7 +236,26 @@ impl<'g> Var<'g> {
     /// ```
     #[track_caller]
     pub fn try_binary(self, op: Binary, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
-        binary(op, Operand::Var(self), rhs.into(), Location::caller())
+        let rhs = rhs.into();
+        if op == Binary::Powi {
+            // powi's rule takes the exponent as a fixed integer: with 2.5 it would record
+            // x^2 with derivative 2.5 x, and with a Var exponent a zero gradient for it.
+            let exponent = match rhs {
+                Operand::Const(n) if n.fract() == 0.0 && n.abs() <= f64::from(i32::MAX) => None,
+                Operand::Const(n) => Some(n.to_string()),
+                Operand::Var(_) => Some("a Var".to_string()),
+            };
+            if let Some(exponent) = exponent {
+                return Err(Error::BadOperands {
+                    op: "powi",
+                    why: format!(
+                        "the exponent must be an integer f64 constant, got {exponent}; \
+                         use powf for a real or variable exponent"
+                    ),
+                });
+            }
+        }
+        binary(op, Operand::Var(self), rhs, Location::caller())
     }
 
     /// `self + rhs`, or the error that prevented it.
@@ -387,9 +404,22 @@ pub fn powf(base: f64, exponent: Var<'_>) -> Var<'_> {
     ))
 }
 
+/// Unwraps `result`, or panics with the error's message at the user's call site. A closure
+/// (`unwrap_or_else(|e| panic!(..))`) would report a line inside tapegrad instead:
+/// `#[track_caller]` does not reach through closures.
 #[track_caller]
-fn or_panic<T>(result: Result<T, Error>) -> T {
-    result.unwrap_or_else(|e| panic!("{e}"))
+#[inline]
+pub(crate) fn or_panic<T>(result: Result<T, Error>) -> T {
+    match result {
+        Ok(x) => x,
+        Err(e) => fail(e),
+    }
+}
+
+#[cold]
+#[track_caller]
+fn fail(e: Error) -> ! {
+    panic!("{e}")
 }
 
 /// Records a binary op; at least one operand is a `Var`, whose graph records it.
@@ -587,54 +617,71 @@ impl fmt::Display for Var<'_> {
 }
 
 impl<'g> Scalar for Var<'g> {
+    #[track_caller]
     fn value(&self) -> f64 {
         Var::value(self)
     }
+    #[track_caller]
     fn lift(&self, c: f64) -> Self {
         self.graph.constant(c)
     }
+    #[track_caller]
     fn exp(self) -> Self {
         Var::exp(self)
     }
+    #[track_caller]
     fn ln(self) -> Self {
         Var::ln(self)
     }
+    #[track_caller]
     fn sqrt(self) -> Self {
         Var::sqrt(self)
     }
+    #[track_caller]
     fn recip(self) -> Self {
         Var::recip(self)
     }
+    #[track_caller]
     fn powi(self, n: i32) -> Self {
         Var::powi(self, n)
     }
+    #[track_caller]
     fn powf(self, p: Self) -> Self {
         Var::powf(self, p)
     }
+    #[track_caller]
     fn sin(self) -> Self {
         Var::sin(self)
     }
+    #[track_caller]
     fn cos(self) -> Self {
         Var::cos(self)
     }
+    #[track_caller]
     fn tanh(self) -> Self {
         Var::tanh(self)
     }
+    #[track_caller]
     fn sinh(self) -> Self {
         Var::sinh(self)
     }
+    #[track_caller]
     fn cosh(self) -> Self {
         Var::cosh(self)
     }
+    #[track_caller]
     fn abs(self) -> Self {
         Var::abs(self)
     }
+    #[track_caller]
     fn relu(self) -> Self {
         Var::relu(self)
     }
+    #[track_caller]
     fn sigmoid(self) -> Self {
         Var::sigmoid(self)
     }
+    #[track_caller]
     fn gelu(self) -> Self {
         Var::gelu(self)
     }
