@@ -46,7 +46,7 @@ use crate::backward::Gradients;
 use crate::check::{Entry, Tolerance};
 use crate::error::Error;
 use crate::graph::Graph;
-use crate::var::Var;
+use crate::var::{Var, or_panic};
 
 /// The Hessian `H[i][j] = d2 y / dx_i dx_j` of the scalar `y` with respect to `xs`, row by
 /// row.
@@ -78,7 +78,7 @@ use crate::var::Var;
 /// If `y` or an input is released or from another graph (see [`try_hessian`]).
 #[track_caller]
 pub fn hessian<'g>(y: Var<'g>, xs: &[Var<'g>]) -> Vec<Vec<f64>> {
-    try_hessian(y, xs).unwrap_or_else(|e| panic!("{e}"))
+    or_panic(try_hessian(y, xs))
 }
 
 /// [`hessian`], returning an error instead of panicking.
@@ -97,6 +97,7 @@ pub fn hessian<'g>(y: Var<'g>, xs: &[Var<'g>]) -> Vec<Vec<f64>> {
 /// assert!(try_hessian(x.exp(), &[h.var(1.0)]).is_err());
 /// assert_eq!(try_hessian(x.exp(), &[x]), Ok(vec![vec![1f64.exp()]]));
 /// ```
+#[track_caller]
 pub fn try_hessian<'g>(y: Var<'g>, xs: &[Var<'g>]) -> Result<Vec<Vec<f64>>, Error> {
     let graph = y.graph();
     let mark = graph.mark();
@@ -130,7 +131,7 @@ pub fn try_hessian<'g>(y: Var<'g>, xs: &[Var<'g>]) -> Result<Vec<Vec<f64>>, Erro
 /// (see [`try_hvp`]).
 #[track_caller]
 pub fn hvp<'g>(y: Var<'g>, xs: &[Var<'g>], v: &[f64]) -> Vec<f64> {
-    try_hvp(y, xs, v).unwrap_or_else(|e| panic!("{e}"))
+    or_panic(try_hvp(y, xs, v))
 }
 
 /// [`hvp`], returning an error instead of panicking.
@@ -150,6 +151,7 @@ pub fn hvp<'g>(y: Var<'g>, xs: &[Var<'g>], v: &[f64]) -> Vec<f64> {
 /// assert!(try_hvp(x.powi(3), &[x], &[1.0, 2.0]).is_err());
 /// assert_eq!(try_hvp(x.powi(3), &[x], &[0.5]), Ok(vec![6.0])); // 6x * 0.5
 /// ```
+#[track_caller]
 pub fn try_hvp<'g>(y: Var<'g>, xs: &[Var<'g>], v: &[f64]) -> Result<Vec<f64>, Error> {
     if v.len() != xs.len() {
         return Err(Error::BadOperands {
@@ -163,14 +165,19 @@ pub fn try_hvp<'g>(y: Var<'g>, xs: &[Var<'g>], v: &[f64]) -> Result<Vec<f64>, Er
     }
     let graph = y.graph();
     let mark = graph.mark();
-    let result = (|| {
-        let dy = y.try_grad(xs)?;
-        let gv = graph.try_dot(&dy, v)?;
-        let grads = gv.try_backward()?;
-        xs.iter().map(|&x| grads.try_wrt(x)).collect()
-    })();
+    let result = hvp_recorded(y, xs, v);
     graph.release(mark);
     result
+}
+
+/// [`try_hvp`]'s recording part: `d(g . v)/dxs` with `g = dy/dxs` recorded (and left on
+/// the graph for the caller to release).
+#[track_caller]
+fn hvp_recorded<'g>(y: Var<'g>, xs: &[Var<'g>], v: &[f64]) -> Result<Vec<f64>, Error> {
+    let dy = y.try_grad(xs)?;
+    let gv = y.graph().try_dot(&dy, v)?;
+    let grads = gv.try_backward()?;
+    xs.iter().map(|&x| grads.try_wrt(x)).collect()
 }
 
 /// The Jacobian `J[i][j] = d ys[i] / d xs[j]` of several outputs, row by row: one plain
@@ -198,7 +205,7 @@ pub fn try_hvp<'g>(y: Var<'g>, xs: &[Var<'g>], v: &[f64]) -> Result<Vec<f64>, Er
 /// If an output or input is released or from another graph (see [`try_jacobian`]).
 #[track_caller]
 pub fn jacobian<'g>(ys: &[Var<'g>], xs: &[Var<'g>]) -> Vec<Vec<f64>> {
-    try_jacobian(ys, xs).unwrap_or_else(|e| panic!("{e}"))
+    or_panic(try_jacobian(ys, xs))
 }
 
 /// [`jacobian`], returning an error instead of panicking.
