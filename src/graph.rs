@@ -66,7 +66,7 @@ impl Resolved {
 pub(crate) struct Tape {
     pub(crate) slots: SlotMap<NodeKey, u32>,
     pub(crate) values: Vec<f64>,
-    pub(crate) ops: Vec<Op>,
+    pub(crate) ops: OpCodes,
     /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; always one longer than `values`.
     pub(crate) edge_start: Vec<u32>,
     pub(crate) args: Vec<u32>,
@@ -95,7 +95,7 @@ impl Tape {
         Tape {
             slots: SlotMap::with_capacity_and_key(nodes),
             values: Vec::with_capacity(nodes),
-            ops: Vec::with_capacity(nodes),
+            ops: OpCodes(Vec::with_capacity(nodes)),
             edge_start,
             args: Vec::with_capacity(nodes * 2),
             weights: Vec::with_capacity(nodes * 2),
@@ -526,7 +526,7 @@ impl Graph {
         // A slot is the u32 position plus slotmap's u32 version.
         t.slots.capacity() * (size_of::<u32>() + size_of::<u32>())
             + t.values.capacity() * size_of::<f64>()
-            + t.ops.capacity() * size_of::<Op>()
+            + t.ops.0.capacity() * size_of::<u8>()
             + t.edge_start.capacity() * size_of::<u32>()
             + t.args.capacity() * size_of::<u32>()
             + t.weights.capacity() * size_of::<f64>()
@@ -1064,5 +1064,100 @@ impl Graph {
     }
 }
 
+/// Each node's [`Op`] in one byte (an `Op` takes two): its index in [`ALL_OPS`]. Reading
+/// `ops[pos]` gives the `Op` itself. On the W2 chain this byte is what keeps peak memory
+/// under 48 bytes per recorded op (47, with the adjoints; it was 48).
+#[derive(Debug, Default)]
+pub(crate) struct OpCodes(Vec<u8>);
+
+const N_UNARY: usize = Unary::ALL.len();
+const N_BINARY: usize = Binary::ALL.len();
+const NARY: [Nary; 3] = [Nary::Sum, Nary::Dot, Nary::LogSumExp];
+
+/// Every op, in code order: the two leaves, then the unary, binary and n-ary ops in their
+/// table order.
+static ALL_OPS: [Op; 2 + N_UNARY + N_BINARY + NARY.len()] = {
+    let mut all = [Op::Input; 2 + N_UNARY + N_BINARY + NARY.len()];
+    all[1] = Op::Constant;
+    let mut k = 0;
+    while k < N_UNARY {
+        all[2 + k] = Op::Unary(Unary::ALL[k]);
+        k += 1;
+    }
+    k = 0;
+    while k < N_BINARY {
+        all[2 + N_UNARY + k] = Op::Binary(Binary::ALL[k]);
+        k += 1;
+    }
+    k = 0;
+    while k < NARY.len() {
+        all[2 + N_UNARY + N_BINARY + k] = Op::Nary(NARY[k]);
+        k += 1;
+    }
+    all
+};
+
+impl OpCodes {
+    /// `op`'s index in [`ALL_OPS`]. The unary and binary tables list their ops in
+    /// declaration order, so an op's discriminant is its index there.
+    #[inline(always)]
+    fn code(op: Op) -> u8 {
+        (match op {
+            Op::Input => 0,
+            Op::Constant => 1,
+            Op::Unary(u) => 2 + u as usize,
+            Op::Binary(b) => 2 + N_UNARY + b as usize,
+            // Exhaustive on purpose: a new n-ary op must be added to `NARY` too.
+            Op::Nary(n) => {
+                2 + N_UNARY
+                    + N_BINARY
+                    + match n {
+                        Nary::Sum => 0,
+                        Nary::Dot => 1,
+                        Nary::LogSumExp => 2,
+                    }
+            }
+        }) as u8
+    }
+
+    #[inline(always)]
+    pub(crate) fn push(&mut self, op: Op) {
+        self.0.push(Self::code(op));
+    }
+
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
+impl std::ops::Index<usize> for OpCodes {
+    type Output = Op;
+
+    #[inline]
+    fn index(&self, pos: usize) -> &Op {
+        &ALL_OPS[self.0[pos] as usize]
+    }
+}
+
 // Keep the cost of the per-node storage visible to anyone changing it.
 const _: () = assert!(std::mem::size_of::<Op>() == 2);
+const _: () = assert!(ALL_OPS.len() <= 256, "op codes are one byte");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every op survives the trip through its one-byte code: the codes are the positions
+    /// in `ALL_OPS`, which must list each op once.
+    #[test]
+    fn op_codes_round_trip() {
+        let mut codes = OpCodes::default();
+        for &op in &ALL_OPS {
+            codes.push(op);
+        }
+        for (pos, &op) in ALL_OPS.iter().enumerate() {
+            assert_eq!(codes[pos], op);
+            assert_eq!(OpCodes::code(op) as usize, pos);
+        }
+    }
+}
