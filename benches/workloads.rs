@@ -21,7 +21,7 @@ use tapegrad::{Gradients, Graph};
 )]
 mod workloads;
 
-use workloads::{Chain, CrossEntropy, CrossEntropyForm, Rosenbrock, Workload};
+use workloads::{Chain, CrossEntropy, CrossEntropyForm, Rosenbrock, Transformer, Workload};
 
 /// The three measurements of one workload, in one group.
 fn group<W: Workload>(c: &mut Criterion, id: &str, w: &W) {
@@ -69,6 +69,10 @@ fn chain(c: &mut Criterion) {
     group(c, "W2 chain 1000000", &Chain { ops: 1_000_000 });
 }
 
+fn transformer(c: &mut Criterion) {
+    group(c, "W3 transformer", &Transformer);
+}
+
 fn rosenbrock(c: &mut Criterion) {
     group(c, "W4 Rosenbrock n=100", &Rosenbrock { n: 100 });
 }
@@ -84,6 +88,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = cross_entropy, chain, rosenbrock
+    targets = cross_entropy, chain, transformer, rosenbrock
 }
 criterion_main!(benches);
