@@ -465,6 +465,7 @@ macro_rules! unary_methods {
                 ///
                 /// If the node was released (see [`Var::try_apply`]).
                 #[track_caller]
+                #[inline]
                 pub fn $method(self) -> Var<'g> {
                     or_panic(self.try_apply(Unary::$op))
                 }
@@ -505,6 +506,7 @@ unary_methods! {
 impl<'g> Neg for Var<'g> {
     type Output = Var<'g>;
     #[track_caller]
+    #[inline]
     fn neg(self) -> Var<'g> {
         or_panic(self.try_apply(Unary::Neg))
     }
@@ -516,6 +518,7 @@ macro_rules! binary_operator {
         impl<'g> $trait<Var<'g>> for Var<'g> {
             type Output = Var<'g>;
             #[track_caller]
+            #[inline]
             fn $method(self, rhs: Var<'g>) -> Var<'g> {
                 or_panic(binary(
                     Binary::$op,
@@ -528,6 +531,7 @@ macro_rules! binary_operator {
         impl<'g> $trait<f64> for Var<'g> {
             type Output = Var<'g>;
             #[track_caller]
+            #[inline]
             fn $method(self, rhs: f64) -> Var<'g> {
                 or_panic(binary(
                     Binary::$op,
@@ -540,6 +544,7 @@ macro_rules! binary_operator {
         impl<'g> $trait<Var<'g>> for f64 {
             type Output = Var<'g>;
             #[track_caller]
+            #[inline]
             fn $method(self, rhs: Var<'g>) -> Var<'g> {
                 or_panic(binary(
                     Binary::$op,
@@ -551,6 +556,7 @@ macro_rules! binary_operator {
         }
         impl<'g> $assign_trait<Var<'g>> for Var<'g> {
             #[track_caller]
+            #[inline]
             fn $assign(&mut self, rhs: Var<'g>) {
                 *self = or_panic(binary(
                     Binary::$op,
@@ -562,6 +568,7 @@ macro_rules! binary_operator {
         }
         impl $assign_trait<f64> for Var<'_> {
             #[track_caller]
+            #[inline]
             fn $assign(&mut self, rhs: f64) {
                 *self = or_panic(binary(
                     Binary::$op,
@@ -618,70 +625,87 @@ impl fmt::Display for Var<'_> {
 
 impl<'g> Scalar for Var<'g> {
     #[track_caller]
+    #[inline]
     fn value(&self) -> f64 {
         Var::value(self)
     }
     #[track_caller]
+    #[inline]
     fn lift(&self, c: f64) -> Self {
         self.graph.constant(c)
     }
     #[track_caller]
+    #[inline]
     fn exp(self) -> Self {
         Var::exp(self)
     }
     #[track_caller]
+    #[inline]
     fn ln(self) -> Self {
         Var::ln(self)
     }
     #[track_caller]
+    #[inline]
     fn sqrt(self) -> Self {
         Var::sqrt(self)
     }
     #[track_caller]
+    #[inline]
     fn recip(self) -> Self {
         Var::recip(self)
     }
     #[track_caller]
+    #[inline]
     fn powi(self, n: i32) -> Self {
         Var::powi(self, n)
     }
     #[track_caller]
+    #[inline]
     fn powf(self, p: Self) -> Self {
         Var::powf(self, p)
     }
     #[track_caller]
+    #[inline]
     fn sin(self) -> Self {
         Var::sin(self)
     }
     #[track_caller]
+    #[inline]
     fn cos(self) -> Self {
         Var::cos(self)
     }
     #[track_caller]
+    #[inline]
     fn tanh(self) -> Self {
         Var::tanh(self)
     }
     #[track_caller]
+    #[inline]
     fn sinh(self) -> Self {
         Var::sinh(self)
     }
     #[track_caller]
+    #[inline]
     fn cosh(self) -> Self {
         Var::cosh(self)
     }
     #[track_caller]
+    #[inline]
     fn abs(self) -> Self {
         Var::abs(self)
     }
     #[track_caller]
+    #[inline]
     fn relu(self) -> Self {
         Var::relu(self)
     }
     #[track_caller]
+    #[inline]
     fn sigmoid(self) -> Self {
         Var::sigmoid(self)
     }
     #[track_caller]
+    #[inline]
     fn gelu(self) -> Self {
         Var::gelu(self)
     }
