@@ -6,7 +6,7 @@ use std::panic::Location;
 
 use crate::error::Error;
 use crate::graph::{Graph, NodeKey};
-use crate::op::{Binary, Op, Unary};
+use crate::op::{Binary, Nary, Op, Unary};
 use crate::scalar::Scalar;
 
 /// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
@@ -711,7 +711,9 @@ impl<'g> Scalar for Var<'g> {
     }
     #[track_caller]
     fn sum(terms: &[Self]) -> Self {
-        first_graph(terms, "sum").sum(terms.iter().copied())
+        // A slice cannot record nodes while it is read, so the terms are resolved under one
+        // borrow of the tape (`Graph::sum` takes any iterator and must not hold it).
+        or_panic(first_graph(terms, "sum").try_nary(Nary::Sum, terms.iter().map(|&t| t.into())))
     }
     #[track_caller]
     fn dot(a: &[Self], b: &[Self]) -> Self {
@@ -719,7 +721,9 @@ impl<'g> Scalar for Var<'g> {
     }
     #[track_caller]
     fn logsumexp(terms: &[Self]) -> Self {
-        first_graph(terms, "logsumexp").logsumexp(terms.iter().copied())
+        // As `sum`; `first_graph` has already refused an empty slice.
+        let graph = first_graph(terms, "logsumexp");
+        or_panic(graph.try_nary(Nary::LogSumExp, terms.iter().map(|&t| t.into())))
     }
 }
 
