@@ -114,10 +114,13 @@ enum Mode {
     Gradient,
 }
 
+/// Runs one engine in one mode, filling the gradient; returns the value and node count.
+type Run<'a> = Box<dyn FnMut(Mode, &mut Vec<f64>) -> (f64, usize) + 'a>;
+
 /// One engine, type-erased for the measuring loop.
 struct Runner<'a> {
     name: &'static str,
-    run: Box<dyn FnMut(Mode, &mut Vec<f64>) -> (f64, usize) + 'a>,
+    run: Run<'a>,
 }
 
 fn runner<'a, E: Engine + 'a, W: Workload>(mut engine: E, w: &'a W, x: &'a [f64]) -> Runner<'a> {
@@ -151,13 +154,13 @@ fn median(xs: &mut [f64]) -> f64 {
 
 /// Measures `w` on every engine and prints its rows of the table.
 fn compare<W: Workload>(w: &W, buffers: Buffers, settings: &Settings) {
-    if let Some(only) = &settings.only {
-        if !w.name().contains(only.as_str()) {
-            return;
-        }
+    if let Some(only) = &settings.only
+        && !w.name().contains(only.as_str())
+    {
+        return;
     }
     let x = w.inputs();
-    let mut runners = vec![
+    let mut runners = [
         runner(Plain, w, &x),
         runner(Tapegrad::new(buffers), w, &x),
         runner(TapegradBinary::new(buffers), w, &x),
