@@ -16,7 +16,9 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group};
 use tapegrad::{Graph, Scalar, Var, higher};
 
 const N: usize = 10_000;
@@ -84,5 +86,59 @@ fn hvp_vs_gradient(c: &mut Criterion) {
     group.finish();
 }
 
+/// The machine may be shared, so the criterion figures (measured one benchmark after the
+/// other) can drift apart with the load. This times the two sides in alternation, 41
+/// pairs, and prints the median of the per-pair ratios, which a slow spell affects on
+/// both sides alike.
+fn paired_ratios() {
+    let (at, v) = (point(), direction());
+    let g = Graph::new();
+    let start = g.mark();
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let (mut with_record, mut sweep_only) = (Vec::new(), Vec::new());
+    let (xs, y) = record(&g, &at);
+    let kept = g.mark();
+    for _ in 0..41 {
+        let gradient = time(&mut || {
+            let (xs, y) = record(&g, &at);
+            black_box(y.backward()[xs[N / 2]]);
+            g.release(kept);
+        });
+        let product = time(&mut || {
+            let (xs, y) = record(&g, &at);
+            black_box(higher::hvp(y, &xs, &v)[N / 2]);
+            g.release(kept);
+        });
+        with_record.push(product / gradient);
+        let backward = time(&mut || {
+            black_box(y.backward()[xs[N / 2]]);
+        });
+        let product = time(&mut || {
+            black_box(higher::hvp(y, &xs, &v)[N / 2]);
+        });
+        sweep_only.push(product / backward);
+    }
+    g.release(start);
+    let median = |r: &mut Vec<f64>| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!(
+        "paired medians over 41 rounds: (record + hvp) / (record + backward) = {:.2}; \
+         hvp only / backward only = {:.2}",
+        median(&mut with_record),
+        median(&mut sweep_only)
+    );
+}
+
 criterion_group!(benches, hvp_vs_gradient);
-criterion_main!(benches);
+
+fn main() {
+    paired_ratios();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
