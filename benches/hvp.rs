@@ -12,6 +12,10 @@
 //! - `backward only` and `hvp only`: the same on an `f` recorded once beforehand (only
 //!   the differentiation is timed; the HVP releases what it records every time).
 //!
+//! Before the criterion group it prints the two ratios as medians of 41 paired timings
+//! (see [`paired_ratios`]), which a shared, noisy machine disturbs less than two figures
+//! measured a minute apart.
+//!
 //! Run: `cargo bench --bench hvp`.
 
 use std::hint::black_box;

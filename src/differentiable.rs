@@ -162,9 +162,19 @@ fn differentiable_sweep<'g>(
             Op::Binary(op) => {
                 let (args, xs) = ([a[0], a[1]], [operand(a[0], w[0]), operand(a[1], w[1])]);
                 drop(tape);
-                for (k, arg) in args.into_iter().enumerate() {
-                    if needs(arg) {
-                        add(&mut adjoints, arg, adjoint * op.partial(xs[0], xs[1], y, k));
+                if args[0] == args[1] {
+                    // One node used twice (x * x): sum the partials before multiplying by
+                    // the adjoint, 2 recorded nodes instead of 3.
+                    if needs(args[0]) {
+                        let partial =
+                            op.partial(xs[0], xs[1], y, 0) + op.partial(xs[0], xs[1], y, 1);
+                        add(&mut adjoints, args[0], adjoint * partial);
+                    }
+                } else {
+                    for (k, arg) in args.into_iter().enumerate() {
+                        if needs(arg) {
+                            add(&mut adjoints, arg, adjoint * op.partial(xs[0], xs[1], y, k));
+                        }
                     }
                 }
             }
@@ -173,7 +183,26 @@ fn differentiable_sweep<'g>(
                 args.extend_from_slice(a);
                 operands.clear();
                 operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
+                let value = tape.values[node];
                 drop(tape);
+                if op == Nary::LogSumExp && value.is_finite() && value.abs() > 64.0 {
+                    // The rule's e^(x_k - y) loses |y| 2^-53 of relative precision, and all
+                    // of it past 1e16: six terms equal to 1e300 got partial 1 each (6 in
+                    // all, for a true 1). Shifted by the largest operand m, a constant, so
+                    // every derivative is unchanged: e^((x_k - m) - logsumexp(x - m)).
+                    let m = operands
+                        .iter()
+                        .map(|x| x.value())
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let shifted: Vec<Term<'g>> = operands.iter().map(|&x| x - m).collect();
+                    let s = Term::logsumexp(&shifted);
+                    for (k, &arg) in args.iter().enumerate() {
+                        if needs(arg) {
+                            add(&mut adjoints, arg, adjoint * (shifted[k] - s).exp());
+                        }
+                    }
+                    continue;
+                }
                 for (k, &arg) in args.iter().enumerate() {
                     if needs(arg) {
                         add(&mut adjoints, arg, adjoint * op.partial(&operands, y, k));
