@@ -19,7 +19,6 @@
 //! Run: `cargo bench --bench hvp`.
 
 use std::hint::black_box;
-
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
