@@ -439,39 +439,61 @@ fn profile(engine: &str, workload: &str, calls: usize) {
 
 fn scaling(settings: &Settings) {
     println!("\n## Scaling: W2 chain, record + backward (warm), ns per node\n");
-    println!("| ops | tapegrad | echidna 0.15 |");
-    println!("|--:|--:|--:|");
-    let mut per_node = Vec::new();
-    for ops in [1_000, 10_000, 100_000, 1_000_000, 10_000_000] {
-        let w = Chain { ops };
-        let x = w.inputs();
-        let mut t = Tapegrad::new(Buffers::Warm);
-        let mut e = EchidnaEngine::new(Buffers::Warm);
-        let mut grad = Vec::new();
-        let nodes = t.gradient(&w, &x, &mut grad).1 as f64;
-        e.gradient(&w, &x, &mut grad);
-        let once = time_per_call(1, || {
-            black_box(t.gradient(&w, &x, &mut grad));
-        });
-        let iters = (settings.target.as_secs_f64() * 4.0 / once).ceil().max(1.0) as usize;
-        let reps = if ops >= 10_000_000 { 3 } else { settings.reps };
-        let (mut ts, mut es) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
-            ts.push(time_per_call(iters, || {
-                black_box(t.gradient(&w, &x, &mut grad));
+    let sizes = [1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+    let chains: Vec<Chain> = sizes.iter().map(|&ops| Chain { ops }).collect();
+    let x = chains[0].inputs();
+    let mut tapegrads: Vec<Tapegrad> = sizes.iter().map(|_| Tapegrad::new(Buffers::Warm)).collect();
+    let mut echidnas: Vec<EchidnaEngine> = sizes
+        .iter()
+        .map(|_| EchidnaEngine::new(Buffers::Warm))
+        .collect();
+    let mut grad = Vec::new();
+    // Calls per measurement, from one warm-up call each; every size is measured once per
+    // repetition, so machine noise spreads over all sizes.
+    let iters: Vec<usize> = (0..sizes.len())
+        .map(|i| {
+            echidnas[i].gradient(&chains[i], &x, &mut grad);
+            tapegrads[i].gradient(&chains[i], &x, &mut grad);
+            let once = time_per_call(1, || {
+                black_box(tapegrads[i].gradient(&chains[i], &x, &mut grad));
+            });
+            (settings.target.as_secs_f64() * 2.0 / once).ceil().max(1.0) as usize
+        })
+        .collect();
+    let reps = settings.reps.min(7);
+    let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; sizes.len()];
+    for _ in 0..reps {
+        for i in 0..sizes.len() {
+            let (w, n) = (&chains[i], iters[i]);
+            samples[i][0].push(time_per_call(n, || {
+                black_box(Plain.gradient(w, &x, &mut grad));
             }));
-            es.push(time_per_call(iters, || {
-                black_box(e.gradient(&w, &x, &mut grad));
+            samples[i][1].push(time_per_call(n, || {
+                black_box(tapegrads[i].gradient(w, &x, &mut grad));
+            }));
+            samples[i][2].push(time_per_call(n, || {
+                black_box(echidnas[i].gradient(w, &x, &mut grad));
             }));
         }
-        let (tn, en) = (median(&mut ts) * 1e9 / nodes, median(&mut es) * 1e9 / nodes);
-        per_node.push(tn);
-        println!("| {} | {tn:.2} | {en:.2} |", thousands(ops));
+    }
+    println!("| ops | f64 | tapegrad | echidna 0.15 |");
+    println!("|--:|--:|--:|--:|");
+    let mut per_node = Vec::new();
+    for (i, &ops) in sizes.iter().enumerate() {
+        let nodes = (ops + 1) as f64;
+        let [f, t, e] = &mut samples[i];
+        let (f, t, e) = (
+            median(f) * 1e9 / nodes,
+            median(t) * 1e9 / nodes,
+            median(e) * 1e9 / nodes,
+        );
+        per_node.push(t);
+        println!("| {} | {f:.2} | {t:.2} | {e:.2} |", thousands(ops));
     }
     let max = per_node.iter().copied().fold(0.0, f64::max);
     let min = per_node.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
-        "\ntapegrad ns/node, largest over smallest across sizes: {:.2}x",
+        "\ntapegrad ns/node, largest over smallest across sizes: {:.2}x (medians of {reps})",
         max / min
     );
 }
