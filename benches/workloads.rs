@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use tapegrad::{Gradients, Graph};
 
 #[path = "peers/src/workloads.rs"]
@@ -27,6 +27,8 @@ use workloads::{Chain, CrossEntropy, CrossEntropyForm, Rosenbrock, Transformer, 
 fn group<W: Workload>(c: &mut Criterion, id: &str, w: &W) {
     let x = w.inputs();
     let mut group = c.benchmark_group(id);
+    // Ten samples of a ~30 ms gradient need more than the default second.
+    group.sampling_mode(SamplingMode::Flat);
     group.bench_function("f64", |b| b.iter(|| w.eval(black_box(&x))));
 
     let g = Graph::new();
