@@ -12,8 +12,8 @@
 //! - `backward only` and `hvp only`: the same on an `f` recorded once beforehand (only
 //!   the differentiation is timed; the HVP releases what it records every time).
 //!
-//! Before the criterion group it prints the two ratios as medians of 41 paired timings
-//! (see [`paired_ratios`]), which a shared, noisy machine disturbs less than two figures
+//! Before the criterion group it prints the two ratios from 41 interleaved rounds (see
+//! [`interleaved_ratios`]), which a shared, noisy machine disturbs less than two figures
 //! measured a minute apart.
 //!
 //! Run: `cargo bench --bench hvp`.
@@ -90,10 +90,11 @@ fn hvp_vs_gradient(c: &mut Criterion) {
 }
 
 /// The machine may be shared, so the criterion figures (measured one benchmark after the
-/// other) can drift apart with the load. This times the two sides in alternation, 41
-/// pairs, and prints the median of the per-pair ratios, which a slow spell affects on
-/// both sides alike.
-fn paired_ratios() {
+/// other) can drift apart with the load. This times the four cases in alternation, 41
+/// rounds, and prints each ratio two ways: of the fastest times (the runs least disturbed
+/// by other processes), and the median of the per-round ratios.
+fn interleaved_ratios() {
+    const ROUNDS: usize = 41;
     let (at, v) = (point(), direction());
     let g = Graph::new();
     let start = g.mark();
@@ -102,46 +103,59 @@ fn paired_ratios() {
         f();
         t.elapsed().as_secs_f64()
     };
-    let (mut with_record, mut sweep_only) = (Vec::new(), Vec::new());
     let (xs, y) = record(&g, &at);
     let kept = g.mark();
-    for _ in 0..41 {
-        let gradient = time(&mut || {
+    // Per round: gradient, hvp (both recording f), backward only, hvp only.
+    let mut times = vec![[0.0; 4]; ROUNDS];
+    for round in &mut times {
+        round[0] = time(&mut || {
             let (xs, y) = record(&g, &at);
             black_box(y.backward()[xs[N / 2]]);
             g.release(kept);
         });
-        let product = time(&mut || {
+        round[1] = time(&mut || {
             let (xs, y) = record(&g, &at);
             black_box(higher::hvp(y, &xs, &v)[N / 2]);
             g.release(kept);
         });
-        with_record.push(product / gradient);
-        let backward = time(&mut || {
+        round[2] = time(&mut || {
             black_box(y.backward()[xs[N / 2]]);
         });
-        let product = time(&mut || {
+        round[3] = time(&mut || {
             black_box(higher::hvp(y, &xs, &v)[N / 2]);
         });
-        sweep_only.push(product / backward);
     }
     g.release(start);
-    let median = |r: &mut Vec<f64>| {
+    let fastest = |k: usize| times.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min);
+    let median_ratio = |num: usize, den: usize| {
+        let mut r: Vec<f64> = times.iter().map(|t| t[num] / t[den]).collect();
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     };
     println!(
-        "paired medians over 41 rounds: (record + hvp) / (record + backward) = {:.2}; \
-         hvp only / backward only = {:.2}",
-        median(&mut with_record),
-        median(&mut sweep_only)
+        "fastest of {ROUNDS} interleaved: gradient {:.3} ms, hvp {:.3} ms, backward only {:.3} ms, \
+         hvp only {:.3} ms",
+        fastest(0) * 1e3,
+        fastest(1) * 1e3,
+        fastest(2) * 1e3,
+        fastest(3) * 1e3
+    );
+    println!(
+        "(record + hvp) / (record + backward): {:.2} (fastest), {:.2} (median of rounds)",
+        fastest(1) / fastest(0),
+        median_ratio(1, 0)
+    );
+    println!(
+        "hvp only / backward only:             {:.2} (fastest), {:.2} (median of rounds)",
+        fastest(3) / fastest(2),
+        median_ratio(3, 2)
     );
 }
 
 criterion_group!(benches, hvp_vs_gradient);
 
 fn main() {
-    paired_ratios();
+    interleaved_ratios();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -307,27 +307,39 @@ fn print_sizes() {
         size_of::<tapegrad::NodeKey>()
     );
     println!("| per node: value `f64` | {} |", size_of::<f64>());
-    println!("| per node: `Op` | {} |", size_of::<tapegrad::Op>());
+    println!(
+        "| per node: op (an `Op` is {} bytes; the tape stores its one-byte code) | {} |",
+        size_of::<tapegrad::Op>(),
+        size_of::<u8>()
+    );
     println!("| per node: edge start `u32` | {} |", size_of::<u32>());
     println!(
         "| per node: slot (`u32` position + `u32` version) | {} |",
         2 * size_of::<u32>()
     );
     println!(
-        "| per operand edge: position `u32` + partial `f64` | {} |",
+        "| per operand edge (an `f64` operand too): position `u32` + partial `f64` | {} |",
         size_of::<u32>() + size_of::<f64>()
     );
     println!(
         "| per node in backward: adjoint `f64` | {} |",
         size_of::<f64>()
     );
-    // What the graph itself reports for a chain recorded into exactly sized storage.
+    // W2's ops: mul and add by a constant (two edges each), exp and ln (one each).
+    let node = size_of::<f64>() + size_of::<u8>() + size_of::<u32>() + 2 * size_of::<u32>();
+    let edges = 1.5 * (size_of::<u32>() + size_of::<f64>()) as f64;
+    println!(
+        "| W2 per op: node {node} + 1.5 edges {edges} + adjoint {} | {} |",
+        size_of::<f64>(),
+        node as f64 + edges + size_of::<f64>() as f64
+    );
+    // What the graph reports: capacity, so it includes the slack of growth by doubling.
     let ops = 1_000_000;
-    let g = Graph::with_capacity(ops + 1);
+    let g = Graph::new();
     let x = g.var(0.5);
     let _y = Chain { ops }.eval(&[x]);
     println!(
-        "| W2 chain, `Graph::heap_bytes() / len()` (unary nodes, exact capacity) | {:.1} |",
+        "| W2 per op, `Graph::heap_bytes() / len()` (capacity, growth slack included) | {:.1} |",
         g.heap_bytes() as f64 / g.len() as f64
     );
 }
