@@ -331,7 +331,9 @@ fn sweep_checked(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> Result<()
                     op: tape.op_name(node),
                     inputs: tape.operand_values(node),
                     output: tape.values[node],
-                    gradient: Some(adjoint * partial),
+                    // The operand's adjoint with this contribution added: the non-finite
+                    // number (the contribution alone can be finite, as 1.8e308 is).
+                    gradient: Some(sum),
                     location: tape.location(node),
                 })));
             }

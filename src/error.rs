@@ -73,7 +73,8 @@ pub struct Anomaly {
     /// Its output value.
     pub output: f64,
     /// `Some(gradient)` if the anomaly is a non-finite gradient flowing from this op to one
-    /// of its operands during backward; `None` if it is the op's forward value.
+    /// of its operands during backward (the operand's adjoint once this op's contribution
+    /// is added); `None` if it is the op's forward value.
     pub gradient: Option<f64>,
     /// Where the op was recorded in the user's code (if it was recorded in anomaly mode).
     pub location: Option<&'static Location<'static>>,
