@@ -304,11 +304,9 @@ impl Tape {
         self.args.reserve(expected);
         self.weights.reserve(expected);
         values.reserve(expected);
-        let mut constants = false;
         for x in operands {
             match resolve(&self.slots, &self.values, x) {
                 Ok(x) => {
-                    constants |= x.arg == CONST_ARG;
                     self.args.push(x.arg);
                     values.push(x.value);
                 }
@@ -321,7 +319,8 @@ impl Tape {
         }
         let y = op.value(&values);
         op.partials_f64(&values, y, &mut self.weights);
-        if constants {
+        // Checked after the loop, which stays tighter without the flag.
+        if self.args[start..].contains(&CONST_ARG) {
             // A constant operand's weight slot holds the constant itself (see the module docs).
             for (k, &x) in values.iter().enumerate() {
                 if self.args[start + k] == CONST_ARG {
