@@ -387,14 +387,25 @@ impl Tape {
 ///
 /// Sharing a graph between threads is rejected at compile time:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs_sync<T: Sync>(_: &T) {}
 /// needs_sync(&tapegrad::Graph::new());
 /// ```
 ///
+/// and so is sending a `Var` (a reference to its graph) to another thread, even a scoped
+/// one that could borrow:
+///
+/// ```compile_fail,E0277
+/// let g = tapegrad::Graph::new();
+/// let x = g.var(1.0);
+/// std::thread::scope(|s| {
+///     s.spawn(move || x.value());
+/// });
+/// ```
+///
 /// A `Var` cannot outlive its graph:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0597
 /// let x = {
 ///     let g = tapegrad::Graph::new();
 ///     g.var(1.0)
