@@ -34,7 +34,8 @@ impl<'g> Var<'g> {
     ///
     /// # Panics
     ///
-    /// On a released or foreign handle (see [`Var::try_grad`]).
+    /// On a released or foreign handle, or in anomaly mode on a NaN or infinity (see
+    /// [`Var::try_grad`]).
     #[track_caller]
     pub fn grad(self, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
         crate::var::or_panic(self.try_grad(inputs))

@@ -465,6 +465,11 @@ impl Graph {
     /// An empty graph with room for `nodes` nodes (and twice as many edges) before it
     /// reallocates.
     ///
+    /// # Panics
+    ///
+    /// As `Vec::with_capacity`: if the storage for `nodes` exceeds `isize::MAX` bytes (or,
+    /// by aborting, if the allocation fails).
+    ///
     /// # Examples
     ///
     /// ```
@@ -847,7 +852,9 @@ impl Graph {
         if result.is_ok() && tape.epoch != epoch {
             result = Err(Error::BadOperands {
                 op: op.name(),
-                why: "the graph was released while the operands were being produced".into(),
+                why: "the graph was released while the operands were being produced; \
+                      release before or after recording the node, not from its operand iterator"
+                    .into(),
             });
         }
         let pos =

@@ -303,6 +303,12 @@ impl Nary {
     }
 
     /// The forward value over `xs`.
+    ///
+    /// # Panics
+    ///
+    /// For [`Nary::LogSumExp`] with no operands (the log of an empty sum is `-inf`, with
+    /// no gradient); [`Graph::try_logsumexp`](crate::Graph::try_logsumexp) reports that as
+    /// an error instead.
     pub fn value(self, xs: &[f64]) -> f64 {
         match self {
             Nary::Sum => xs.iter().sum(),
@@ -315,6 +321,10 @@ impl Nary {
     }
 
     /// The partial derivative of `y = op(xs)` with respect to operand `k`.
+    ///
+    /// # Panics
+    ///
+    /// If `k >= xs.len()` (for `Dot` and `LogSumExp`; every sum partial is 1).
     pub fn partial<T: Scalar>(self, xs: &[T], y: T, k: usize) -> T {
         match self {
             Nary::Sum => y.lift(1.0),

@@ -40,6 +40,13 @@ pub(crate) const GELU_CUBIC: f64 = 0.044715;
 /// let sigmoid = 1.0 / (1.0 + (-0.5_f64).exp());
 /// approx::assert_relative_eq!(y.backward()[x], sigmoid, epsilon = 1e-15);
 /// ```
+///
+/// # Panics
+///
+/// For `Var`, each method panics where the corresponding operator or method of [`Var`]
+/// does: on a released handle, or on handles of two graphs.
+///
+/// [`Var`]: crate::Var
 pub trait Scalar:
     Copy
     + std::fmt::Debug
