@@ -1110,7 +1110,7 @@ fn arbitrary_bytes_never_panic_unexpectedly_nor_give_wrong_gradients() {
     }
 }
 
-/// Found by the harness: `try_binary(Binary::Powi, 2.5)` recorded `x^2` with derivative
+/// Found auditing the `try_` forms: `try_binary(Binary::Powi, 2.5)` recorded `x^2` with derivative
 /// `2.5 x`, and a `Var` exponent got gradient 0. Both are now refused.
 #[test]
 fn powi_with_a_non_integer_or_variable_exponent_is_refused() {
