@@ -142,7 +142,7 @@ impl<'a, 'g> Dot<'a, 'g> {
     /// root, or the gradients belong to another graph (see [`Dot::try_render`]).
     #[track_caller]
     pub fn render(&self) -> String {
-        self.try_render().unwrap_or_else(|e| panic!("{e}"))
+        crate::var::or_panic(self.try_render())
     }
 
     /// [`Dot::render`], returning an error instead of panicking.

@@ -32,6 +32,7 @@
 
 use crate::error::Error;
 use crate::scalar::Scalar;
+use crate::var::or_panic;
 
 /// Checks that `logits` is not empty, naming `op` in the error.
 fn check_logits<T>(op: &'static str, logits: &[T]) -> Result<(), Error> {
@@ -73,11 +74,6 @@ fn shift_by_max<T: Scalar>(logits: &[T]) -> Vec<T> {
         .map(Scalar::value)
         .fold(f64::NEG_INFINITY, f64::max);
     logits.iter().map(|&l| l - max).collect()
-}
-
-#[track_caller]
-fn or_panic<T>(result: Result<T, Error>) -> T {
-    result.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `ln(sum_i e^logits[i])`, stable (shifted by the maximum), one fused node on a tape whose
