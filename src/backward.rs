@@ -132,8 +132,8 @@ impl Gradients {
         let tape = graph.tape.borrow();
         let pos = graph.resolve(&tape, x)?.arg;
         // With no release since the backward (the usual case) nothing was re-recorded.
-        let valid = pos <= self.root
-            && (tape.epoch == self.epoch || pos < tape.released_since(self.epoch));
+        let valid =
+            pos <= self.root && (tape.epoch == self.epoch || pos < tape.released_since(self.epoch));
         Ok(valid.then_some(pos as usize))
     }
 
