@@ -546,6 +546,8 @@ impl Graph {
             + t.args.capacity() * size_of::<u32>()
             + t.weights.capacity() * size_of::<f64>()
             + t.scratch.capacity() * size_of::<f64>()
+            + t.releases.capacity() * size_of::<(u64, u32)>()
+            + self.operands.borrow().capacity() * size_of::<Resolved>()
             + t.anomaly.as_ref().map_or(0, |a| {
                 a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
             })

@@ -31,10 +31,18 @@
 //!
 //! ## What it costs
 //!
-//! A node is stored struct-of-arrays: its value (8 bytes), its op (2), an edge offset (4)
-//! and a slot in the slot map (8); each operand edge adds a position (4) and a partial
-//! (8). A unary node is therefore 34 bytes, a binary one 46. Backward is one loop of
-//! multiply-adds over those arrays.
+//! A node is stored struct-of-arrays: its value (8 bytes), a one-byte op code, an edge
+//! offset (4) and a slot in the slot map (8: position and version); each operand edge adds
+//! a position (4) and a partial (8), an `f64` constant operand too. A unary node is
+//! therefore 33 bytes, a binary one 45; backward adds an 8-byte adjoint per node. Backward
+//! is one loop of multiply-adds over those arrays. Releasing to a mark takes time in
+//! proportion to all live handles (the slot map is filtered), not only the released ones.
+//!
+//! A zero adjoint propagates nothing: the plain backward skips the edges of a node whose
+//! adjoint is exactly 0, so `0 * inf` partials (e.g. `sqrt` at 0 under a zero weight)
+//! contribute 0, and nodes that do not reach the output cannot poison those that do.
+//! [`Var::grad`] cannot skip them (a zero adjoint may still have a non-zero derivative),
+//! so at such singular points it gives the IEEE answer, NaN.
 //!
 //! ## Threads
 //!
@@ -57,6 +65,11 @@ pub mod pyrandom;
 mod scalar;
 pub mod transformer;
 mod var;
+
+/// The README's code blocks, compiled and run as doctests so the tour stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use backward::Gradients;
 pub use error::{Anomaly, Error};

@@ -265,7 +265,13 @@ binary_ops! {
     /// `n = 0` (`a^0` is the constant 1; `0 * a^-1` would be NaN at `a = 0`).
     Powi "powi" {
         value: |a, n| a.powi(n as i32),
-        d_lhs: |a, n, y| if n.value() == 0.0 { a.lift(0.0) } else { n * a.powi(n.value() as i32 - 1) },
+        d_lhs: |a, n, y| match n.value() as i32 {
+            // a^0 is the constant 1 (0 * a^-1 would be NaN at a = 0).
+            0 => a.lift(0.0),
+            // n - 1 is not an i32: take that power in f64.
+            i32::MIN => n * a.powf(n - 1.0),
+            m => n * a.powi(m - 1),
+        },
         d_rhs: |a, n, y| a.lift(0.0),
     }
 }

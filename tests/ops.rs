@@ -638,6 +638,20 @@ fn powi_at_zero() {
     }
 }
 
+/// The most negative exponent: d x^n = n x^(n-1), where n - 1 = -2147483649 does not fit an
+/// i32. At x = 1 that is n exactly; at x = -1 it is n (-1)^(n-1) = -n, since n - 1 is odd.
+#[test]
+fn powi_at_the_most_negative_exponent() {
+    let n = i32::MIN;
+    for (at, want) in [(1.0, f64::from(n)), (-1.0, -f64::from(n))] {
+        let g = Graph::new();
+        let x = g.var(at);
+        let y = x.powi(n);
+        assert_eq!(y.backward()[x], want, "d x^{n} at {at}");
+        assert_eq!(y.grad(&[x])[0].value(), want, "grad of x^{n} at {at}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // powf edges
 // ---------------------------------------------------------------------------------------
