@@ -88,22 +88,6 @@ impl Tolerance {
     pub fn allowed(&self, numeric: f64) -> f64 {
         self.abs + self.rel * numeric.abs()
     }
-
-    /// Panics unless the fields make sense (positive finite step, tolerances >= 0).
-    #[track_caller]
-    fn validate(&self) {
-        assert!(
-            self.step.is_finite() && self.step > 0.0,
-            "gradcheck: the step must be positive and finite, got {}",
-            self.step
-        );
-        assert!(
-            self.abs >= 0.0 && self.rel >= 0.0,
-            "gradcheck: the tolerances must be >= 0 (and not NaN), got abs {} and rel {}",
-            self.abs,
-            self.rel
-        );
-    }
 }
 
 impl fmt::Display for Tolerance {
@@ -449,14 +433,7 @@ pub fn gradcheck<F>(f: F, at: &[f64], tol: Tolerance) -> Report
 where
     F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
 {
-    tol.validate();
-    assert!(
-        !at.is_empty(),
-        "gradcheck: no inputs to check (the point `at` is empty)"
-    );
-    if let Some((i, x)) = at.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        panic!("gradcheck: input {i} is {x}; the check needs a finite point");
-    }
+    validate("gradcheck", at, &tol);
 
     let g = Graph::new();
     let start = g.mark();
@@ -495,5 +472,30 @@ where
         entries,
         tolerance: tol,
         value,
+    }
+}
+
+/// Panics, naming the checker `who`, unless the tolerance makes sense (positive finite
+/// step, tolerances >= 0) and the point is non-empty and finite. Shared by every checker
+/// (this module's and the second-order ones in [`crate::higher`]).
+#[track_caller]
+pub(crate) fn validate(who: &str, at: &[f64], tol: &Tolerance) {
+    assert!(
+        tol.step.is_finite() && tol.step > 0.0,
+        "{who}: the step must be positive and finite, got {}",
+        tol.step
+    );
+    assert!(
+        tol.abs >= 0.0 && tol.rel >= 0.0,
+        "{who}: the tolerances must be >= 0 (and not NaN), got abs {} and rel {}",
+        tol.abs,
+        tol.rel
+    );
+    assert!(
+        !at.is_empty(),
+        "{who}: no inputs to check (the point `at` is empty)"
+    );
+    if let Some((i, x)) = at.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        panic!("{who}: input {i} is {x}; the check needs a finite point");
     }
 }

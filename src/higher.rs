@@ -524,7 +524,7 @@ pub fn gradgradcheck<F>(f: F, at: &[f64], tol: Tolerance) -> GradGradReport
 where
     F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
 {
-    validate("gradgradcheck", at, &tol);
+    crate::check::validate("gradgradcheck", at, &tol);
     let n = at.len();
     let g = Graph::new();
     let start = g.mark();
@@ -596,7 +596,7 @@ pub fn hvpcheck<F>(f: F, at: &[f64], v: &[f64], tol: Tolerance) -> GradGradRepor
 where
     F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
 {
-    validate("hvpcheck", at, &tol);
+    crate::check::validate("hvpcheck", at, &tol);
     assert_eq!(
         v.len(),
         at.len(),
@@ -647,26 +647,4 @@ where
     let gradient = f(g, &xs).backward().wrt_all(&xs);
     g.release(start);
     gradient
-}
-
-#[track_caller]
-fn validate(who: &str, at: &[f64], tol: &Tolerance) {
-    assert!(
-        tol.step.is_finite() && tol.step > 0.0,
-        "{who}: the step must be positive and finite, got {}",
-        tol.step
-    );
-    assert!(
-        tol.abs >= 0.0 && tol.rel >= 0.0,
-        "{who}: the tolerances must be >= 0 (and not NaN), got abs {} and rel {}",
-        tol.abs,
-        tol.rel
-    );
-    assert!(
-        !at.is_empty(),
-        "{who}: no inputs to check (the point `at` is empty)"
-    );
-    if let Some((i, x)) = at.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        panic!("{who}: input {i} is {x}; the check needs a finite point");
-    }
 }
