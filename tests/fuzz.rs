@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tapegrad::{Binary, Error, Gradients, Graph, Mark, Nary, Unary, Var};
 
 // ---------------------------------------------------------------------------------------
@@ -1047,24 +1047,6 @@ fn run(data: &[u8], tally: &Tally) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn config(cases: u32) -> Config {
-    let from_env = Config::default();
-    Config {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            from_env.cases
-        } else {
-            cases
-        },
-        rng_seed: match from_env.rng_seed {
-            RngSeed::Random => RngSeed::Fixed(0x00f0_22ed),
-            fixed => fixed,
-        },
-        // The seed is fixed, so a failure recurs without a regressions file.
-        failure_persistence: None,
-        ..from_env
-    }
-}
-
 #[test]
 fn arbitrary_bytes_never_panic_unexpectedly_nor_give_wrong_gradients() {
     let previous = std::panic::take_hook();
@@ -1074,7 +1056,7 @@ fn arbitrary_bytes_never_panic_unexpectedly_nor_give_wrong_gradients() {
         }
     }));
     let tally = Tally::default();
-    let config = config(20_000);
+    let config = reference::proptest_config(20_000, 0x00f0_22ed);
     let cases = config.cases as usize;
     let mut runner = TestRunner::new(config);
     let result = runner.run(&prop::collection::vec(any::<u8>(), 0..1000), |data| {

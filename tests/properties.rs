@@ -31,7 +31,7 @@ use std::cell::Cell;
 use std::fmt;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tapegrad::{Binary, Graph, Nary, Unary, Var};
 
 use reference::Difference;
@@ -558,32 +558,12 @@ impl Tally {
     }
 }
 
-/// The run configuration: `cases` cases from a fixed seed unless the environment says
-/// otherwise (`PROPTEST_CASES`, `PROPTEST_RNG_SEED`).
-fn config(cases: u32) -> Config {
-    let from_env = Config::default();
-    Config {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            from_env.cases
-        } else {
-            cases
-        },
-        rng_seed: match from_env.rng_seed {
-            RngSeed::Random => RngSeed::Fixed(0x7a9e_96ad),
-            fixed => fixed,
-        },
-        // The seed is fixed, so a failure recurs without a regressions file.
-        failure_persistence: None,
-        ..from_env
-    }
-}
-
 fn run(
     cases: u32,
     strategy: impl Strategy<Value = Program>,
     test: impl Fn(&Program) -> Result<(), TestCaseError>,
 ) {
-    let mut runner = TestRunner::new(config(cases));
+    let mut runner = TestRunner::new(reference::proptest_config(cases, 0x7a9e_96ad));
     if let Err(e) = runner.run(&strategy, |p| test(&p)) {
         panic!("{e}");
     }

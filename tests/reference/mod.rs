@@ -1,5 +1,6 @@
 //! An independent `f64` evaluation of every op, and central differences with an error
-//! estimate, shared by `tests/properties.rs` and `tests/fuzz.rs`.
+//! estimate, and the proptest run configuration, shared by `tests/properties.rs` and
+//! `tests/fuzz.rs`.
 //!
 //! The reference values are written from the textbook definitions with `std`'s `f64`
 //! functions, not through tapegrad's op table or its `Scalar` impl for `f64`, so a wrong
@@ -154,5 +155,26 @@ pub fn derivative(f: impl Fn(&[f64]) -> f64, x: &[f64], i: usize) -> Difference 
     Difference {
         value,
         error: if error.is_nan() { f64::INFINITY } else { error },
+    }
+}
+
+/// A proptest run of `cases` cases from the fixed seed `seed`, unless the environment says
+/// otherwise (`PROPTEST_CASES`, `PROPTEST_RNG_SEED`). The seed is fixed, so a failure recurs
+/// without a regressions file.
+pub fn proptest_config(cases: u32, seed: u64) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let from_env = Config::default();
+    Config {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            from_env.cases
+        } else {
+            cases
+        },
+        rng_seed: match from_env.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(seed),
+            fixed => fixed,
+        },
+        failure_persistence: None,
+        ..from_env
     }
 }
