@@ -317,8 +317,7 @@ impl Tape {
                 }
             }
         }
-        let y = op.value(&values);
-        op.partials_f64(&values, y, &mut self.weights);
+        let y = op.value_and_partials_f64(&values, &mut self.weights);
         // Checked after the loop, which stays tighter without the flag.
         if self.args[start..].contains(&CONST_ARG) {
             // A constant operand's weight slot holds the constant itself (see the module docs).

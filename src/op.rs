@@ -356,12 +356,46 @@ impl Nary {
                 out.extend_from_slice(a);
             }
             Nary::LogSumExp => {
-                let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let start = out.len();
-                out.extend(xs.iter().map(|x| (x - max).exp()));
-                let sum: f64 = out[start..].iter().sum();
+                let (_, sum) = shifted_exps(xs, out);
+                let start = out.len() - xs.len();
                 out[start..].iter_mut().for_each(|e| *e /= sum);
             }
         }
     }
+
+    /// [`Nary::value`] and [`Nary::partials_f64`] together (the partials appended to
+    /// `out`), the same numbers bit for bit: what the tape records. Logsumexp's value
+    /// `max + ln(sum_k e^(x_k - max))` and its softmax partials share the same exps, so
+    /// here they are computed once, not once for each (exp is most of the node's cost).
+    pub(crate) fn value_and_partials_f64(self, xs: &[f64], out: &mut Vec<f64>) -> f64 {
+        match self {
+            Nary::Sum | Nary::Dot => {
+                let y = self.value(xs);
+                self.partials_f64(xs, y, out);
+                y
+            }
+            Nary::LogSumExp => {
+                let (max, sum) = shifted_exps(xs, out);
+                let start = out.len() - xs.len();
+                out[start..].iter_mut().for_each(|e| *e /= sum);
+                if max.is_finite() {
+                    max + sum.ln()
+                } else {
+                    // No terms (a panic), an infinity or only NaNs: the value's own special
+                    // cases, which compute no exps.
+                    crate::scalar::logsumexp_f64(xs)
+                }
+            }
+        }
+    }
+}
+
+/// Appends `e^(x_k - max)` for every `x_k` to `out`; returns `max` (which skips NaNs, as
+/// `f64::max` does) and the sum of the appended exps, summed in operand order as
+/// [`crate::scalar::logsumexp_f64`] sums them.
+fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let start = out.len();
+    out.extend(xs.iter().map(|x| (x - max).exp()));
+    (max, out[start..].iter().sum())
 }
