@@ -317,9 +317,68 @@ impl Tape {
                 }
             }
         }
-        let y = op.value_and_partials_f64(&values, &mut self.weights);
         // Checked after the loop, which stays tighter without the flag.
-        if self.args[start..].contains(&CONST_ARG) {
+        let has_constants = self.args[start..].contains(&CONST_ARG);
+        self.finish_nary(op, start, values, has_constants, location)
+    }
+
+    /// [`Tape::nary`] over slices of `graph`'s `Var`s, which are never constants: the path
+    /// of the fused ops on `Var` slices ([`Scalar`](crate::Scalar)'s `dot`, `sum` and
+    /// `logsumexp`, which the transformer's matrix products are made of). Each slice is
+    /// resolved by one `extend` over it, so an operand costs its slot lookup and two
+    /// stores, without the operand enum, the chained iterator and the capacity check per
+    /// push of the general path (those were about half of the transformer's recording).
+    /// A bad handle is remembered and reported after the loop, the first in operand order.
+    pub(crate) fn nary_vars(
+        &mut self,
+        graph: &Graph,
+        op: Nary,
+        parts: &[&[Var<'_>]],
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let start = self.args.len();
+        let mut first_error = None;
+        for part in parts {
+            let (slots, values) = (&self.slots, &self.values);
+            self.args.extend(part.iter().map(|&x| {
+                if std::ptr::eq(x.graph(), graph)
+                    && let Some(&pos) = slots.get(x.key())
+                {
+                    return pos;
+                }
+                // The error the general path reports for this handle.
+                if first_error.is_none() {
+                    first_error = graph.resolve_in(slots, values, x.into()).err();
+                }
+                CONST_ARG
+            }));
+        }
+        if let Some(e) = first_error {
+            self.args.truncate(start);
+            return Err(e);
+        }
+        let mut values = std::mem::take(&mut self.scratch);
+        values.clear();
+        values.extend(
+            self.args[start..]
+                .iter()
+                .map(|&pos| self.values[pos as usize]),
+        );
+        self.finish_nary(op, start, values, false, location)
+    }
+
+    /// Records the n-ary node whose operand positions are `args[start..]` and whose operand
+    /// values are `values` (the scratch buffer, given back here).
+    fn finish_nary(
+        &mut self,
+        op: Nary,
+        start: usize,
+        values: Vec<f64>,
+        has_constants: bool,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let y = op.value_and_partials_f64(&values, &mut self.weights);
+        if has_constants {
             // A constant operand's weight slot holds the constant itself (see the module docs).
             for (k, &x) in values.iter().enumerate() {
                 if self.args[start + k] == CONST_ARG {
@@ -862,6 +921,19 @@ impl Graph {
             result.and_then(|()| tape.nary(op, buffer.iter().copied(), |_, _, r| Ok(r), location));
         *self.operands.borrow_mut() = buffer;
         Ok(self.handle(&mut tape, pos?))
+    }
+
+    /// Records an n-ary node over the `Var`s of `parts`, in order (see [`Tape::nary_vars`]).
+    #[track_caller]
+    pub(crate) fn try_nary_vars<'g>(
+        &'g self,
+        op: Nary,
+        parts: &[&[Var<'g>]],
+    ) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let pos = tape.nary_vars(self, op, parts, location)?;
+        Ok(self.handle(&mut tape, pos))
     }
 
     #[track_caller]

@@ -713,17 +713,22 @@ impl<'g> Scalar for Var<'g> {
     fn sum(terms: &[Self]) -> Self {
         // A slice cannot record nodes while it is read, so the terms are resolved under one
         // borrow of the tape (`Graph::sum` takes any iterator and must not hold it).
-        or_panic(first_graph(terms, "sum").try_nary(Nary::Sum, terms.iter().map(|&t| t.into())))
+        or_panic(first_graph(terms, "sum").try_nary_vars(Nary::Sum, &[terms]))
     }
     #[track_caller]
     fn dot(a: &[Self], b: &[Self]) -> Self {
-        first_graph(a, "dot").dot(a, b)
+        let graph = first_graph(a, "dot");
+        if a.len() != b.len() {
+            // `Graph::dot` reports the mismatch.
+            return graph.dot(a, b);
+        }
+        or_panic(graph.try_nary_vars(Nary::Dot, &[a, b]))
     }
     #[track_caller]
     fn logsumexp(terms: &[Self]) -> Self {
         // As `sum`; `first_graph` has already refused an empty slice.
         let graph = first_graph(terms, "logsumexp");
-        or_panic(graph.try_nary(Nary::LogSumExp, terms.iter().map(|&t| t.into())))
+        or_panic(graph.try_nary_vars(Nary::LogSumExp, &[terms]))
     }
 }
 
