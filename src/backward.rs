@@ -130,7 +130,9 @@ impl Gradients {
             return Err(self.not_from_this_graph(graph.id()));
         }
         let tape = graph.tape.borrow();
-        let pos = graph.resolve(&tape, x)?.arg;
+        // The slot lookup of `Graph::resolve` without reading the value (this is on the
+        // path of every gradient read).
+        let pos = *tape.slots.get(x.key()).ok_or(Error::Released)?;
         // With no release since the backward (the usual case) nothing was re-recorded.
         let valid =
             pos <= self.root && (tape.epoch == self.epoch || pos < tape.released_since(self.epoch));
@@ -167,7 +169,7 @@ impl Index<Var<'_>> for Gradients {
         match self.position(x) {
             Ok(Some(pos)) => &self.adjoints[pos],
             Ok(None) => &ZERO,
-            Err(e) => panic!("{e}"),
+            Err(e) => crate::var::fail(e),
         }
     }
 }

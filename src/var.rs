@@ -416,9 +416,11 @@ pub(crate) fn or_panic<T>(result: Result<T, Error>) -> T {
     }
 }
 
+/// Panics with the error's message at the user's call site; out of line, so that the
+/// fast paths that call it stay small.
 #[cold]
 #[track_caller]
-fn fail(e: Error) -> ! {
+pub(crate) fn fail(e: Error) -> ! {
     panic!("{e}")
 }
 
