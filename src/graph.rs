@@ -42,6 +42,10 @@ pub(crate) const CONST_ARG: u32 = u32::MAX;
 /// Positions are `u32`, and `u32::MAX` is [`CONST_ARG`].
 const MAX_NODES: usize = (u32::MAX - 1) as usize;
 
+/// Below this many nodes and edges, [`Tape::finish`] needs no exact test of the limits.
+const FAST_LIMIT: usize = 1 << 31;
+const _: () = assert!(FAST_LIMIT <= MAX_NODES);
+
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -153,7 +157,10 @@ impl Tape {
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
         let pos = self.values.len();
-        if pos >= MAX_NODES || self.args.len() > u32::MAX as usize || self.anomaly.is_some() {
+        // A conservative test, cheaper than the exact one: `pos | edges` is at least the
+        // larger of the two, so this sends every graph near the limits (past 2^31 nodes or
+        // edges) to `finish_rare`, which tests exactly and records the node if it fits.
+        if (pos | self.args.len()) >= FAST_LIMIT || self.anomaly.is_some() {
             return self.finish_rare(op, value, location);
         }
         self.values.push(value);
@@ -162,7 +169,7 @@ impl Tape {
         Ok(pos as u32)
     }
 
-    /// [`Tape::finish`] when the graph is full or anomaly mode is on.
+    /// [`Tape::finish`] when the graph is full (or near it) or anomaly mode is on.
     #[cold]
     #[inline(never)]
     fn finish_rare(
