@@ -372,6 +372,42 @@ mod composed {
     }
 }
 
+/// The `Scalar` methods every peer newtype forwards unchanged: the unary functions its
+/// engine has, and the compound or n-ary ones composed from binary ops (`composed`).
+macro_rules! forwarded_scalar_methods {
+    ($name:ident) => {
+        forwarded_scalar_methods!(@unary $name: exp ln sqrt recip sin cos tanh sinh cosh abs);
+        fn powi(self, n: i32) -> Self {
+            $name(self.0.powi(n))
+        }
+        fn relu(self) -> Self {
+            composed::relu(self)
+        }
+        fn sigmoid(self) -> Self {
+            composed::sigmoid(self)
+        }
+        fn gelu(self) -> Self {
+            composed::gelu(self)
+        }
+        fn sum(terms: &[Self]) -> Self {
+            composed::sum(terms)
+        }
+        fn dot(a: &[Self], b: &[Self]) -> Self {
+            composed::dot(a, b)
+        }
+        fn logsumexp(terms: &[Self]) -> Self {
+            composed::logsumexp(terms)
+        }
+    };
+    (@unary $name:ident: $($method:ident)*) => {
+        $(
+            fn $method(self) -> Self {
+                $name(self.0.$method())
+            }
+        )*
+    };
+}
+
 impl Scalar for BinaryOnly<'_> {
     fn value(&self) -> f64 {
         self.0.value()
@@ -379,60 +415,10 @@ impl Scalar for BinaryOnly<'_> {
     fn lift(&self, c: f64) -> Self {
         BinaryOnly(self.0.graph().constant(c))
     }
-    fn exp(self) -> Self {
-        BinaryOnly(self.0.exp())
-    }
-    fn ln(self) -> Self {
-        BinaryOnly(self.0.ln())
-    }
-    fn sqrt(self) -> Self {
-        BinaryOnly(self.0.sqrt())
-    }
-    fn recip(self) -> Self {
-        BinaryOnly(self.0.recip())
-    }
-    fn powi(self, n: i32) -> Self {
-        BinaryOnly(self.0.powi(n))
-    }
     fn powf(self, p: Self) -> Self {
         BinaryOnly(self.0.powf(p.0))
     }
-    fn sin(self) -> Self {
-        BinaryOnly(self.0.sin())
-    }
-    fn cos(self) -> Self {
-        BinaryOnly(self.0.cos())
-    }
-    fn tanh(self) -> Self {
-        BinaryOnly(self.0.tanh())
-    }
-    fn sinh(self) -> Self {
-        BinaryOnly(self.0.sinh())
-    }
-    fn cosh(self) -> Self {
-        BinaryOnly(self.0.cosh())
-    }
-    fn abs(self) -> Self {
-        BinaryOnly(self.0.abs())
-    }
-    fn relu(self) -> Self {
-        composed::relu(self)
-    }
-    fn sigmoid(self) -> Self {
-        composed::sigmoid(self)
-    }
-    fn gelu(self) -> Self {
-        composed::gelu(self)
-    }
-    fn sum(terms: &[Self]) -> Self {
-        composed::sum(terms)
-    }
-    fn dot(a: &[Self], b: &[Self]) -> Self {
-        composed::dot(a, b)
-    }
-    fn logsumexp(terms: &[Self]) -> Self {
-        composed::logsumexp(terms)
-    }
+    forwarded_scalar_methods!(BinaryOnly);
 }
 
 impl Scalar for Echidna {
@@ -442,60 +428,10 @@ impl Scalar for Echidna {
     fn lift(&self, c: f64) -> Self {
         Echidna(echidna::Reverse::constant(c))
     }
-    fn exp(self) -> Self {
-        Echidna(self.0.exp())
-    }
-    fn ln(self) -> Self {
-        Echidna(self.0.ln())
-    }
-    fn sqrt(self) -> Self {
-        Echidna(self.0.sqrt())
-    }
-    fn recip(self) -> Self {
-        Echidna(self.0.recip())
-    }
-    fn powi(self, n: i32) -> Self {
-        Echidna(self.0.powi(n))
-    }
     fn powf(self, p: Self) -> Self {
         Echidna(self.0.powf(p.0))
     }
-    fn sin(self) -> Self {
-        Echidna(self.0.sin())
-    }
-    fn cos(self) -> Self {
-        Echidna(self.0.cos())
-    }
-    fn tanh(self) -> Self {
-        Echidna(self.0.tanh())
-    }
-    fn sinh(self) -> Self {
-        Echidna(self.0.sinh())
-    }
-    fn cosh(self) -> Self {
-        Echidna(self.0.cosh())
-    }
-    fn abs(self) -> Self {
-        Echidna(self.0.abs())
-    }
-    fn relu(self) -> Self {
-        composed::relu(self)
-    }
-    fn sigmoid(self) -> Self {
-        composed::sigmoid(self)
-    }
-    fn gelu(self) -> Self {
-        composed::gelu(self)
-    }
-    fn sum(terms: &[Self]) -> Self {
-        composed::sum(terms)
-    }
-    fn dot(a: &[Self], b: &[Self]) -> Self {
-        composed::dot(a, b)
-    }
-    fn logsumexp(terms: &[Self]) -> Self {
-        composed::logsumexp(terms)
-    }
+    forwarded_scalar_methods!(Echidna);
 }
 
 impl Scalar for Rev<'_> {
@@ -506,59 +442,9 @@ impl Scalar for Rev<'_> {
         // reverse has no untracked constant type: a constant is a node without operands.
         Rev(self.0.tape.add_var(c))
     }
-    fn exp(self) -> Self {
-        Rev(self.0.exp())
-    }
-    fn ln(self) -> Self {
-        Rev(self.0.ln())
-    }
-    fn sqrt(self) -> Self {
-        Rev(self.0.sqrt())
-    }
-    fn recip(self) -> Self {
-        Rev(self.0.recip())
-    }
-    fn powi(self, n: i32) -> Self {
-        Rev(self.0.powi(n))
-    }
     fn powf(self, p: Self) -> Self {
         use reverse::Powf as _;
         Rev(self.0.powf(p.0))
     }
-    fn sin(self) -> Self {
-        Rev(self.0.sin())
-    }
-    fn cos(self) -> Self {
-        Rev(self.0.cos())
-    }
-    fn tanh(self) -> Self {
-        Rev(self.0.tanh())
-    }
-    fn sinh(self) -> Self {
-        Rev(self.0.sinh())
-    }
-    fn cosh(self) -> Self {
-        Rev(self.0.cosh())
-    }
-    fn abs(self) -> Self {
-        Rev(self.0.abs())
-    }
-    fn relu(self) -> Self {
-        composed::relu(self)
-    }
-    fn sigmoid(self) -> Self {
-        composed::sigmoid(self)
-    }
-    fn gelu(self) -> Self {
-        composed::gelu(self)
-    }
-    fn sum(terms: &[Self]) -> Self {
-        composed::sum(terms)
-    }
-    fn dot(a: &[Self], b: &[Self]) -> Self {
-        composed::dot(a, b)
-    }
-    fn logsumexp(terms: &[Self]) -> Self {
-        composed::logsumexp(terms)
-    }
+    forwarded_scalar_methods!(Rev);
 }
