@@ -134,15 +134,14 @@ impl Tape {
     }
 
     /// Adds one edge to the node being recorded: a tracked operand with its partial, or
-    /// a constant with its value. The only place edges are written.
+    /// a constant (`is_const`, i.e. `x.arg == CONST_ARG`, which callers usually know at
+    /// compile time) with its value. The only place edges are written.
     #[inline(always)]
-    fn push_edge(&mut self, x: Resolved, partial: impl FnOnce() -> f64) {
+    fn push_edge(&mut self, x: Resolved, is_const: bool, partial: impl FnOnce() -> f64) {
+        debug_assert_eq!(is_const, x.arg == CONST_ARG);
         self.args.push(x.arg);
-        self.weights.push(if x.arg == CONST_ARG {
-            x.value
-        } else {
-            partial()
-        });
+        self.weights
+            .push(if is_const { x.value } else { partial() });
     }
 
     /// Closes the node whose edges were just pushed. The only place nodes are added.
@@ -268,6 +267,7 @@ impl Tape {
         self.finish(op, value, location)
     }
 
+    /// Records `op(x)`; `x` is a tracked operand.
     #[inline(always)]
     pub(crate) fn unary(
         &mut self,
@@ -276,10 +276,11 @@ impl Tape {
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
         let y = op.value(x.value);
-        self.push_edge(x, || op.partial(x.value, y));
+        self.push_edge(x, false, || op.partial(x.value, y));
         self.finish(Op::Unary(op), y, location)
     }
 
+    /// Records `op(a, b)`.
     #[inline(always)]
     pub(crate) fn binary(
         &mut self,
@@ -288,9 +289,33 @@ impl Tape {
         b: Resolved,
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
+        let (a_const, b_const) = (a.arg == CONST_ARG, b.arg == CONST_ARG);
+        self.binary_of_kinds(op, (a, a_const), (b, b_const), location)
+    }
+
+    /// [`Tape::binary`] with each operand's kind (constant or not) given, so that the
+    /// operators, which know it at compile time, record without testing it.
+    #[inline(always)]
+    pub(crate) fn binary_of_kinds(
+        &mut self,
+        op: Binary,
+        (a, a_const): (Resolved, bool),
+        (b, b_const): (Resolved, bool),
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
         let y = op.value(a.value, b.value);
-        self.push_edge(a, || op.partial(a.value, b.value, y, 0));
-        self.push_edge(b, || op.partial(a.value, b.value, y, 1));
+        let weight = |x: Resolved, is_const: bool, operand: usize| {
+            debug_assert_eq!(is_const, x.arg == CONST_ARG);
+            if is_const {
+                x.value
+            } else {
+                op.partial(a.value, b.value, y, operand)
+            }
+        };
+        // Both edges at once: one capacity test per array instead of two.
+        self.args.extend_from_slice(&[a.arg, b.arg]);
+        self.weights
+            .extend_from_slice(&[weight(a, a_const, 0), weight(b, b_const, 1)]);
         self.finish(Op::Binary(op), y, location)
     }
 
@@ -719,22 +744,43 @@ impl Graph {
         values: &[f64],
         x: Operand<'_>,
     ) -> Result<Resolved, Error> {
-        let x = match x {
-            Operand::Var(x) => x,
-            Operand::Const(c) => return Ok(Resolved::constant(c)),
-        };
+        match x {
+            Operand::Var(x) => self.resolve_var_in(slots, values, x),
+            Operand::Const(c) => Ok(Resolved::constant(c)),
+        }
+    }
+
+    /// Resolves a `Var` of this graph to its tape position and value.
+    #[inline(always)]
+    pub(crate) fn resolve_var(&self, tape: &Tape, x: Var<'_>) -> Result<Resolved, Error> {
+        self.resolve_var_in(&tape.slots, &tape.values, x)
+    }
+
+    #[inline(always)]
+    fn resolve_var_in(
+        &self,
+        slots: &SlotMap<NodeKey, u32>,
+        values: &[f64],
+        x: Var<'_>,
+    ) -> Result<Resolved, Error> {
         if !std::ptr::eq(x.graph(), self) {
-            return Err(Error::ForeignHandle {
-                what: "Var",
-                owner: x.graph().id,
-                used_with: self.id,
-            });
+            return Err(self.foreign(x));
         }
         let pos = *slots.get(x.key()).ok_or(Error::Released)?;
         Ok(Resolved {
             value: values[pos as usize],
             arg: pos,
         })
+    }
+
+    /// The error for `x`, a handle of another graph, used with this one.
+    #[cold]
+    fn foreign(&self, x: Var<'_>) -> Error {
+        Error::ForeignHandle {
+            what: "Var",
+            owner: x.graph().id,
+            used_with: self.id,
+        }
     }
 
     /// The sum of `terms` as one n-ary node (a constant 0 if there are none).

@@ -5,7 +5,7 @@ use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssi
 use std::panic::Location;
 
 use crate::error::Error;
-use crate::graph::{Graph, NodeKey};
+use crate::graph::{Graph, NodeKey, Resolved, Tape};
 use crate::op::{Binary, Nary, Op, Unary};
 use crate::scalar::Scalar;
 
@@ -212,7 +212,7 @@ impl<'g> Var<'g> {
         let location = Location::caller();
         let graph = self.graph;
         let mut tape = graph.tape.borrow_mut();
-        let x = graph.resolve(&tape, self)?;
+        let x = graph.resolve_var(&tape, self)?;
         let pos = tape.unary(op, x, location)?;
         Ok(graph.handle(&mut tape, pos))
     }
@@ -255,7 +255,7 @@ impl<'g> Var<'g> {
                 });
             }
         }
-        binary(op, Operand::Var(self), rhs, Location::caller())
+        binary(op, self, rhs, Location::caller())
     }
 
     /// `self + rhs`, or the error that prevented it.
@@ -346,7 +346,7 @@ impl<'g> Var<'g> {
     pub fn powf(self, exponent: impl Into<Operand<'g>>) -> Var<'g> {
         or_panic(binary(
             Binary::Powf,
-            Operand::Var(self),
+            self,
             exponent.into(),
             Location::caller(),
         ))
@@ -369,12 +369,7 @@ impl<'g> Var<'g> {
     /// If the node was released.
     #[track_caller]
     pub fn powi(self, n: i32) -> Var<'g> {
-        or_panic(binary(
-            Binary::Powi,
-            Operand::Var(self),
-            Operand::Const(f64::from(n)),
-            Location::caller(),
-        ))
+        or_panic(binary(Binary::Powi, self, f64::from(n), Location::caller()))
     }
 }
 
@@ -396,12 +391,7 @@ impl<'g> Var<'g> {
 /// If `exponent` was released.
 #[track_caller]
 pub fn powf(base: f64, exponent: Var<'_>) -> Var<'_> {
-    or_panic(binary(
-        Binary::Powf,
-        Operand::Const(base),
-        Operand::Var(exponent),
-        Location::caller(),
-    ))
+    or_panic(binary(Binary::Powf, base, exponent, Location::caller()))
 }
 
 /// Unwraps `result`, or panics with the error's message at the user's call site. A closure
@@ -424,6 +414,70 @@ pub(crate) fn fail(e: Error) -> ! {
     panic!("{e}")
 }
 
+/// One side of a binary op, of a kind known at compile time: a `Var`, an `f64` constant,
+/// or an [`Operand`] (either, decided at run time). The operators are generic over it, so
+/// that `x * y`, `x * 2.0` and `2.0 * x` each get straight-line code with no test of which
+/// operand is a constant.
+pub(crate) trait Side<'g>: Copy {
+    /// The operand's `Var`, if it is one.
+    fn var(self) -> Option<Var<'g>>;
+    /// Whether the operand is an untracked constant.
+    fn is_const(self) -> bool;
+    /// The operand's tape position and value, as `graph` sees it.
+    fn resolve(self, graph: &Graph, tape: &Tape) -> Result<Resolved, Error>;
+}
+
+impl<'g> Side<'g> for Var<'g> {
+    #[inline(always)]
+    fn var(self) -> Option<Var<'g>> {
+        Some(self)
+    }
+    #[inline(always)]
+    fn is_const(self) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn resolve(self, graph: &Graph, tape: &Tape) -> Result<Resolved, Error> {
+        graph.resolve_var(tape, self)
+    }
+}
+
+impl<'g> Side<'g> for f64 {
+    #[inline(always)]
+    fn var(self) -> Option<Var<'g>> {
+        None
+    }
+    #[inline(always)]
+    fn is_const(self) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn resolve(self, _: &Graph, _: &Tape) -> Result<Resolved, Error> {
+        Ok(Resolved::constant(self))
+    }
+}
+
+impl<'g> Side<'g> for Operand<'g> {
+    #[inline(always)]
+    fn var(self) -> Option<Var<'g>> {
+        match self {
+            Operand::Var(x) => Some(x),
+            Operand::Const(_) => None,
+        }
+    }
+    #[inline(always)]
+    fn is_const(self) -> bool {
+        matches!(self, Operand::Const(_))
+    }
+    #[inline(always)]
+    fn resolve(self, graph: &Graph, tape: &Tape) -> Result<Resolved, Error> {
+        match self {
+            Operand::Var(x) => x.resolve(graph, tape),
+            Operand::Const(c) => c.resolve(graph, tape),
+        }
+    }
+}
+
 /// Records a binary op; at least one operand is a `Var`, whose graph records it.
 ///
 /// Always inlined, so that each operator gets its own copy in which the op (and the kinds
@@ -431,20 +485,18 @@ pub(crate) fn fail(e: Error) -> ! {
 #[inline(always)]
 fn binary<'g>(
     op: Binary,
-    a: Operand<'g>,
-    b: Operand<'g>,
+    a: impl Side<'g>,
+    b: impl Side<'g>,
     location: &'static Location<'static>,
 ) -> Result<Var<'g>, Error> {
-    let graph = match (a, b) {
-        (Operand::Var(v), _) | (_, Operand::Var(v)) => v.graph,
-        (Operand::Const(_), Operand::Const(_)) => {
-            unreachable!("no binary op is recorded between two f64s")
-        }
+    let Some(graph) = a.var().or(b.var()).map(|v| v.graph) else {
+        unreachable!("no binary op is recorded between two f64s")
     };
     let mut tape = graph.tape.borrow_mut();
-    let a = graph.resolve(&tape, a)?;
-    let b = graph.resolve(&tape, b)?;
-    let pos = tape.binary(op, a, b, location)?;
+    let (a_const, b_const) = (a.is_const(), b.is_const());
+    let a = a.resolve(graph, &tape)?;
+    let b = b.resolve(graph, &tape)?;
+    let pos = tape.binary_of_kinds(op, (a, a_const), (b, b_const), location)?;
     Ok(graph.handle(&mut tape, pos))
 }
 
@@ -520,64 +572,39 @@ macro_rules! binary_operator {
         impl<'g> $trait<Var<'g>> for Var<'g> {
             type Output = Var<'g>;
             #[track_caller]
-            #[inline]
+            #[inline(always)]
             fn $method(self, rhs: Var<'g>) -> Var<'g> {
-                or_panic(binary(
-                    Binary::$op,
-                    Operand::Var(self),
-                    Operand::Var(rhs),
-                    Location::caller(),
-                ))
+                or_panic(binary(Binary::$op, self, rhs, Location::caller()))
             }
         }
         impl<'g> $trait<f64> for Var<'g> {
             type Output = Var<'g>;
             #[track_caller]
-            #[inline]
+            #[inline(always)]
             fn $method(self, rhs: f64) -> Var<'g> {
-                or_panic(binary(
-                    Binary::$op,
-                    Operand::Var(self),
-                    Operand::Const(rhs),
-                    Location::caller(),
-                ))
+                or_panic(binary(Binary::$op, self, rhs, Location::caller()))
             }
         }
         impl<'g> $trait<Var<'g>> for f64 {
             type Output = Var<'g>;
             #[track_caller]
-            #[inline]
+            #[inline(always)]
             fn $method(self, rhs: Var<'g>) -> Var<'g> {
-                or_panic(binary(
-                    Binary::$op,
-                    Operand::Const(self),
-                    Operand::Var(rhs),
-                    Location::caller(),
-                ))
+                or_panic(binary(Binary::$op, self, rhs, Location::caller()))
             }
         }
         impl<'g> $assign_trait<Var<'g>> for Var<'g> {
             #[track_caller]
-            #[inline]
+            #[inline(always)]
             fn $assign(&mut self, rhs: Var<'g>) {
-                *self = or_panic(binary(
-                    Binary::$op,
-                    Operand::Var(*self),
-                    Operand::Var(rhs),
-                    Location::caller(),
-                ));
+                *self = or_panic(binary(Binary::$op, *self, rhs, Location::caller()));
             }
         }
         impl $assign_trait<f64> for Var<'_> {
             #[track_caller]
-            #[inline]
+            #[inline(always)]
             fn $assign(&mut self, rhs: f64) {
-                *self = or_panic(binary(
-                    Binary::$op,
-                    Operand::Var(*self),
-                    Operand::Const(rhs),
-                    Location::caller(),
-                ));
+                *self = or_panic(binary(Binary::$op, *self, rhs, Location::caller()));
             }
         }
     };
