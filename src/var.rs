@@ -343,6 +343,7 @@ impl<'g> Var<'g> {
     ///
     /// On a released or foreign handle (see [`Var::try_binary`] with [`Binary::Powf`]).
     #[track_caller]
+    #[inline(always)]
     pub fn powf(self, exponent: impl Into<Operand<'g>>) -> Var<'g> {
         or_panic(binary(
             Binary::Powf,
@@ -368,6 +369,7 @@ impl<'g> Var<'g> {
     ///
     /// If the node was released.
     #[track_caller]
+    #[inline(always)]
     pub fn powi(self, n: i32) -> Var<'g> {
         or_panic(binary(Binary::Powi, self, f64::from(n), Location::caller()))
     }
@@ -519,7 +521,7 @@ macro_rules! unary_methods {
                 ///
                 /// If the node was released (see [`Var::try_apply`]).
                 #[track_caller]
-                #[inline]
+                #[inline(always)]
                 pub fn $method(self) -> Var<'g> {
                     or_panic(self.try_apply(Unary::$op))
                 }
@@ -560,7 +562,7 @@ unary_methods! {
 impl<'g> Neg for Var<'g> {
     type Output = Var<'g>;
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn neg(self) -> Var<'g> {
         or_panic(self.try_apply(Unary::Neg))
     }
@@ -654,87 +656,87 @@ impl fmt::Display for Var<'_> {
 
 impl<'g> Scalar for Var<'g> {
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn value(&self) -> f64 {
         Var::value(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn lift(&self, c: f64) -> Self {
         self.graph.constant(c)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn exp(self) -> Self {
         Var::exp(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn ln(self) -> Self {
         Var::ln(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn sqrt(self) -> Self {
         Var::sqrt(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn recip(self) -> Self {
         Var::recip(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn powi(self, n: i32) -> Self {
         Var::powi(self, n)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn powf(self, p: Self) -> Self {
         Var::powf(self, p)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn sin(self) -> Self {
         Var::sin(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn cos(self) -> Self {
         Var::cos(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn tanh(self) -> Self {
         Var::tanh(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn sinh(self) -> Self {
         Var::sinh(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn cosh(self) -> Self {
         Var::cosh(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn abs(self) -> Self {
         Var::abs(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn relu(self) -> Self {
         Var::relu(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn sigmoid(self) -> Self {
         Var::sigmoid(self)
     }
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn gelu(self) -> Self {
         Var::gelu(self)
     }
