@@ -75,6 +75,7 @@ impl Gradients {
     ///
     /// If `x` was released or belongs to another graph (see [`Gradients::try_wrt`]).
     #[track_caller]
+    #[inline]
     pub fn wrt(&self, x: Var<'_>) -> f64 {
         crate::var::or_panic(self.try_wrt(x))
     }
@@ -97,6 +98,7 @@ impl Gradients {
     /// assert_eq!(grads.try_wrt(x), Ok(1f64.exp()));
     /// assert!(grads.try_wrt(h.var(1.0)).is_err());
     /// ```
+    #[inline]
     pub fn try_wrt(&self, x: Var<'_>) -> Result<f64, Error> {
         self.position(x)
             .map(|pos| pos.map_or(0.0, |p| self.adjoints[p]))
@@ -118,25 +120,47 @@ impl Gradients {
     /// As [`Gradients::wrt`].
     #[track_caller]
     pub fn wrt_all(&self, xs: &[Var<'_>]) -> Vec<f64> {
-        xs.iter().map(|&x| self.wrt(x)).collect()
+        let Some(first) = xs.first() else {
+            return Vec::new();
+        };
+        // One borrow of the tape for all the reads (`position_in` checks each handle's
+        // graph, so a handle of another graph is still reported, not misread).
+        let tape = first.graph().tape.borrow();
+        xs.iter()
+            .map(|&x| match self.position_in(&tape, x) {
+                Ok(pos) => pos.map_or(0.0, |p| self.adjoints[p]),
+                Err(e) => crate::var::fail(e),
+            })
+            .collect()
     }
 
     /// Where `x`'s gradient is stored, or `None` if it is 0 because `x` was recorded after
     /// the output (or after a release that followed this backward).
-    #[inline]
+    #[inline(always)]
     fn position(&self, x: Var<'_>) -> Result<Option<usize>, Error> {
+        self.position_in(&x.graph().tape.borrow(), x)
+    }
+
+    /// [`Gradients::position`] with the tape already borrowed (once for many reads).
+    #[inline(always)]
+    fn position_in(&self, tape: &Tape, x: Var<'_>) -> Result<Option<usize>, Error> {
         let graph = x.graph();
         if graph.id() != self.graph {
             return Err(self.not_from_this_graph(graph.id()));
         }
-        let tape = graph.tape.borrow();
         // The slot lookup of `Graph::resolve` without reading the value (this is on the
         // path of every gradient read).
         let pos = *tape.slots.get(x.key()).ok_or(Error::Released)?;
         // With no release since the backward (the usual case) nothing was re-recorded.
-        let valid =
-            pos <= self.root && (tape.epoch == self.epoch || pos < tape.released_since(self.epoch));
+        let valid = pos <= self.root && (tape.epoch == self.epoch || self.survived(tape, pos));
         Ok(valid.then_some(pos as usize))
+    }
+
+    /// Whether position `pos` still holds the node it held at the backward, after releases.
+    #[cold]
+    #[inline(never)]
+    fn survived(&self, tape: &Tape, pos: u32) -> bool {
+        pos < tape.released_since(self.epoch)
     }
 
     /// The error for a handle of graph `owner`, which is not the one these gradients
@@ -164,7 +188,7 @@ impl Index<Var<'_>> for Gradients {
 
     /// `grads[x]` is [`Gradients::wrt`]: it panics on a released or foreign handle.
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn index(&self, x: Var<'_>) -> &f64 {
         match self.position(x) {
             Ok(Some(pos)) => &self.adjoints[pos],

@@ -99,6 +99,11 @@ fn foreign_handle_panics_at_every_entry_point() {
             &g,
             Box::new(|| ignore(grads.wrt_all(&[y]))),
         ),
+        (
+            "grads.wrt_all(&[x, y])",
+            &g,
+            Box::new(|| ignore(grads.wrt_all(&[x, y]))),
+        ),
         ("x.grad(&[y])", &g, Box::new(|| ignore(ex.grad(&[y])))),
         ("g.set_value(y, 1.0)", &g, Box::new(|| g.set_value(y, 1.0))),
     ];

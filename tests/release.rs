@@ -127,6 +127,8 @@ fn gradients_computed_before_a_release_stay_truthful() {
     assert_relative_eq!(grads[w], 3.0 * (3.0 * w0).exp(), max_relative = 1e-15);
     assert_eq!(grads[again], 0.0, "not y's stale gradient");
     assert_eq!(grads[other], 0.0, "not z's stale gradient");
+    // The bulk read (one borrow of the tape) agrees with the one-at-a-time reads.
+    assert_eq!(grads.wrt_all(&[w, again, other]), vec![grads[w], 0.0, 0.0]);
     assert_eq!(grads.try_wrt(y), Err(Error::Released));
     assert_eq!(grads.try_wrt(z), Err(Error::Released));
     // A fresh backward reads the new nodes.
@@ -150,6 +152,7 @@ fn gradients_across_nested_releases() {
     g.release(inner);
     let b2 = a * 5.0; // position 2 again
     assert_eq!((grads[w], grads[a], grads[b2]), (6.0, 3.0, 0.0));
+    assert_eq!(grads.wrt_all(&[w, a, b2]), vec![6.0, 3.0, 0.0]);
     // A store computed now sees b2 and not b.
     let grads2 = b2.backward();
     assert_eq!((grads2[w], grads2[a], grads2[b2]), (10.0, 5.0, 1.0));
