@@ -257,6 +257,34 @@ impl Tape {
         }
     }
 
+    /// Records one input node per value of `xs`; returns the first one's position.
+    ///
+    /// Inputs have no edges, so they go on in bulk: a model's thousands of parameters cost
+    /// one capacity test per array, not one per parameter and array.
+    pub(crate) fn inputs(
+        &mut self,
+        xs: &[f64],
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let first = self.values.len();
+        if (first + xs.len()) | self.args.len() >= FAST_LIMIT || self.anomaly.is_some() {
+            // Near the limits, or in anomaly mode (which checks each value): one at a time.
+            for &x in xs {
+                if let Err(e) = self.finish_rare(Op::Input, x, location) {
+                    self.truncate(first);
+                    return Err(e);
+                }
+            }
+        } else {
+            self.values.extend_from_slice(xs);
+            self.ops.push_n(Op::Input, xs.len());
+            let edges = self.args.len() as u32;
+            self.edge_start
+                .resize(self.edge_start.len() + xs.len(), edges);
+        }
+        Ok(first as u32)
+    }
+
     #[inline]
     pub(crate) fn leaf(
         &mut self,
@@ -679,13 +707,11 @@ impl Graph {
         // One borrow of the tape for all of them (a model's thousands of parameters).
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        xs.iter()
-            .map(|&x| {
-                let pos = tape
-                    .leaf(Op::Input, x, location)
-                    .unwrap_or_else(|e| panic!("{e}"));
-                self.handle(&mut tape, pos)
-            })
+        let first = crate::var::or_panic(tape.inputs(xs, location));
+        let slots = &mut tape.slots;
+        (first..)
+            .take(xs.len())
+            .map(|pos| Var::from_parts(self, slots.insert(pos)))
             .collect()
     }
 
@@ -1266,6 +1292,11 @@ impl OpCodes {
     #[inline(always)]
     pub(crate) fn push(&mut self, op: Op) {
         self.0.push(Self::code(op));
+    }
+
+    /// Pushes `op` `n` times.
+    fn push_n(&mut self, op: Op, n: usize) {
+        self.0.resize(self.0.len() + n, Self::code(op));
     }
 
     pub(crate) fn truncate(&mut self, len: usize) {

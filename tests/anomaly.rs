@@ -280,6 +280,22 @@ fn every_method_reports_its_own_line() {
     }
 }
 
+/// Inputs are checked too, also when made in bulk by `vars`: the first bad one is
+/// reported, at the line of the call.
+#[test]
+fn a_nan_input_from_vars_is_reported_at_its_line() {
+    let g = Graph::new();
+    g.set_anomaly_mode(true);
+    let (xs, line) = (g.vars(&[1.0, f64::NAN, f64::INFINITY]), line!());
+    assert_eq!(xs.len(), 3);
+    let a = g.anomaly().expect("the NaN input is an anomaly");
+    assert_eq!(a.op, "input");
+    assert!(a.output.is_nan(), "{a}");
+    let location = a.location.expect("a location");
+    assert_eq!((location.file(), location.line()), (file!(), line));
+    assert_eq!(xs[2].value(), f64::INFINITY);
+}
+
 #[test]
 fn sum_and_dot_report_their_line() {
     let g = Graph::new();
