@@ -419,10 +419,14 @@ impl Tape {
         }
         let mut values = std::mem::take(&mut self.scratch);
         values.clear();
+        // A slice, not `self.values[..]` in the loop: the compiler would reload the
+        // vector's pointer and length at every operand, as the writes to `values` might
+        // change them for all it knows.
+        let node_values = self.values.as_slice();
         values.extend(
             self.args[start..]
                 .iter()
-                .map(|&pos| self.values[pos as usize]),
+                .map(|&pos| node_values[pos as usize]),
         );
         self.finish_nary(op, start, values, false, location)
     }
