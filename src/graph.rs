@@ -83,6 +83,19 @@ pub(crate) struct Tape {
     pub(crate) anomaly: Option<Box<AnomalyLog>>,
     /// Operand values of the n-ary node being recorded (kept to avoid reallocating).
     scratch: Vec<f64>,
+    /// The resolved operands of a matrix product ([`Tape::matrix_dots`]): positions and
+    /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
+    matrix_args: Vec<u32>,
+    matrix_values: Vec<f64>,
+}
+
+/// Which products [`Tape::matrix_dots`] records, for a row-major matrix `W` and vector `x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Product {
+    /// `W x`: `dot(row i, x)` for every row.
+    MatVec,
+    /// `x W`: `dot(x, column j)` for every column.
+    VecMat,
 }
 
 /// What anomaly mode keeps: where each node was recorded, and the first bad value.
@@ -431,6 +444,101 @@ impl Tape {
         self.finish_nary(op, start, values, false, location)
     }
 
+    /// Records the dot products of the `rows x cols` row-major matrix `w` with the vector
+    /// `x` (see [`Product`]): one [`Nary::Dot`] node per output, at consecutive positions
+    /// from the returned one, each exactly the node [`Tape::nary_vars`] would record for
+    /// that dot (operands in the same order, the same value bit for bit).
+    ///
+    /// Every entry of `w` and `x` is resolved (slot lookup, value) once, not once per
+    /// output that uses it: `x` is shared by all outputs, and a column of `w` need not be
+    /// gathered. A bad handle anywhere is reported before anything is recorded.
+    pub(crate) fn matrix_dots(
+        &mut self,
+        graph: &Graph,
+        w: &[Var<'_>],
+        cols: usize,
+        x: &[Var<'_>],
+        product: Product,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        debug_assert!(cols > 0 && w.len() % cols == 0);
+        let rows = w.len() / cols;
+        debug_assert_eq!(
+            x.len(),
+            if product == Product::MatVec {
+                cols
+            } else {
+                rows
+            }
+        );
+        let mut positions = std::mem::take(&mut self.matrix_args);
+        let mut values = std::mem::take(&mut self.matrix_values);
+        positions.clear();
+        values.clear();
+        let mut first_error = None;
+        let (slots, node_values) = (&self.slots, self.values.as_slice());
+        positions.extend(w.iter().chain(x).map(|&v| {
+            if std::ptr::eq(v.graph(), graph)
+                && let Some(&pos) = slots.get(v.key())
+            {
+                return pos;
+            }
+            if first_error.is_none() {
+                first_error = graph.resolve_in(slots, node_values, v.into()).err();
+            }
+            CONST_ARG
+        }));
+        let result = match first_error {
+            Some(e) => Err(e),
+            None => {
+                values.extend(positions.iter().map(|&pos| node_values[pos as usize]));
+                let (w_args, x_args) = positions.split_at(w.len());
+                let (w_values, x_values) = values.split_at(w.len());
+                let first = self.values.len();
+                let outputs = match product {
+                    Product::MatVec => rows,
+                    Product::VecMat => cols,
+                };
+                let recorded = (0..outputs).try_for_each(|k| {
+                    // Operands `a` then `b`, partials `b` then `a`, value `sum a_i b_i`: the
+                    // layout and the arithmetic of `Nary::Dot` over `a ++ b`.
+                    let y: f64 = match product {
+                        Product::MatVec => {
+                            let row = k * cols..(k + 1) * cols;
+                            self.args.extend_from_slice(&w_args[row.clone()]);
+                            self.args.extend_from_slice(x_args);
+                            self.weights.extend_from_slice(x_values);
+                            self.weights.extend_from_slice(&w_values[row.clone()]);
+                            w_values[row].iter().zip(x_values).map(|(a, b)| a * b).sum()
+                        }
+                        Product::VecMat => {
+                            let column = (0..rows).map(|i| i * cols + k);
+                            self.args.extend_from_slice(x_args);
+                            self.args.extend(column.clone().map(|i| w_args[i]));
+                            self.weights.extend(column.clone().map(|i| w_values[i]));
+                            self.weights.extend_from_slice(x_values);
+                            let column_values = column.map(|i| w_values[i]);
+                            x_values.iter().zip(column_values).map(|(a, b)| a * b).sum()
+                        }
+                    };
+                    self.finish(Op::Nary(Nary::Dot), y, location).map(drop)
+                });
+                match recorded {
+                    Ok(()) => Ok(first as u32),
+                    Err(e) => {
+                        // The graph filled up part way: the outputs recorded have no
+                        // handles yet, so nothing can refer to them.
+                        self.truncate(first);
+                        Err(e)
+                    }
+                }
+            }
+        };
+        self.matrix_args = positions;
+        self.matrix_values = values;
+        result
+    }
+
     /// Records the n-ary node whose operand positions are `args[start..]` and whose operand
     /// values are `values` (the scratch buffer, given back here).
     fn finish_nary(
@@ -668,6 +776,8 @@ impl Graph {
             + t.args.capacity() * size_of::<u32>()
             + t.weights.capacity() * size_of::<f64>()
             + t.scratch.capacity() * size_of::<f64>()
+            + t.matrix_args.capacity() * size_of::<u32>()
+            + t.matrix_values.capacity() * size_of::<f64>()
             + t.releases.capacity() * size_of::<(u64, u32)>()
             + self.operands.borrow().capacity() * size_of::<Resolved>()
             + t.anomaly.as_ref().map_or(0, |a| {
@@ -1004,6 +1114,26 @@ impl Graph {
             result.and_then(|()| tape.nary(op, buffer.iter().copied(), |_, _, r| Ok(r), location));
         *self.operands.borrow_mut() = buffer;
         Ok(self.handle(&mut tape, pos?))
+    }
+
+    /// The dot products of the matrix `w` (row-major, `cols` columns) with `x` (see
+    /// [`Tape::matrix_dots`]), as handles in output order.
+    #[track_caller]
+    pub(crate) fn try_matrix_dots<'g>(
+        &'g self,
+        w: &[Var<'g>],
+        cols: usize,
+        x: &[Var<'g>],
+        product: Product,
+    ) -> Result<Vec<Var<'g>>, Error> {
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let first = tape.matrix_dots(self, w, cols, x, product, location)?;
+        let end = tape.len() as u32;
+        let slots = &mut tape.slots;
+        Ok((first..end)
+            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .collect())
     }
 
     /// Records an n-ary node over the `Var`s of `parts`, in order (see [`Tape::nary_vars`]).

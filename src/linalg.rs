@@ -163,6 +163,11 @@ pub fn mat_vec<T: Scalar>(w: Matrix<'_, T>, x: &[T]) -> Vec<T> {
         w.cols(),
         x.len()
     );
+    T::mat_vec(w, x)
+}
+
+/// [`Scalar::mat_vec`]'s default: one [`Scalar::dot`] per row.
+pub(crate) fn mat_vec_by_dots<T: Scalar>(w: Matrix<'_, T>, x: &[T]) -> Vec<T> {
     (0..w.rows()).map(|i| T::dot(w.row(i), x)).collect()
 }
 
@@ -195,6 +200,11 @@ pub fn vec_mat<T: Scalar>(x: &[T], w: Matrix<'_, T>) -> Vec<T> {
         w.rows(),
         w.cols()
     );
+    T::vec_mat(x, w)
+}
+
+/// [`Scalar::vec_mat`]'s default: one [`Scalar::dot`] per column.
+pub(crate) fn vec_mat_by_dots<T: Scalar>(x: &[T], w: Matrix<'_, T>) -> Vec<T> {
     // A column is strided; gather it into one reused buffer for the dot.
     let mut column = Vec::with_capacity(w.rows());
     (0..w.cols())

@@ -8,6 +8,8 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use crate::linalg::Matrix;
+
 /// `sqrt(2 / pi)`, the constant in the tanh form of GELU, at full `f64` precision.
 pub(crate) const SQRT_2_OVER_PI: f64 =
     std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
@@ -112,6 +114,56 @@ pub trait Scalar:
     ///
     /// If `terms` is empty, or for `Var` if they mix graphs.
     fn logsumexp(terms: &[Self]) -> Self;
+    /// `W x`: `dot(row i of w, x)` for every row `i`, one [`Scalar::dot`] node each (what
+    /// [`linalg::mat_vec`](crate::linalg::mat_vec) computes). The default takes the dots
+    /// one by one; `Var` looks each handle up once for all of them (`x` is in every dot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{linalg::Matrix, Graph, Scalar, Var};
+    ///
+    /// let w = [1.0, 2.0, 3.0, 4.0];
+    /// assert_eq!(f64::mat_vec(Matrix::new(&w, 2, 2), &[5.0, 6.0]), vec![17.0, 39.0]);
+    /// let g = Graph::new();
+    /// let (wv, x) = (g.vars(&w), g.vars(&[5.0, 6.0]));
+    /// let y = Var::mat_vec(Matrix::new(&wv, 2, 2), &x);
+    /// assert_eq!(y[1].value(), 39.0);
+    /// assert_eq!(y[1].backward()[x[0]], 3.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`Scalar::dot`] for each row: if `x.len()` is not `w.cols()`, or for `Var` if
+    /// `x` is empty or the handles mix graphs.
+    fn mat_vec(w: Matrix<'_, Self>, x: &[Self]) -> Vec<Self> {
+        crate::linalg::mat_vec_by_dots(w, x)
+    }
+    /// `x W`: `dot(x, column j of w)` for every column `j`, one [`Scalar::dot`] node each
+    /// (what [`linalg::vec_mat`](crate::linalg::vec_mat) computes). The default takes the
+    /// dots one by one; `Var` looks each handle up once for all of them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{linalg::Matrix, Graph, Scalar, Var};
+    ///
+    /// let w = [1.0, 2.0, 3.0, 4.0];
+    /// assert_eq!(f64::vec_mat(&[5.0, 6.0], Matrix::new(&w, 2, 2)), vec![23.0, 34.0]);
+    /// let g = Graph::new();
+    /// let (wv, x) = (g.vars(&w), g.vars(&[5.0, 6.0]));
+    /// let y = Var::vec_mat(&x, Matrix::new(&wv, 2, 2));
+    /// assert_eq!(y[0].value(), 23.0);
+    /// assert_eq!(y[0].backward()[wv[2]], 6.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`Scalar::dot`] for each column: if `x.len()` is not `w.rows()`, or for `Var` if
+    /// `x` is empty or the handles mix graphs.
+    fn vec_mat(x: &[Self], w: Matrix<'_, Self>) -> Vec<Self> {
+        crate::linalg::vec_mat_by_dots(x, w)
+    }
 }
 
 /// The stable logistic function on `f64` (no overflow of `e^-x` for very negative `x`).

@@ -5,7 +5,8 @@ use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssi
 use std::panic::Location;
 
 use crate::error::Error;
-use crate::graph::{Graph, NodeKey, Resolved, Tape};
+use crate::graph::{Graph, NodeKey, Product, Resolved, Tape};
+use crate::linalg::Matrix;
 use crate::op::{Binary, Nary, Op, Unary};
 use crate::scalar::Scalar;
 
@@ -760,6 +761,23 @@ impl<'g> Scalar for Var<'g> {
         // As `sum`; `first_graph` has already refused an empty slice.
         let graph = first_graph(terms, "logsumexp");
         or_panic(graph.try_nary_vars(Nary::LogSumExp, &[terms]))
+    }
+    #[track_caller]
+    fn mat_vec(w: Matrix<'_, Self>, x: &[Self]) -> Vec<Self> {
+        if x.is_empty() || x.len() != w.cols() || w.rows() == 0 {
+            // The dots one by one report these (or, for no rows, return no outputs).
+            return crate::linalg::mat_vec_by_dots(w, x);
+        }
+        let (graph, cols) = (first_graph(x, "dot"), w.cols());
+        or_panic(graph.try_matrix_dots(w.as_slice(), cols, x, Product::MatVec))
+    }
+    #[track_caller]
+    fn vec_mat(x: &[Self], w: Matrix<'_, Self>) -> Vec<Self> {
+        if x.is_empty() || x.len() != w.rows() || w.cols() == 0 {
+            return crate::linalg::vec_mat_by_dots(x, w);
+        }
+        let (graph, cols) = (first_graph(x, "dot"), w.cols());
+        or_panic(graph.try_matrix_dots(w.as_slice(), cols, x, Product::VecMat))
     }
 }
 
