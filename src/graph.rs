@@ -450,8 +450,10 @@ impl Tape {
     /// that dot (operands in the same order, the same value bit for bit).
     ///
     /// Every entry of `w` and `x` is resolved (slot lookup, value) once, not once per
-    /// output that uses it: `x` is shared by all outputs, and a column of `w` need not be
-    /// gathered. A bad handle anywhere is reported before anything is recorded.
+    /// output that uses it (`x` is in every dot). The entries are resolved in the order
+    /// the dots read them, row by row for `W x` and column by column for `x W`, so that
+    /// each dot's part of `w` is contiguous. A bad handle anywhere is reported before
+    /// anything is recorded.
     pub(crate) fn matrix_dots(
         &mut self,
         graph: &Graph,
@@ -463,31 +465,37 @@ impl Tape {
     ) -> Result<u32, Error> {
         debug_assert!(cols > 0 && w.len() % cols == 0);
         let rows = w.len() / cols;
-        debug_assert_eq!(
-            x.len(),
-            if product == Product::MatVec {
-                cols
-            } else {
-                rows
-            }
-        );
+        let (outputs, inner) = match product {
+            Product::MatVec => (rows, cols),
+            Product::VecMat => (cols, rows),
+        };
+        debug_assert_eq!(x.len(), inner);
         let mut positions = std::mem::take(&mut self.matrix_args);
         let mut values = std::mem::take(&mut self.matrix_values);
         positions.clear();
         values.clear();
         let mut first_error = None;
         let (slots, node_values) = (&self.slots, self.values.as_slice());
-        positions.extend(w.iter().chain(x).map(|&v| {
+        let mut resolve = |v: &Var<'_>| {
             if std::ptr::eq(v.graph(), graph)
                 && let Some(&pos) = slots.get(v.key())
             {
                 return pos;
             }
             if first_error.is_none() {
-                first_error = graph.resolve_in(slots, node_values, v.into()).err();
+                first_error = graph.resolve_in(slots, node_values, (*v).into()).err();
             }
             CONST_ARG
-        }));
+        };
+        match product {
+            Product::MatVec => positions.extend(w.iter().map(&mut resolve)),
+            Product::VecMat => {
+                for j in 0..cols {
+                    positions.extend(w[j..].iter().step_by(cols).map(&mut resolve));
+                }
+            }
+        }
+        positions.extend(x.iter().map(resolve));
         let result = match first_error {
             Some(e) => Err(e),
             None => {
@@ -495,32 +503,20 @@ impl Tape {
                 let (w_args, x_args) = positions.split_at(w.len());
                 let (w_values, x_values) = values.split_at(w.len());
                 let first = self.values.len();
-                let outputs = match product {
-                    Product::MatVec => rows,
-                    Product::VecMat => cols,
-                };
                 let recorded = (0..outputs).try_for_each(|k| {
-                    // Operands `a` then `b`, partials `b` then `a`, value `sum a_i b_i`: the
-                    // layout and the arithmetic of `Nary::Dot` over `a ++ b`.
-                    let y: f64 = match product {
-                        Product::MatVec => {
-                            let row = k * cols..(k + 1) * cols;
-                            self.args.extend_from_slice(&w_args[row.clone()]);
-                            self.args.extend_from_slice(x_args);
-                            self.weights.extend_from_slice(x_values);
-                            self.weights.extend_from_slice(&w_values[row.clone()]);
-                            w_values[row].iter().zip(x_values).map(|(a, b)| a * b).sum()
-                        }
-                        Product::VecMat => {
-                            let column = (0..rows).map(|i| i * cols + k);
-                            self.args.extend_from_slice(x_args);
-                            self.args.extend(column.clone().map(|i| w_args[i]));
-                            self.weights.extend(column.clone().map(|i| w_values[i]));
-                            self.weights.extend_from_slice(x_values);
-                            let column_values = column.map(|i| w_values[i]);
-                            x_values.iter().zip(column_values).map(|(a, b)| a * b).sum()
-                        }
+                    // Row or column `k`, resolved contiguously; with `x`, operands `a` then
+                    // `b`, partials `b` then `a`, value `sum a_i b_i`: `Nary::Dot` over `a ++ b`.
+                    let part = k * inner..(k + 1) * inner;
+                    let (w_args, w_values) = (&w_args[part.clone()], &w_values[part]);
+                    let ((a_args, a_values), (b_args, b_values)) = match product {
+                        Product::MatVec => ((w_args, w_values), (x_args, x_values)),
+                        Product::VecMat => ((x_args, x_values), (w_args, w_values)),
                     };
+                    self.args.extend_from_slice(a_args);
+                    self.args.extend_from_slice(b_args);
+                    self.weights.extend_from_slice(b_values);
+                    self.weights.extend_from_slice(a_values);
+                    let y = a_values.iter().zip(b_values).map(|(a, b)| a * b).sum();
                     self.finish(Op::Nary(Nary::Dot), y, location).map(drop)
                 });
                 match recorded {
