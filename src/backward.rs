@@ -327,11 +327,11 @@ fn sweep(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) {
     for node in (0..sink).rev() {
         let start = edge_start[node] as usize;
         let adjoint = adjoints[node];
-        // Nearly every node has zero (an input), one or two edges: those get straight-line
-        // code, without the zipped loop's setup and exit tests.
-        if adjoint != 0.0 {
+        // Inputs (no edges, often most of the nodes: a model's parameters) cost one test;
+        // nearly every other node has one or two edges, which get straight-line code,
+        // without the zipped loop's setup and exit tests.
+        if start != end && adjoint != 0.0 {
             match (&args[start..end], &weights[start..end]) {
-                (&[], _) => {}
                 (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
                 (&[a0, a1], &[w0, w1]) => {
                     adjoints[(a0 as usize).min(sink)] += adjoint * w0;
