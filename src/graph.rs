@@ -66,7 +66,7 @@ impl Resolved {
 }
 
 /// The nodes, struct-of-arrays (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tape {
     pub(crate) slots: SlotMap<NodeKey, u32>,
     pub(crate) values: Vec<f64>,
@@ -81,6 +81,10 @@ pub(crate) struct Tape {
     /// entry after a given epoch holds the lowest mark released since then.
     releases: Vec<(u64, u32)>,
     pub(crate) anomaly: Option<Box<AnomalyLog>>,
+    /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
+    /// while `pos | edges` is below it, so one comparison covers both the limits and the
+    /// mode.
+    fast_limit: usize,
     /// Operand values of the n-ary node being recorded (kept to avoid reallocating).
     scratch: Vec<f64>,
     /// The resolved operands of a matrix product ([`Tape::matrix_dots`]): positions and
@@ -116,7 +120,13 @@ impl Tape {
             edge_start,
             args: Vec::with_capacity(nodes * 2),
             weights: Vec::with_capacity(nodes * 2),
-            ..Tape::default()
+            epoch: 0,
+            releases: Vec::new(),
+            anomaly: None,
+            fast_limit: FAST_LIMIT,
+            scratch: Vec::new(),
+            matrix_args: Vec::new(),
+            matrix_values: Vec::new(),
         }
     }
 
@@ -172,7 +182,7 @@ impl Tape {
         // A conservative test, cheaper than the exact one: `pos | edges` is at least the
         // larger of the two, so this sends every graph near the limits (past 2^31 nodes or
         // edges) to `finish_rare`, which tests exactly and records the node if it fits.
-        if (pos | self.args.len()) >= FAST_LIMIT || self.anomaly.is_some() {
+        if (pos | self.args.len()) >= self.fast_limit {
             return self.finish_rare(op, value, location);
         }
         self.values.push(value);
@@ -280,7 +290,7 @@ impl Tape {
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
         let first = self.values.len();
-        if (first + xs.len()) | self.args.len() >= FAST_LIMIT || self.anomaly.is_some() {
+        if (first + xs.len()) | self.args.len() >= self.fast_limit {
             // Near the limits, or in anomaly mode (which checks each value): one at a time.
             for &x in xs {
                 if let Err(e) = self.finish_rare(Op::Input, x, location) {
@@ -1257,8 +1267,12 @@ impl Graph {
                     locations: vec![None; len],
                     first: None,
                 }));
+                tape.fast_limit = 0;
             }
-            (false, true) => tape.anomaly = None,
+            (false, true) => {
+                tape.anomaly = None;
+                tape.fast_limit = FAST_LIMIT;
+            }
             _ => {}
         }
     }
