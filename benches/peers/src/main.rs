@@ -575,7 +575,11 @@ fn steady_state() {
         steps.plain_forward,
         steps.forward[1..].iter().max().expect("steps"),
         steps.heap[0],
-        if steady_heap { "is the same" } else { "CHANGES" }
+        if steady_heap {
+            "is the same"
+        } else {
+            "CHANGES"
+        }
     );
 }
 
