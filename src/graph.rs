@@ -65,6 +65,42 @@ impl Resolved {
     }
 }
 
+/// `x`'s tape position, for the loops that resolve many operands at once; for a handle
+/// that is released or of another graph, [`CONST_ARG`], and the error that the one-operand
+/// path ([`Graph::resolve`]) reports for it is kept in `first_error` if none is yet (the
+/// caller reports it after the loop, which stays tighter without an early exit).
+#[inline(always)]
+fn position_or_note(
+    graph: &Graph,
+    slots: &SlotMap<NodeKey, u32>,
+    values: &[f64],
+    x: Var<'_>,
+    first_error: &mut Option<Error>,
+) -> u32 {
+    if std::ptr::eq(x.graph(), graph)
+        && let Some(&pos) = slots.get(x.key())
+    {
+        return pos;
+    }
+    note_error(graph, slots, values, x, first_error);
+    CONST_ARG
+}
+
+/// [`position_or_note`]'s rare case, out of line.
+#[cold]
+#[inline(never)]
+fn note_error(
+    graph: &Graph,
+    slots: &SlotMap<NodeKey, u32>,
+    values: &[f64],
+    x: Var<'_>,
+    first_error: &mut Option<Error>,
+) {
+    if first_error.is_none() {
+        *first_error = graph.resolve_in(slots, values, x.into()).err();
+    }
+}
+
 /// The nodes, struct-of-arrays (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Tape {
@@ -423,18 +459,10 @@ impl Tape {
         let mut first_error = None;
         for part in parts {
             let (slots, values) = (&self.slots, &self.values);
-            self.args.extend(part.iter().map(|&x| {
-                if std::ptr::eq(x.graph(), graph)
-                    && let Some(&pos) = slots.get(x.key())
-                {
-                    return pos;
-                }
-                // The error the general path reports for this handle.
-                if first_error.is_none() {
-                    first_error = graph.resolve_in(slots, values, x.into()).err();
-                }
-                CONST_ARG
-            }));
+            self.args.extend(
+                part.iter()
+                    .map(|&x| position_or_note(graph, slots, values, x, &mut first_error)),
+            );
         }
         if let Some(e) = first_error {
             self.args.truncate(start);
@@ -486,17 +514,8 @@ impl Tape {
         values.clear();
         let mut first_error = None;
         let (slots, node_values) = (&self.slots, self.values.as_slice());
-        let mut resolve = |v: &Var<'_>| {
-            if std::ptr::eq(v.graph(), graph)
-                && let Some(&pos) = slots.get(v.key())
-            {
-                return pos;
-            }
-            if first_error.is_none() {
-                first_error = graph.resolve_in(slots, node_values, (*v).into()).err();
-            }
-            CONST_ARG
-        };
+        let mut resolve =
+            |&v: &Var<'_>| position_or_note(graph, slots, node_values, v, &mut first_error);
         match product {
             Product::MatVec => positions.extend(w.iter().map(&mut resolve)),
             Product::VecMat => {
