@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use slotmap::SlotMap;
 
 use crate::error::{Anomaly, Error};
+use crate::linalg::Pairing;
 use crate::op::{Binary, Nary, Op, Unary};
 use crate::var::{Operand, Var};
 
@@ -127,15 +128,6 @@ pub(crate) struct Tape {
     /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
     matrix_args: Vec<u32>,
     matrix_values: Vec<f64>,
-}
-
-/// Which products [`Tape::matrix_dots`] records, for a row-major matrix `W` and vector `x`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Product {
-    /// `W x`: `dot(row i, x)` for every row.
-    MatVec,
-    /// `x W`: `dot(x, column j)` for every column.
-    VecMat,
 }
 
 /// What anomaly mode keeps: where each node was recorded, and the first bad value.
@@ -482,32 +474,27 @@ impl Tape {
         self.finish_nary(op, start, values, false, location)
     }
 
-    /// Records the dot products of the `rows x cols` row-major matrix `w` with the vector
-    /// `x` (see [`Product`]): one [`Nary::Dot`] node per output, at consecutive positions
-    /// from the returned one, each exactly the node [`Tape::nary_vars`] would record for
-    /// that dot (operands in the same order, the same value bit for bit).
+    /// Records the dot products of every row of `a` (row-major, `inner` columns) with every
+    /// column of `b` (row-major `inner x m`, [`Pairing::Columns`]) or every row of `b`
+    /// (row-major `m x inner`, [`Pairing::Rows`]): one [`Nary::Dot`] node per output, row
+    /// by row, at consecutive positions from the returned one. Each is exactly the node
+    /// [`Tape::nary_vars`] records for `dot(row i of a, part j of b)`: operands in that
+    /// order, the same value bit for bit.
     ///
-    /// Every entry of `w` and `x` is resolved (slot lookup, value) once, not once per
-    /// output that uses it (`x` is in every dot). The entries are resolved in the order
-    /// the dots read them, row by row for `W x` and column by column for `x W`, so that
-    /// each dot's part of `w` is contiguous. A bad handle anywhere is reported before
-    /// anything is recorded.
+    /// Every handle of `a` and `b` is resolved (slot lookup, value) once, not once per
+    /// output that uses it, and in the order the dots read them (`b` column by column for
+    /// [`Pairing::Columns`]), so that each dot's operands are contiguous. A bad handle
+    /// anywhere is reported before anything is recorded.
     pub(crate) fn matrix_dots(
         &mut self,
         graph: &Graph,
-        w: &[Var<'_>],
-        cols: usize,
-        x: &[Var<'_>],
-        product: Product,
+        (a, b): (&[Var<'_>], &[Var<'_>]),
+        inner: usize,
+        pairing: Pairing,
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
-        debug_assert!(cols > 0 && w.len() % cols == 0);
-        let rows = w.len() / cols;
-        let (outputs, inner) = match product {
-            Product::MatVec => (rows, cols),
-            Product::VecMat => (cols, rows),
-        };
-        debug_assert_eq!(x.len(), inner);
+        debug_assert!(inner > 0 && a.len() % inner == 0 && b.len() % inner == 0);
+        let (rows, outputs) = (a.len() / inner, b.len() / inner);
         let mut positions = std::mem::take(&mut self.matrix_args);
         let mut values = std::mem::take(&mut self.matrix_values);
         positions.clear();
@@ -516,31 +503,29 @@ impl Tape {
         let (slots, node_values) = (&self.slots, self.values.as_slice());
         let mut resolve =
             |&v: &Var<'_>| position_or_note(graph, slots, node_values, v, &mut first_error);
-        match product {
-            Product::MatVec => positions.extend(w.iter().map(&mut resolve)),
-            Product::VecMat => {
-                for j in 0..cols {
-                    positions.extend(w[j..].iter().step_by(cols).map(&mut resolve));
+        positions.extend(a.iter().map(&mut resolve));
+        match pairing {
+            Pairing::Rows => positions.extend(b.iter().map(&mut resolve)),
+            Pairing::Columns => {
+                for j in 0..outputs {
+                    positions.extend(b[j..].iter().step_by(outputs).map(&mut resolve));
                 }
             }
         }
-        positions.extend(x.iter().map(resolve));
         let result = match first_error {
             Some(e) => Err(e),
             None => {
                 values.extend(positions.iter().map(|&pos| node_values[pos as usize]));
-                let (w_args, x_args) = positions.split_at(w.len());
-                let (w_values, x_values) = values.split_at(w.len());
+                let (a_args, b_args) = positions.split_at(a.len());
+                let (a_values, b_values) = values.split_at(a.len());
                 let first = self.values.len();
-                let recorded = (0..outputs).try_for_each(|k| {
-                    // Row or column `k`, resolved contiguously; with `x`, operands `a` then
-                    // `b`, partials `b` then `a`, value `sum a_i b_i`: `Nary::Dot` over `a ++ b`.
-                    let part = k * inner..(k + 1) * inner;
-                    let (w_args, w_values) = (&w_args[part.clone()], &w_values[part]);
-                    let ((a_args, a_values), (b_args, b_values)) = match product {
-                        Product::MatVec => ((w_args, w_values), (x_args, x_values)),
-                        Product::VecMat => ((x_args, x_values), (w_args, w_values)),
-                    };
+                let pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
+                let recorded = pairs.into_iter().try_for_each(|(i, j)| {
+                    // Operands row i of `a` then part j of `b`, partials the other way
+                    // round, value `sum a_k b_k`: `Nary::Dot` over `a_i ++ b_j`.
+                    let (ai, bj) = (i * inner..(i + 1) * inner, j * inner..(j + 1) * inner);
+                    let (a_args, a_values) = (&a_args[ai.clone()], &a_values[ai]);
+                    let (b_args, b_values) = (&b_args[bj.clone()], &b_values[bj]);
                     self.args.extend_from_slice(a_args);
                     self.args.extend_from_slice(b_args);
                     self.weights.extend_from_slice(b_values);
@@ -1141,19 +1126,18 @@ impl Graph {
         Ok(self.handle(&mut tape, pos?))
     }
 
-    /// The dot products of the matrix `w` (row-major, `cols` columns) with `x` (see
+    /// The dot products of the rows of `a` with the columns or rows of `b` (see
     /// [`Tape::matrix_dots`]), as handles in output order.
     #[track_caller]
     pub(crate) fn try_matrix_dots<'g>(
         &'g self,
-        w: &[Var<'g>],
-        cols: usize,
-        x: &[Var<'g>],
-        product: Product,
+        (a, b): (&[Var<'g>], &[Var<'g>]),
+        inner: usize,
+        pairing: Pairing,
     ) -> Result<Vec<Var<'g>>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let first = tape.matrix_dots(self, w, cols, x, product, location)?;
+        let first = tape.matrix_dots(self, (a, b), inner, pairing, location)?;
         let end = tape.len() as u32;
         let slots = &mut tape.slots;
         Ok((first..end)

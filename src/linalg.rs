@@ -131,8 +131,129 @@ impl<'a, T: Copy> Matrix<'a, T> {
     }
 }
 
+/// Which part of the second factor each output of a [`Scalar::dots`] product pairs with a
+/// row of the first.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::linalg::{Matrix, Pairing};
+/// use tapegrad::Scalar;
+///
+/// let (a, b) = ([1.0, 2.0], [3.0, 4.0, 5.0, 6.0]);
+/// let (a, b) = (Matrix::new(&a, 1, 2), Matrix::new(&b, 2, 2));
+/// assert_eq!(f64::dots(a, b, Pairing::Columns), vec![13.0, 16.0]); // A B
+/// assert_eq!(f64::dots(a, b, Pairing::Rows), vec![11.0, 17.0]); // A B^T
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairing {
+    /// `A B`: output `(i, j)` is `dot(row i of A, column j of B)`.
+    Columns,
+    /// `A B^T`: output `(i, j)` is `dot(row i of A, row j of B)`.
+    Rows,
+}
+
+/// `A B`: output `(i, j)` is `dot(row i of a, column j of b)`, one fused node each, in a
+/// row-major `a.rows() x b.cols()` vector. On the tape each handle of `a` and `b` is looked
+/// up once for the whole product.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{linalg::{mat_mul, Matrix}, Graph};
+///
+/// let g = Graph::new();
+/// let a = g.vars(&[1.0, 2.0, 3.0, 4.0]);
+/// let b = g.vars(&[5.0, 6.0, 7.0, 8.0]);
+/// let c = mat_mul(Matrix::new(&a, 2, 2), Matrix::new(&b, 2, 2));
+/// assert_eq!(c[2].value(), 3.0 * 5.0 + 4.0 * 7.0); // (1, 0)
+/// assert_eq!(c[2].backward()[b[2]], 4.0); // d c10 / d b10 = a11
+/// ```
+///
+/// # Panics
+///
+/// If `a.cols()` is not `b.rows()`; for `Var`, if the product has outputs but `a` has no
+/// columns, or the handles mix graphs.
+#[track_caller]
+pub fn mat_mul<T: Scalar>(a: Matrix<'_, T>, b: Matrix<'_, T>) -> Vec<T> {
+    assert_eq!(
+        a.cols(),
+        b.rows(),
+        "mat_mul: a {} x {} matrix times a {} x {} matrix",
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols()
+    );
+    T::dots(a, b, Pairing::Columns)
+}
+
+/// `A B^T`: output `(i, j)` is `dot(row i of a, row j of b)`, one fused node each, in a
+/// row-major `a.rows() x b.rows()` vector: every row of `a` through the linear layer whose
+/// weight `b` is stored `outputs x inputs`. On the tape each handle is looked up once.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{linalg::{mat_mul_t, Matrix}, Graph};
+///
+/// let g = Graph::new();
+/// let x = g.vars(&[1.0, 2.0, 3.0, 4.0]); // two inputs of 2
+/// let w = g.vars(&[5.0, 6.0, 7.0, 8.0, 9.0, 10.0]); // 3 outputs x 2 inputs
+/// let y = mat_mul_t(Matrix::new(&x, 2, 2), Matrix::new(&w, 3, 2));
+/// assert_eq!(y.len(), 6);
+/// assert_eq!(y[5].value(), 3.0 * 9.0 + 4.0 * 10.0); // input 1, output 2
+/// assert_eq!(y[5].backward()[x[3]], 10.0);
+/// ```
+///
+/// # Panics
+///
+/// If `a.cols()` is not `b.cols()`; for `Var`, as [`mat_mul`].
+#[track_caller]
+pub fn mat_mul_t<T: Scalar>(a: Matrix<'_, T>, b: Matrix<'_, T>) -> Vec<T> {
+    assert_eq!(
+        a.cols(),
+        b.cols(),
+        "mat_mul_t: a {} x {} matrix times the transpose of a {} x {} matrix",
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols()
+    );
+    T::dots(a, b, Pairing::Rows)
+}
+
+/// [`Scalar::dots`]'s default: one [`Scalar::dot`] per output.
+pub(crate) fn dots_one_by_one<T: Scalar>(
+    a: Matrix<'_, T>,
+    b: Matrix<'_, T>,
+    pairing: Pairing,
+) -> Vec<T> {
+    let outputs = match pairing {
+        Pairing::Columns => b.cols(),
+        Pairing::Rows => b.rows(),
+    };
+    // A column is strided; it is gathered into one reused buffer for its dot.
+    let mut column = Vec::with_capacity(b.rows());
+    let mut out = Vec::with_capacity(a.rows() * outputs);
+    for i in 0..a.rows() {
+        for j in 0..outputs {
+            out.push(match pairing {
+                Pairing::Columns => {
+                    column.clear();
+                    column.extend((0..b.rows()).map(|k| b.data[k * b.cols + j]));
+                    T::dot(a.row(i), &column)
+                }
+                Pairing::Rows => T::dot(a.row(i), b.row(j)),
+            });
+        }
+    }
+    out
+}
+
 /// `W x`: output `i` is `dot(row i of W, x)`, one fused node each. This is also `x W^T`,
-/// the form of a linear layer that stores its weight as `outputs x inputs`.
+/// the form of a linear layer that stores its weight as `outputs x inputs` ([`mat_mul_t`]
+/// with one row).
 ///
 /// # Examples
 ///
@@ -163,15 +284,12 @@ pub fn mat_vec<T: Scalar>(w: Matrix<'_, T>, x: &[T]) -> Vec<T> {
         w.cols(),
         x.len()
     );
-    T::mat_vec(w, x)
+    // Row i of W with x: the dot of `mat_mul_t(W, x as one row)`'s output (i, 0).
+    T::dots(w, Matrix::new(x, 1, x.len()), Pairing::Rows)
 }
 
-/// [`Scalar::mat_vec`]'s default: one [`Scalar::dot`] per row.
-pub(crate) fn mat_vec_by_dots<T: Scalar>(w: Matrix<'_, T>, x: &[T]) -> Vec<T> {
-    (0..w.rows()).map(|i| T::dot(w.row(i), x)).collect()
-}
-
-/// `x W`: output `j` is `dot(x, column j of W)`, one fused node each.
+/// `x W`: output `j` is `dot(x, column j of W)`, one fused node each ([`mat_mul`] with one
+/// row).
 ///
 /// # Examples
 ///
@@ -200,18 +318,5 @@ pub fn vec_mat<T: Scalar>(x: &[T], w: Matrix<'_, T>) -> Vec<T> {
         w.rows(),
         w.cols()
     );
-    T::vec_mat(x, w)
-}
-
-/// [`Scalar::vec_mat`]'s default: one [`Scalar::dot`] per column.
-pub(crate) fn vec_mat_by_dots<T: Scalar>(x: &[T], w: Matrix<'_, T>) -> Vec<T> {
-    // A column is strided; gather it into one reused buffer for the dot.
-    let mut column = Vec::with_capacity(w.rows());
-    (0..w.cols())
-        .map(|j| {
-            column.clear();
-            column.extend((0..w.rows()).map(|i| w.data[i * w.cols + j]));
-            T::dot(x, &column)
-        })
-        .collect()
+    T::dots(Matrix::new(x, 1, x.len()), w, Pairing::Columns)
 }

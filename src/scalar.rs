@@ -8,7 +8,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use crate::linalg::Matrix;
+use crate::linalg::{Matrix, Pairing};
 
 /// `sqrt(2 / pi)`, the constant in the tanh form of GELU, at full `f64` precision.
 pub(crate) const SQRT_2_OVER_PI: f64 =
@@ -114,55 +114,35 @@ pub trait Scalar:
     ///
     /// If `terms` is empty, or for `Var` if they mix graphs.
     fn logsumexp(terms: &[Self]) -> Self;
-    /// `W x`: `dot(row i of w, x)` for every row `i`, one [`Scalar::dot`] node each (what
-    /// [`linalg::mat_vec`](crate::linalg::mat_vec) computes). The default takes the dots
-    /// one by one; `Var` looks each handle up once for all of them (`x` is in every dot).
+    /// Every row of `a` dotted with every column of `b` ([`Pairing::Columns`], `A B`) or
+    /// every row of `b` ([`Pairing::Rows`], `A B^T`), row-major: one [`Scalar::dot`] node
+    /// per output. [`linalg`](crate::linalg)'s `mat_mul`, `mat_mul_t`, `mat_vec` and
+    /// `vec_mat` are made of it. The default takes the dots one by one; `Var` looks each
+    /// handle up once for the whole product.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{linalg::Matrix, Graph, Scalar, Var};
+    /// use tapegrad::{linalg::{Matrix, Pairing}, Graph, Scalar, Var};
     ///
     /// let w = [1.0, 2.0, 3.0, 4.0];
-    /// assert_eq!(f64::mat_vec(Matrix::new(&w, 2, 2), &[5.0, 6.0]), vec![17.0, 39.0]);
+    /// let x = [5.0, 6.0];
+    /// let by_rows = f64::dots(Matrix::new(&w, 2, 2), Matrix::new(&x, 1, 2), Pairing::Rows);
+    /// assert_eq!(by_rows, vec![17.0, 39.0]); // W x
     /// let g = Graph::new();
-    /// let (wv, x) = (g.vars(&w), g.vars(&[5.0, 6.0]));
-    /// let y = Var::mat_vec(Matrix::new(&wv, 2, 2), &x);
-    /// assert_eq!(y[1].value(), 39.0);
-    /// assert_eq!(y[1].backward()[x[0]], 3.0);
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// As [`Scalar::dot`] for each row: if `x.len()` is not `w.cols()`, or for `Var` if
-    /// `x` is empty or the handles mix graphs.
-    fn mat_vec(w: Matrix<'_, Self>, x: &[Self]) -> Vec<Self> {
-        crate::linalg::mat_vec_by_dots(w, x)
-    }
-    /// `x W`: `dot(x, column j of w)` for every column `j`, one [`Scalar::dot`] node each
-    /// (what [`linalg::vec_mat`](crate::linalg::vec_mat) computes). The default takes the
-    /// dots one by one; `Var` looks each handle up once for all of them.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::{linalg::Matrix, Graph, Scalar, Var};
-    ///
-    /// let w = [1.0, 2.0, 3.0, 4.0];
-    /// assert_eq!(f64::vec_mat(&[5.0, 6.0], Matrix::new(&w, 2, 2)), vec![23.0, 34.0]);
-    /// let g = Graph::new();
-    /// let (wv, x) = (g.vars(&w), g.vars(&[5.0, 6.0]));
-    /// let y = Var::vec_mat(&x, Matrix::new(&wv, 2, 2));
-    /// assert_eq!(y[0].value(), 23.0);
+    /// let (wv, xv) = (g.vars(&w), g.vars(&x));
+    /// let y = Var::dots(Matrix::new(&xv, 1, 2), Matrix::new(&wv, 2, 2), Pairing::Columns);
+    /// assert_eq!(y[0].value(), 23.0); // x W
     /// assert_eq!(y[0].backward()[wv[2]], 6.0);
     /// ```
     ///
     /// # Panics
     ///
-    /// As [`Scalar::dot`] for each column: if `x.len()` is not `w.rows()`, or for `Var` if
-    /// `x` is empty or the handles mix graphs.
-    fn vec_mat(x: &[Self], w: Matrix<'_, Self>) -> Vec<Self> {
-        crate::linalg::vec_mat_by_dots(x, w)
+    /// As [`Scalar::dot`] for each output: if the paired lengths differ (`a.cols()` against
+    /// `b.rows()`, or `b.cols()` for rows), or for `Var` if `a` has no columns or the handles
+    /// mix graphs.
+    fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {
+        crate::linalg::dots_one_by_one(a, b, pairing)
     }
 }
 

@@ -23,7 +23,7 @@
 //! assert_eq!(grads.wrt_all(vars.as_slice()).len(), transformer::N_PARAMS);
 //! ```
 
-use crate::linalg::{Matrix, mat_vec, vec_mat};
+use crate::linalg::{Matrix, mat_mul, mat_mul_t};
 use crate::pyrandom::PyRandom;
 use crate::scalar::Scalar;
 
@@ -483,7 +483,8 @@ fn check_tokens(tokens: &[usize], min_len: usize) {
 /// 5. LayerNorm of `multi_head + ffn` (population variance, eps `1e-5`, gamma, beta);
 /// 6. `logits = LN W_lm^T`.
 ///
-/// Every output of a matrix product is one fused dot node on a tape.
+/// Every output of a matrix product is one fused dot node on a tape; each layer is one
+/// product over all positions.
 ///
 /// # Examples
 ///
@@ -502,41 +503,59 @@ pub fn logits<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Vec<Vec<T>> {
     check_tokens(tokens, 1);
     let n = tokens.len();
     let (e_token, e_pos) = (p.matrix(E_TOKEN), p.matrix(E_POS));
-    let x: Vec<Vec<T>> = tokens
+    // Activations are row-major matrices with one row per position, so that each layer is
+    // one matrix product for all positions (on a tape, every weight is looked up once).
+    let x: Vec<T> = tokens
         .iter()
         .enumerate()
-        .map(|(i, &t)| add(e_token.row(t), e_pos.row(i)))
+        .flat_map(|(i, &t)| add(e_token.row(t), e_pos.row(i)))
         .collect();
+    let x = Matrix::new(&x, n, D_MODEL);
 
     let scale = (D_K as f64).sqrt();
     let mut concat: Vec<Vec<T>> = vec![Vec::with_capacity(D_MODEL); n];
     for h in 0..N_HEADS {
-        let project =
-            |w: usize| -> Vec<Vec<T>> { x.iter().map(|xi| vec_mat(xi, p.matrix(w + h))).collect() };
+        let project = |w: usize| mat_mul(x, p.matrix(w + h));
         let (q, k, v) = (project(W_Q), project(W_K), project(W_V));
+        let (q, k, v) = (
+            Matrix::new(&q, n, D_K),
+            Matrix::new(&k, n, D_K),
+            Matrix::new(&v, n, D_K),
+        );
         let mut v_column = Vec::with_capacity(n);
         for (i, out) in concat.iter_mut().enumerate() {
-            let scores: Vec<T> = (0..=i).map(|j| T::dot(&q[i], &k[j]) / scale).collect();
+            let scores: Vec<T> = (0..=i)
+                .map(|j| T::dot(q.row(i), k.row(j)) / scale)
+                .collect();
             let weights = softmax(&scores);
             for d in 0..D_K {
                 v_column.clear();
-                v_column.extend(v[..=i].iter().map(|vj| vj[d]));
+                v_column.extend((0..=i).map(|j| v.get(j, d)));
                 out.push(T::dot(&weights, &v_column));
             }
         }
     }
 
-    concat
-        .iter()
-        .map(|c| {
-            let multi_head = mat_vec(p.matrix(W_O), c);
-            let hidden = add(&mat_vec(p.matrix(W1), &multi_head), p.at(B1));
-            let act: Vec<T> = hidden.into_iter().map(Scalar::gelu).collect();
-            let ffn = add(&mat_vec(p.matrix(W2), &act), p.at(B2));
-            let residual = add(&multi_head, &ffn);
-            let normed = layer_norm(&residual, p.at(GAMMA), p.at(BETA));
-            mat_vec(p.matrix(W_LM), &normed)
+    let concat = concat.concat();
+    let multi_head = mat_mul_t(Matrix::new(&concat, n, D_MODEL), p.matrix(W_O));
+    let hidden = mat_mul_t(Matrix::new(&multi_head, n, D_MODEL), p.matrix(W1));
+    let act: Vec<T> = hidden
+        .chunks_exact(D_FF)
+        .flat_map(|row| add(row, p.at(B1)))
+        .map(Scalar::gelu)
+        .collect();
+    let ffn = mat_mul_t(Matrix::new(&act, n, D_FF), p.matrix(W2));
+    let normed: Vec<T> = multi_head
+        .chunks_exact(D_MODEL)
+        .zip(ffn.chunks_exact(D_MODEL))
+        .flat_map(|(multi_head, ffn)| {
+            let residual = add(multi_head, &add(ffn, p.at(B2)));
+            layer_norm(&residual, p.at(GAMMA), p.at(BETA))
         })
+        .collect();
+    mat_mul_t(Matrix::new(&normed, n, D_MODEL), p.matrix(W_LM))
+        .chunks_exact(VOCAB_SIZE)
+        .map(<[T]>::to_vec)
         .collect()
 }
 

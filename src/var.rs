@@ -5,8 +5,8 @@ use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssi
 use std::panic::Location;
 
 use crate::error::Error;
-use crate::graph::{Graph, NodeKey, Product, Resolved, Tape};
-use crate::linalg::Matrix;
+use crate::graph::{Graph, NodeKey, Resolved, Tape};
+use crate::linalg::{Matrix, Pairing};
 use crate::op::{Binary, Nary, Op, Unary};
 use crate::scalar::Scalar;
 
@@ -763,21 +763,18 @@ impl<'g> Scalar for Var<'g> {
         or_panic(graph.try_nary_vars(Nary::LogSumExp, &[terms]))
     }
     #[track_caller]
-    fn mat_vec(w: Matrix<'_, Self>, x: &[Self]) -> Vec<Self> {
-        if x.is_empty() || x.len() != w.cols() || w.rows() == 0 {
-            // The dots one by one report these (or, for no rows, return no outputs).
-            return crate::linalg::mat_vec_by_dots(w, x);
+    fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {
+        let paired = match pairing {
+            Pairing::Columns => b.rows(),
+            Pairing::Rows => b.cols(),
+        };
+        if a.cols() == 0 || a.cols() != paired || a.rows() == 0 || b.as_slice().is_empty() {
+            // The dots one by one report these (or, with no outputs, return none).
+            return crate::linalg::dots_one_by_one(a, b, pairing);
         }
-        let (graph, cols) = (first_graph(x, "dot"), w.cols());
-        or_panic(graph.try_matrix_dots(w.as_slice(), cols, x, Product::MatVec))
-    }
-    #[track_caller]
-    fn vec_mat(x: &[Self], w: Matrix<'_, Self>) -> Vec<Self> {
-        if x.is_empty() || x.len() != w.rows() || w.cols() == 0 {
-            return crate::linalg::vec_mat_by_dots(x, w);
-        }
-        let (graph, cols) = (first_graph(x, "dot"), w.cols());
-        or_panic(graph.try_matrix_dots(w.as_slice(), cols, x, Product::VecMat))
+        let graph = first_graph(a.as_slice(), "dot");
+        let operands = (a.as_slice(), b.as_slice());
+        or_panic(graph.try_matrix_dots(operands, a.cols(), pairing))
     }
 }
 
