@@ -125,11 +125,29 @@ impl Gradients {
         };
         // One borrow of the tape for all the reads (`position_in` checks each handle's
         // graph, so a handle of another graph is still reported, not misread).
-        let tape = first.graph().tape.borrow();
+        let graph = first.graph();
+        let tape = graph.tape.borrow();
+        let read = |x: Var<'_>| match self.position_in(&tape, x) {
+            Ok(pos) => pos.map_or(0.0, |p| self.adjoints[p]),
+            Err(e) => crate::var::fail(e),
+        };
+        if graph.id() != self.graph || tape.epoch != self.epoch {
+            return xs.iter().map(|&x| read(x)).collect();
+        }
+        // The usual case, these gradients' own graph with no release since: a handle of
+        // that graph reads its adjoint (0 above the output) after one slot lookup.
         xs.iter()
-            .map(|&x| match self.position_in(&tape, x) {
-                Ok(pos) => pos.map_or(0.0, |p| self.adjoints[p]),
-                Err(e) => crate::var::fail(e),
+            .map(|&x| {
+                if std::ptr::eq(x.graph(), graph)
+                    && let Some(&pos) = tape.slots.get(x.key())
+                {
+                    return if pos <= self.root {
+                        self.adjoints[pos as usize]
+                    } else {
+                        0.0
+                    };
+                }
+                read(x)
             })
             .collect()
     }

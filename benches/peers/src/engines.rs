@@ -107,7 +107,7 @@ impl Engine for Tapegrad {
             let y = w.eval(&xs);
             y.backward_into(grads);
             grad.clear();
-            grad.extend(xs.iter().map(|&v| grads[v]));
+            *grad = grads.wrt_all(&xs);
             (y.value(), g.len())
         })
     }
