@@ -519,8 +519,8 @@ impl Tape {
                 let (a_args, b_args) = positions.split_at(a.len());
                 let (a_values, b_values) = values.split_at(a.len());
                 let first = self.values.len();
-                let pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
-                let recorded = pairs.into_iter().try_for_each(|(i, j)| {
+                let mut pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
+                let recorded = pairs.try_for_each(|(i, j)| {
                     // Operands row i of `a` then part j of `b`, partials the other way
                     // round, value `sum a_k b_k`: `Nary::Dot` over `a_i ++ b_j`.
                     let (ai, bj) = (i * inner..(i + 1) * inner, j * inner..(j + 1) * inner);
