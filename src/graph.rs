@@ -184,18 +184,9 @@ impl Tape {
             .collect()
     }
 
-    /// Adds one edge to the node being recorded: a tracked operand with its partial, or
-    /// a constant (`is_const`, i.e. `x.arg == CONST_ARG`, which callers usually know at
-    /// compile time) with its value. The only place edges are written.
-    #[inline(always)]
-    fn push_edge(&mut self, x: Resolved, is_const: bool, partial: impl FnOnce() -> f64) {
-        debug_assert_eq!(is_const, x.arg == CONST_ARG);
-        self.args.push(x.arg);
-        self.weights
-            .push(if is_const { x.value } else { partial() });
-    }
-
-    /// Closes the node whose edges were just pushed. The only place nodes are added.
+    /// Closes the node whose edges were just pushed: every op node goes on here (inputs
+    /// made by [`Tape::inputs`] go on in bulk, and through [`Tape::finish_rare`] when it
+    /// must check them).
     ///
     /// The common case is three pushes; a full graph and anomaly mode go to
     /// [`Tape::finish_rare`], out of line, so that this inlines into every op.
@@ -355,7 +346,8 @@ impl Tape {
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
         let y = op.value(x.value);
-        self.push_edge(x, false, || op.partial(x.value, y));
+        self.args.push(x.arg);
+        self.weights.push(op.partial(x.value, y));
         self.finish(Op::Unary(op), y, location)
     }
 
