@@ -50,20 +50,28 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[path = "engine/backward.rs"]
 mod backward;
 pub mod check;
+#[path = "engine/differentiable.rs"]
 mod differentiable;
 pub mod dot;
+#[path = "engine/error.rs"]
 mod error;
 pub mod functional;
+#[path = "engine/graph.rs"]
 mod graph;
 pub mod higher;
 pub mod linalg;
+#[path = "engine/op.rs"]
 pub mod op;
 pub mod optim;
 pub mod pyrandom;
+#[path = "engine/scalar.rs"]
 mod scalar;
+#[path = "models/transformer.rs"]
 pub mod transformer;
+#[path = "engine/var.rs"]
 mod var;
 
 /// The README's code blocks, compiled and run as doctests so the tour stays true.
