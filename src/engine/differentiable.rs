@@ -9,6 +9,7 @@ use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 
+use super::backward::{chain, chain_quotient, rescue};
 use super::error::{Error, or_panic};
 use super::graph::{Graph, Var};
 use super::op::{Binary, Nary, Op, Unary};
@@ -47,9 +48,10 @@ impl<'g> Var<'g> {
     /// # Errors
     ///
     /// [`Error::Released`] or [`Error::ForeignHandle`] for `self` or an input. In anomaly
-    /// mode, [`Error::Anomaly`] for what [`Var::try_backward`] would report, or for the
-    /// first NaN or infinite value among the gradient nodes (its location is then the
-    /// line that called `grad`, for every node the call records).
+    /// mode, [`Error::Anomaly`] for what [`Var::try_backward`] would report (the gradients'
+    /// values are the plain backward's, bit for bit). The nodes the call records are
+    /// attributed to the line that called `grad`, where a later backward through them
+    /// reports an anomaly.
     ///
     /// # Examples
     ///
@@ -88,10 +90,11 @@ impl<'g> Var<'g> {
                 None => constant(graph, &mut tape, 0.0),
             })
             .collect();
-        match tape.adopt_from(start, location) {
-            Some(anomaly) => Err(Error::Anomaly(Box::new(anomaly))),
-            None => Ok(grads),
-        }
+        // The gradients' values are the plain backward's, checked above; the nodes recorded
+        // on the way (an infinite partial that a zero factor stopped, say) are checked only
+        // when a later backward goes through them.
+        tape.adopt_from(start, location);
+        Ok(grads)
     }
 }
 
@@ -135,11 +138,17 @@ fn differentiable_sweep<'g>(
             Term::Node(graph, arg)
         }
     };
-    let add = |adjoints: &mut [Option<Term<'g>>], arg: u32, contribution: Term<'g>| {
+    // The plain sweep's sums start at +0, so none of them is ever -0; a first
+    // contribution of -0 is made +0 here too (by a recorded `+ 0`, which keeps its
+    // derivative), so that the two sweeps agree to the bit.
+    let add = |adjoints: &mut [Option<Term<'g>>], arg: u32, contribution: Option<Term<'g>>| {
+        let Some(contribution) = contribution else {
+            return;
+        };
         let slot = &mut adjoints[arg as usize];
         *slot = Some(match *slot {
             Some(sum) => sum + contribution,
-            None => contribution,
+            None => contribution.without_negative_zero(),
         });
     };
     let needs = |arg: u32| arg != CONST_ARG && depends[arg as usize];
@@ -149,65 +158,47 @@ fn differentiable_sweep<'g>(
             continue;
         };
         let y = Term::Node(graph, node as u32);
-        // Unary and binary nodes (nearly all of them) are read into locals; only n-ary
-        // ones need the operand buffers.
-        let tape = graph.tape.borrow();
-        let (a, w) = tape.edges(node);
-        match tape.ops[node] {
-            Op::Unary(op) => {
-                let (arg, x) = (a[0], operand(a[0], w[0]));
-                drop(tape);
-                if needs(arg) {
-                    add(&mut adjoints, arg, adjoint * op.partial(x, y));
+        // Operand positions and terms, in operand order.
+        let op = {
+            let tape = graph.tape.borrow();
+            let (a, w) = tape.edges(node);
+            args.clear();
+            args.extend_from_slice(a);
+            operands.clear();
+            operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
+            tape.ops[node]
+        };
+        // Each edge's contribution by the plain sweep's rule (`backward::chain`, and
+        // `backward::rescue` for a partial that overflowed), edge by edge in operand order,
+        // as the plain sweep adds them.
+        let contribute = |adjoints: &mut [Option<Term<'g>>], k: usize, partial: Term<'g>| {
+            let rescued = rescue(op, &operands, y, k, partial.value());
+            let contribution = match rescued {
+                Some(quotient) => chain_quotient(adjoint, quotient),
+                None => chain(adjoint, partial),
+            };
+            add(adjoints, args[k], contribution);
+        };
+        match op {
+            Op::Unary(u) => {
+                if needs(args[0]) {
+                    contribute(&mut adjoints, 0, u.partial(operands[0], y));
                 }
             }
-            Op::Binary(op) => {
-                let (args, xs) = ([a[0], a[1]], [operand(a[0], w[0]), operand(a[1], w[1])]);
-                drop(tape);
-                if args[0] == args[1] {
-                    // One node used twice (x * x): sum the partials before multiplying by
-                    // the adjoint, 2 recorded nodes instead of 3.
-                    if needs(args[0]) {
-                        let partial =
-                            op.partial(xs[0], xs[1], y, 0) + op.partial(xs[0], xs[1], y, 1);
-                        add(&mut adjoints, args[0], adjoint * partial);
-                    }
-                } else {
-                    for (k, arg) in args.into_iter().enumerate() {
-                        if needs(arg) {
-                            add(&mut adjoints, arg, adjoint * op.partial(xs[0], xs[1], y, k));
-                        }
-                    }
-                }
-            }
-            Op::Nary(op) => {
-                args.clear();
-                args.extend_from_slice(a);
-                operands.clear();
-                operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
-                let value = tape.values[node];
-                drop(tape);
-                if op == Nary::LogSumExp && value.is_finite() && value.abs() > 64.0 {
-                    // The rule's e^(x_k - y) loses |y| 2^-53 of relative precision, and all
-                    // of it past 1e16: six terms equal to 1e300 got partial 1 each (6 in
-                    // all, for a true 1). Shifted by the largest operand m, a constant, so
-                    // every derivative is unchanged: e^((x_k - m) - logsumexp(x - m)).
-                    let m = operands
-                        .iter()
-                        .map(|x| x.value())
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    let shifted: Vec<Term<'g>> = operands.iter().map(|&x| x - m).collect();
-                    let s = Term::logsumexp(&shifted);
-                    for (k, &arg) in args.iter().enumerate() {
-                        if needs(arg) {
-                            add(&mut adjoints, arg, adjoint * (shifted[k] - s).exp());
-                        }
-                    }
-                    continue;
-                }
+            Op::Binary(b) => {
                 for (k, &arg) in args.iter().enumerate() {
                     if needs(arg) {
-                        add(&mut adjoints, arg, adjoint * op.partial(&operands, y, k));
+                        contribute(&mut adjoints, k, b.partial(operands[0], operands[1], y, k));
+                    }
+                }
+            }
+            Op::Nary(n) => {
+                if args.iter().any(|&a| needs(a)) {
+                    let partials = n.partials(&operands, y);
+                    for (k, partial) in partials.into_iter().enumerate() {
+                        if needs(args[k]) {
+                            contribute(&mut adjoints, k, partial);
+                        }
                     }
                 }
             }
@@ -255,6 +246,17 @@ impl<'g> Term<'g> {
 
     fn is(self, c: f64) -> bool {
         matches!(self, Term::Const(x) if x == c)
+    }
+
+    /// `self`, or `self + 0` (recorded, not folded) if its value is -0.
+    fn without_negative_zero(self) -> Self {
+        match self {
+            Term::Const(c) => Term::Const(c + 0.0),
+            Term::Node(graph, _) if self.value() == 0.0 && self.value().is_sign_negative() => {
+                Term::record_binary(graph, Binary::Add, self, Term::Const(0.0))
+            }
+            Term::Node(..) => self,
+        }
     }
 
     fn unary(self, op: Unary) -> Self {

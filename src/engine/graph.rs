@@ -777,7 +777,7 @@ impl Graph {
                 let len = tape.len();
                 tape.anomaly = Some(Box::new(AnomalyLog {
                     locations: vec![None; len],
-                    first: None,
+                    anomalous: Vec::new(),
                 }));
                 tape.fast_limit = 0;
             }
@@ -813,7 +813,7 @@ impl Graph {
     /// assert_eq!(g.anomaly().unwrap().op, "exp");
     /// ```
     pub fn anomaly(&self) -> Option<Anomaly> {
-        self.tape.borrow().anomaly_up_to(u32::MAX).cloned()
+        self.tape.borrow().anomaly_up_to(u32::MAX)
     }
 
     /// Changes the value of an input made by [`Graph::var`]: how an optimizer updates

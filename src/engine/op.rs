@@ -129,10 +129,12 @@ unary_ops! {
     Sinh "sinh" { value: |x| x.sinh(), partial: |x, y| x.cosh() }
     /// The hyperbolic cosine.
     Cosh "cosh" { value: |x| x.cosh(), partial: |x, y| x.sinh() }
-    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose).
-    Abs "abs" { value: |x| x.abs(), partial: |x, y| x.lift(if x.value() > 0.0 { 1.0 } else if x.value() < 0.0 { -1.0 } else { 0.0 }) }
-    /// `max(x, 0)`, with derivative 0 at 0.
-    Relu "relu" { value: |x| Scalar::relu(x), partial: |x, y| x.lift(if x.value() > 0.0 { 1.0 } else { 0.0 }) }
+    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose), and NaN at NaN.
+    Abs "abs" { value: |x| x.abs(), partial: |x, y| x.lift(kink(x.value(), -1.0, 0.0, 1.0)) }
+    /// `max(x, 0)`, with derivative 0 at and below 0 (a select: an exact 0 partial passes
+    /// nothing back, even an infinite adjoint), and NaN at NaN (PyTorch gives 1 there; a NaN
+    /// must not turn into a gradient).
+    Relu "relu" { value: |x| Scalar::relu(x), partial: |x, y| x.lift(kink(x.value(), 0.0, 0.0, 1.0)) }
     /// The logistic function. Its derivative is written `y sigmoid(-x)`, not `y (1 - y)`,
     /// which would lose all precision where `y` rounds to 1.
     Sigmoid "sigmoid" { value: |x| Scalar::sigmoid(x), partial: |x, y| y * (-x).sigmoid() }
@@ -148,6 +150,21 @@ unary_ops! {
     }
 }
 
+/// The slope of a piecewise-linear op at `x`: `below` for `x < 0`, `at` for `x == 0`,
+/// `above` for `x > 0`, and NaN for NaN (a NaN operand must give a NaN gradient, not a
+/// slope that hides it).
+fn kink(x: f64, below: f64, at: f64, above: f64) -> f64 {
+    if x > 0.0 {
+        above
+    } else if x < 0.0 {
+        below
+    } else if x == 0.0 {
+        at
+    } else {
+        f64::NAN
+    }
+}
+
 /// `sech^2 x = 1 / cosh^2 x`, as `4 e / (1 + e)^2` with `e = e^(-2|x|)`; the branch on the
 /// sign picks one of two exact forms of the same function, so every derivative is right on
 /// both sides. Why not `cosh(x).powi(-2)`: past `|x| = 710` it is `inf^-2 = 0`, fine, but its
@@ -160,6 +177,21 @@ fn sech2<T: Scalar>(x: T) -> T {
         (x * 2.0).exp()
     };
     e * 4.0 / (e + 1.0).powi(2)
+}
+
+impl Unary {
+    /// The partials that can overflow while the op's value is finite (`1/x` at a subnormal
+    /// `x`), as a quotient `(num, den)` of numbers that do not: the sweeps then form
+    /// `(adjoint * num) / den`, as dividing would, instead of `adjoint * inf` (see
+    /// `backward::rescue`). `None` for the ops whose partials cannot overflow so.
+    pub(crate) fn quotient<T: Scalar>(self, x: T, y: T) -> Option<(T, T)> {
+        match self {
+            Unary::Ln => Some((x.lift(1.0), x)),
+            // -1/x^2 = -y/x
+            Unary::Recip => Some((-y, x)),
+            _ => None,
+        }
+    }
 }
 
 /// Declares the binary ops: for each, a name, its value and its two partials.
@@ -255,12 +287,14 @@ binary_ops! {
         d_rhs: |a, b, y| -(y / b),
     }
     /// `a^b` for real `b`: `d/da = b a^(b-1)`, `d/db = ln(a) a^b`. Where `a^b` is 0
-    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`; at
-    /// `a = b = 0`, `d/da` is 0 (`a^0` is the constant 1), not `0 * 0^-1 = NaN`.
+    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`, and so
+    /// it is for a zero base with `b >= 0` (`d/db 0^b` at `b = 0` is 0, as in PyTorch, not
+    /// `ln 0 * 1 = -inf`); at `b = 0`, `d/da` is 0 (`a^0` is the constant 1), not
+    /// `0 * 0^-1 = NaN`.
     Powf "powf" {
         value: |a, b| a.powf(b),
         d_lhs: |a, b, y| if a.value() == 0.0 && b.value() == 0.0 { a.lift(0.0) } else { b * a.powf(b - 1.0) },
-        d_rhs: |a, b, y| if y.value() == 0.0 { a.lift(0.0) } else { a.ln() * y },
+        d_rhs: |a, b, y| if y.value() == 0.0 || (a.value() == 0.0 && b.value() >= 0.0) { a.lift(0.0) } else { a.ln() * y },
     }
     /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`, and 0 for
     /// `n = 0` (`a^0` is the constant 1; `0 * a^-1` would be NaN at `a = 0`).
@@ -274,6 +308,19 @@ binary_ops! {
             m => n * a.powi(m - 1),
         },
         d_rhs: |a, n, y| a.lift(0.0),
+    }
+}
+
+impl Binary {
+    /// [`Unary::quotient`] for operand `k`: `1/b` and `-y/b` of a division, `b y / a` of
+    /// a power (`b a^(b-1)`, `n a^(n-1)`).
+    pub(crate) fn quotient<T: Scalar>(self, a: T, b: T, y: T, k: usize) -> Option<(T, T)> {
+        match (self, k) {
+            (Binary::Div, 0) => Some((a.lift(1.0), b)),
+            (Binary::Div, _) => Some((-y, b)),
+            (Binary::Powf | Binary::Powi, 0) => Some((b * y, a)),
+            _ => None,
+        }
     }
 }
 
@@ -336,7 +383,54 @@ impl Nary {
         match self {
             Nary::Sum => y.lift(1.0),
             Nary::Dot => xs[(k + xs.len() / 2) % xs.len()],
-            Nary::LogSumExp => (xs[k] - y).exp(),
+            Nary::LogSumExp => self.partials(xs, y)[k],
+        }
+    }
+
+    /// Every partial at once, [`Nary::partial`] for each operand: the differentiable
+    /// backward's form. Logsumexp's softmax is `e^(x_k - m) / sum_j e^(x_j - m)` with `m`
+    /// the largest operand, held constant (so every derivative is unchanged): the same
+    /// operations, in the same order, as [`Nary::partials_f64`], so the two agree bit for
+    /// bit, and no precision is lost to a large `y` (`e^(x_k - y)` loses `|y| 2^-53`).
+    ///
+    /// At an infinite or NaN operand the softmax is the limit where there is one: a `+inf`
+    /// operand takes all the weight, so every finite (or `-inf`) operand's partial is 0 and
+    /// the infinite ones' NaN (as PyTorch gives); with a NaN operand (the value is NaN)
+    /// every partial is NaN; with every operand `-inf` too (`e^(-inf + inf)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Nary;
+    ///
+    /// let p = Nary::LogSumExp.partials(&[0.0, 2f64.ln()], 3f64.ln());
+    /// assert_eq!(p, vec![1.0 / 3.0, 2.0 / 3.0]);
+    /// let p = Nary::LogSumExp.partials(&[1.0, f64::INFINITY], f64::INFINITY);
+    /// assert_eq!(p[0], 0.0);
+    /// assert!(p[1].is_nan());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// For [`Nary::Dot`] with an odd number of operands.
+    pub fn partials<T: Scalar>(self, xs: &[T], y: T) -> Vec<T> {
+        match self {
+            Nary::Sum => xs.iter().map(|x| x.lift(1.0)).collect(),
+            Nary::Dot => {
+                assert!(xs.len() % 2 == 0, "dot's operands are two halves");
+                let (a, b) = xs.split_at(xs.len() / 2);
+                b.iter().chain(a).copied().collect()
+            }
+            Nary::LogSumExp => {
+                let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
+                if let Some(special) = softmax_at_infinity(&values) {
+                    return special.map(|p| y.lift(p)).collect();
+                }
+                let m = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<T> = xs.iter().map(|&x| (x - m).exp()).collect();
+                let sum = T::sum(&exps);
+                exps.into_iter().map(|e| e / sum).collect()
+            }
         }
     }
 
@@ -357,6 +451,10 @@ impl Nary {
                 out.extend_from_slice(a);
             }
             Nary::LogSumExp => {
+                if let Some(special) = softmax_at_infinity(xs) {
+                    out.extend(special);
+                    return;
+                }
                 let (_, sum) = shifted_exps(xs, out);
                 let start = out.len() - xs.len();
                 out[start..].iter_mut().for_each(|e| *e /= sum);
@@ -379,6 +477,12 @@ impl Nary {
                 let (max, sum) = shifted_exps(xs, out);
                 let start = out.len() - xs.len();
                 out[start..].iter_mut().for_each(|e| *e /= sum);
+                if !max.is_finite()
+                    && let Some(special) = softmax_at_infinity(xs)
+                {
+                    out.truncate(start);
+                    out.extend(special);
+                }
                 if max.is_finite() {
                     max + sum.ln()
                 } else {
@@ -389,6 +493,23 @@ impl Nary {
             }
         }
     }
+}
+
+/// Logsumexp's partials where the shifted form does not give them (see [`Nary::partials`]):
+/// at a `+inf` operand (0 for the others, NaN for the infinite ones) or a NaN one (NaN for
+/// all). `None` where every operand is finite or `-inf`.
+fn softmax_at_infinity(xs: &[f64]) -> Option<impl Iterator<Item = f64> + '_> {
+    let nan = xs.iter().any(|x| x.is_nan());
+    let inf = xs.contains(&f64::INFINITY);
+    (nan || inf).then(move || {
+        xs.iter().map(move |&x| {
+            if nan || x == f64::INFINITY {
+                f64::NAN
+            } else {
+                0.0
+            }
+        })
+    })
 }
 
 /// Appends `e^(x_k - max)` for every `x_k` to `out`; returns `max` (which skips NaNs, as
