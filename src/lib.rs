@@ -63,6 +63,7 @@ pub mod functional;
 mod graph;
 pub mod higher;
 pub mod linalg;
+pub mod nn;
 #[path = "engine/op.rs"]
 pub mod op;
 pub mod optim;
