@@ -6,8 +6,8 @@
 //! cargo run --release --example chain_timing
 //! ```
 //!
-//! The criterion benchmarks (`benches/`) are the careful measurement; this is the number
-//! the core's notes quote, and takes a second.
+//! The criterion benchmarks (`benches/criterion`) are the careful measurement; this is the
+//! number the core's notes quote, and takes a second.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
