@@ -50,30 +50,36 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod backward;
+// The engine (src/engine/): everything below is built on it, and it on nothing here.
+mod engine;
+
+// Built on the engine.
 pub mod check;
-mod differentiable;
 pub mod dot;
-mod error;
 pub mod functional;
-mod graph;
 pub mod higher;
 pub mod linalg;
-pub mod op;
 pub mod optim;
+
+// Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;
-mod scalar;
-pub mod transformer;
-mod var;
+
+// The tutorials' models, out of the general API.
+pub mod models;
+
+/// The series' tiny transformer, now at [`models::transformer`].
+#[deprecated(since = "0.2.0", note = "moved to tapegrad::models::transformer")]
+pub mod transformer {
+    pub use crate::models::transformer::*;
+}
 
 /// The README's code blocks, compiled and run as doctests so the tour stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use backward::Gradients;
-pub use error::{Anomaly, Error};
-pub use graph::{Graph, Mark, NodeKey};
-pub use op::{Binary, Nary, Op, Unary};
-pub use scalar::Scalar;
-pub use var::{Operand, Var, powf};
+pub use engine::op;
+pub use engine::{
+    Anomaly, Binary, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar, Unary, Var,
+    powf,
+};

@@ -1,0 +1,890 @@
+//! The [`Graph`] API and its handles: [`Graph`] (recording, marks, release, anomaly mode,
+//! parameter updates), [`Var`] (a `Copy` handle to a node) and [`Operand`]. The arithmetic
+//! on `Var` lives in `var.rs`, the sweeps in `backward.rs` and `differentiable.rs`; the
+//! storage in `tape.rs`. It may not use those files (they use it).
+
+use std::cell::RefCell;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use slotmap::SlotMap;
+
+use super::error::{Anomaly, Error, or_panic};
+use super::matrix::Pairing;
+use super::op::{Nary, Op};
+use super::tape::{AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Tape, resolve_handle};
+
+/// A unique id per graph, to recognise handles from another graph in messages.
+static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
+///
+/// `Var` is `Copy` and cheap (16 bytes); arithmetic on it records new nodes. Using a `Var`
+/// whose node was released, or combining `Var`s of two graphs, panics with a message that
+/// says so (operators cannot return `Result`); the `try_` methods return the [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let x = g.var(0.5);
+/// let y = 2.0 * x.tanh() + x / 3.0 - 1.0;
+/// let dy = y.backward()[x];
+/// // d/dx = 2 / cosh^2(x) + 1/3
+/// approx::assert_relative_eq!(dy, 2.0 / 0.5f64.cosh().powi(2) + 1.0 / 3.0, max_relative = 1e-15);
+/// ```
+#[derive(Clone, Copy)]
+pub struct Var<'g> {
+    pub(crate) graph: &'g Graph,
+    pub(crate) key: NodeKey,
+}
+
+/// An operand of a binary op: a `Var`, or a plain `f64` that is recorded as an untracked
+/// constant (no node, no gradient) and goes through the same derivative rule.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Operand};
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// assert!(matches!(Operand::from(x), Operand::Var(_)));
+/// assert!(matches!(Operand::from(2.0), Operand::Const(c) if c == 2.0));
+/// assert_eq!(x.powf(3.0).value(), 8.0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'g> {
+    /// A node of a graph.
+    Var(Var<'g>),
+    /// An untracked constant.
+    Const(f64),
+}
+
+impl<'g> From<Var<'g>> for Operand<'g> {
+    fn from(x: Var<'g>) -> Self {
+        Operand::Var(x)
+    }
+}
+
+impl From<f64> for Operand<'_> {
+    fn from(c: f64) -> Self {
+        Operand::Const(c)
+    }
+}
+
+impl<'g> Var<'g> {
+    pub(crate) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
+        Var { graph, key }
+    }
+
+    /// The graph this handle belongs to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.graph().id(), g.id());
+    /// ```
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
+    /// The node's key in its graph's slot map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.key(), x.key());
+    /// ```
+    pub fn key(&self) -> NodeKey {
+        self.key
+    }
+}
+
+impl Handle for Var<'_> {
+    #[inline(always)]
+    fn owner(self) -> *const () {
+        std::ptr::from_ref(self.graph).cast()
+    }
+    fn owner_id(self) -> u64 {
+        self.graph.id
+    }
+    #[inline(always)]
+    fn key(self) -> NodeKey {
+        self.key
+    }
+}
+
+/// A computation graph: owns every node, records operations in order (the tape), and
+/// differentiates by one reverse sweep over that order.
+///
+/// `Graph` is `Send` but not `Sync`: build and differentiate a graph on one thread at a
+/// time (move it between threads freely, or give each thread its own).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// let y = g.var(3.0);
+/// let f = x.exp() / y.ln();
+/// let grads = f.backward();
+/// // d/dx e^x / ln y = e^x / ln y;  d/dy = -e^x / (y ln^2 y)
+/// approx::assert_relative_eq!(grads[x], 2f64.exp() / 3f64.ln(), max_relative = 1e-15);
+/// approx::assert_relative_eq!(grads[y], -2f64.exp() / (3.0 * 3f64.ln().powi(2)), max_relative = 1e-15);
+/// ```
+///
+/// Sharing a graph between threads is rejected at compile time:
+///
+/// ```compile_fail,E0277
+/// fn needs_sync<T: Sync>(_: &T) {}
+/// needs_sync(&tapegrad::Graph::new());
+/// ```
+///
+/// and so is sending a `Var` (a reference to its graph) to another thread, even a scoped
+/// one that could borrow:
+///
+/// ```compile_fail,E0277
+/// let g = tapegrad::Graph::new();
+/// let x = g.var(1.0);
+/// std::thread::scope(|s| {
+///     s.spawn(move || x.value());
+/// });
+/// ```
+///
+/// A `Var` cannot outlive its graph:
+///
+/// ```compile_fail,E0597
+/// let x = {
+///     let g = tapegrad::Graph::new();
+///     g.var(1.0)
+/// };
+/// x.value();
+/// ```
+#[derive(Debug)]
+pub struct Graph {
+    id: u64,
+    pub(crate) tape: RefCell<Tape>,
+    /// Operands of an n-ary node gathered from an iterator (kept to avoid reallocating).
+    operands: RefCell<Vec<Resolved>>,
+}
+
+/// A point on the tape: [`Graph::release`] frees every node recorded after it.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let w = g.var(0.5);
+/// let mark = g.mark();
+/// for _ in 0..3 {
+///     let loss = (w * 3.0 - 1.0).powi(2);
+///     assert_eq!(loss.backward()[w], 2.0 * (0.5 * 3.0 - 1.0) * 3.0);
+///     g.release(mark);
+///     assert_eq!(g.len(), 1);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    graph: u64,
+    len: u32,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph::new()
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Graph::with_capacity(0)
+    }
+
+    /// An empty graph with room for `nodes` nodes (and twice as many edges) before it
+    /// reallocates.
+    ///
+    /// # Panics
+    ///
+    /// As `Vec::with_capacity`: if the storage for `nodes` exceeds `isize::MAX` bytes (or,
+    /// by aborting, if the allocation fails).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::with_capacity(1_000);
+    /// assert_eq!(g.len(), 0);
+    /// ```
+    pub fn with_capacity(nodes: usize) -> Self {
+        Graph {
+            id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+            tape: RefCell::new(Tape::with_capacity(nodes)),
+            operands: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// This graph's id, unique in the process; error messages name graphs by it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// assert_ne!(Graph::new().id(), Graph::new().id());
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The number of nodes on the tape.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let _y = x * x + 1.0;
+    /// assert_eq!(g.len(), 3);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.tape.borrow().len()
+    }
+
+    /// Whether the tape has no nodes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.is_empty());
+    /// g.var(1.0);
+    /// assert!(!g.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The heap bytes the graph's storage holds now (capacity, not just what is used).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let before = g.heap_bytes();
+    /// let x = g.var(1.0);
+    /// for _ in 0..1000 { let _ = x.exp(); }
+    /// assert!(g.heap_bytes() > before);
+    /// ```
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let t = self.tape.borrow();
+        // A slot is the u32 position plus slotmap's u32 version.
+        t.slots.capacity() * (size_of::<u32>() + size_of::<u32>())
+            + t.values.capacity() * size_of::<f64>()
+            + t.ops.0.capacity() * size_of::<u8>()
+            + t.edge_start.capacity() * size_of::<u32>()
+            + t.args.capacity() * size_of::<u32>()
+            + t.weights.capacity() * size_of::<f64>()
+            + t.scratch.capacity() * size_of::<f64>()
+            + t.matrix_args.capacity() * size_of::<u32>()
+            + t.matrix_values.capacity() * size_of::<f64>()
+            + t.releases.capacity() * size_of::<(u64, u32)>()
+            + self.operands.borrow().capacity() * size_of::<Resolved>()
+            + t.anomaly.as_ref().map_or(0, |a| {
+                a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
+            })
+    }
+
+    /// A differentiable input with value `x`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(3.0);
+    /// assert_eq!((x * x).backward()[x], 6.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full (`u32::MAX - 1` nodes).
+    #[track_caller]
+    pub fn var(&self, x: f64) -> Var<'_> {
+        self.leaf(Op::Input, x)
+    }
+
+    /// Differentiable inputs, one per value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1.0, 2.0]);
+    /// assert_eq!(xs[1].value(), 2.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full.
+    #[track_caller]
+    pub fn vars(&self, xs: &[f64]) -> Vec<Var<'_>> {
+        // One borrow of the tape for all of them (a model's thousands of parameters).
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let first = or_panic(tape.inputs(xs, location));
+        let slots = &mut tape.slots;
+        (first..)
+            .take(xs.len())
+            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .collect()
+    }
+
+    /// A constant: a node with value `c` that is never differentiated (its gradient is
+    /// always reported, and is the derivative with respect to it, but nothing depends on
+    /// it being read).
+    ///
+    /// Plain `f64` operands (`x * 2.0`) need no constant node; use this where a `Var` is
+    /// required, e.g. to start a sum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let c = g.constant(2.0);
+    /// let x = g.var(5.0);
+    /// assert_eq!((c * x).backward()[x], 2.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full.
+    #[track_caller]
+    pub fn constant(&self, c: f64) -> Var<'_> {
+        self.leaf(Op::Constant, c)
+    }
+
+    #[track_caller]
+    fn leaf(&self, op: Op, value: f64) -> Var<'_> {
+        let mut tape = self.tape.borrow_mut();
+        let pos = or_panic(tape.leaf(op, value, Location::caller()));
+        self.handle(&mut tape, pos)
+    }
+
+    /// A new user-visible handle for the node at `pos`.
+    #[inline]
+    pub(crate) fn handle(&self, tape: &mut Tape, pos: u32) -> Var<'_> {
+        Var::from_parts(self, tape.slots.insert(pos))
+    }
+
+    /// Resolves an operand of this graph to its tape position and value.
+    #[inline]
+    pub(crate) fn resolve<'a>(
+        &self,
+        tape: &Tape,
+        x: impl Into<Operand<'a>>,
+    ) -> Result<Resolved, Error> {
+        self.resolve_in(&tape.slots, &tape.values, x.into())
+    }
+
+    /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
+    #[inline]
+    fn resolve_in(
+        &self,
+        slots: &SlotMap<NodeKey, u32>,
+        values: &[f64],
+        x: Operand<'_>,
+    ) -> Result<Resolved, Error> {
+        match x {
+            Operand::Var(x) => self.resolve_var_in(slots, values, x),
+            Operand::Const(c) => Ok(Resolved::constant(c)),
+        }
+    }
+
+    /// Resolves a `Var` of this graph to its tape position and value.
+    #[inline(always)]
+    pub(crate) fn resolve_var(&self, tape: &Tape, x: Var<'_>) -> Result<Resolved, Error> {
+        self.resolve_var_in(&tape.slots, &tape.values, x)
+    }
+
+    #[inline(always)]
+    fn resolve_var_in(
+        &self,
+        slots: &SlotMap<NodeKey, u32>,
+        values: &[f64],
+        x: Var<'_>,
+    ) -> Result<Resolved, Error> {
+        resolve_handle(self.owner(), slots, values, x)
+    }
+
+    /// This graph as the tape's handle resolution sees it.
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> Owner {
+        Owner {
+            addr: std::ptr::from_ref(self).cast(),
+            id: self.id,
+        }
+    }
+
+    /// The sum of `terms` as one n-ary node (a constant 0 if there are none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1.0, 2.0, 3.0]);
+    /// let s = g.sum(xs.iter().map(|x| x.powi(2)));
+    /// assert_eq!(s.value(), 14.0);
+    /// assert_eq!(s.backward()[xs[2]], 6.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a term is released or from another graph (see [`Graph::try_sum`]).
+    #[track_caller]
+    pub fn sum<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
+        or_panic(self.try_sum(terms))
+    }
+
+    /// [`Graph::sum`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for a bad term; nothing is recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// let (g, h) = (Graph::new(), Graph::new());
+    /// let x = h.var(1.0);
+    /// assert!(g.try_sum([g.var(1.0), x]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_sum<'g>(
+        &'g self,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        self.try_nary_iter(Nary::Sum, terms)
+    }
+
+    /// `sum_i a[i] * b[i]` as one fused node; either side may be `Var`s or `f64`s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.vars(&[1.0, 2.0]);
+    /// let y = g.dot(&w, &[3.0, 4.0]);
+    /// assert_eq!(y.value(), 11.0);
+    /// assert_eq!(y.backward()[w[1]], 4.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the lengths differ, or a `Var` is released or from another graph.
+    #[track_caller]
+    pub fn dot<'g, A, B>(&'g self, a: &[A], b: &[B]) -> Var<'g>
+    where
+        A: Copy + Into<Operand<'g>>,
+        B: Copy + Into<Operand<'g>>,
+    {
+        or_panic(self.try_dot(a, b))
+    }
+
+    /// [`Graph::dot`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] if the lengths differ; [`Error::Released`] or
+    /// [`Error::ForeignHandle`] for a bad `Var`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.vars(&[1.0, 2.0]);
+    /// assert!(g.try_dot(&w, &[3.0]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_dot<'g, A, B>(&'g self, a: &[A], b: &[B]) -> Result<Var<'g>, Error>
+    where
+        A: Copy + Into<Operand<'g>>,
+        B: Copy + Into<Operand<'g>>,
+    {
+        if a.len() != b.len() {
+            return Err(Error::BadOperands {
+                op: "dot",
+                why: format!(
+                    "the two sides have lengths {} and {}; they must be equal",
+                    a.len(),
+                    b.len()
+                ),
+            });
+        }
+        let operands = a
+            .iter()
+            .map(|&x| x.into())
+            .chain(b.iter().map(|&x| x.into()));
+        self.try_nary(Nary::Dot, operands)
+    }
+
+    /// `ln(sum_i e^terms[i])` as one fused, numerically stable node; its partials are the
+    /// softmax of `terms`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1000.0, 1000.0]);
+    /// let y = g.logsumexp(xs.iter().copied());
+    /// approx::assert_relative_eq!(y.value(), 1000.0 + 2f64.ln());
+    /// assert_eq!(y.backward()[xs[0]], 0.5);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If there are no terms, or a term is released or from another graph.
+    #[track_caller]
+    pub fn logsumexp<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
+        or_panic(self.try_logsumexp(terms))
+    }
+
+    /// [`Graph::logsumexp`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] for no terms; [`Error::Released`] or [`Error::ForeignHandle`]
+    /// for a bad term.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.try_logsumexp([]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_logsumexp<'g>(
+        &'g self,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let mut terms = terms.into_iter().peekable();
+        if terms.peek().is_none() {
+            return Err(Error::BadOperands {
+                op: "logsumexp",
+                why: "needs at least one term (the log of an empty sum is -infinity)".into(),
+            });
+        }
+        self.try_nary_iter(Nary::LogSumExp, terms)
+    }
+
+    /// Records an n-ary node over operands produced by an arbitrary iterator. The iterator
+    /// may itself record nodes (`g.sum(xs.iter().map(|x| x.exp()))`), so each item is
+    /// resolved on its own, with no tape borrow held while the iterator runs.
+    #[track_caller]
+    fn try_nary_iter<'g>(
+        &'g self,
+        op: Nary,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        // Reuse one buffer across calls; a nested call (from inside the iterator) finds it
+        // taken and uses a fresh one.
+        let mut buffer = std::mem::take(&mut *self.operands.borrow_mut());
+        buffer.clear();
+        let epoch = self.tape.borrow().epoch;
+        let mut result = Ok(());
+        for x in terms {
+            let resolved = self.resolve(&self.tape.borrow(), x);
+            match resolved {
+                Ok(r) => buffer.push(r),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut tape = self.tape.borrow_mut();
+        if result.is_ok() && tape.epoch != epoch {
+            result = Err(Error::BadOperands {
+                op: op.name(),
+                why: "the graph was released while the operands were being produced; \
+                      release before or after recording the node, not from its operand iterator"
+                    .into(),
+            });
+        }
+        let pos =
+            result.and_then(|()| tape.nary(op, buffer.iter().copied(), |_, _, r| Ok(r), location));
+        *self.operands.borrow_mut() = buffer;
+        Ok(self.handle(&mut tape, pos?))
+    }
+
+    /// The dot products of the rows of `a` with the columns or rows of `b` (see
+    /// [`Tape::matrix_dots`]), as handles in output order.
+    #[track_caller]
+    pub(crate) fn try_matrix_dots<'g>(
+        &'g self,
+        (a, b): (&[Var<'g>], &[Var<'g>]),
+        inner: usize,
+        pairing: Pairing,
+    ) -> Result<Vec<Var<'g>>, Error> {
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let first = tape.matrix_dots(self.owner(), (a, b), inner, pairing, location)?;
+        let end = tape.len() as u32;
+        let slots = &mut tape.slots;
+        Ok((first..end)
+            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .collect())
+    }
+
+    /// Records an n-ary node over the `Var`s of `parts`, in order (see [`Tape::nary_vars`]).
+    #[track_caller]
+    pub(crate) fn try_nary_vars<'g>(
+        &'g self,
+        op: Nary,
+        parts: &[&[Var<'g>]],
+    ) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let pos = tape.nary_vars(self.owner(), op, parts, location)?;
+        Ok(self.handle(&mut tape, pos))
+    }
+
+    #[track_caller]
+    pub(crate) fn try_nary<'g>(
+        &'g self,
+        op: Nary,
+        operands: impl IntoIterator<Item = Operand<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let location = Location::caller();
+        let mut tape = self.tape.borrow_mut();
+        let resolve =
+            |slots: &SlotMap<NodeKey, u32>, values: &[f64], x| self.resolve_in(slots, values, x);
+        let pos = tape.nary(op, operands, resolve, location)?;
+        Ok(self.handle(&mut tape, pos))
+    }
+
+    /// A mark at the current end of the tape, for [`Graph::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let mark = g.mark();
+    /// let _ = x.exp();
+    /// g.release(mark);
+    /// assert_eq!(g.len(), 1);
+    /// assert_eq!(x.value(), 1.0);
+    /// ```
+    pub fn mark(&self) -> Mark {
+        Mark {
+            graph: self.id,
+            len: self.len() as u32,
+        }
+    }
+
+    /// Frees every node recorded after `mark` (at tape positions from the mark on), keeping
+    /// the earlier ones. Handles to freed nodes become errors when used, never wrong values.
+    /// Releasing to a mark at or past the end of the tape does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.var(2.0);
+    /// let mark = g.mark();
+    /// let y = w * w;
+    /// g.release(mark);
+    /// assert!(y.try_value().is_err());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `mark` belongs to another graph (see [`Graph::try_release`]).
+    #[track_caller]
+    pub fn release(&self, mark: Mark) {
+        or_panic(self.try_release(mark))
+    }
+
+    /// [`Graph::release`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`] if `mark` belongs to another graph.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Graph;
+    /// let (g, h) = (Graph::new(), Graph::new());
+    /// assert!(g.try_release(h.mark()).is_err());
+    /// ```
+    pub fn try_release(&self, mark: Mark) -> Result<(), Error> {
+        if mark.graph != self.id {
+            return Err(Error::ForeignHandle {
+                what: "Mark",
+                owner: mark.graph,
+                used_with: self.id,
+            });
+        }
+        let mut tape = self.tape.borrow_mut();
+        if (mark.len as usize) < tape.len() {
+            tape.truncate(mark.len as usize);
+        }
+        Ok(())
+    }
+
+    /// Turns anomaly mode on or off (it is off by default, and costs nothing then).
+    ///
+    /// While it is on, every node remembers the source line that recorded it, the first
+    /// op whose value is NaN or infinite is remembered (see [`Graph::anomaly`]), and
+    /// backward checks every gradient it propagates: [`Var::try_backward`] then reports
+    /// the first anomaly, forward or backward, as [`Error::Anomaly`] naming the op, its
+    /// input values and its line, and [`Var::backward`] panics with that message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// g.set_anomaly_mode(true);
+    /// let x = g.var(0.0);
+    /// let y = x.sqrt(); // finite value, but an infinite derivative at 0
+    /// let err = y.try_backward().unwrap_err();
+    /// assert!(err.to_string().contains("backward of sqrt"));
+    /// ```
+    pub fn set_anomaly_mode(&self, on: bool) {
+        let mut tape = self.tape.borrow_mut();
+        match (on, tape.anomaly.is_some()) {
+            (true, false) => {
+                let len = tape.len();
+                tape.anomaly = Some(Box::new(AnomalyLog {
+                    locations: vec![None; len],
+                    first: None,
+                }));
+                tape.fast_limit = 0;
+            }
+            (false, true) => {
+                tape.anomaly = None;
+                tape.fast_limit = FAST_LIMIT;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether anomaly mode is on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(!g.anomaly_mode());
+    /// ```
+    pub fn anomaly_mode(&self) -> bool {
+        self.tape.borrow().anomaly.is_some()
+    }
+
+    /// In anomaly mode, the first op recorded so far whose value was NaN or infinite.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// g.set_anomaly_mode(true);
+    /// let x = g.var(1000.0);
+    /// let _ = x.exp();
+    /// assert_eq!(g.anomaly().unwrap().op, "exp");
+    /// ```
+    pub fn anomaly(&self) -> Option<Anomaly> {
+        self.tape.borrow().anomaly_up_to(u32::MAX).cloned()
+    }
+
+    /// Changes the value of an input made by [`Graph::var`]: how an optimizer updates
+    /// parameters that live across training steps.
+    ///
+    /// A recorded node keeps the value and partials it was recorded with, so changing an
+    /// input that some node uses would leave that node silently stale; that is refused.
+    /// The intended order is: record the step, backward, [`Graph::release`] the step's
+    /// nodes (to a mark taken after the parameters were created), then update. The check
+    /// costs time proportional to the edges recorded after `x`, which is none in that use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.var(1.0);
+    /// let mark = g.mark();
+    /// let grad = (w * 3.0).powi(2).backward()[w]; // d(9 w^2)/dw = 18 w = 18
+    /// g.release(mark);
+    /// g.set_value(w, 1.0 - 0.01 * grad);
+    /// assert_eq!(w.value(), 1.0 - 0.18);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// In the cases where [`Graph::try_set_value`] returns an error.
+    #[track_caller]
+    pub fn set_value(&self, x: Var<'_>, value: f64) {
+        or_panic(self.try_set_value(x, value))
+    }
+
+    /// [`Graph::set_value`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for a bad `x`;
+    /// [`Error::BadOperands`] if `x` is not an input, or if a node recorded after it uses
+    /// it. Nothing changes on error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.var(1.0);
+    /// let y = w.exp();
+    /// assert!(g.try_set_value(w, 2.0).is_err()); // y still uses w = 1
+    /// assert!(g.try_set_value(y, 2.0).is_err()); // not an input
+    /// assert_eq!(w.value(), 1.0);
+    /// ```
+    pub fn try_set_value(&self, x: Var<'_>, value: f64) -> Result<(), Error> {
+        let mut tape = self.tape.borrow_mut();
+        let pos = self.resolve(&tape, x)?.arg as usize;
+        if tape.ops[pos] != Op::Input {
+            return Err(Error::BadOperands {
+                op: "set_value",
+                why: format!(
+                    "only an input made by Graph::var can change its value; this node is {}",
+                    tape.op_name(pos)
+                ),
+            });
+        }
+        let later_edges = tape.edge_start[pos + 1] as usize;
+        if tape.args[later_edges..].contains(&(pos as u32)) {
+            return Err(Error::BadOperands {
+                op: "set_value",
+                why: "a node recorded after this input uses it and would keep the old value; \
+                      release those nodes (Graph::mark / Graph::release) before changing it"
+                    .into(),
+            });
+        }
+        tape.values[pos] = value;
+        Ok(())
+    }
+}
