@@ -44,7 +44,7 @@ fn main() {
         g.release(mark);                // frees the step's nodes; `p` stays
         g.set_value(p, next);
     }
-    println!("p = {:.9} after 100 steps; {} nodes, as before them", p.value(), g.len());
+    println!("p = {:.9} after 100 steps; {} nodes, as before the loop", p.value(), g.len());
     assert!((p.value() - 2.0).abs() < 1e-9);
     assert_eq!(g.len(), nodes);
 }
