@@ -92,12 +92,18 @@ fn a_zero_factor_wins_over_an_infinite_one() {
     assert_eq!(d((x * 0.0).sqrt(), x), 0.0);
     assert_eq!(d(x.sqrt() * 0.0, x), 0.0);
     assert_eq!(d(0.0 * x.sqrt(), x), 0.0);
+    // abs' = 0 at 0 is a zero partial like relu's (PyTorch: sgn(0) * inf = NaN).
+    assert_eq!(d(x.abs().sqrt(), x), 0.0);
     // A zero *value* times an infinite partial, at first order and at second.
     let z = g.var(0.0);
     assert_eq!(d(x.sqrt() * z, x), 0.0);
     assert_eq!(d(x.sqrt() * z, z), 0.0);
     // x^0 is the constant 1 (PyTorch and JAX agree: d/dx x^0 = 0, also at x = 0).
     assert_eq!(d(x.powf(0.0), x), 0.0);
+    for at in [5e-324, f64::INFINITY, f64::NAN, -2.0] {
+        let a = g.var(at);
+        assert_eq!(d(a.powf(0.0), a), 0.0, "d/da a^0 at {at}");
+    }
     assert_eq!(d(x.powi(0), x), 0.0);
     assert_eq!(d(x.powi(0).sqrt(), x), 0.0);
     assert_eq!(d((x.powi(0) - 1.0).sqrt(), x), 0.0);
@@ -280,4 +286,110 @@ fn anomaly_mode_names_the_first_used_anomaly_in_tape_order() {
     // An infinite gradient with finite values is still reported.
     let s = x.sqrt();
     assert!(s.try_backward().is_err());
+}
+
+/// Values where the rules meet their special cases.
+const SINGULAR: [f64; 20] = [
+    0.0,
+    -0.0,
+    5e-324,
+    -5e-324,
+    1e-310,
+    f64::MIN_POSITIVE,
+    1e-160,
+    1e300,
+    f64::MAX,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    f64::NAN,
+    710.0,
+    -745.0,
+    1.0,
+    -1.0,
+    2.0,
+    0.5,
+    -2.5,
+    1e-300,
+];
+
+/// Adjoints to arrive with: the output is `op(..) * w`, so the op's node gets adjoint `w`.
+const WEIGHTS: [f64; 5] = [1.0, 0.0, f64::INFINITY, f64::NAN, 1e-300];
+
+/// Every unary op, at every singular value, under every adjoint: `backward` and `grad`
+/// agree to the bit (checked by `d`), and so do the two Hessian routes (`d2`).
+#[test]
+fn every_unary_op_agrees_across_sweeps_at_singular_points() {
+    for &op in tapegrad::Unary::ALL {
+        for x0 in SINGULAR {
+            for w0 in WEIGHTS {
+                let g = Graph::new();
+                let (x, w) = (g.var(x0), g.var(w0));
+                let y = x.apply(op) * w;
+                d(y, x);
+                d(y, w);
+                d2(y, x);
+            }
+        }
+    }
+}
+
+/// Every binary op, with two variables, a constant on either side, and `powi` with small
+/// exponents, at every pair of singular values, under every adjoint.
+#[test]
+fn every_binary_op_agrees_across_sweeps_at_singular_points() {
+    use tapegrad::Binary;
+    for &op in Binary::ALL {
+        for a0 in SINGULAR {
+            for b0 in SINGULAR {
+                for w0 in WEIGHTS {
+                    let g = Graph::new();
+                    let (a, b, w) = (g.var(a0), g.var(b0), g.var(w0));
+                    let ys = if op == Binary::Powi {
+                        if b0.fract() != 0.0 || b0.abs() > 3.0 {
+                            continue;
+                        }
+                        vec![a.try_binary(op, b0).expect("an integer exponent")]
+                    } else {
+                        vec![
+                            a.try_binary(op, b).expect("valid"),
+                            a.try_binary(op, b0).expect("valid"),
+                            g.constant(a0).try_binary(op, b).expect("valid"),
+                        ]
+                    };
+                    for y in ys {
+                        let y = y * w;
+                        d(y, a);
+                        d(y, b);
+                        d2(y, a);
+                        d2(y, b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The n-ary ops over pairs and triples of singular values, under every adjoint.
+#[test]
+fn every_nary_op_agrees_across_sweeps_at_singular_points() {
+    for a0 in SINGULAR {
+        for b0 in SINGULAR {
+            for w0 in WEIGHTS {
+                let g = Graph::new();
+                let (a, b, c, w) = (g.var(a0), g.var(b0), g.var(-1.5), g.var(w0));
+                for y in [
+                    g.sum([a, b, c]),
+                    g.dot(&[a, b], &[b, c]),
+                    g.logsumexp([a, b, c]),
+                    g.logsumexp([a, a]),
+                ] {
+                    let y = y * w;
+                    d(y, a);
+                    d(y, b);
+                    d2(y, a);
+                    d2(y, b);
+                }
+            }
+        }
+    }
 }

@@ -245,9 +245,11 @@ impl<'g> Var<'g> {
     ///
     /// # Errors
     ///
-    /// [`Error::Released`] if `self` was released; in anomaly mode, [`Error::Anomaly`] for
-    /// the first op at or before `self` whose value was NaN or infinite, or the first op
-    /// whose backward produced a NaN or infinite gradient.
+    /// [`Error::Released`] if `self` was released; in anomaly mode, when `self`'s value
+    /// or a gradient is NaN or infinite, [`Error::Anomaly`] for the first op in tape order
+    /// that `self` depends on whose value was NaN or infinite, or else the op whose
+    /// backward produced a NaN or infinite gradient (see
+    /// [`Graph::set_anomaly_mode`](crate::Graph::set_anomaly_mode)).
     ///
     /// # Examples
     ///

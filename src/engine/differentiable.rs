@@ -248,11 +248,21 @@ impl<'g> Term<'g> {
         matches!(self, Term::Const(x) if x == c)
     }
 
+    fn is_positive_zero(self) -> bool {
+        let v = self.value();
+        v == 0.0 && v.is_sign_positive()
+    }
+
+    fn is_negative_zero(self) -> bool {
+        let v = self.value();
+        v == 0.0 && v.is_sign_negative()
+    }
+
     /// `self`, or `self + 0` (recorded, not folded) if its value is -0.
     fn without_negative_zero(self) -> Self {
         match self {
             Term::Const(c) => Term::Const(c + 0.0),
-            Term::Node(graph, _) if self.value() == 0.0 && self.value().is_sign_negative() => {
+            Term::Node(graph, _) if self.is_negative_zero() => {
                 Term::record_binary(graph, Binary::Add, self, Term::Const(0.0))
             }
             Term::Node(..) => self,
@@ -274,13 +284,25 @@ impl<'g> Term<'g> {
     }
 
     fn binary(op: Binary, a: Self, b: Self) -> Self {
-        // Fold what symbolic differentiation makes plentiful: x + 0, x * 1, 0 * x, x / 1.
+        // Fold what symbolic differentiation makes plentiful: x + 0, x * 1, 0 * x, x / 1,
+        // each to exactly the number the operation would give (the plain backward's
+        // partials are these operations on `f64`, and the two sweeps agree to the bit):
+        // `+0 + -0` is `+0`, `0 * x` is `-0` for a negative `x` and NaN for an infinite one.
         match op {
-            Binary::Add if a.is(0.0) => return b,
-            Binary::Add | Binary::Sub if b.is(0.0) => return a,
+            Binary::Add if a.is(0.0) && !(a.is_positive_zero() && b.is_negative_zero()) => {
+                return b;
+            }
+            Binary::Add if b.is(0.0) && !(b.is_positive_zero() && a.is_negative_zero()) => {
+                return a;
+            }
+            Binary::Sub if b.is(0.0) && !(b.is_negative_zero() && a.is_negative_zero()) => {
+                return a;
+            }
             Binary::Mul if a.is(1.0) => return b,
             Binary::Mul | Binary::Div if b.is(1.0) => return a,
-            Binary::Mul if a.is(0.0) || b.is(0.0) => return Term::Const(0.0),
+            // Constant: its derivative, 0 times the other's, passes nothing (a zero factor
+            // wins, as in `backward::chain`).
+            Binary::Mul if a.is(0.0) || b.is(0.0) => return Term::Const(a.value() * b.value()),
             _ => {}
         }
         match (a, b) {
