@@ -424,13 +424,13 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
     for node in (0..sink).rev() {
         let start = edge_start[node] as usize;
         let adjoint = adjoints[node];
-        if !adjoint.is_finite() {
-            return false;
-        }
-        // Inputs (no edges, often most of the nodes: a model's parameters) cost one test;
-        // nearly every other node has one or two edges, which get straight-line code,
-        // without the zipped loop's setup and exit tests.
-        if start != end && adjoint != 0.0 {
+        // Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0
+        // wraps to the top and the infinities and NaNs are the largest patterns.
+        let ordinary = (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1;
+        // Inputs (no edges, often most of the nodes: a model's parameters) cost one test
+        // and a finiteness test; nearly every other node has one or two edges, which get
+        // straight-line code, without the zipped loop's setup and exit tests.
+        if start != end && ordinary {
             match (&args[start..end], &weights[start..end]) {
                 (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
                 (&[a0, a1], &[w0, w1]) => {
@@ -443,11 +443,17 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
                     }
                 }
             }
+        } else if !adjoint.is_finite() {
+            return false;
         }
         end = start;
     }
     true
 }
+
+/// The bits of `+inf` shifted past the sign: every non-finite `f64`, so shifted, is at
+/// least this.
+const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
 
 /// A non-finite adjoint sum met by [`sweep_careful`] in checking mode: the node whose
 /// edge produced it, and the sum.

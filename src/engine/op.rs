@@ -410,17 +410,8 @@ impl Nary {
     /// assert!(p[1].is_nan());
     /// ```
     ///
-    /// # Panics
-    ///
-    /// For [`Nary::Dot`] with an odd number of operands.
     pub fn partials<T: Scalar>(self, xs: &[T], y: T) -> Vec<T> {
         match self {
-            Nary::Sum => xs.iter().map(|x| x.lift(1.0)).collect(),
-            Nary::Dot => {
-                assert!(xs.len() % 2 == 0, "dot's operands are two halves");
-                let (a, b) = xs.split_at(xs.len() / 2);
-                b.iter().chain(a).copied().collect()
-            }
             Nary::LogSumExp => {
                 let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
                 if let Some(special) = softmax_at_infinity(&values) {
@@ -431,6 +422,8 @@ impl Nary {
                 let sum = T::sum(&exps);
                 exps.into_iter().map(|e| e / sum).collect()
             }
+            // Each partial on its own costs nothing extra for the others.
+            _ => (0..xs.len()).map(|k| self.partial(xs, y, k)).collect(),
         }
     }
 
