@@ -35,7 +35,9 @@
 //! offset (4) and a slot in the slot map (8: position and version); each operand edge adds
 //! a position (4) and a partial (8), an `f64` constant operand too. A unary node is
 //! therefore 33 bytes, a binary one 45; backward adds an 8-byte adjoint per node. Backward
-//! is one loop of multiply-adds over those arrays. Releasing to a mark takes time in
+//! is one loop of multiply-adds over those arrays, with one test per node that sends the
+//! rare sweep that meets an infinity or a NaN to a careful loop (see the singular points
+//! below). Releasing to a mark takes time in
 //! proportion to all live handles (the slot map is filtered), not only the released ones.
 //!
 //! ## Singular points: one rule in every sweep

@@ -147,7 +147,9 @@ impl Bytes<'_> {
     /// A value: half the time tame (in [-3.2, 3.2]), else one of the values that break
     /// naive code.
     fn value(&mut self) -> f64 {
-        const SPECIAL: [f64; 24] = [
+        const SPECIAL: [f64; 26] = [
+            1e-310,
+            1e-160,
             0.0,
             -0.0,
             1.0,
@@ -863,6 +865,25 @@ impl<'g, 'b> Machine<'g, 'b> {
                     "d/d[{}]: plain {plain:e}, Var::grad {differentiable:e} (tame: {tame})",
                     e.pos
                 );
+            }
+            // Second order, for the last few handles: the Hessian by plain sweeps over the
+            // recorded gradient and by a second `grad`, to the bit.
+            let few = &vars[vars.len().saturating_sub(3)..];
+            let firsts = &second[second.len() - few.len()..];
+            let hessian = no_panic("try_hessian", || {
+                tapegrad::higher::try_hessian(root.var, few)
+            })?
+            .map_err(|e| TestCaseError::fail(format!("try_hessian: {e}")))?;
+            for (i, dy) in firsts.iter().enumerate() {
+                let row = no_panic("try_grad", || dy.try_grad(few))?
+                    .map_err(|e| TestCaseError::fail(format!("try_grad: {e}")))?;
+                for (j, d2y) in row.iter().enumerate() {
+                    let (h, d2) = (hessian[i][j], d2y.value());
+                    prop_assert!(
+                        h.to_bits() == d2.to_bits() || (h.is_nan() && d2.is_nan()),
+                        "H[{i}][{j}]: hessian {h:e}, grad of grad {d2:e}"
+                    );
+                }
             }
             s.graph.release(mark);
         }
