@@ -1,10 +1,9 @@
 //! The modules: [`Linear`], [`Mlp`], [`Embedding`], [`LayerNorm`], [`RmsNorm`]. Each holds
 //! [`Param`] ids and a forward pass written once over [`Scalar`].
 
-use crate::linalg::{Matrix, Pairing};
+use crate::engine::{Matrix, Pairing, Scalar};
 use crate::nn::Module;
 use crate::nn::params::{Param, Params, View};
-use crate::scalar::Scalar;
 
 /// A fully connected layer: `y[o] = b[o] + sum_i W[o][i] x[i]`, with `W` stored
 /// `outputs x inputs` (PyTorch's layout, names `{name}.weight` and `{name}.bias`).

@@ -6,11 +6,7 @@ use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backward::Gradients;
-use crate::error::Error;
-use crate::graph::{Graph, Mark};
-use crate::linalg::Matrix;
-use crate::var::Var;
+use crate::engine::{Error, Gradients, Graph, Mark, Matrix, Var};
 
 /// Store ids (layouts and instances) start at 1 and are unique in the process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
