@@ -61,6 +61,7 @@ pub mod higher;
 pub mod linalg;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;

@@ -1,7 +1,7 @@
 //! Optimizers: [`Optimizer`] (SGD with momentum, Adam, AdamW as PyTorch defines them, with
 //! learning-rate [`Schedule`]s and saved state) over an [`nn::Params`](crate::nn::Params)
 //! store; and the series' [`Sgd`] and [`AdamW`] over plain values or parameter [`Var`]s.
-//! Built on the engine's public API and `nn`'s store; updates values, never records nodes.
+//! Built on the engine and `nn`'s store; nothing below uses it.
 //!
 //! Each optimizer updates parameters from their gradients in two forms: [`Sgd::update`] /
 //! [`AdamW::update`] on `f64` slices, and [`Sgd::step`] / [`AdamW::step`] on parameter
@@ -28,8 +28,7 @@
 //! assert_eq!((w[0].value(), w[1].value()), (3.0 / 8.0, -2.0 / 8.0));
 //! ```
 
-use crate::engine::Gradients;
-use crate::engine::Var;
+use crate::engine::{Gradients, Var};
 use crate::nn::{Grads, ParamError, Params, StateDict};
 
 /// Applies `update(i, value, gradient) -> new value` to every parameter `Var`.

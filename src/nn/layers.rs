@@ -1,7 +1,8 @@
 //! The modules: [`Linear`], [`Mlp`], [`Embedding`], [`LayerNorm`], [`RmsNorm`]. Each holds
 //! [`Param`] ids and a forward pass written once over [`Scalar`].
 
-use crate::engine::{Matrix, Pairing, Scalar};
+use crate::engine::Scalar;
+use crate::linalg::{Matrix, Pairing};
 use crate::nn::Module;
 use crate::nn::params::{Param, Params, View};
 

@@ -6,7 +6,11 @@ use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::{Error, Gradients, Graph, Mark, Matrix, Var};
+use crate::engine::Error;
+use crate::engine::Gradients;
+use crate::engine::Var;
+use crate::engine::{Graph, Mark};
+use crate::linalg::Matrix;
 
 /// Store ids (layouts and instances) start at 1 and are unique in the process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
