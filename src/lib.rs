@@ -59,6 +59,7 @@ pub mod dot;
 pub mod functional;
 pub mod higher;
 pub mod linalg;
+pub mod nn;
 pub mod optim;
 
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
