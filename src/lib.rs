@@ -63,6 +63,8 @@ pub mod functional;
 mod graph;
 pub mod higher;
 pub mod linalg;
+#[path = "models/microgpt.rs"]
+pub mod microgpt;
 #[path = "engine/op.rs"]
 pub mod op;
 pub mod optim;
