@@ -990,6 +990,23 @@ impl Trainer {
         self.last_nodes
     }
 
+    /// The bytes the reused graph holds (its capacity): constant once the longest
+    /// document has been seen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::microgpt::{Params, Trainer};
+    /// let mut t = Trainer::from_params(Params::zeros(3), 2);
+    /// t.step(&[2, 0, 2]);
+    /// let bytes = t.tape_bytes();
+    /// t.step(&[2, 0, 2]);
+    /// assert_eq!(t.tape_bytes(), bytes);
+    /// ```
+    pub fn tape_bytes(&self) -> usize {
+        self.graph.heap_bytes()
+    }
+
     /// The gradient of the last step's loss, in the order of [`Params::as_slice`].
     ///
     /// # Examples
