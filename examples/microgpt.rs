@@ -14,7 +14,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use serde_json::{Value, json};
-use tapegrad::microgpt::{self, Params, Trainer};
+use tapegrad::models::microgpt::{self, Params, Trainer};
 
 const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
 use serde_json::{Map, Value, json};
+use tapegrad::models::transformer::{self, N_PARAMS, Params, SENTENCE, VOCAB};
 use tapegrad::optim::{AdamW, AdamWConfig};
-use tapegrad::transformer::{self, N_PARAMS, Params, SENTENCE, VOCAB};
 use tapegrad::{Gradients, Graph};
 
 /// Training stops once the loss is below this and greedy generation is the sentence.

@@ -1,4 +1,5 @@
-//! The finite-difference gradient checker, tapegrad's `gradcheck`.
+//! The finite-difference gradient checker, tapegrad's `gradcheck`. Built on the engine's
+//! public API only; not on the hot path (it records a function once per check).
 //!
 //! [`gradcheck`] records a function once on a tape, runs backward, and compares every
 //! input's tape gradient with a central difference `(f(x + h) - f(x - h)) / 2h`, where
@@ -15,8 +16,8 @@
 
 use std::fmt;
 
-use crate::graph::Graph;
-use crate::var::Var;
+use crate::engine::Graph;
+use crate::engine::Var;
 
 /// How [`gradcheck`] differentiates numerically and what it accepts.
 ///

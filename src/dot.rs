@@ -1,5 +1,5 @@
 //! Graphviz export: the part of a graph that an output depends on, as DOT text (micrograd's
-//! `draw_dot`, in Rust and without recursion).
+//! `draw_dot`, in Rust and without recursion). Reads the tape; never records or changes it.
 //!
 //! Each node is drawn as a box of stacked fields: its name (if given), op, value and
 //! gradient (if a [`Gradients`] is given), with an edge from each operand labelled by its
@@ -31,11 +31,11 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::backward::Gradients;
-use crate::error::Error;
-use crate::graph::CONST_ARG;
-use crate::op::Op;
-use crate::var::Var;
+use crate::engine::CONST_ARG;
+use crate::engine::Error;
+use crate::engine::Gradients;
+use crate::engine::Op;
+use crate::engine::Var;
 
 /// A DOT drawing of everything `root` depends on, with optional gradients and names.
 ///
@@ -142,7 +142,7 @@ impl<'a, 'g> Dot<'a, 'g> {
     /// root, or the gradients belong to another graph (see [`Dot::try_render`]).
     #[track_caller]
     pub fn render(&self) -> String {
-        crate::var::or_panic(self.try_render())
+        crate::engine::or_panic(self.try_render())
     }
 
     /// [`Dot::render`], returning an error instead of panicking.

@@ -1,5 +1,6 @@
 //! Softmax, log-softmax, log-sum-exp and cross-entropy, written once over [`Scalar`] so the
 //! same code evaluates plainly on `f64` and records on a tape with [`Var`](crate::Var).
+//! Built on [`Scalar`] and the engine's public API only.
 //!
 //! Two forms of each:
 //!
@@ -30,9 +31,9 @@
 //! approx::assert_relative_eq!(grads[logits[2]], p[2], epsilon = 1e-15);
 //! ```
 
-use crate::error::Error;
-use crate::scalar::Scalar;
-use crate::var::or_panic;
+use crate::engine::Error;
+use crate::engine::Scalar;
+use crate::engine::or_panic;
 
 /// Checks that `logits` is not empty, naming `op` in the error.
 fn check_logits<T>(op: &'static str, logits: &[T]) -> Result<(), Error> {

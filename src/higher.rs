@@ -1,5 +1,5 @@
 //! Second and higher derivatives: Hessians, Hessian-vector products, Jacobians, and a
-//! second-order gradient checker.
+//! second-order gradient checker. Built on the engine's public API; releases what it records.
 //!
 //! Everything here is built on [`Var::grad`], the differentiable backward: it records the
 //! reverse sweep's own arithmetic on the graph, so a gradient is a `Var` that can be
@@ -42,11 +42,11 @@
 
 use std::fmt;
 
-use crate::backward::Gradients;
 use crate::check::{Entry, Tolerance};
-use crate::error::Error;
-use crate::graph::Graph;
-use crate::var::{Var, or_panic};
+use crate::engine::Error;
+use crate::engine::Gradients;
+use crate::engine::Graph;
+use crate::engine::{Var, or_panic};
 
 /// The Hessian `H[i][j] = d2 y / dx_i dx_j` of the scalar `y` with respect to `xs`, row by
 /// row.

@@ -50,40 +50,36 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[path = "engine/backward.rs"]
-mod backward;
+// The engine (src/engine/): everything below is built on it, and it on nothing here.
+mod engine;
+
+// Built on the engine.
 pub mod check;
-#[path = "engine/differentiable.rs"]
-mod differentiable;
 pub mod dot;
-#[path = "engine/error.rs"]
-mod error;
 pub mod functional;
-#[path = "engine/graph.rs"]
-mod graph;
 pub mod higher;
 pub mod linalg;
-#[path = "models/microgpt.rs"]
-pub mod microgpt;
-#[path = "engine/op.rs"]
-pub mod op;
 pub mod optim;
+
+// Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;
-#[path = "engine/scalar.rs"]
-mod scalar;
-#[path = "models/transformer.rs"]
-pub mod transformer;
-#[path = "engine/var.rs"]
-mod var;
+
+// The tutorials' models, out of the general API.
+pub mod models;
+
+/// The series' tiny transformer, now at [`models::transformer`].
+#[deprecated(since = "0.2.0", note = "moved to tapegrad::models::transformer")]
+pub mod transformer {
+    pub use crate::models::transformer::*;
+}
 
 /// The README's code blocks, compiled and run as doctests so the tour stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use backward::Gradients;
-pub use error::{Anomaly, Error};
-pub use graph::{Graph, Mark, NodeKey};
-pub use op::{Binary, Nary, Op, Unary};
-pub use scalar::Scalar;
-pub use var::{Operand, Var, powf};
+pub use engine::op;
+pub use engine::{
+    Anomaly, Binary, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar, Unary, Var,
+    powf,
+};

@@ -1,4 +1,5 @@
 //! Optimizers: [`Sgd`] and [`AdamW`], over plain values or over parameter [`Var`]s.
+//! Built on the engine's public API; updates values, never records nodes.
 //!
 //! Each optimizer updates parameters from their gradients in two forms: [`Sgd::update`] /
 //! [`AdamW::update`] on `f64` slices, and [`Sgd::step`] / [`AdamW::step`] on parameter
@@ -25,8 +26,8 @@
 //! assert_eq!((w[0].value(), w[1].value()), (3.0 / 8.0, -2.0 / 8.0));
 //! ```
 
-use crate::backward::Gradients;
-use crate::var::Var;
+use crate::engine::Gradients;
+use crate::engine::Var;
 
 /// Applies `update(i, value, gradient) -> new value` to every parameter `Var`.
 #[track_caller]

@@ -1,4 +1,5 @@
-//! [`PyRandom`]: the numbers of Python's `random` module, bit for bit.
+//! [`PyRandom`]: the numbers of Python's `random` module, bit for bit. Plain numbers: it
+//! uses nothing else in the crate.
 //!
 //! The tutorial series draws its weights with `random.seed(42)` and `random.gauss(0, 0.1)`.
 //! Reproducing its printed numbers needs the very same stream: CPython's generator is

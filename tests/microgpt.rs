@@ -3,7 +3,7 @@
 //! of MICROGPT.md), central finite differences, and its sampled names.
 
 use tapegrad::Graph;
-use tapegrad::microgpt::{self, Params, Trainer};
+use tapegrad::models::microgpt::{self, Params, Trainer};
 
 const NAMES: &str = include_str!("../data/names.txt");
 

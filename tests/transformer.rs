@@ -7,8 +7,8 @@
 //! value rounds to exactly what it printed.
 
 use tapegrad::check::{Tolerance, gradcheck};
+use tapegrad::models::transformer::{self, N_PARAMS, Params, SENTENCE};
 use tapegrad::optim::{AdamW, AdamWConfig};
-use tapegrad::transformer::{self, N_PARAMS, Params, SENTENCE};
 use tapegrad::{Gradients, Graph};
 
 /// `x` printed to as many decimals as `printed` has is `printed`.

@@ -1,5 +1,6 @@
 //! The differentiable backward: [`Var::grad`] records the reverse sweep's own arithmetic
-//! on the graph, so every gradient is a `Var` that can be differentiated again.
+//! on the graph, so every gradient is a `Var` that can be differentiated again. It uses the
+//! op table's rules as they are: no derivative is written here.
 //!
 //! It evaluates the same generic rules of `op.rs` as the plain backward, but on [`Term`]s
 //! (graph nodes addressed by tape position, or folded constants) instead of `f64`s.
@@ -8,11 +9,11 @@ use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 
-use crate::error::Error;
-use crate::graph::{CONST_ARG, Graph, Resolved, Tape};
-use crate::op::{Binary, Nary, Op, Unary};
-use crate::scalar::Scalar;
-use crate::var::Var;
+use super::error::{Error, or_panic};
+use super::graph::{Graph, Var};
+use super::op::{Binary, Nary, Op, Unary};
+use super::scalar::Scalar;
+use super::tape::{CONST_ARG, Resolved, Tape};
 
 impl<'g> Var<'g> {
     /// The gradient of `self` with respect to each of `inputs`, as `Var`s on the same graph:
@@ -38,7 +39,7 @@ impl<'g> Var<'g> {
     /// [`Var::try_grad`]).
     #[track_caller]
     pub fn grad(self, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
-        crate::var::or_panic(self.try_grad(inputs))
+        or_panic(self.try_grad(inputs))
     }
 
     /// [`Var::grad`], returning an error instead of panicking.

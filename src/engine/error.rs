@@ -1,4 +1,5 @@
-//! [`Error`]: everything tapegrad reports instead of returning a wrong number.
+//! [`Error`]: everything tapegrad reports instead of returning a wrong number, and the
+//! panics that report it at the user's line. Uses nothing else in the crate.
 
 use std::fmt;
 use std::panic::Location;
@@ -128,3 +129,23 @@ impl fmt::Display for Anomaly {
 }
 
 impl std::error::Error for Error {}
+
+/// Unwraps `result`, or panics with the error's message at the user's call site. A closure
+/// (`unwrap_or_else(|e| panic!(..))`) would report a line inside tapegrad instead:
+/// `#[track_caller]` does not reach through closures.
+#[track_caller]
+#[inline]
+pub(crate) fn or_panic<T>(result: Result<T, Error>) -> T {
+    match result {
+        Ok(x) => x,
+        Err(e) => fail(e),
+    }
+}
+
+/// Panics with the error's message at the user's call site; out of line, so that the
+/// fast paths that call it stay small.
+#[cold]
+#[track_caller]
+pub(crate) fn fail(e: Error) -> ! {
+    panic!("{e}")
+}

@@ -1,15 +1,7 @@
-//! [`Graph`]: owns every node; its recording order is the tape.
-//!
-//! Storage is struct-of-arrays, indexed by *tape position* (the order of recording):
-//! `values[i]`, `ops[i]`, and node `i`'s edges `edge_start[i]..edge_start[i + 1]` into the
-//! flat `args` (operand positions) and `weights` (the local partials, computed when the
-//! node is recorded). A `slotmap::SlotMap<NodeKey, u32>` maps each user-visible handle to
-//! its tape position; its generational keys are what make a handle to a released node
-//! detectable. The reverse sweep never touches the slot map: it walks the flat arrays.
-//!
-//! An `f64` operand (as in `x * 2.0`) is stored as an edge whose `arg` is [`CONST_ARG`] and
-//! whose weight slot holds the constant itself, so that the differentiable backward can
-//! re-evaluate the op's rule with it. The plain sweep sends such edges to a sink slot.
+//! The [`Graph`] API and its handles: [`Graph`] (recording, marks, release, anomaly mode,
+//! parameter updates), [`Var`] (a `Copy` handle to a node) and [`Operand`]. The arithmetic
+//! on `Var` lives in `var.rs`, the sweeps in `backward.rs` and `differentiable.rs`; the
+//! storage in `tape.rs`. It may not use those files (they use it).
 
 use std::cell::RefCell;
 use std::panic::Location;
@@ -17,582 +9,115 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use slotmap::SlotMap;
 
-use crate::error::{Anomaly, Error};
-use crate::linalg::Pairing;
-use crate::op::{Binary, Nary, Op, Unary};
-use crate::var::{Operand, Var};
-
-slotmap::new_key_type! {
-    /// The key of a node in its graph's slot map: an index plus a version, so a key to a
-    /// released (and possibly reused) slot is detected instead of read.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::Graph;
-    ///
-    /// let g = Graph::new();
-    /// let (a, b) = (g.var(1.0), g.var(2.0));
-    /// assert_ne!(a.key(), b.key());
-    /// ```
-    pub struct NodeKey;
-}
-
-/// The `arg` of an edge whose operand is an untracked `f64` constant.
-pub(crate) const CONST_ARG: u32 = u32::MAX;
-/// Positions are `u32`, and `u32::MAX` is [`CONST_ARG`].
-const MAX_NODES: usize = (u32::MAX - 1) as usize;
-
-/// Below this many nodes and edges, [`Tape::finish`] needs no exact test of the limits.
-const FAST_LIMIT: usize = 1 << 31;
-const _: () = assert!(FAST_LIMIT <= MAX_NODES);
+use super::error::{Anomaly, Error, or_panic};
+use super::matrix::Pairing;
+use super::op::{Nary, Op};
+use super::tape::{AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Tape, resolve_handle};
 
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
-/// An operand as the tape sees it: its value, and its position (or [`CONST_ARG`]).
+/// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
+///
+/// `Var` is `Copy` and cheap (16 bytes); arithmetic on it records new nodes. Using a `Var`
+/// whose node was released, or combining `Var`s of two graphs, panics with a message that
+/// says so (operators cannot return `Result`); the `try_` methods return the [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let x = g.var(0.5);
+/// let y = 2.0 * x.tanh() + x / 3.0 - 1.0;
+/// let dy = y.backward()[x];
+/// // d/dx = 2 / cosh^2(x) + 1/3
+/// approx::assert_relative_eq!(dy, 2.0 / 0.5f64.cosh().powi(2) + 1.0 / 3.0, max_relative = 1e-15);
+/// ```
+#[derive(Clone, Copy)]
+pub struct Var<'g> {
+    pub(crate) graph: &'g Graph,
+    pub(crate) key: NodeKey,
+}
+
+/// An operand of a binary op: a `Var`, or a plain `f64` that is recorded as an untracked
+/// constant (no node, no gradient) and goes through the same derivative rule.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Operand};
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// assert!(matches!(Operand::from(x), Operand::Var(_)));
+/// assert!(matches!(Operand::from(2.0), Operand::Const(c) if c == 2.0));
+/// assert_eq!(x.powf(3.0).value(), 8.0);
+/// ```
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Resolved {
-    pub(crate) value: f64,
-    pub(crate) arg: u32,
+pub enum Operand<'g> {
+    /// A node of a graph.
+    Var(Var<'g>),
+    /// An untracked constant.
+    Const(f64),
 }
 
-impl Resolved {
-    pub(crate) fn constant(value: f64) -> Self {
-        Resolved {
-            value,
-            arg: CONST_ARG,
-        }
-    }
-}
-
-/// `x`'s tape position, for the loops that resolve many operands at once; for a handle
-/// that is released or of another graph, [`CONST_ARG`], and the error that the one-operand
-/// path ([`Graph::resolve`]) reports for it is kept in `first_error` if none is yet (the
-/// caller reports it after the loop, which stays tighter without an early exit).
-#[inline(always)]
-fn position_or_note(
-    graph: &Graph,
-    slots: &SlotMap<NodeKey, u32>,
-    values: &[f64],
-    x: Var<'_>,
-    first_error: &mut Option<Error>,
-) -> u32 {
-    if std::ptr::eq(x.graph(), graph)
-        && let Some(&pos) = slots.get(x.key())
-    {
-        return pos;
-    }
-    note_error(graph, slots, values, x, first_error);
-    CONST_ARG
-}
-
-/// [`position_or_note`]'s rare case, out of line.
-#[cold]
-#[inline(never)]
-fn note_error(
-    graph: &Graph,
-    slots: &SlotMap<NodeKey, u32>,
-    values: &[f64],
-    x: Var<'_>,
-    first_error: &mut Option<Error>,
-) {
-    if first_error.is_none() {
-        *first_error = graph.resolve_in(slots, values, x.into()).err();
+impl<'g> From<Var<'g>> for Operand<'g> {
+    fn from(x: Var<'g>) -> Self {
+        Operand::Var(x)
     }
 }
 
-/// The nodes, struct-of-arrays (see the module docs).
-#[derive(Debug)]
-pub(crate) struct Tape {
-    pub(crate) slots: SlotMap<NodeKey, u32>,
-    pub(crate) values: Vec<f64>,
-    pub(crate) ops: OpCodes,
-    /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; always one longer than `values`.
-    pub(crate) edge_start: Vec<u32>,
-    pub(crate) args: Vec<u32>,
-    pub(crate) weights: Vec<f64>,
-    /// Counts releases, so a `Gradients` knows which positions were re-recorded after it.
-    pub(crate) epoch: u64,
-    /// `(epoch, mark)` of past releases, kept as a stack whose marks increase: the first
-    /// entry after a given epoch holds the lowest mark released since then.
-    releases: Vec<(u64, u32)>,
-    pub(crate) anomaly: Option<Box<AnomalyLog>>,
-    /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
-    /// while `pos | edges` is below it, so one comparison covers both the limits and the
-    /// mode.
-    fast_limit: usize,
-    /// Operand values of the n-ary node being recorded (kept to avoid reallocating).
-    scratch: Vec<f64>,
-    /// The resolved operands of a matrix product ([`Tape::matrix_dots`]): positions and
-    /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
-    matrix_args: Vec<u32>,
-    matrix_values: Vec<f64>,
+impl From<f64> for Operand<'_> {
+    fn from(c: f64) -> Self {
+        Operand::Const(c)
+    }
 }
 
-/// What anomaly mode keeps: where each node was recorded, and the first bad value.
-#[derive(Debug, Default)]
-pub(crate) struct AnomalyLog {
-    pub(crate) locations: Vec<Option<&'static Location<'static>>>,
-    first: Option<(u32, Anomaly)>,
-}
-
-impl Tape {
-    fn with_capacity(nodes: usize) -> Self {
-        let mut edge_start = Vec::with_capacity(nodes + 1);
-        edge_start.push(0);
-        Tape {
-            slots: SlotMap::with_capacity_and_key(nodes),
-            values: Vec::with_capacity(nodes),
-            ops: OpCodes(Vec::with_capacity(nodes)),
-            edge_start,
-            args: Vec::with_capacity(nodes * 2),
-            weights: Vec::with_capacity(nodes * 2),
-            epoch: 0,
-            releases: Vec::new(),
-            anomaly: None,
-            fast_limit: FAST_LIMIT,
-            scratch: Vec::new(),
-            matrix_args: Vec::new(),
-            matrix_values: Vec::new(),
-        }
+impl<'g> Var<'g> {
+    pub(crate) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
+        Var { graph, key }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// Node `pos`'s edges as `(args, weights)`.
-    #[inline]
-    pub(crate) fn edges(&self, pos: usize) -> (&[u32], &[f64]) {
-        let range = self.edge_start[pos] as usize..self.edge_start[pos + 1] as usize;
-        (&self.args[range.clone()], &self.weights[range])
-    }
-
-    /// Node `pos`'s operand values in operand order (constants included).
-    pub(crate) fn operand_values(&self, pos: usize) -> Vec<f64> {
-        let (args, weights) = self.edges(pos);
-        args.iter()
-            .zip(weights)
-            .map(|(&a, &w)| {
-                if a == CONST_ARG {
-                    w
-                } else {
-                    self.values[a as usize]
-                }
-            })
-            .collect()
-    }
-
-    /// Closes the node whose edges were just pushed: every op node goes on here (inputs
-    /// made by [`Tape::inputs`] go on in bulk, and through [`Tape::finish_rare`] when it
-    /// must check them).
+    /// The graph this handle belongs to.
     ///
-    /// The common case is three pushes; a full graph and anomaly mode go to
-    /// [`Tape::finish_rare`], out of line, so that this inlines into every op.
-    #[inline(always)]
-    fn finish(
-        &mut self,
-        op: Op,
-        value: f64,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let pos = self.values.len();
-        // A conservative test, cheaper than the exact one: `pos | edges` is at least the
-        // larger of the two, so this sends every graph near the limits (past 2^31 nodes or
-        // edges) to `finish_rare`, which tests exactly and records the node if it fits.
-        if (pos | self.args.len()) >= self.fast_limit {
-            return self.finish_rare(op, value, location);
-        }
-        self.values.push(value);
-        self.ops.push(op);
-        self.edge_start.push(self.args.len() as u32);
-        Ok(pos as u32)
-    }
-
-    /// [`Tape::finish`] when the graph is full (or near it) or anomaly mode is on.
-    #[cold]
-    #[inline(never)]
-    fn finish_rare(
-        &mut self,
-        op: Op,
-        value: f64,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let pos = self.values.len();
-        if pos >= MAX_NODES || self.args.len() > u32::MAX as usize {
-            let start = *self.edge_start.last().expect("edge_start is never empty") as usize;
-            self.args.truncate(start);
-            self.weights.truncate(start);
-            return Err(Error::GraphFull);
-        }
-        self.values.push(value);
-        self.ops.push(op);
-        self.edge_start.push(self.args.len() as u32);
-        if self.anomaly.is_some() {
-            self.note_for_anomaly(pos, location);
-        }
-        Ok(pos as u32)
-    }
-
-    #[cold]
-    fn note_for_anomaly(&mut self, pos: usize, location: &'static Location<'static>) {
-        let value = self.values[pos];
-        let found = (!value.is_finite()).then(|| Anomaly {
-            op: self.op_name(pos),
-            inputs: self.operand_values(pos),
-            output: value,
-            gradient: None,
-            location: Some(location),
-        });
-        let log = self.anomaly.as_mut().expect("anomaly mode is on");
-        log.locations.push(Some(location));
-        if let (None, Some(found)) = (&log.first, found) {
-            log.first = Some((pos as u32, found));
-        }
-    }
-
-    pub(crate) fn op_name(&self, pos: usize) -> &'static str {
-        match self.ops[pos] {
-            Op::Input => "input",
-            Op::Constant => "constant",
-            Op::Unary(op) => op.name(),
-            Op::Binary(op) => op.name(),
-            Op::Nary(op) => op.name(),
-        }
-    }
-
-    /// Where node `pos` was recorded, if anomaly mode was on then.
-    pub(crate) fn location(&self, pos: usize) -> Option<&'static Location<'static>> {
-        self.anomaly
-            .as_ref()
-            .and_then(|log| log.locations.get(pos).copied().flatten())
-    }
-
-    /// The first forward anomaly at or before `pos`.
-    pub(crate) fn anomaly_up_to(&self, pos: u32) -> Option<&Anomaly> {
-        match &self.anomaly.as_ref()?.first {
-            Some((at, a)) if *at <= pos => Some(a),
-            _ => None,
-        }
-    }
-
-    /// In anomaly mode, attributes the nodes from position `start` on, which tapegrad
-    /// recorded on the user's behalf (the differentiable backward), to the user's call at
-    /// `location`; returns the first anomaly among them.
-    pub(crate) fn adopt_from(
-        &mut self,
-        start: usize,
-        location: &'static Location<'static>,
-    ) -> Option<Anomaly> {
-        let log = self.anomaly.as_mut()?;
-        log.locations
-            .iter_mut()
-            .skip(start)
-            .for_each(|l| *l = Some(location));
-        match &mut log.first {
-            Some((at, a)) if *at as usize >= start => {
-                a.location = Some(location);
-                Some(a.clone())
-            }
-            _ => None,
-        }
-    }
-
-    /// Records one input node per value of `xs`; returns the first one's position.
+    /// # Examples
     ///
-    /// Inputs have no edges, so they go on in bulk: a model's thousands of parameters cost
-    /// one capacity test per array, not one per parameter and array.
-    pub(crate) fn inputs(
-        &mut self,
-        xs: &[f64],
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let first = self.values.len();
-        if (first + xs.len()) | self.args.len() >= self.fast_limit {
-            // Near the limits, or in anomaly mode (which checks each value): one at a time.
-            for &x in xs {
-                if let Err(e) = self.finish_rare(Op::Input, x, location) {
-                    self.truncate(first);
-                    return Err(e);
-                }
-            }
-        } else {
-            self.values.extend_from_slice(xs);
-            self.ops.push_n(Op::Input, xs.len());
-            let edges = self.args.len() as u32;
-            self.edge_start
-                .resize(self.edge_start.len() + xs.len(), edges);
-        }
-        Ok(first as u32)
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.graph().id(), g.id());
+    /// ```
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
     }
 
-    #[inline]
-    pub(crate) fn leaf(
-        &mut self,
-        op: Op,
-        value: f64,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        self.finish(op, value, location)
-    }
-
-    /// Records `op(x)`; `x` is a tracked operand.
-    #[inline(always)]
-    pub(crate) fn unary(
-        &mut self,
-        op: Unary,
-        x: Resolved,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let y = op.value(x.value);
-        self.args.push(x.arg);
-        self.weights.push(op.partial(x.value, y));
-        self.finish(Op::Unary(op), y, location)
-    }
-
-    /// Records `op(a, b)`.
-    #[inline(always)]
-    pub(crate) fn binary(
-        &mut self,
-        op: Binary,
-        a: Resolved,
-        b: Resolved,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let (a_const, b_const) = (a.arg == CONST_ARG, b.arg == CONST_ARG);
-        self.binary_of_kinds(op, (a, a_const), (b, b_const), location)
-    }
-
-    /// [`Tape::binary`] with each operand's kind (constant or not) given, so that the
-    /// operators, which know it at compile time, record without testing it.
-    #[inline(always)]
-    pub(crate) fn binary_of_kinds(
-        &mut self,
-        op: Binary,
-        (a, a_const): (Resolved, bool),
-        (b, b_const): (Resolved, bool),
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let y = op.value(a.value, b.value);
-        let weight = |x: Resolved, is_const: bool, operand: usize| {
-            debug_assert_eq!(is_const, x.arg == CONST_ARG);
-            if is_const {
-                x.value
-            } else {
-                op.partial(a.value, b.value, y, operand)
-            }
-        };
-        // Both edges at once: one capacity test per array instead of two.
-        self.args.extend_from_slice(&[a.arg, b.arg]);
-        self.weights
-            .extend_from_slice(&[weight(a, a_const, 0), weight(b, b_const, 1)]);
-        self.finish(Op::Binary(op), y, location)
-    }
-
-    /// Records an n-ary node over `operands`, each turned into a [`Resolved`] by `resolve`
-    /// (which may fail, e.g. on a released handle, in which case nothing is recorded).
-    pub(crate) fn nary<X>(
-        &mut self,
-        op: Nary,
-        operands: impl IntoIterator<Item = X>,
-        resolve: impl Fn(&SlotMap<NodeKey, u32>, &[f64], X) -> Result<Resolved, Error>,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let start = self.args.len();
-        let mut values = std::mem::take(&mut self.scratch);
-        values.clear();
-        let operands = operands.into_iter();
-        let expected = operands.size_hint().0;
-        self.args.reserve(expected);
-        self.weights.reserve(expected);
-        values.reserve(expected);
-        for x in operands {
-            match resolve(&self.slots, &self.values, x) {
-                Ok(x) => {
-                    self.args.push(x.arg);
-                    values.push(x.value);
-                }
-                Err(e) => {
-                    self.args.truncate(start);
-                    self.scratch = values;
-                    return Err(e);
-                }
-            }
-        }
-        // Checked after the loop, which stays tighter without the flag.
-        let has_constants = self.args[start..].contains(&CONST_ARG);
-        self.finish_nary(op, start, values, has_constants, location)
-    }
-
-    /// [`Tape::nary`] over slices of `graph`'s `Var`s, which are never constants: the path
-    /// of the fused ops on `Var` slices ([`Scalar`](crate::Scalar)'s `dot`, `sum` and
-    /// `logsumexp`, which the transformer's matrix products are made of). Each slice is
-    /// resolved by one `extend` over it, so an operand costs its slot lookup and two
-    /// stores, without the operand enum, the chained iterator and the capacity check per
-    /// push of the general path (those were about half of the transformer's recording).
-    /// A bad handle is remembered and reported after the loop, the first in operand order.
-    pub(crate) fn nary_vars(
-        &mut self,
-        graph: &Graph,
-        op: Nary,
-        parts: &[&[Var<'_>]],
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let start = self.args.len();
-        let mut first_error = None;
-        for part in parts {
-            let (slots, values) = (&self.slots, &self.values);
-            self.args.extend(
-                part.iter()
-                    .map(|&x| position_or_note(graph, slots, values, x, &mut first_error)),
-            );
-        }
-        if let Some(e) = first_error {
-            self.args.truncate(start);
-            return Err(e);
-        }
-        let mut values = std::mem::take(&mut self.scratch);
-        values.clear();
-        // A slice, not `self.values[..]` in the loop: the compiler would reload the
-        // vector's pointer and length at every operand, as the writes to `values` might
-        // change them for all it knows.
-        let node_values = self.values.as_slice();
-        values.extend(
-            self.args[start..]
-                .iter()
-                .map(|&pos| node_values[pos as usize]),
-        );
-        self.finish_nary(op, start, values, false, location)
-    }
-
-    /// Records the dot products of every row of `a` (row-major, `inner` columns) with every
-    /// column of `b` (row-major `inner x m`, [`Pairing::Columns`]) or every row of `b`
-    /// (row-major `m x inner`, [`Pairing::Rows`]): one [`Nary::Dot`] node per output, row
-    /// by row, at consecutive positions from the returned one. Each is exactly the node
-    /// [`Tape::nary_vars`] records for `dot(row i of a, part j of b)`: operands in that
-    /// order, the same value bit for bit.
+    /// The node's key in its graph's slot map.
     ///
-    /// Every handle of `a` and `b` is resolved (slot lookup, value) once, not once per
-    /// output that uses it, and in the order the dots read them (`b` column by column for
-    /// [`Pairing::Columns`]), so that each dot's operands are contiguous. A bad handle
-    /// anywhere is reported before anything is recorded.
-    pub(crate) fn matrix_dots(
-        &mut self,
-        graph: &Graph,
-        (a, b): (&[Var<'_>], &[Var<'_>]),
-        inner: usize,
-        pairing: Pairing,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        debug_assert!(inner > 0 && a.len() % inner == 0 && b.len() % inner == 0);
-        let (rows, outputs) = (a.len() / inner, b.len() / inner);
-        let mut positions = std::mem::take(&mut self.matrix_args);
-        let mut values = std::mem::take(&mut self.matrix_values);
-        positions.clear();
-        values.clear();
-        let mut first_error = None;
-        let (slots, node_values) = (&self.slots, self.values.as_slice());
-        let mut resolve =
-            |&v: &Var<'_>| position_or_note(graph, slots, node_values, v, &mut first_error);
-        positions.extend(a.iter().map(&mut resolve));
-        match pairing {
-            Pairing::Rows => positions.extend(b.iter().map(&mut resolve)),
-            Pairing::Columns => {
-                for j in 0..outputs {
-                    positions.extend(b[j..].iter().step_by(outputs).map(&mut resolve));
-                }
-            }
-        }
-        let result = match first_error {
-            Some(e) => Err(e),
-            None => {
-                values.extend(positions.iter().map(|&pos| node_values[pos as usize]));
-                let (a_args, b_args) = positions.split_at(a.len());
-                let (a_values, b_values) = values.split_at(a.len());
-                let first = self.values.len();
-                let mut pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
-                let recorded = pairs.try_for_each(|(i, j)| {
-                    // Operands row i of `a` then part j of `b`, partials the other way
-                    // round, value `sum a_k b_k`: `Nary::Dot` over `a_i ++ b_j`.
-                    let (ai, bj) = (i * inner..(i + 1) * inner, j * inner..(j + 1) * inner);
-                    let (a_args, a_values) = (&a_args[ai.clone()], &a_values[ai]);
-                    let (b_args, b_values) = (&b_args[bj.clone()], &b_values[bj]);
-                    self.args.extend_from_slice(a_args);
-                    self.args.extend_from_slice(b_args);
-                    self.weights.extend_from_slice(b_values);
-                    self.weights.extend_from_slice(a_values);
-                    let y = a_values.iter().zip(b_values).map(|(a, b)| a * b).sum();
-                    self.finish(Op::Nary(Nary::Dot), y, location).map(drop)
-                });
-                match recorded {
-                    Ok(()) => Ok(first as u32),
-                    Err(e) => {
-                        // The graph filled up part way: the outputs recorded have no
-                        // handles yet, so nothing can refer to them.
-                        self.truncate(first);
-                        Err(e)
-                    }
-                }
-            }
-        };
-        self.matrix_args = positions;
-        self.matrix_values = values;
-        result
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(x.key(), x.key());
+    /// ```
+    pub fn key(&self) -> NodeKey {
+        self.key
     }
+}
 
-    /// Records the n-ary node whose operand positions are `args[start..]` and whose operand
-    /// values are `values` (the scratch buffer, given back here).
-    fn finish_nary(
-        &mut self,
-        op: Nary,
-        start: usize,
-        values: Vec<f64>,
-        has_constants: bool,
-        location: &'static Location<'static>,
-    ) -> Result<u32, Error> {
-        let y = op.value_and_partials_f64(&values, &mut self.weights);
-        if has_constants {
-            // A constant operand's weight slot holds the constant itself (see the module docs).
-            for (k, &x) in values.iter().enumerate() {
-                if self.args[start + k] == CONST_ARG {
-                    self.weights[start + k] = x;
-                }
-            }
-        }
-        self.scratch = values;
-        self.finish(Op::Nary(op), y, location)
+impl Handle for Var<'_> {
+    #[inline(always)]
+    fn owner(self) -> *const () {
+        std::ptr::from_ref(self.graph).cast()
     }
-
-    /// Frees every node at position `len` and above.
-    fn truncate(&mut self, len: usize) {
-        let edges = self.edge_start[len] as usize;
-        self.values.truncate(len);
-        self.ops.truncate(len);
-        self.edge_start.truncate(len + 1);
-        self.args.truncate(edges);
-        self.weights.truncate(edges);
-        self.slots.retain(|_, pos| (*pos as usize) < len);
-        if let Some(log) = &mut self.anomaly {
-            log.locations.truncate(len);
-            if matches!(log.first, Some((at, _)) if at as usize >= len) {
-                log.first = None;
-            }
-        }
-        self.epoch += 1;
-        let mark = len as u32;
-        while self.releases.last().is_some_and(|&(_, m)| m >= mark) {
-            self.releases.pop();
-        }
-        self.releases.push((self.epoch, mark));
+    fn owner_id(self) -> u64 {
+        self.graph.id
     }
-
-    /// The lowest position released (and so possibly re-recorded) since `epoch`.
-    pub(crate) fn released_since(&self, epoch: u64) -> u32 {
-        let first_after = self.releases.partition_point(|&(e, _)| e <= epoch);
-        self.releases
-            .get(first_after)
-            .map_or(u32::MAX, |&(_, mark)| mark)
+    #[inline(always)]
+    fn key(self) -> NodeKey {
+        self.key
     }
 }
 
@@ -823,7 +348,7 @@ impl Graph {
         // One borrow of the tape for all of them (a model's thousands of parameters).
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let first = crate::var::or_panic(tape.inputs(xs, location));
+        let first = or_panic(tape.inputs(xs, location));
         let slots = &mut tape.slots;
         (first..)
             .take(xs.len())
@@ -858,7 +383,7 @@ impl Graph {
     #[track_caller]
     fn leaf(&self, op: Op, value: f64) -> Var<'_> {
         let mut tape = self.tape.borrow_mut();
-        let pos = crate::var::or_panic(tape.leaf(op, value, Location::caller()));
+        let pos = or_panic(tape.leaf(op, value, Location::caller()));
         self.handle(&mut tape, pos)
     }
 
@@ -905,23 +430,15 @@ impl Graph {
         values: &[f64],
         x: Var<'_>,
     ) -> Result<Resolved, Error> {
-        if !std::ptr::eq(x.graph(), self) {
-            return Err(self.foreign(x));
-        }
-        let pos = *slots.get(x.key()).ok_or(Error::Released)?;
-        Ok(Resolved {
-            value: values[pos as usize],
-            arg: pos,
-        })
+        resolve_handle(self.owner(), slots, values, x)
     }
 
-    /// The error for `x`, a handle of another graph, used with this one.
-    #[cold]
-    fn foreign(&self, x: Var<'_>) -> Error {
-        Error::ForeignHandle {
-            what: "Var",
-            owner: x.graph().id,
-            used_with: self.id,
+    /// This graph as the tape's handle resolution sees it.
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> Owner {
+        Owner {
+            addr: std::ptr::from_ref(self).cast(),
+            id: self.id,
         }
     }
 
@@ -942,7 +459,7 @@ impl Graph {
     /// If a term is released or from another graph (see [`Graph::try_sum`]).
     #[track_caller]
     pub fn sum<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
-        crate::var::or_panic(self.try_sum(terms))
+        or_panic(self.try_sum(terms))
     }
 
     /// [`Graph::sum`], returning an error instead of panicking.
@@ -988,7 +505,7 @@ impl Graph {
         A: Copy + Into<Operand<'g>>,
         B: Copy + Into<Operand<'g>>,
     {
-        crate::var::or_panic(self.try_dot(a, b))
+        or_panic(self.try_dot(a, b))
     }
 
     /// [`Graph::dot`], returning an error instead of panicking.
@@ -1046,7 +563,7 @@ impl Graph {
     /// If there are no terms, or a term is released or from another graph.
     #[track_caller]
     pub fn logsumexp<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
-        crate::var::or_panic(self.try_logsumexp(terms))
+        or_panic(self.try_logsumexp(terms))
     }
 
     /// [`Graph::logsumexp`], returning an error instead of panicking.
@@ -1129,7 +646,7 @@ impl Graph {
     ) -> Result<Vec<Var<'g>>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let first = tape.matrix_dots(self, (a, b), inner, pairing, location)?;
+        let first = tape.matrix_dots(self.owner(), (a, b), inner, pairing, location)?;
         let end = tape.len() as u32;
         let slots = &mut tape.slots;
         Ok((first..end)
@@ -1146,7 +663,7 @@ impl Graph {
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let pos = tape.nary_vars(self, op, parts, location)?;
+        let pos = tape.nary_vars(self.owner(), op, parts, location)?;
         Ok(self.handle(&mut tape, pos))
     }
 
@@ -1204,7 +721,7 @@ impl Graph {
     /// If `mark` belongs to another graph (see [`Graph::try_release`]).
     #[track_caller]
     pub fn release(&self, mark: Mark) {
-        crate::var::or_panic(self.try_release(mark))
+        or_panic(self.try_release(mark))
     }
 
     /// [`Graph::release`], returning an error instead of panicking.
@@ -1325,7 +842,7 @@ impl Graph {
     /// In the cases where [`Graph::try_set_value`] returns an error.
     #[track_caller]
     pub fn set_value(&self, x: Var<'_>, value: f64) {
-        crate::var::or_panic(self.try_set_value(x, value))
+        or_panic(self.try_set_value(x, value))
     }
 
     /// [`Graph::set_value`], returning an error instead of panicking.
@@ -1369,108 +886,5 @@ impl Graph {
         }
         tape.values[pos] = value;
         Ok(())
-    }
-}
-
-/// Each node's [`Op`] in one byte (an `Op` takes two): its index in [`ALL_OPS`]. Reading
-/// `ops[pos]` gives the `Op` itself. On the W2 chain this byte is what keeps peak memory
-/// under 48 bytes per recorded op (47, with the adjoints; it was 48).
-#[derive(Debug, Default)]
-pub(crate) struct OpCodes(Vec<u8>);
-
-const N_UNARY: usize = Unary::ALL.len();
-const N_BINARY: usize = Binary::ALL.len();
-const NARY: [Nary; 3] = [Nary::Sum, Nary::Dot, Nary::LogSumExp];
-
-/// Every op, in code order: the two leaves, then the unary, binary and n-ary ops in their
-/// table order.
-static ALL_OPS: [Op; 2 + N_UNARY + N_BINARY + NARY.len()] = {
-    let mut all = [Op::Input; 2 + N_UNARY + N_BINARY + NARY.len()];
-    all[1] = Op::Constant;
-    let mut k = 0;
-    while k < N_UNARY {
-        all[2 + k] = Op::Unary(Unary::ALL[k]);
-        k += 1;
-    }
-    k = 0;
-    while k < N_BINARY {
-        all[2 + N_UNARY + k] = Op::Binary(Binary::ALL[k]);
-        k += 1;
-    }
-    k = 0;
-    while k < NARY.len() {
-        all[2 + N_UNARY + N_BINARY + k] = Op::Nary(NARY[k]);
-        k += 1;
-    }
-    all
-};
-
-impl OpCodes {
-    /// `op`'s index in [`ALL_OPS`]. The unary and binary tables list their ops in
-    /// declaration order, so an op's discriminant is its index there.
-    #[inline(always)]
-    fn code(op: Op) -> u8 {
-        (match op {
-            Op::Input => 0,
-            Op::Constant => 1,
-            Op::Unary(u) => 2 + u as usize,
-            Op::Binary(b) => 2 + N_UNARY + b as usize,
-            // Exhaustive on purpose: a new n-ary op must be added to `NARY` too.
-            Op::Nary(n) => {
-                2 + N_UNARY
-                    + N_BINARY
-                    + match n {
-                        Nary::Sum => 0,
-                        Nary::Dot => 1,
-                        Nary::LogSumExp => 2,
-                    }
-            }
-        }) as u8
-    }
-
-    #[inline(always)]
-    pub(crate) fn push(&mut self, op: Op) {
-        self.0.push(Self::code(op));
-    }
-
-    /// Pushes `op` `n` times.
-    fn push_n(&mut self, op: Op, n: usize) {
-        self.0.resize(self.0.len() + n, Self::code(op));
-    }
-
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
-    }
-}
-
-impl std::ops::Index<usize> for OpCodes {
-    type Output = Op;
-
-    #[inline]
-    fn index(&self, pos: usize) -> &Op {
-        &ALL_OPS[self.0[pos] as usize]
-    }
-}
-
-// Keep the cost of the per-node storage visible to anyone changing it.
-const _: () = assert!(std::mem::size_of::<Op>() == 2);
-const _: () = assert!(ALL_OPS.len() <= 256, "op codes are one byte");
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every op survives the trip through its one-byte code: the codes are the positions
-    /// in `ALL_OPS`, which must list each op once.
-    #[test]
-    fn op_codes_round_trip() {
-        let mut codes = OpCodes::default();
-        for &op in &ALL_OPS {
-            codes.push(op);
-        }
-        for (pos, &op) in ALL_OPS.iter().enumerate() {
-            assert_eq!(codes[pos], op);
-            assert_eq!(OpCodes::code(op) as usize, pos);
-        }
     }
 }

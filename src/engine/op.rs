@@ -1,4 +1,5 @@
-//! The one table of operations.
+//! The one table of operations: each op's value and partials, side by side. Pure functions
+//! over [`Scalar`]: no storage, no graph.
 //!
 //! Each op states its forward value and its local partial derivatives side by side, so
 //! adding an op is one edit here (plus, for a new method name, one line in `var.rs`).
@@ -11,7 +12,7 @@
 //! exact than recomputing (`d e^x = y`), which also means the differentiable backward
 //! reuses the existing node instead of recording a new one.
 
-use crate::scalar::{GELU_CUBIC, SQRT_2_OVER_PI, Scalar};
+use super::scalar::{GELU_CUBIC, SQRT_2_OVER_PI, Scalar};
 
 /// What a node records: how its value was made from its operands.
 ///
@@ -120,9 +121,9 @@ unary_ops! {
     Sin "sin" { value: |x| x.sin(), partial: |x, y| x.cos() }
     /// The cosine.
     Cos "cos" { value: |x| x.cos(), partial: |x, y| -x.sin() }
-    /// The hyperbolic tangent. Its derivative is written `sech^2 x` (see [`sech2`]), not
-    /// `1 - y^2`: `1 - tanh^2` rounds to 0 by `x = 20`, where the true value is still about
-    /// 1.7e-17.
+    /// The hyperbolic tangent. Its derivative is written `sech^2 x` (computed stably by the
+    /// `sech2` helper in `op.rs`), not `1 - y^2`: `1 - tanh^2` rounds to 0 by `x = 20`, where
+    /// the true value is still about 1.7e-17.
     Tanh "tanh" { value: |x| x.tanh(), partial: |x, y| sech2(x) }
     /// The hyperbolic sine.
     Sinh "sinh" { value: |x| x.sinh(), partial: |x, y| x.cosh() }
@@ -322,7 +323,7 @@ impl Nary {
                 let (a, b) = xs.split_at(xs.len() / 2);
                 a.iter().zip(b).map(|(a, b)| a * b).sum()
             }
-            Nary::LogSumExp => crate::scalar::logsumexp_f64(xs),
+            Nary::LogSumExp => super::scalar::logsumexp_f64(xs),
         }
     }
 
@@ -383,7 +384,7 @@ impl Nary {
                 } else {
                     // No terms (a panic), an infinity or only NaNs: the value's own special
                     // cases, which compute no exps.
-                    crate::scalar::logsumexp_f64(xs)
+                    super::scalar::logsumexp_f64(xs)
                 }
             }
         }
@@ -392,7 +393,7 @@ impl Nary {
 
 /// Appends `e^(x_k - max)` for every `x_k` to `out`; returns `max` (which skips NaNs, as
 /// `f64::max` does) and the sum of the appended exps, summed in operand order as
-/// [`crate::scalar::logsumexp_f64`] sums them.
+/// [`super::scalar::logsumexp_f64`] sums them.
 fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let start = out.len();

@@ -1,4 +1,5 @@
 //! [`Scalar`]: the small numeric trait that both `f64` and [`Var`](crate::Var) implement.
+//! The trait and its `f64` form only; `Var`'s form is in `var.rs`.
 //!
 //! Every derivative rule in [`op`](crate::op) is written once over this trait: the plain
 //! backward evaluates the rules with `f64` at record time, and the differentiable backward
@@ -8,7 +9,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use crate::linalg::{Matrix, Pairing};
+use super::matrix::{Matrix, Pairing};
 
 /// `sqrt(2 / pi)`, the constant in the tanh form of GELU, at full `f64` precision.
 pub(crate) const SQRT_2_OVER_PI: f64 =
@@ -142,8 +143,36 @@ pub trait Scalar:
     /// `b.rows()`, or `b.cols()` for rows), or for `Var` if `a` has no columns or the handles
     /// mix graphs.
     fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {
-        crate::linalg::dots_one_by_one(a, b, pairing)
+        dots_one_by_one(a, b, pairing)
     }
+}
+
+/// [`Scalar::dots`]'s default: one [`Scalar::dot`] per output.
+pub(crate) fn dots_one_by_one<T: Scalar>(
+    a: Matrix<'_, T>,
+    b: Matrix<'_, T>,
+    pairing: Pairing,
+) -> Vec<T> {
+    let outputs = match pairing {
+        Pairing::Columns => b.cols(),
+        Pairing::Rows => b.rows(),
+    };
+    // A column is strided; it is gathered into one reused buffer for its dot.
+    let mut column = Vec::with_capacity(b.rows());
+    let mut out = Vec::with_capacity(a.rows() * outputs);
+    for i in 0..a.rows() {
+        for j in 0..outputs {
+            out.push(match pairing {
+                Pairing::Columns => {
+                    column.clear();
+                    column.extend((0..b.rows()).map(|k| b.as_slice()[k * b.cols() + j]));
+                    T::dot(a.row(i), &column)
+                }
+                Pairing::Rows => T::dot(a.row(i), b.row(j)),
+            });
+        }
+    }
+    out
 }
 
 /// The stable logistic function on `f64` (no overflow of `e^-x` for very negative `x`).

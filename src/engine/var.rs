@@ -1,104 +1,19 @@
-//! [`Var`]: a `Copy` handle to a node, with ordinary Rust arithmetic.
+//! What a [`Var`] can do: the operators (`+ - * /`, unary `-`, with `f64` on either side),
+//! the unary methods (one line each of the op table), and [`Scalar`] for `Var`. Hot path:
+//! every operator is inlined into the user's code and records one node, allocating nothing.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 use std::panic::Location;
 
-use crate::error::Error;
-use crate::graph::{Graph, NodeKey, Resolved, Tape};
-use crate::linalg::{Matrix, Pairing};
-use crate::op::{Binary, Nary, Op, Unary};
-use crate::scalar::Scalar;
-
-/// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
-///
-/// `Var` is `Copy` and cheap (16 bytes); arithmetic on it records new nodes. Using a `Var`
-/// whose node was released, or combining `Var`s of two graphs, panics with a message that
-/// says so (operators cannot return `Result`); the `try_` methods return the [`Error`].
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::Graph;
-///
-/// let g = Graph::new();
-/// let x = g.var(0.5);
-/// let y = 2.0 * x.tanh() + x / 3.0 - 1.0;
-/// let dy = y.backward()[x];
-/// // d/dx = 2 / cosh^2(x) + 1/3
-/// approx::assert_relative_eq!(dy, 2.0 / 0.5f64.cosh().powi(2) + 1.0 / 3.0, max_relative = 1e-15);
-/// ```
-#[derive(Clone, Copy)]
-pub struct Var<'g> {
-    graph: &'g Graph,
-    key: NodeKey,
-}
-
-/// An operand of a binary op: a `Var`, or a plain `f64` that is recorded as an untracked
-/// constant (no node, no gradient) and goes through the same derivative rule.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{Graph, Operand};
-///
-/// let g = Graph::new();
-/// let x = g.var(2.0);
-/// assert!(matches!(Operand::from(x), Operand::Var(_)));
-/// assert!(matches!(Operand::from(2.0), Operand::Const(c) if c == 2.0));
-/// assert_eq!(x.powf(3.0).value(), 8.0);
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub enum Operand<'g> {
-    /// A node of a graph.
-    Var(Var<'g>),
-    /// An untracked constant.
-    Const(f64),
-}
-
-impl<'g> From<Var<'g>> for Operand<'g> {
-    fn from(x: Var<'g>) -> Self {
-        Operand::Var(x)
-    }
-}
-
-impl From<f64> for Operand<'_> {
-    fn from(c: f64) -> Self {
-        Operand::Const(c)
-    }
-}
+use super::error::{Error, or_panic};
+use super::graph::{Graph, Operand, Var};
+use super::matrix::{Matrix, Pairing};
+use super::op::{Binary, Nary, Op, Unary};
+use super::scalar::{Scalar, dots_one_by_one};
+use super::tape::{Resolved, Tape};
 
 impl<'g> Var<'g> {
-    pub(crate) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
-        Var { graph, key }
-    }
-
-    /// The graph this handle belongs to.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let g = tapegrad::Graph::new();
-    /// let x = g.var(1.0);
-    /// assert_eq!(x.graph().id(), g.id());
-    /// ```
-    pub fn graph(&self) -> &'g Graph {
-        self.graph
-    }
-
-    /// The node's key in its graph's slot map.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let g = tapegrad::Graph::new();
-    /// let x = g.var(1.0);
-    /// assert_eq!(x.key(), x.key());
-    /// ```
-    pub fn key(&self) -> NodeKey {
-        self.key
-    }
-
     /// The node's value.
     ///
     /// # Examples
@@ -395,26 +310,6 @@ impl<'g> Var<'g> {
 #[track_caller]
 pub fn powf(base: f64, exponent: Var<'_>) -> Var<'_> {
     or_panic(binary(Binary::Powf, base, exponent, Location::caller()))
-}
-
-/// Unwraps `result`, or panics with the error's message at the user's call site. A closure
-/// (`unwrap_or_else(|e| panic!(..))`) would report a line inside tapegrad instead:
-/// `#[track_caller]` does not reach through closures.
-#[track_caller]
-#[inline]
-pub(crate) fn or_panic<T>(result: Result<T, Error>) -> T {
-    match result {
-        Ok(x) => x,
-        Err(e) => fail(e),
-    }
-}
-
-/// Panics with the error's message at the user's call site; out of line, so that the
-/// fast paths that call it stay small.
-#[cold]
-#[track_caller]
-pub(crate) fn fail(e: Error) -> ! {
-    panic!("{e}")
 }
 
 /// One side of a binary op, of a kind known at compile time: a `Var`, an `f64` constant,
@@ -770,7 +665,7 @@ impl<'g> Scalar for Var<'g> {
         };
         if a.cols() == 0 || a.cols() != paired || a.rows() == 0 || b.as_slice().is_empty() {
             // The dots one by one report these (or, with no outputs, return none).
-            return crate::linalg::dots_one_by_one(a, b, pairing);
+            return dots_one_by_one(a, b, pairing);
         }
         let graph = first_graph(a.as_slice(), "dot");
         let operands = (a.as_slice(), b.as_slice());

@@ -10,7 +10,7 @@
 //! [`Graph`]; [`sample`] draws names from plain `f64` parameters, with no graph at all.
 //!
 //! ```
-//! use tapegrad::microgpt::{self, Trainer};
+//! use tapegrad::models::microgpt::{self, Trainer};
 //!
 //! let text = "emma\nolivia\nava\n";
 //! let (docs, tokenizer, mut rng) = microgpt::prepare(text, 42);
@@ -24,9 +24,9 @@
 
 use std::hint::black_box;
 
+use crate::Scalar;
 use crate::linalg::{Matrix, mat_vec};
 use crate::pyrandom::PyRandom;
-use crate::scalar::Scalar;
 use crate::{Gradients, Graph, Mark};
 
 /// The width of the residual stream.
@@ -34,7 +34,7 @@ use crate::{Gradients, Graph, Mark};
 /// # Examples
 ///
 /// ```
-/// use tapegrad::microgpt::{HEAD_DIM, N_EMBD, N_HEAD};
+/// use tapegrad::models::microgpt::{HEAD_DIM, N_EMBD, N_HEAD};
 /// assert_eq!(N_EMBD, N_HEAD * HEAD_DIM);
 /// ```
 pub const N_EMBD: usize = 16;
@@ -43,7 +43,7 @@ pub const N_EMBD: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::N_HEAD, 4);
+/// assert_eq!(tapegrad::models::microgpt::N_HEAD, 4);
 /// ```
 pub const N_HEAD: usize = 4;
 /// The width of one head.
@@ -51,7 +51,7 @@ pub const N_HEAD: usize = 4;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::HEAD_DIM, 4);
+/// assert_eq!(tapegrad::models::microgpt::HEAD_DIM, 4);
 /// ```
 pub const HEAD_DIM: usize = N_EMBD / N_HEAD;
 /// The longest context: at most this many positions per document (and per sample).
@@ -59,7 +59,7 @@ pub const HEAD_DIM: usize = N_EMBD / N_HEAD;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::BLOCK_SIZE, 16);
+/// assert_eq!(tapegrad::models::microgpt::BLOCK_SIZE, 16);
 /// ```
 pub const BLOCK_SIZE: usize = 16;
 /// The MLP's hidden width (`4 * N_EMBD`).
@@ -67,7 +67,7 @@ pub const BLOCK_SIZE: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::MLP_WIDTH, 64);
+/// assert_eq!(tapegrad::models::microgpt::MLP_WIDTH, 64);
 /// ```
 pub const MLP_WIDTH: usize = 4 * N_EMBD;
 /// The standard deviation of the initial weights, `random.gauss(0, 0.08)`.
@@ -75,7 +75,7 @@ pub const MLP_WIDTH: usize = 4 * N_EMBD;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::INIT_STD, 0.08);
+/// assert_eq!(tapegrad::models::microgpt::INIT_STD, 0.08);
 /// ```
 pub const INIT_STD: f64 = 0.08;
 
@@ -85,7 +85,7 @@ pub const INIT_STD: f64 = 0.08;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::microgpt::ADAM;
+/// use tapegrad::models::microgpt::ADAM;
 /// assert_eq!((ADAM.lr, ADAM.beta1, ADAM.beta2, ADAM.eps), (0.01, 0.85, 0.99, 1e-8));
 /// ```
 pub const ADAM: AdamConfig = AdamConfig {
@@ -100,7 +100,7 @@ pub const ADAM: AdamConfig = AdamConfig {
 /// # Examples
 ///
 /// ```
-/// let c = tapegrad::microgpt::AdamConfig { lr: 0.1, ..tapegrad::microgpt::ADAM };
+/// let c = tapegrad::models::microgpt::AdamConfig { lr: 0.1, ..tapegrad::models::microgpt::ADAM };
 /// assert_eq!(c.beta1, 0.85);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -123,7 +123,7 @@ pub struct AdamConfig {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::c_pow(2.0, -1.0), 0.5);
+/// assert_eq!(tapegrad::models::microgpt::c_pow(2.0, -1.0), 0.5);
 /// ```
 #[inline]
 pub fn c_pow(x: f64, p: f64) -> f64 {
@@ -142,7 +142,7 @@ fn pow_const<T: Scalar>(x: T, p: f64) -> T {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::microgpt::Tokenizer;
+/// use tapegrad::models::microgpt::Tokenizer;
 ///
 /// let t = Tokenizer::new(&["ab".to_string(), "ca".to_string()]);
 /// assert_eq!(t.vocab_size(), 4);
@@ -161,7 +161,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::microgpt::Tokenizer::new(&["hello".to_string()]);
+    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["hello".to_string()]);
     /// assert_eq!(t.chars(), &['e', 'h', 'l', 'o']);
     /// ```
     pub fn new(docs: &[String]) -> Self {
@@ -176,7 +176,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.chars(), &['a', 'b']);
     /// ```
     pub fn chars(&self) -> &[char] {
@@ -188,7 +188,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.vocab_size(), 3);
     /// ```
     pub fn vocab_size(&self) -> usize {
@@ -200,7 +200,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.bos(), 2);
     /// ```
     pub fn bos(&self) -> usize {
@@ -212,7 +212,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.encode("ab"), vec![2, 0, 1, 2]);
     /// ```
     ///
@@ -235,7 +235,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.decode(&[2, 1, 0, 2]), "ba");
     /// ```
     pub fn decode(&self, ids: &[usize]) -> String {
@@ -249,7 +249,7 @@ impl Tokenizer {
 /// # Examples
 ///
 /// ```
-/// let docs = tapegrad::microgpt::read_docs("  emma\r\n\n ava \n");
+/// let docs = tapegrad::models::microgpt::read_docs("  emma\r\n\n ava \n");
 /// assert_eq!(docs, vec!["emma", "ava"]);
 /// ```
 pub fn read_docs(text: &str) -> Vec<String> {
@@ -268,7 +268,7 @@ pub fn read_docs(text: &str) -> Vec<String> {
 /// # Examples
 ///
 /// ```
-/// let (docs, tokenizer, _rng) = tapegrad::microgpt::prepare("b\na\nc\n", 42);
+/// let (docs, tokenizer, _rng) = tapegrad::models::microgpt::prepare("b\na\nc\n", 42);
 /// assert_eq!(docs.len(), 3);
 /// assert_eq!(tokenizer.vocab_size(), 4);
 /// ```
@@ -286,7 +286,7 @@ pub fn prepare(text: &str, seed: u64) -> (Vec<String>, Tokenizer, PyRandom) {
 /// # Examples
 ///
 /// ```
-/// let p = tapegrad::microgpt::Params::<f64>::zeros(27);
+/// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
 /// let fc1 = p.specs().iter().find(|s| s.name == "layer0.mlp_fc1").unwrap();
 /// assert_eq!((fc1.rows, fc1.cols), (64, 16));
 /// ```
@@ -371,7 +371,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::Params;
+    /// use tapegrad::models::microgpt::Params;
     /// let p = Params::from_flat(27, vec![0.5; 4192]).unwrap();
     /// assert_eq!(p.tensor("lm_head")[0], 0.5);
     /// assert!(Params::from_flat(27, vec![0.5; 10]).is_err());
@@ -401,7 +401,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::microgpt::Params::<f64>::zeros(5).vocab_size(), 5);
+    /// assert_eq!(tapegrad::models::microgpt::Params::<f64>::zeros(5).vocab_size(), 5);
     /// ```
     pub fn vocab_size(&self) -> usize {
         self.vocab
@@ -412,7 +412,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// let p = tapegrad::microgpt::Params::<f64>::zeros(27);
+    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
     /// assert_eq!(p.specs()[0].name, "wte");
     /// assert_eq!(p.specs().len(), 9);
     /// ```
@@ -425,7 +425,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::microgpt::Params::<f64>::zeros(27).as_slice().len(), 4192);
+    /// assert_eq!(tapegrad::models::microgpt::Params::<f64>::zeros(27).as_slice().len(), 4192);
     /// ```
     pub fn as_slice(&self) -> &[T] {
         &self.data
@@ -436,7 +436,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// let p = tapegrad::microgpt::Params::<f64>::zeros(27);
+    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
     /// assert_eq!(p.tensor("layer0.mlp_fc2").len(), 16 * 64);
     /// ```
     ///
@@ -455,7 +455,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// let p = tapegrad::microgpt::Params::<f64>::zeros(27).map(|x| x + 1.0);
+    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27).map(|x| x + 1.0);
     /// assert_eq!(p.as_slice()[7], 1.0);
     /// ```
     pub fn map<U>(&self, f: impl FnMut(T) -> U) -> Params<U> {
@@ -492,7 +492,7 @@ impl Params<f64> {
     /// # Examples
     ///
     /// ```
-    /// let p = tapegrad::microgpt::Params::<f64>::zeros(27);
+    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
     /// assert!(p.as_slice().iter().all(|&x| x == 0.0));
     /// ```
     pub fn zeros(vocab: usize) -> Self {
@@ -530,7 +530,7 @@ impl Params<f64> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = tapegrad::microgpt::Params::<f64>::zeros(27);
+    /// let mut p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
     /// p.as_mut_slice()[0] = 1.0;
     /// assert_eq!(p.tensor("wte")[0], 1.0);
     /// ```
@@ -544,7 +544,7 @@ impl Params<f64> {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::microgpt::n_params(27), 4192);
+/// assert_eq!(tapegrad::models::microgpt::n_params(27), 4192);
 /// ```
 pub fn n_params(vocab: usize) -> usize {
     2 * vocab * N_EMBD + BLOCK_SIZE * N_EMBD + 4 * N_EMBD * N_EMBD + 2 * MLP_WIDTH * N_EMBD
@@ -555,7 +555,7 @@ pub fn n_params(vocab: usize) -> usize {
 /// # Examples
 ///
 /// ```
-/// let cache = tapegrad::microgpt::KvCache::<f64>::new();
+/// let cache = tapegrad::models::microgpt::KvCache::<f64>::new();
 /// assert_eq!(cache.len(), 0);
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -570,7 +570,7 @@ impl<T> KvCache<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(tapegrad::microgpt::KvCache::<f64>::new().is_empty());
+    /// assert!(tapegrad::models::microgpt::KvCache::<f64>::new().is_empty());
     /// ```
     pub fn new() -> Self {
         KvCache {
@@ -584,7 +584,7 @@ impl<T> KvCache<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::microgpt::KvCache::<f64>::new().len(), 0);
+    /// assert_eq!(tapegrad::models::microgpt::KvCache::<f64>::new().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -595,7 +595,7 @@ impl<T> KvCache<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(tapegrad::microgpt::KvCache::<f64>::new().is_empty());
+    /// assert!(tapegrad::models::microgpt::KvCache::<f64>::new().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -617,7 +617,7 @@ fn rmsnorm<T: Scalar>(x: &[T]) -> Vec<T> {
 /// # Examples
 ///
 /// ```
-/// let p = tapegrad::microgpt::softmax(&[1.0, 2.0, 3.0]);
+/// let p = tapegrad::models::microgpt::softmax(&[1.0, 2.0, 3.0]);
 /// approx::assert_relative_eq!(p.iter().sum::<f64>(), 1.0, epsilon = 1e-15);
 /// assert!(p[2] > p[1] && p[1] > p[0]);
 /// ```
@@ -769,7 +769,7 @@ pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> T {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::microgpt::{Adam, ADAM};
+/// use tapegrad::models::microgpt::{Adam, ADAM};
 ///
 /// let mut adam = Adam::new(1, ADAM, 10);
 /// let mut p = [1.0];
@@ -793,7 +793,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// let adam = tapegrad::microgpt::Adam::new(4192, tapegrad::microgpt::ADAM, 1000);
+    /// let adam = tapegrad::models::microgpt::Adam::new(4192, tapegrad::models::microgpt::ADAM, 1000);
     /// assert_eq!(adam.step(), 0);
     /// ```
     pub fn new(n: usize, config: AdamConfig, steps: usize) -> Self {
@@ -811,7 +811,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::microgpt::Adam::new(1, tapegrad::microgpt::ADAM, 5).step(), 0);
+    /// assert_eq!(tapegrad::models::microgpt::Adam::new(1, tapegrad::models::microgpt::ADAM, 5).step(), 0);
     /// ```
     pub fn step(&self) -> usize {
         self.step
@@ -822,7 +822,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// let adam = tapegrad::microgpt::Adam::new(1, tapegrad::microgpt::ADAM, 1000);
+    /// let adam = tapegrad::models::microgpt::Adam::new(1, tapegrad::models::microgpt::ADAM, 1000);
     /// assert_eq!(adam.lr(), 0.01);
     /// ```
     pub fn lr(&self) -> f64 {
@@ -834,7 +834,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// let mut adam = tapegrad::microgpt::Adam::new(2, tapegrad::microgpt::ADAM, 100);
+    /// let mut adam = tapegrad::models::microgpt::Adam::new(2, tapegrad::models::microgpt::ADAM, 100);
     /// let mut p = [0.0, 0.0];
     /// adam.update(&mut p, &[1.0, 0.0]);
     /// assert!(p[0] < 0.0);
@@ -882,7 +882,7 @@ impl Adam {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::microgpt::{self, Trainer};
+/// use tapegrad::models::microgpt::{self, Trainer};
 ///
 /// let (docs, tokenizer, mut rng) = microgpt::prepare("anna\nbob\n", 1);
 /// let mut trainer = Trainer::new(&tokenizer, &mut rng, 2);
@@ -907,7 +907,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{self, Trainer};
+    /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).params().as_slice().len(),
     ///            microgpt::n_params(3));
@@ -921,7 +921,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// let t = Trainer::from_params(Params::zeros(3), 10);
     /// assert_eq!(t.steps_done(), 0);
     /// ```
@@ -945,7 +945,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// assert_eq!(Trainer::from_params(Params::zeros(3), 1).params().vocab_size(), 3);
     /// ```
     pub fn params(&self) -> &Params<f64> {
@@ -957,7 +957,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// assert_eq!(Trainer::from_params(Params::zeros(3), 1).into_params(), Params::zeros(3));
     /// ```
     pub fn into_params(self) -> Params<f64> {
@@ -969,7 +969,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// assert_eq!(Trainer::from_params(Params::zeros(3), 1).steps_done(), 0);
     /// ```
     pub fn steps_done(&self) -> usize {
@@ -981,10 +981,10 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// let mut t = Trainer::from_params(Params::zeros(3), 1);
     /// t.step(&[2, 0, 2]);
-    /// assert!(t.last_nodes() > tapegrad::microgpt::n_params(3));
+    /// assert!(t.last_nodes() > tapegrad::models::microgpt::n_params(3));
     /// ```
     pub fn last_nodes(&self) -> usize {
         self.last_nodes
@@ -996,7 +996,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// let mut t = Trainer::from_params(Params::zeros(3), 2);
     /// t.step(&[2, 0, 2]);
     /// let bytes = t.tape_bytes();
@@ -1012,10 +1012,10 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// let mut t = Trainer::from_params(Params::zeros(3), 1);
     /// t.step(&[2, 0, 2]);
-    /// assert_eq!(t.last_gradient().len(), tapegrad::microgpt::n_params(3));
+    /// assert_eq!(t.last_gradient().len(), tapegrad::models::microgpt::n_params(3));
     /// ```
     pub fn last_gradient(&self) -> &[f64] {
         &self.flat_grads
@@ -1027,7 +1027,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// let mut t = Trainer::from_params(Params::zeros(3), 1);
     /// // All-zero weights: uniform predictions, loss ln 3.
     /// approx::assert_relative_eq!(t.gradient(&[2, 0, 2]), 3f64.ln(), epsilon = 1e-15);
@@ -1061,7 +1061,7 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::microgpt::{Params, Trainer};
+    /// use tapegrad::models::microgpt::{Params, Trainer};
     /// let mut t = Trainer::from_params(Params::zeros(3), 1);
     /// t.step(&[2, 0, 2]);
     /// assert_eq!(t.steps_done(), 1);

@@ -1,4 +1,5 @@
-//! The tutorial series' tiny GPT-style transformer, written once over [`Scalar`].
+//! The tutorial series' tiny GPT-style transformer, written once over [`Scalar`]. A user of
+//! the crate's public API like any other; nothing in the crate may depend on it.
 //!
 //! One block, vocabulary 6, `d_model` 16, two heads of width 8, a feed-forward layer of
 //! width 64, sequences of at most 5 tokens: 3,456 parameters. The forward pass follows the
@@ -23,16 +24,16 @@
 //! assert_eq!(grads.wrt_all(vars.as_slice()).len(), transformer::N_PARAMS);
 //! ```
 
+use crate::engine::Scalar;
 use crate::linalg::{Matrix, mat_mul, mat_mul_t};
 use crate::pyrandom::PyRandom;
-use crate::scalar::Scalar;
 
 /// The vocabulary, by token id.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::VOCAB[3], "I");
+/// assert_eq!(tapegrad::models::transformer::VOCAB[3], "I");
 /// ```
 pub const VOCAB: [&str; VOCAB_SIZE] = ["<PAD>", "<BOS>", "<EOS>", "I", "like", "transformers"];
 /// The number of tokens in the vocabulary.
@@ -40,7 +41,7 @@ pub const VOCAB: [&str; VOCAB_SIZE] = ["<PAD>", "<BOS>", "<EOS>", "I", "like", "
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::VOCAB.len(), tapegrad::transformer::VOCAB_SIZE);
+/// assert_eq!(tapegrad::models::transformer::VOCAB.len(), tapegrad::models::transformer::VOCAB_SIZE);
 /// ```
 pub const VOCAB_SIZE: usize = 6;
 /// The id of `<BOS>`, where generation starts.
@@ -48,7 +49,7 @@ pub const VOCAB_SIZE: usize = 6;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::VOCAB[tapegrad::transformer::BOS], "<BOS>");
+/// assert_eq!(tapegrad::models::transformer::VOCAB[tapegrad::models::transformer::BOS], "<BOS>");
 /// ```
 pub const BOS: usize = 1;
 /// The id of `<EOS>`, where generation stops.
@@ -56,7 +57,7 @@ pub const BOS: usize = 1;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::VOCAB[tapegrad::transformer::EOS], "<EOS>");
+/// assert_eq!(tapegrad::models::transformer::VOCAB[tapegrad::models::transformer::EOS], "<EOS>");
 /// ```
 pub const EOS: usize = 2;
 /// The width of the residual stream.
@@ -64,7 +65,7 @@ pub const EOS: usize = 2;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{D_K, D_MODEL, N_HEADS};
+/// use tapegrad::models::transformer::{D_K, D_MODEL, N_HEADS};
 /// assert_eq!(D_MODEL, N_HEADS * D_K);
 /// ```
 pub const D_MODEL: usize = 16;
@@ -73,7 +74,7 @@ pub const D_MODEL: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::N_HEADS, 2);
+/// assert_eq!(tapegrad::models::transformer::N_HEADS, 2);
 /// ```
 pub const N_HEADS: usize = 2;
 /// The width of one head (`D_MODEL / N_HEADS`).
@@ -81,7 +82,7 @@ pub const N_HEADS: usize = 2;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::D_K, 8);
+/// assert_eq!(tapegrad::models::transformer::D_K, 8);
 /// ```
 pub const D_K: usize = 8;
 /// The width of the feed-forward layer.
@@ -89,7 +90,7 @@ pub const D_K: usize = 8;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{D_FF, D_MODEL};
+/// use tapegrad::models::transformer::{D_FF, D_MODEL};
 /// assert_eq!(D_FF, 4 * D_MODEL);
 /// ```
 pub const D_FF: usize = 64;
@@ -98,7 +99,7 @@ pub const D_FF: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{MAX_LEN, SENTENCE};
+/// use tapegrad::models::transformer::{MAX_LEN, SENTENCE};
 /// assert_eq!(SENTENCE.len(), MAX_LEN);
 /// ```
 pub const MAX_LEN: usize = 5;
@@ -107,7 +108,7 @@ pub const MAX_LEN: usize = 5;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{decode, SENTENCE};
+/// use tapegrad::models::transformer::{decode, SENTENCE};
 /// assert_eq!(decode(&SENTENCE), "<BOS> I like transformers <EOS>");
 /// ```
 pub const SENTENCE: [usize; MAX_LEN] = [1, 3, 4, 5, 2];
@@ -126,7 +127,7 @@ pub const SEED: u64 = 42;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::INIT_STD, 0.1);
+/// assert_eq!(tapegrad::models::transformer::INIT_STD, 0.1);
 /// ```
 pub const INIT_STD: f64 = 0.1;
 /// LayerNorm's epsilon, added to the variance.
@@ -134,7 +135,7 @@ pub const INIT_STD: f64 = 0.1;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::LN_EPS, 1e-5);
+/// assert_eq!(tapegrad::models::transformer::LN_EPS, 1e-5);
 /// ```
 pub const LN_EPS: f64 = 1e-5;
 
@@ -143,7 +144,7 @@ pub const LN_EPS: f64 = 1e-5;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{Init, LAYOUT};
+/// use tapegrad::models::transformer::{Init, LAYOUT};
 /// assert_eq!(LAYOUT[0].init, Init::Normal);
 /// assert_eq!(LAYOUT.last().unwrap().init, Init::Zeros); // beta
 /// ```
@@ -163,7 +164,7 @@ pub enum Init {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::LAYOUT;
+/// use tapegrad::models::transformer::LAYOUT;
 /// let w_q1 = &LAYOUT[3];
 /// assert_eq!((w_q1.name, w_q1.head, w_q1.shape), ("W_Q", Some(1), &[16, 8][..]));
 /// assert_eq!(w_q1.len(), 128);
@@ -187,7 +188,7 @@ impl TensorSpec {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::transformer::LAYOUT[0].len(), 6 * 16);
+    /// assert_eq!(tapegrad::models::transformer::LAYOUT[0].len(), 6 * 16);
     /// ```
     pub const fn len(&self) -> usize {
         let mut n = 1;
@@ -204,7 +205,7 @@ impl TensorSpec {
     /// # Examples
     ///
     /// ```
-    /// assert!(!tapegrad::transformer::LAYOUT[0].is_empty());
+    /// assert!(!tapegrad::models::transformer::LAYOUT[0].is_empty());
     /// ```
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
@@ -215,7 +216,7 @@ impl TensorSpec {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::transformer::LAYOUT[0].label(), "E_token");
+    /// assert_eq!(tapegrad::models::transformer::LAYOUT[0].label(), "E_token");
     /// ```
     pub fn label(&self) -> String {
         match self.head {
@@ -245,7 +246,7 @@ const fn spec(
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{LAYOUT, N_PARAMS};
+/// use tapegrad::models::transformer::{LAYOUT, N_PARAMS};
 /// assert_eq!(LAYOUT.iter().map(|t| t.len()).sum::<usize>(), N_PARAMS);
 /// ```
 pub const LAYOUT: [TensorSpec; 16] = [
@@ -298,7 +299,7 @@ const OFFSETS: [usize; LAYOUT.len() + 1] = {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::transformer::N_PARAMS, 3456);
+/// assert_eq!(tapegrad::models::transformer::N_PARAMS, 3456);
 /// ```
 pub const N_PARAMS: usize = OFFSETS[LAYOUT.len()];
 
@@ -310,7 +311,7 @@ const _: () = assert!(N_PARAMS == 3456 && D_K * N_HEADS == D_MODEL);
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::Params;
+/// use tapegrad::models::transformer::Params;
 ///
 /// let p = Params::series_init();
 /// // The series prints E_token row 1 (<BOS>) starting 0.0246, 0.1311, 0.0042, -0.0106.
@@ -331,7 +332,7 @@ impl Params<f64> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::transformer::Params;
+    /// use tapegrad::models::transformer::Params;
     /// // The first draw is Python's first random.gauss(0, 0.1) after seed(42).
     /// assert_eq!(Params::series_init().as_slice()[0], -0.014409032957792837);
     /// ```
@@ -355,7 +356,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::transformer::{Params, N_PARAMS};
+    /// use tapegrad::models::transformer::{Params, N_PARAMS};
     /// let p = Params::from_flat(vec![0.5; N_PARAMS]);
     /// assert_eq!(p.tensor("gamma", None), &[0.5; 16]);
     /// ```
@@ -379,7 +380,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::transformer::{Params, N_PARAMS};
+    /// use tapegrad::models::transformer::{Params, N_PARAMS};
     /// assert_eq!(Params::series_init().as_slice().len(), N_PARAMS);
     /// ```
     pub fn as_slice(&self) -> &[T] {
@@ -409,7 +410,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::transformer::Params;
+    /// use tapegrad::models::transformer::Params;
     /// let p = Params::series_init();
     /// let (spec, gamma) = p.tensors().find(|(s, _)| s.name == "gamma").unwrap();
     /// assert_eq!((spec.shape, gamma), (&[16][..], &[1.0; 16][..]));
@@ -427,7 +428,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::transformer::Params;
+    /// use tapegrad::models::transformer::Params;
     /// let p = Params::series_init();
     /// assert_eq!(p.tensor("W_K", Some(1)).len(), 16 * 8);
     /// ```
@@ -489,7 +490,7 @@ fn check_tokens(tokens: &[usize], min_len: usize) {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{self, Params};
+/// use tapegrad::models::transformer::{self, Params};
 /// let logits = transformer::logits(&Params::series_init(), &transformer::SENTENCE);
 /// // The series' logit of <PAD> at position 0.
 /// assert_eq!(format!("{:.4}", logits[0][0]), "0.3362");
@@ -595,7 +596,7 @@ fn layer_norm<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{self, Params};
+/// use tapegrad::models::transformer::{self, Params};
 /// let loss = transformer::loss(&Params::series_init(), &transformer::SENTENCE);
 /// assert_eq!((loss.logits.len(), loss.nll.len()), (4, 4));
 /// ```
@@ -617,7 +618,7 @@ pub struct Loss<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{self, Params};
+/// use tapegrad::models::transformer::{self, Params};
 /// let loss = transformer::loss(&Params::series_init(), &transformer::SENTENCE);
 /// // The series: P(I | <BOS>) = 0.1491, loss 1.9033; perplexity 6.23.
 /// assert_eq!(format!("{:.4}", (-loss.nll[0]).exp()), "0.1491");
@@ -648,7 +649,7 @@ pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Loss<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{self, Params};
+/// use tapegrad::models::transformer::{self, Params};
 /// let tokens = transformer::generate(&Params::series_init());
 /// assert_eq!(tokens[0], transformer::BOS);
 /// assert!(tokens.len() <= transformer::MAX_LEN);
@@ -670,7 +671,7 @@ pub fn generate(p: &Params<f64>) -> Vec<usize> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::transformer::{decode, SENTENCE};
+/// use tapegrad::models::transformer::{decode, SENTENCE};
 /// assert_eq!(decode(&SENTENCE), "<BOS> I like transformers <EOS>");
 /// ```
 ///

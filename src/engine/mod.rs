@@ -1,0 +1,31 @@
+//! The engine: the tape's storage, the [`Graph`] API and its handles, the op table, the
+//! [`Scalar`] trait, the two reverse sweeps, [`Gradients`] and errors. Nothing in this folder
+//! may use a module outside it; everything else in the crate is built on it.
+//!
+//! The files, from the bottom up (each uses only those above it in this list):
+//! `error` (errors, panics at the user's line), `matrix` (row-major views), `scalar` (the
+//! numeric trait and its `f64` form), `op` (each op's value and partials), `tape` (the nodes,
+//! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`]),
+//! `var` (`Var`'s arithmetic), `backward` (the plain sweep), `differentiable` (the sweep that
+//! records itself, for gradients of gradients).
+
+mod backward;
+mod differentiable;
+mod error;
+mod graph;
+mod matrix;
+pub mod op;
+mod scalar;
+mod tape;
+mod var;
+
+pub use backward::Gradients;
+pub(crate) use error::or_panic;
+pub use error::{Anomaly, Error};
+pub use graph::{Graph, Mark, Operand, Var};
+pub use matrix::{Matrix, Pairing};
+pub use op::{Binary, Nary, Op, Unary};
+pub use scalar::Scalar;
+pub(crate) use tape::CONST_ARG;
+pub use tape::NodeKey;
+pub use var::powf;
