@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use serde_json::{Value, json};
 use tapegrad::models::microgpt::{self, Params, Trainer};
+use tapegrad::parallel::DataParallel;
 
 const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
 
@@ -27,6 +28,8 @@ const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
   --plot PATH        the loss curve as SVG (default target/microgpt_loss.svg)
   --save PATH        write the trained parameters (JSON, by name with shapes)
   --load PATH        sample from saved parameters instead of training
+  --batch B          documents per step, gradients averaged (default 1, the reference)
+  --threads T        worker threads for the batch (default 1; any T gives the same bits)
   --no-progress      no progress bar";
 
 struct Options {
@@ -40,6 +43,8 @@ struct Options {
     save: Option<PathBuf>,
     load: Option<PathBuf>,
     progress: bool,
+    batch: usize,
+    threads: usize,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -54,6 +59,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         save: None,
         load: None,
         progress: true,
+        batch: 1,
+        threads: 1,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -88,6 +95,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
             "--plot" => o.plot = PathBuf::from(value()?),
             "--save" => o.save = Some(PathBuf::from(value()?)),
             "--load" => o.load = Some(PathBuf::from(value()?)),
+            "--batch" => {
+                o.batch = number(&flag, &value()?)
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("{flag} takes a positive whole number"))?
+            }
+            "--threads" => {
+                o.threads = number(&flag, &value()?)
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("{flag} takes a positive whole number"))?
+            }
             "--no-progress" => o.progress = false,
             _ => return Err(format!("unknown argument {flag:?}")),
         }
@@ -167,9 +184,16 @@ fn train(
     );
     let start = Instant::now();
     let mut losses = Vec::with_capacity(o.steps);
+    let mut workers = DataParallel::new(o.threads);
     for step in 0..o.steps {
-        let tokens = tokenizer.encode(&docs[step % docs.len()]);
-        let loss = trainer.step(&tokens);
+        let loss = if o.batch == 1 && o.threads == 1 {
+            trainer.step(&tokenizer.encode(&docs[step % docs.len()]))
+        } else {
+            let batch: Vec<Vec<usize>> = (0..o.batch)
+                .map(|i| tokenizer.encode(&docs[(step * o.batch + i) % docs.len()]))
+                .collect();
+            trainer.step_batch(&batch, &mut workers)
+        };
         losses.push(loss);
         bar.set_message(format!("loss {loss:.4}"));
         bar.inc(1);
@@ -180,8 +204,10 @@ fn train(
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     eprintln!(
-        "trained {} steps in {seconds:.2} s ({:.1} us/step, {} tape nodes in the last step)",
+        "trained {} steps of {} document(s) on {} thread(s) in {seconds:.2} s ({:.1} us/step, {} tape nodes in the last single-thread step)",
         o.steps,
+        o.batch,
+        o.threads,
         seconds * 1e6 / o.steps as f64,
         trainer.last_nodes()
     );

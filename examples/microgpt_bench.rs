@@ -2,12 +2,13 @@
 //! beside MICROGPT.md's reference numbers. Release only:
 //!
 //! ```text
-//! cargo run --release --example microgpt_bench [-- --steps 1000 --rounds 3]
+//! cargo run --release --example microgpt_bench [-- --steps 1000 --rounds 3 --batch 16]
 //! ```
 
 use std::time::Instant;
 
-use tapegrad::models::microgpt::{self, ADAM, Adam, Params};
+use tapegrad::models::microgpt::{self, ADAM, Adam, Params, Trainer};
+use tapegrad::parallel::DataParallel;
 use tapegrad::{Gradients, Graph};
 
 const NAMES: &str = include_str!("../data/names.txt");
@@ -20,14 +21,16 @@ fn median(xs: &mut [f64]) -> f64 {
 fn main() {
     let mut steps = 1000;
     let mut rounds = 3;
+    let mut batch = 16;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().and_then(|v| v.parse().ok());
         match (flag.as_str(), value) {
             ("--steps", Some(n)) => steps = n,
             ("--rounds", Some(n)) => rounds = n,
+            ("--batch", Some(n)) => batch = n,
             _ => {
-                eprintln!("usage: microgpt_bench [--steps N] [--rounds R]");
+                eprintln!("usage: microgpt_bench [--steps N] [--rounds R] [--batch B]");
                 std::process::exit(2);
             }
         }
@@ -89,7 +92,7 @@ fn main() {
         us(median(&mut backward))
     );
     println!(
-        "| Adam update (C pow, as the reference) | {:.1} us |",
+        "| Adam update (C pow's bits) | {:.1} us |",
         us(median(&mut update))
     );
     println!("| **total** | **{:.1} us** |", us(median(&mut total)));
@@ -104,4 +107,59 @@ fn main() {
         "reference (MICROGPT.md, 2-core machine): CPython 350 000 - 500 000 us/step (61,158 Value nodes);"
     );
     println!("fastest public Rust port: 700 - 800 us/step");
+    parallel_table(&docs, &tokenizer, &initial, batch, rounds);
+}
+
+/// Steps of `batch` documents on 1 and 2 threads, alternating so that both see the same
+/// machine load; median time per step of each.
+fn parallel_table(
+    docs: &[String],
+    tokenizer: &microgpt::Tokenizer,
+    initial: &Params<f64>,
+    batch: usize,
+    rounds: usize,
+) {
+    let steps = 40;
+    let batches: Vec<Vec<Vec<usize>>> = (0..steps)
+        .map(|s| {
+            (0..batch)
+                .map(|i| tokenizer.encode(&docs[(s * batch + i) % docs.len()]))
+                .collect()
+        })
+        .collect();
+    let threads = [1, 2];
+    let mut times = vec![Vec::new(); threads.len()];
+    let mut bits = vec![Vec::new(); threads.len()];
+    for _ in 0..rounds {
+        for (k, &t) in threads.iter().enumerate() {
+            let mut workers = DataParallel::new(t);
+            let mut trainer = Trainer::from_params(initial.clone(), steps);
+            bits[k].clear();
+            for b in &batches {
+                let t0 = Instant::now();
+                bits[k].push(trainer.step_batch(b, &mut workers).to_bits());
+                times[k].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    assert!(
+        bits.iter().all(|b| *b == bits[0]),
+        "threads changed the bits"
+    );
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    println!();
+    println!(
+        "data-parallel steps of {batch} documents ({steps} steps x {rounds} rounds, the same bits on each thread count)"
+    );
+    println!("| threads | median per step | per document | speed-up | efficiency |");
+    println!("|---|---|---|---|---|");
+    for (k, &t) in threads.iter().enumerate() {
+        let speedup = medians[0] / medians[k];
+        println!(
+            "| {t} | {:.0} us | {:.0} us | {speedup:.2}x | {:.0}% |",
+            medians[k] * 1e6,
+            medians[k] * 1e6 / batch as f64,
+            100.0 * speedup / t as f64
+        );
+    }
 }

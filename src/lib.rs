@@ -60,6 +60,7 @@ pub mod functional;
 pub mod higher;
 pub mod linalg;
 pub mod optim;
+pub mod parallel;
 
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;

@@ -26,6 +26,7 @@ use std::hint::black_box;
 
 use crate::Scalar;
 use crate::linalg::{Matrix, mat_vec};
+use crate::parallel::DataParallel;
 use crate::pyrandom::PyRandom;
 use crate::{Gradients, Graph, Mark};
 
@@ -432,8 +433,8 @@ pub struct Params<T> {
     data: Vec<T>,
 }
 
-/// Where each matrix starts, resolved once per [`Params`] so the forward pass does not
-/// search by name.
+/// Where each matrix starts in the flat parameters, so the forward pass does not search
+/// by name.
 #[derive(Clone, Copy)]
 struct Layout {
     wte: usize,
@@ -547,24 +548,27 @@ impl<T: Copy> Params<T> {
             data: self.data.iter().copied().map(f).collect(),
         }
     }
+}
 
-    fn layout(&self) -> Layout {
-        let at = |i: usize| self.specs[i].offset;
+impl Layout {
+    /// The offsets of [`specs`]`(vocab)`, by arithmetic.
+    fn new(vocab: usize) -> Self {
+        let square = N_EMBD * N_EMBD;
+        let wpe = vocab * N_EMBD;
+        let lm_head = wpe + BLOCK_SIZE * N_EMBD;
+        let wq = lm_head + vocab * N_EMBD;
+        let fc1 = wq + 4 * square;
         Layout {
-            wte: at(0),
-            wpe: at(1),
-            lm_head: at(2),
-            wq: at(3),
-            wk: at(4),
-            wv: at(5),
-            wo: at(6),
-            fc1: at(7),
-            fc2: at(8),
+            wte: 0,
+            wpe,
+            lm_head,
+            wq,
+            wk: wq + square,
+            wv: wq + 2 * square,
+            wo: wq + 3 * square,
+            fc1,
+            fc2: fc1 + MLP_WIDTH * N_EMBD,
         }
-    }
-
-    fn matrix(&self, offset: usize, rows: usize, cols: usize) -> Matrix<'_, T> {
-        Matrix::new(&self.data[offset..offset + rows * cols], rows, cols)
     }
 }
 
@@ -742,10 +746,27 @@ fn shifted_exps<T: Scalar>(logits: &[T]) -> Vec<T> {
 /// If `token` is outside the vocabulary, `pos >= BLOCK_SIZE`, or `cache` does not hold
 /// exactly `pos` positions.
 pub fn gpt<T: Scalar>(p: &Params<T>, token: usize, pos: usize, cache: &mut KvCache<T>) -> Vec<T> {
+    gpt_flat(p.vocab, &p.data, token, pos, cache)
+}
+
+/// [`gpt`] over the parameters as a flat slice in [`Params`]' order.
+fn gpt_flat<T: Scalar>(
+    vocab: usize,
+    data: &[T],
+    token: usize,
+    pos: usize,
+    cache: &mut KvCache<T>,
+) -> Vec<T> {
+    assert_eq!(
+        data.len(),
+        n_params(vocab),
+        "gpt: a vocabulary of {vocab} needs {} parameters, got {}",
+        n_params(vocab),
+        data.len()
+    );
     assert!(
-        token < p.vocab,
-        "gpt: token {token} is outside the vocabulary of {}",
-        p.vocab
+        token < vocab,
+        "gpt: token {token} is outside the vocabulary of {vocab}"
     );
     assert!(
         pos < BLOCK_SIZE,
@@ -756,20 +777,21 @@ pub fn gpt<T: Scalar>(p: &Params<T>, token: usize, pos: usize, cache: &mut KvCac
         pos,
         "gpt: position {pos} needs a cache of {pos} positions"
     );
-    let l = p.layout();
-    let wte = &p.data[l.wte + token * N_EMBD..][..N_EMBD];
-    let wpe = &p.data[l.wpe + pos * N_EMBD..][..N_EMBD];
+    let l = Layout::new(vocab);
+    let matrix = |offset: usize, rows: usize, cols: usize| {
+        Matrix::new(&data[offset..offset + rows * cols], rows, cols)
+    };
+    let wte = &data[l.wte + token * N_EMBD..][..N_EMBD];
+    let wpe = &data[l.wpe + pos * N_EMBD..][..N_EMBD];
     let x: Vec<T> = wte.iter().zip(wpe).map(|(&t, &q)| t + q).collect();
     let x = rmsnorm(&x);
 
     // Attention.
     let residual = x;
     let x = rmsnorm(&residual);
-    let q = mat_vec(p.matrix(l.wq, N_EMBD, N_EMBD), &x);
-    cache.keys.push(mat_vec(p.matrix(l.wk, N_EMBD, N_EMBD), &x));
-    cache
-        .values
-        .push(mat_vec(p.matrix(l.wv, N_EMBD, N_EMBD), &x));
+    let q = mat_vec(matrix(l.wq, N_EMBD, N_EMBD), &x);
+    cache.keys.push(mat_vec(matrix(l.wk, N_EMBD, N_EMBD), &x));
+    cache.values.push(mat_vec(matrix(l.wv, N_EMBD, N_EMBD), &x));
     let mut attended = Vec::with_capacity(N_EMBD);
     let mut column = Vec::with_capacity(pos + 1);
     for h in 0..N_HEAD {
@@ -787,18 +809,18 @@ pub fn gpt<T: Scalar>(p: &Params<T>, token: usize, pos: usize, cache: &mut KvCac
             attended.push(T::dot(&weights, &column));
         }
     }
-    let x = mat_vec(p.matrix(l.wo, N_EMBD, N_EMBD), &attended);
+    let x = mat_vec(matrix(l.wo, N_EMBD, N_EMBD), &attended);
     let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
 
     // MLP.
     let residual = x;
     let x = rmsnorm(&residual);
-    let hidden = mat_vec(p.matrix(l.fc1, MLP_WIDTH, N_EMBD), &x);
+    let hidden = mat_vec(matrix(l.fc1, MLP_WIDTH, N_EMBD), &x);
     let hidden: Vec<T> = hidden.into_iter().map(Scalar::relu).collect();
-    let x = mat_vec(p.matrix(l.fc2, N_EMBD, MLP_WIDTH), &hidden);
+    let x = mat_vec(matrix(l.fc2, N_EMBD, MLP_WIDTH), &hidden);
     let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
 
-    mat_vec(p.matrix(l.lm_head, p.vocab, N_EMBD), &x)
+    mat_vec(matrix(l.lm_head, vocab, N_EMBD), &x)
 }
 
 /// The mean next-token loss over a document's tokens (`[BOS] + chars + [BOS]`), at most
@@ -819,6 +841,26 @@ pub fn gpt<T: Scalar>(p: &Params<T>, token: usize, pos: usize, cache: &mut KvCac
 ///
 /// If `tokens` has fewer than 2 entries, or one outside the vocabulary.
 pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> T {
+    loss_flat(p.vocab, &p.data, tokens)
+}
+
+/// [`loss`] with the parameters as a flat slice in [`Params`]' order, e.g. the inputs a
+/// [`DataParallel`](crate::parallel::DataParallel) worker has bound.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{models::microgpt::{self, Params}, pyrandom::PyRandom};
+///
+/// let p = Params::init(27, &mut PyRandom::seed(42));
+/// let tokens = [26, 4, 12, 12, 0, 26];
+/// assert_eq!(microgpt::loss_flat(27, p.as_slice(), &tokens), microgpt::loss(&p, &tokens));
+/// ```
+///
+/// # Panics
+///
+/// As [`loss`], and if `params` does not have [`n_params`]`(vocab)` entries.
+pub fn loss_flat<T: Scalar>(vocab: usize, params: &[T], tokens: &[usize]) -> T {
     assert!(
         tokens.len() >= 2,
         "loss: a document needs at least 2 tokens ([BOS] + [BOS]), got {}",
@@ -828,12 +870,11 @@ pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> T {
     let mut cache = KvCache::new();
     let losses: Vec<T> = (0..n)
         .map(|pos| {
-            let logits = gpt(p, tokens[pos], pos, &mut cache);
+            let logits = gpt_flat(vocab, params, tokens[pos], pos, &mut cache);
             let target = tokens[pos + 1];
             assert!(
-                target < p.vocab,
-                "loss: token {target} is outside the vocabulary of {}",
-                p.vocab
+                target < vocab,
+                "loss: token {target} is outside the vocabulary of {vocab}"
             );
             // Only the target's probability reaches the loss: the reference forms every
             // probability, but the others have no path to the loss (no gradient either).
@@ -1155,6 +1196,42 @@ impl Trainer {
     /// As [`loss`].
     pub fn step(&mut self, tokens: &[usize]) -> f64 {
         let value = self.gradient(tokens);
+        self.adam
+            .update(self.params.as_mut_slice(), &self.flat_grads);
+        value
+    }
+}
+
+impl Trainer {
+    /// One training step on a batch of documents: the mean loss of `batch` and its mean
+    /// gradient, computed by `workers` (one graph per thread, reduced in a fixed order, so
+    /// the bits are the same for any number of threads), then the Adam update. A batch of one
+    /// document is [`Trainer::step`] bit for bit. Returns the mean loss.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{models::microgpt::{Params, Trainer}, parallel::DataParallel};
+    ///
+    /// let batch = vec![vec![2, 0, 2], vec![2, 1, 0, 2]];
+    /// let (mut a, mut b) = (Trainer::from_params(Params::zeros(3), 5), Trainer::from_params(Params::zeros(3), 5));
+    /// let la = a.step_batch(&batch, &mut DataParallel::new(1));
+    /// let lb = b.step_batch(&batch, &mut DataParallel::new(2));
+    /// assert_eq!(la.to_bits(), lb.to_bits());
+    /// assert_eq!(a.params(), b.params());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`loss`], or if `batch` is empty.
+    pub fn step_batch(&mut self, batch: &[Vec<usize>], workers: &mut DataParallel) -> f64 {
+        let vocab = self.params.vocab;
+        let value = workers.mean_gradient(
+            self.params.as_slice(),
+            batch,
+            &mut self.flat_grads,
+            |vars, tokens| loss_flat(vocab, vars, tokens),
+        );
         self.adam
             .update(self.params.as_mut_slice(), &self.flat_grads);
         value
