@@ -59,6 +59,7 @@ pub mod dot;
 pub mod functional;
 pub mod higher;
 pub mod linalg;
+pub mod nn;
 pub mod optim;
 pub mod parallel;
 
