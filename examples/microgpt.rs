@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! cargo run --release --example microgpt
-//! cargo run --release --example microgpt -- --trace target/trace.json --save target/microgpt.json
-//! cargo run --release --example microgpt -- --load target/microgpt.json --samples 5
+//! cargo run --release --example microgpt -- --trace target/trace.json --save target/microgpt.safetensors
+//! cargo run --release --example microgpt -- --load target/microgpt.safetensors --samples 5
 //! ```
 
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
-use serde_json::{Value, json};
-use tapegrad::models::microgpt::{self, Params, Trainer};
+use tapegrad::models::microgpt::{self, Microgpt, Trainer};
+use tapegrad::nn::{Params, StateDict};
 use tapegrad::parallel::DataParallel;
 
 const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
@@ -26,7 +26,7 @@ const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
   --temperature T    sampling temperature (default 0.5)
   --trace PATH       write every step's loss as a JSON array, full precision
   --plot PATH        the loss curve as SVG (default target/microgpt_loss.svg)
-  --save PATH        write the trained parameters (JSON, by name with shapes)
+  --save PATH        write the trained parameters (safetensors, by name with shapes)
   --load PATH        sample from saved parameters instead of training
   --batch B          documents per step, gradients averaged (default 1, the reference)
   --threads T        worker threads for the batch (default 1; any T gives the same bits)
@@ -147,20 +147,23 @@ fn run(o: &Options) -> Result<(), String> {
     println!("num docs: {}", docs.len());
     println!("vocab size: {}", tokenizer.vocab_size());
     // The initial weights are drawn either way: sampling continues the same stream.
-    let initial = Params::init(tokenizer.vocab_size(), &mut rng);
-    println!("num params: {}", initial.as_slice().len());
+    let (model, initial) = Microgpt::init(tokenizer.vocab_size(), &mut rng);
+    println!("num params: {}", initial.len());
 
     let params = match &o.load {
-        Some(path) => load(path, &tokenizer)?,
-        None => train(o, &docs, &tokenizer, initial)?,
+        Some(path) => load(path, initial)?,
+        None => train(o, &docs, &tokenizer, model.clone(), initial)?,
     };
     if let Some(path) = &o.save {
-        save(path, &params, &tokenizer)?;
+        params
+            .state_dict()
+            .save_safetensors(path)
+            .map_err(|e| format!("saving {}: {e}", path.display()))?;
     }
 
     println!("\n--- inference (new, hallucinated names) ---");
     for i in 0..o.samples {
-        let name = microgpt::sample(&params, &tokenizer, &mut rng, o.temperature);
+        let name = model.sample(&params.view(), &tokenizer, &mut rng, o.temperature);
         println!("sample {:2}: {name}", i + 1);
     }
     Ok(())
@@ -170,9 +173,10 @@ fn train(
     o: &Options,
     docs: &[String],
     tokenizer: &microgpt::Tokenizer,
-    initial: Params<f64>,
-) -> Result<Params<f64>, String> {
-    let mut trainer = Trainer::from_params(initial, o.steps);
+    model: Microgpt,
+    initial: Params,
+) -> Result<Params, String> {
+    let mut trainer = Trainer::from_params(model, initial, o.steps);
     let bar = if o.progress {
         ProgressBar::new(o.steps as u64)
     } else {
@@ -204,19 +208,18 @@ fn train(
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     eprintln!(
-        "trained {} steps of {} document(s) on {} thread(s) in {seconds:.2} s ({:.1} us/step, {} tape nodes in the last single-thread step)",
+        "trained {} steps of {} document(s) on {} thread(s) in {seconds:.2} s ({:.1} us/step)",
         o.steps,
         o.batch,
         o.threads,
         seconds * 1e6 / o.steps as f64,
-        trainer.last_nodes()
     );
     if let Some(path) = &o.trace {
         let body: Vec<String> = losses.iter().map(|x| format!("{x:?}")).collect();
         write(path, &format!("[{}]\n", body.join(",\n")))?;
     }
     plot(&o.plot, &losses)?;
-    Ok(trainer.into_params())
+    Ok(trainer.into_parts().1)
 }
 
 fn write(path: &PathBuf, contents: &str) -> Result<(), String> {
@@ -226,71 +229,14 @@ fn write(path: &PathBuf, contents: &str) -> Result<(), String> {
     std::fs::write(path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// Parameters as JSON: the vocabulary and each matrix by name, with its shape.
-fn save(
-    path: &PathBuf,
-    params: &Params<f64>,
-    tokenizer: &microgpt::Tokenizer,
-) -> Result<(), String> {
-    let tensors: serde_json::Map<String, Value> = params
-        .specs()
-        .iter()
-        .map(|s| {
-            let data = params.tensor(s.name);
-            (
-                s.name.to_string(),
-                json!({ "shape": [s.rows, s.cols], "data": data }),
-            )
-        })
-        .collect();
-    let chars: String = tokenizer.chars().iter().collect();
-    let doc = json!({ "model": "microgpt", "chars": chars, "tensors": tensors });
-    write(path, &doc.to_string())
-}
-
-fn load(path: &PathBuf, tokenizer: &microgpt::Tokenizer) -> Result<Params<f64>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let doc: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-    let chars: String = tokenizer.chars().iter().collect();
-    if doc["chars"].as_str() != Some(chars.as_str()) {
-        return Err(format!(
-            "{}: saved for the vocabulary {:?}, the data's is {chars:?}",
-            path.display(),
-            doc["chars"]
-        ));
-    }
-    let mut params = Params::zeros(tokenizer.vocab_size());
-    let specs = params.specs().to_vec();
-    for s in specs {
-        let t = &doc["tensors"][s.name];
-        let shape = t["shape"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).collect::<Vec<_>>());
-        if shape != Some(vec![s.rows as u64, s.cols as u64]) {
-            return Err(format!(
-                "{}: tensor {:?} is missing or not of shape [{}, {}]",
-                path.display(),
-                s.name,
-                s.rows,
-                s.cols
-            ));
-        }
-        let data: Vec<f64> = t["data"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        if data.len() != s.rows * s.cols {
-            return Err(format!(
-                "{}: tensor {:?} needs {} numbers",
-                path.display(),
-                s.name,
-                s.rows * s.cols
-            ));
-        }
-        params.as_mut_slice()[s.offset..s.offset + data.len()].copy_from_slice(&data);
-    }
+/// Saved parameters into `params` (the freshly initialised store of the data's model):
+/// every tensor by name, with its shape checked.
+fn load(path: &PathBuf, mut params: Params) -> Result<Params, String> {
+    let sd = StateDict::load_safetensors(path)
+        .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    params
+        .load_state_dict(&sd)
+        .map_err(|e| format!("loading {}: {e}", path.display()))?;
     Ok(params)
 }
 

@@ -7,9 +7,10 @@
 
 use std::time::Instant;
 
-use tapegrad::models::microgpt::{self, ADAM, Adam, Params, Trainer};
+use tapegrad::Graph;
+use tapegrad::models::microgpt::{self, ADAM, Adam, Microgpt, Trainer};
+use tapegrad::nn::Params;
 use tapegrad::parallel::DataParallel;
-use tapegrad::{Gradients, Graph};
 
 const NAMES: &str = include_str!("../data/names.txt");
 
@@ -39,7 +40,7 @@ fn main() {
         eprintln!("warning: a debug build; time it with --release");
     }
     let (docs, tokenizer, mut rng) = microgpt::prepare(NAMES, 42);
-    let initial = Params::init(tokenizer.vocab_size(), &mut rng);
+    let (model, initial) = Microgpt::init(tokenizer.vocab_size(), &mut rng);
     let tokens: Vec<Vec<usize>> = (0..steps)
         .map(|s| tokenizer.encode(&docs[s % docs.len()]))
         .collect();
@@ -48,26 +49,22 @@ fn main() {
     let (mut nodes, mut bytes, mut last_loss) = (0usize, 0usize, 0.0);
     for _ in 0..rounds {
         let mut params = initial.clone();
-        let mut adam = Adam::new(params.as_slice().len(), ADAM, steps);
+        let mut adam = Adam::new(params.len(), ADAM, steps);
         let g = Graph::new();
-        let empty = g.mark();
-        let mut grads = Gradients::new();
-        let mut flat = Vec::new();
         for t in &tokens {
+            // The nn store's own step (Params::value_and_grad), cut in its three parts.
             let t0 = Instant::now();
-            let bound = Params::from_flat(params.vocab_size(), g.vars(params.as_slice())).unwrap();
-            let loss = microgpt::loss(&bound, t);
+            let bound = params.bind(&g);
+            let loss = model.loss(&bound.view(), t);
             let t1 = Instant::now();
-            loss.backward_into(&mut grads);
-            flat.clear();
-            flat.extend(grads.wrt_all(bound.as_slice()));
             nodes += g.len();
-            bytes = bytes.max(g.heap_bytes());
             last_loss = loss.value();
-            drop(bound);
-            g.release(empty);
+            let grads = bound.gradients(loss).unwrap();
+            bytes = bytes.max(g.heap_bytes());
             let t2 = Instant::now();
-            adam.update(params.as_mut_slice(), &flat);
+            params
+                .update(&grads, |values, grads| adam.update(values, grads))
+                .unwrap();
             let t3 = Instant::now();
             record.push((t1 - t0).as_secs_f64());
             backward.push((t2 - t1).as_secs_f64());
@@ -107,7 +104,7 @@ fn main() {
         "reference (MICROGPT.md, 2-core machine): CPython 350 000 - 500 000 us/step (61,158 Value nodes);"
     );
     println!("fastest public Rust port: 700 - 800 us/step");
-    parallel_table(&docs, &tokenizer, &initial, batch, rounds);
+    parallel_table(&docs, &tokenizer, &model, &initial, batch, rounds);
 }
 
 /// Steps of `batch` documents on 1 and 2 threads, alternating so that both see the same
@@ -115,7 +112,8 @@ fn main() {
 fn parallel_table(
     docs: &[String],
     tokenizer: &microgpt::Tokenizer,
-    initial: &Params<f64>,
+    model: &Microgpt,
+    initial: &Params,
     batch: usize,
     rounds: usize,
 ) {
@@ -133,7 +131,7 @@ fn parallel_table(
     for _ in 0..rounds {
         for (k, &t) in threads.iter().enumerate() {
             let mut workers = DataParallel::new(t);
-            let mut trainer = Trainer::from_params(initial.clone(), steps);
+            let mut trainer = Trainer::from_params(model.clone(), initial.clone(), steps);
             bits[k].clear();
             for b in &batches {
                 let t0 = Instant::now();

@@ -1,6 +1,6 @@
 //! Data parallelism: the mean gradient of a loss over a batch of items, one graph per worker
 //! thread, reduced in a fixed order so the bits do not depend on the number of threads.
-//! Built on the engine's public API only; nothing in the engine may use it.
+//! Built on the engine and `nn`; neither may use it.
 //!
 //! What PyTorch calls data parallelism, for one machine's cores: every worker records and
 //! differentiates whole items (documents, examples) on its own [`Graph`], and the item
@@ -8,6 +8,7 @@
 //! batch size. Each item's gradient is computed the same way whichever thread computes it,
 //! so 1, 2 or 16 threads give identical bits.
 
+use crate::nn::{Grads, ParamError, Params, View};
 use crate::{Gradients, Graph, Mark, Var};
 
 /// A pool of per-thread graphs for [`DataParallel::mean_gradient`]; the graphs (and their
@@ -177,5 +178,82 @@ impl DataParallel {
         }
         grad.iter_mut().for_each(|x| *x /= scale);
         self.item_losses[..n].iter().sum::<f64>() / scale
+    }
+
+    /// [`DataParallel::mean_gradient`] for a model whose parameters live in an
+    /// [`nn::Params`](Params) store: each worker binds the store to its own graph for each
+    /// item ([`Params::value_and_grad`]), and the item gradients are summed in item order
+    /// and divided by the number of items, the same bits for any number of threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, parallel::DataParallel};
+    ///
+    /// let mut params = Params::new();
+    /// let w = params.add("w", &[1], vec![2.0]);
+    /// let items = [1.0, 2.0, 3.0];
+    /// let (loss, grads) = DataParallel::new(2)
+    ///     .mean_grads(&params, &items, |p, &x| {
+    ///         let r = p[w][0] * x - 1.0;
+    ///         r * r
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(loss, 35.0 / 3.0);
+    /// assert_eq!(grads[w][0], 44.0 / 3.0);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first item's error from [`Params::value_and_grad`], in item order.
+    ///
+    /// # Panics
+    ///
+    /// If `items` is empty; if `loss` panics on a worker, that panic is raised here.
+    pub fn mean_grads<I, F>(
+        &mut self,
+        params: &Params,
+        items: &[I],
+        loss: F,
+    ) -> Result<(f64, Grads), ParamError>
+    where
+        I: Sync,
+        F: for<'g> Fn(&View<'_, Var<'g>>, &I) -> Var<'g> + Sync,
+    {
+        assert!(!items.is_empty(), "mean_grads of an empty batch");
+        let per_thread = items.len().div_ceil(self.workers.len());
+        let loss = &loss;
+        let run = |worker: &mut Worker, items: &[I]| -> Vec<Result<(f64, Grads), ParamError>> {
+            items
+                .iter()
+                .map(|item| params.value_and_grad(&worker.graph, |p| loss(p, item)))
+                .collect()
+        };
+        let mut jobs = self.workers.iter_mut().zip(items.chunks(per_thread));
+        let first = jobs.next();
+        let results: Vec<Result<(f64, Grads), ParamError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .map(|(worker, items)| scope.spawn(move || run(worker, items)))
+                .collect();
+            let mut results = first.map_or_else(Vec::new, |(worker, items)| run(worker, items));
+            for h in handles {
+                match h.join() {
+                    Ok(r) => results.extend(r),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            results
+        });
+        // The fixed-order reduction.
+        let scale = items.len() as f64;
+        let mut results = results.into_iter();
+        let (mut total, mut sum) = results.next().expect("at least one item")?;
+        for r in results {
+            let (l, g) = r?;
+            total += l;
+            sum.add_assign(&g)?;
+        }
+        sum.as_mut_slice().iter_mut().for_each(|x| *x /= scale);
+        Ok((total / scale, sum))
     }
 }

@@ -1,13 +1,16 @@
 //! Karpathy's microgpt (the character model of `MICROGPT.md`), bit for bit, written once over
-//! [`Scalar`]. Uses the engine, `linalg` and `pyrandom`; no other model may depend on it.
+//! [`Scalar`] with `tapegrad::nn`. Uses the engine, `nn`, `parallel` and `pyrandom`;
+//! nothing else in the crate may use it.
 //!
 //! One layer, `n_embd` 16, 4 heads of width 4, block size 16, an MLP of width 64, no
 //! biases, RMSNorm without gain: 4,192 parameters for the 27-token vocabulary of names.
 //! Every floating-point operation is the reference's, in the reference's order (its
 //! micrograd-style `Value` turns `a / b` into `a * b^-1` and `x^p` into C `pow`, sums start
 //! from 0 and run left to right), so the losses, the trained weights and the sampled names
-//! are the reference's own. [`Trainer`] trains in constant memory on one reused
-//! [`Graph`]; [`sample`] draws names from plain `f64` parameters, with no graph at all.
+//! are the reference's own. The model is a plain struct of [`nn`](crate::nn) modules
+//! ([`Microgpt`]) beside an [`nn::Params`](Params) store; [`Trainer`] trains it in constant
+//! memory on one reused [`Graph`]; [`Microgpt::sample`] draws names from the plain `f64`
+//! values, with no graph at all.
 //!
 //! ```
 //! use tapegrad::models::microgpt::{self, Trainer};
@@ -18,17 +21,17 @@
 //! let first = trainer.step(&tokenizer.encode(&docs[0]));
 //! let second = trainer.step(&tokenizer.encode(&docs[0]));
 //! assert!(second < first); // Adam went downhill on the same document
-//! let name = microgpt::sample(trainer.params(), &tokenizer, &mut rng, 0.5);
+//! let name = trainer.model().sample(&trainer.params().view(), &tokenizer, &mut rng, 0.5);
 //! assert!(name.chars().all(|c| "emaolivy".contains(c)));
 //! ```
 
 use std::hint::black_box;
 
-use crate::Scalar;
-use crate::linalg::{Matrix, mat_vec};
+use crate::nn::init::gauss;
+use crate::nn::{Embedding, Grads, Linear, Params, RmsNorm, View};
 use crate::parallel::DataParallel;
 use crate::pyrandom::PyRandom;
-use crate::{Gradients, Graph, Mark};
+use crate::{Graph, Scalar};
 
 /// The width of the residual stream.
 ///
@@ -363,265 +366,287 @@ pub fn prepare(text: &str, seed: u64) -> (Vec<String>, Tokenizer, PyRandom) {
     (docs, tokenizer, rng)
 }
 
-/// One weight matrix's place in [`Params`]: its name, shape (out x in, row-major) and
-/// offset.
+/// The model: its layers as [`nn`](crate::nn) modules holding [`Param`](crate::nn::Param) ids into an
+/// [`nn::Params`](Params) store kept beside it, in the reference's order (`wte`, `wpe`,
+/// `lm_head`, then the layer's `attn_wq`, `attn_wk`, `attn_wv`, `attn_wo`, `mlp_fc1`,
+/// `mlp_fc2`; every matrix `out x in`, row by row).
 ///
 /// # Examples
 ///
 /// ```
-/// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
-/// let fc1 = p.specs().iter().find(|s| s.name == "layer0.mlp_fc1").unwrap();
-/// assert_eq!((fc1.rows, fc1.cols), (64, 16));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorSpec {
-    /// The reference's `state_dict` key.
-    pub name: &'static str,
-    /// Output size (rows).
-    pub rows: usize,
-    /// Input size (columns).
-    pub cols: usize,
-    /// Where the matrix starts in the flat parameter vector.
-    pub offset: usize,
-}
-
-/// The weight matrices, in the reference's order, for a vocabulary of `vocab` tokens.
-fn specs(vocab: usize) -> Vec<TensorSpec> {
-    let shapes = [
-        ("wte", vocab, N_EMBD),
-        ("wpe", BLOCK_SIZE, N_EMBD),
-        ("lm_head", vocab, N_EMBD),
-        ("layer0.attn_wq", N_EMBD, N_EMBD),
-        ("layer0.attn_wk", N_EMBD, N_EMBD),
-        ("layer0.attn_wv", N_EMBD, N_EMBD),
-        ("layer0.attn_wo", N_EMBD, N_EMBD),
-        ("layer0.mlp_fc1", MLP_WIDTH, N_EMBD),
-        ("layer0.mlp_fc2", N_EMBD, MLP_WIDTH),
-    ];
-    let mut offset = 0;
-    shapes
-        .iter()
-        .map(|&(name, rows, cols)| {
-            let spec = TensorSpec {
-                name,
-                rows,
-                cols,
-                offset,
-            };
-            offset += rows * cols;
-            spec
-        })
-        .collect()
-}
-
-/// The model's parameters as one flat vector (the reference's `params` list: the matrices
-/// of [`Params::specs`] in order, each row by row), of `f64` (plain) or `Var` (recorded).
+/// use tapegrad::{models::microgpt::Microgpt, pyrandom::PyRandom};
 ///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{microgpt::Params, pyrandom::PyRandom};
-///
-/// let p = Params::init(27, &mut PyRandom::seed(42));
-/// assert_eq!(p.as_slice().len(), 4192);
-/// assert_eq!(p.tensor("wpe").len(), 16 * 16);
+/// let (model, params) = Microgpt::init(27, &mut PyRandom::seed(42));
+/// assert_eq!(params.len(), 4192);
+/// assert_eq!(params.name(params.params().nth(7).unwrap()), "layer0.mlp_fc1.weight");
+/// let logits = model.logits(&params.view(), 26, 0, &mut Default::default());
+/// assert_eq!(logits.len(), 27);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct Params<T> {
+pub struct Microgpt {
     vocab: usize,
-    specs: Vec<TensorSpec>,
-    data: Vec<T>,
+    wte: Embedding,
+    wpe: Embedding,
+    lm_head: Linear,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    fc1: Linear,
+    fc2: Linear,
+    norm: RmsNorm,
 }
 
-/// Where each matrix starts in the flat parameters, so the forward pass does not search
-/// by name.
-#[derive(Clone, Copy)]
-struct Layout {
-    wte: usize,
-    wpe: usize,
-    lm_head: usize,
-    wq: usize,
-    wk: usize,
-    wv: usize,
-    wo: usize,
-    fc1: usize,
-    fc2: usize,
-}
-
-impl<T: Copy> Params<T> {
-    /// Parameters from a flat vector in the order of [`Params::specs`].
+impl Microgpt {
+    /// Adds the model's matrices to `params`, each entry drawn from `init` in the
+    /// reference's order.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::Params;
-    /// let p = Params::from_flat(27, vec![0.5; 4192]).unwrap();
-    /// assert_eq!(p.tensor("lm_head")[0], 0.5);
-    /// assert!(Params::from_flat(27, vec![0.5; 10]).is_err());
+    /// use tapegrad::{models::microgpt::Microgpt, nn::Params};
+    /// let mut params = Params::new();
+    /// let model = Microgpt::new(&mut params, 5, &mut || 0.0);
+    /// assert_eq!((model.vocab_size(), params.num_tensors()), (5, 9));
     /// ```
     ///
-    /// # Errors
+    /// # Panics
     ///
-    /// If `data` does not have [`n_params(vocab)`](n_params) entries (the message gives both
-    /// counts).
-    pub fn from_flat(vocab: usize, data: Vec<T>) -> Result<Self, String> {
-        let want = n_params(vocab);
-        if data.len() != want {
-            return Err(format!(
-                "microgpt with a vocabulary of {vocab} has {want} parameters, got {}",
-                data.len()
-            ));
-        }
-        Ok(Params {
+    /// If `params` already has a tensor of one of the model's names.
+    pub fn new(params: &mut Params, vocab: usize, init: &mut dyn FnMut() -> f64) -> Self {
+        let wte = Embedding::new(params, "wte", vocab, N_EMBD, init);
+        let wpe = Embedding::new(params, "wpe", BLOCK_SIZE, N_EMBD, init);
+        let mut linear =
+            |name: &str, inputs, outputs| Linear::without_bias(params, name, inputs, outputs, init);
+        let lm_head = linear("lm_head", N_EMBD, vocab);
+        let wq = linear("layer0.attn_wq", N_EMBD, N_EMBD);
+        let wk = linear("layer0.attn_wk", N_EMBD, N_EMBD);
+        let wv = linear("layer0.attn_wv", N_EMBD, N_EMBD);
+        let wo = linear("layer0.attn_wo", N_EMBD, N_EMBD);
+        let fc1 = linear("layer0.mlp_fc1", N_EMBD, MLP_WIDTH);
+        let fc2 = linear("layer0.mlp_fc2", MLP_WIDTH, N_EMBD);
+        Microgpt {
             vocab,
-            specs: specs(vocab),
-            data,
-        })
+            wte,
+            wpe,
+            lm_head,
+            wq,
+            wk,
+            wv,
+            wo,
+            fc1,
+            fc2,
+            // `(ms + 1e-5) ** -0.5`, `ms = sum * 16**-1`: the reference's rmsnorm, no gain.
+            norm: RmsNorm::new(N_EMBD, 1e-5),
+        }
     }
 
-    /// The vocabulary size the shapes are for.
+    /// The model with the reference's initial weights, `random.gauss(0, 0.08)` for every
+    /// entry from `rng` (which, just after [`prepare`], is the reference's stream), in a
+    /// new store.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::models::microgpt::Params::<f64>::zeros(5).vocab_size(), 5);
+    /// use tapegrad::{models::microgpt::Microgpt, pyrandom::PyRandom};
+    /// let mut rng = PyRandom::seed(42);
+    /// let first = rng.clone().gauss(0.0, 0.08);
+    /// let (_, params) = Microgpt::init(27, &mut rng);
+    /// assert_eq!(params.as_slice()[0], first);
+    /// ```
+    pub fn init(vocab: usize, rng: &mut PyRandom) -> (Self, Params) {
+        let mut params = Params::new();
+        let model = Microgpt::new(&mut params, vocab, &mut gauss(rng, 0.0, INIT_STD));
+        (model, params)
+    }
+
+    /// The vocabulary size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{models::microgpt::Microgpt, nn::Params};
+    /// assert_eq!(Microgpt::new(&mut Params::new(), 7, &mut || 0.0).vocab_size(), 7);
     /// ```
     pub fn vocab_size(&self) -> usize {
         self.vocab
     }
 
-    /// The matrices' names, shapes and offsets, in order.
+    /// The logits of the next token after `token` at position `pos`, appending this
+    /// position's key and value to `cache` (the reference's `gpt`), over `f64` (plain
+    /// evaluation) or bound `Var`s (recorded).
     ///
     /// # Examples
     ///
     /// ```
-    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
-    /// assert_eq!(p.specs()[0].name, "wte");
-    /// assert_eq!(p.specs().len(), 9);
-    /// ```
-    pub fn specs(&self) -> &[TensorSpec] {
-        &self.specs
-    }
-
-    /// All parameters, flat.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(tapegrad::models::microgpt::Params::<f64>::zeros(27).as_slice().len(), 4192);
-    /// ```
-    pub fn as_slice(&self) -> &[T] {
-        &self.data
-    }
-
-    /// The matrix called `name`, flat, row by row.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
-    /// assert_eq!(p.tensor("layer0.mlp_fc2").len(), 16 * 64);
+    /// use tapegrad::{models::microgpt::{KvCache, Microgpt}, pyrandom::PyRandom};
+    /// let (model, params) = Microgpt::init(27, &mut PyRandom::seed(42));
+    /// let mut cache = KvCache::new();
+    /// model.logits(&params.view(), 26, 0, &mut cache);
+    /// assert_eq!(model.logits(&params.view(), 0, 1, &mut cache).len(), 27);
+    /// assert_eq!(cache.len(), 2);
     /// ```
     ///
     /// # Panics
     ///
-    /// If there is no matrix called `name`.
-    pub fn tensor(&self, name: &str) -> &[T] {
-        let Some(s) = self.specs.iter().find(|s| s.name == name) else {
-            panic!("microgpt has no parameter matrix {name:?}");
-        };
-        &self.data[s.offset..s.offset + s.rows * s.cols]
-    }
+    /// If `token` is outside the vocabulary, `pos >= BLOCK_SIZE`, `cache` does not hold
+    /// exactly `pos` positions, or `p` is not a view of the model's store.
+    pub fn logits<T: Scalar>(
+        &self,
+        p: &View<'_, T>,
+        token: usize,
+        pos: usize,
+        cache: &mut KvCache<T>,
+    ) -> Vec<T> {
+        assert!(
+            pos < BLOCK_SIZE,
+            "logits: position {pos} is past the block size {BLOCK_SIZE}"
+        );
+        assert_eq!(
+            cache.len(),
+            pos,
+            "logits: position {pos} needs a cache of {pos} positions"
+        );
+        let (tok, at) = (self.wte.forward(p, token), self.wpe.forward(p, pos));
+        let x: Vec<T> = tok.iter().zip(at).map(|(&t, &q)| t + q).collect();
+        let x = self.norm.forward(p, &x);
 
-    /// The same shapes with every entry mapped by `f` (e.g. `f64` to a graph's `Var`s).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27).map(|x| x + 1.0);
-    /// assert_eq!(p.as_slice()[7], 1.0);
-    /// ```
-    pub fn map<U>(&self, f: impl FnMut(T) -> U) -> Params<U> {
-        Params {
-            vocab: self.vocab,
-            specs: self.specs.clone(),
-            data: self.data.iter().copied().map(f).collect(),
+        // Attention.
+        let residual = x;
+        let x = self.norm.forward(p, &residual);
+        let q = self.wq.forward(p, &x);
+        cache.keys.push(self.wk.forward(p, &x));
+        cache.values.push(self.wv.forward(p, &x));
+        let mut attended = Vec::with_capacity(N_EMBD);
+        let mut column = Vec::with_capacity(pos + 1);
+        for h in 0..N_HEAD {
+            let head = h * HEAD_DIM..(h + 1) * HEAD_DIM;
+            // `/ sqrt(4)` is `* 2.0**-1`, that is `* 0.5`.
+            let scores: Vec<T> = cache
+                .keys
+                .iter()
+                .map(|k| T::dot(&q[head.clone()], &k[head.clone()]) * 0.5)
+                .collect();
+            let weights = softmax(&scores);
+            for j in head {
+                column.clear();
+                column.extend(cache.values.iter().map(|v| v[j]));
+                attended.push(T::dot(&weights, &column));
+            }
         }
-    }
-}
+        let x = self.wo.forward(p, &attended);
+        let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
 
-impl Layout {
-    /// The offsets of [`specs`]`(vocab)`, by arithmetic.
-    fn new(vocab: usize) -> Self {
-        let square = N_EMBD * N_EMBD;
-        let wpe = vocab * N_EMBD;
-        let lm_head = wpe + BLOCK_SIZE * N_EMBD;
-        let wq = lm_head + vocab * N_EMBD;
-        let fc1 = wq + 4 * square;
-        Layout {
-            wte: 0,
-            wpe,
-            lm_head,
-            wq,
-            wk: wq + square,
-            wv: wq + 2 * square,
-            wo: wq + 3 * square,
-            fc1,
-            fc2: fc1 + MLP_WIDTH * N_EMBD,
-        }
-    }
-}
-
-impl Params<f64> {
-    /// All zeros.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
-    /// assert!(p.as_slice().iter().all(|&x| x == 0.0));
-    /// ```
-    pub fn zeros(vocab: usize) -> Self {
-        Params {
-            vocab,
-            specs: specs(vocab),
-            data: vec![0.0; n_params(vocab)],
-        }
-    }
-
-    /// The reference's initial weights: `random.gauss(0, 0.08)` for every entry, matrix by
-    /// matrix in the order of [`Params::specs`], row by row.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::{microgpt::Params, pyrandom::PyRandom};
-    /// let mut rng = PyRandom::seed(42);
-    /// let first = rng.clone().gauss(0.0, 0.08);
-    /// assert_eq!(Params::init(27, &mut rng).as_slice()[0], first);
-    /// ```
-    pub fn init(vocab: usize, rng: &mut PyRandom) -> Self {
-        let data = (0..n_params(vocab))
-            .map(|_| rng.gauss(0.0, INIT_STD))
+        // MLP.
+        let residual = x;
+        let x = self.norm.forward(p, &residual);
+        let hidden: Vec<T> = self
+            .fc1
+            .forward(p, &x)
+            .into_iter()
+            .map(Scalar::relu)
             .collect();
-        Params {
-            vocab,
-            specs: specs(vocab),
-            data,
-        }
+        let x = self.fc2.forward(p, &hidden);
+        let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
+
+        self.lm_head.forward(p, &x)
     }
 
-    /// The parameters as a mutable flat slice (for an optimizer or a loader).
+    /// The mean next-token loss over a document's tokens (`[BOS] + chars + [BOS]`), at
+    /// most [`BLOCK_SIZE`] positions: `(1/n) * sum_t -ln(p_t)`, formed as the reference
+    /// forms it.
     ///
     /// # Examples
     ///
     /// ```
-    /// let mut p = tapegrad::models::microgpt::Params::<f64>::zeros(27);
-    /// p.as_mut_slice()[0] = 1.0;
-    /// assert_eq!(p.tensor("wte")[0], 1.0);
+    /// use tapegrad::{models::microgpt::Microgpt, pyrandom::PyRandom};
+    /// let (model, params) = Microgpt::init(27, &mut PyRandom::seed(42));
+    /// let loss = model.loss(&params.view(), &[26, 4, 12, 12, 0, 26]);
+    /// // Near ln 27 = 3.30 for small random weights.
+    /// assert!((loss - 27f64.ln()).abs() < 0.2);
     /// ```
-    pub fn as_mut_slice(&mut self) -> &mut [f64] {
-        &mut self.data
+    ///
+    /// # Panics
+    ///
+    /// If `tokens` has fewer than 2 entries or one outside the vocabulary.
+    pub fn loss<T: Scalar>(&self, p: &View<'_, T>, tokens: &[usize]) -> T {
+        assert!(
+            tokens.len() >= 2,
+            "loss: a document needs at least 2 tokens ([BOS] + [BOS]), got {}",
+            tokens.len()
+        );
+        let n = BLOCK_SIZE.min(tokens.len() - 1);
+        let mut cache = KvCache::new();
+        let losses: Vec<T> = (0..n)
+            .map(|pos| {
+                let logits = self.logits(p, tokens[pos], pos, &mut cache);
+                let target = tokens[pos + 1];
+                assert!(
+                    target < self.vocab,
+                    "loss: token {target} is outside the vocabulary of {}",
+                    self.vocab
+                );
+                // Only the target's probability reaches the loss: the reference forms every
+                // probability, but the others have no path to the loss (no gradient either).
+                let exps = shifted_exps(&logits);
+                let total = T::sum(&exps);
+                -(exps[target] * pow_const(total, -1.0)).ln()
+            })
+            .collect();
+        T::sum(&losses) * (1.0 / n as f64)
+    }
+
+    /// One sampled document: from `BOS`, at most [`BLOCK_SIZE`] tokens, each drawn with
+    /// `random.choices` from `softmax(logits / temperature)`, stopping at `BOS` (the
+    /// reference's sampling loop, on plain `f64`: no graph).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{models::microgpt::{Microgpt, Tokenizer}, nn::Params, pyrandom::PyRandom};
+    ///
+    /// let t = Tokenizer::new(&["ab".to_string()]);
+    /// let mut params = Params::new();
+    /// let model = Microgpt::new(&mut params, t.vocab_size(), &mut || 0.0);
+    /// let name = model.sample(&params.view(), &t, &mut PyRandom::seed(1), 0.5);
+    /// assert!(name.len() <= 16 && name.chars().all(|c| c == 'a' || c == 'b'));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `tokenizer`'s vocabulary is not the model's.
+    pub fn sample(
+        &self,
+        p: &View<'_, f64>,
+        tokenizer: &Tokenizer,
+        rng: &mut PyRandom,
+        temperature: f64,
+    ) -> String {
+        assert_eq!(
+            self.vocab,
+            tokenizer.vocab_size(),
+            "sample: a model for a vocabulary of {} with a tokenizer of {}",
+            self.vocab,
+            tokenizer.vocab_size()
+        );
+        // `logit / temperature` is `logit * temperature**-1`.
+        let inv_t = c_pow(temperature, -1.0);
+        let mut cache = KvCache::new();
+        let mut token = tokenizer.bos();
+        let mut ids = Vec::new();
+        for pos in 0..BLOCK_SIZE {
+            let logits: Vec<f64> = self
+                .logits(p, token, pos, &mut cache)
+                .into_iter()
+                .map(|z| z * inv_t)
+                .collect();
+            token = rng.choices(&softmax(&logits), 1)[0];
+            if token == tokenizer.bos() {
+                break;
+            }
+            ids.push(token);
+        }
+        tokenizer.decode(&ids)
     }
 }
 
@@ -688,14 +713,6 @@ impl<T> KvCache<T> {
     }
 }
 
-/// `x * (ms + 1e-5)^-0.5` with `ms = (sum x_i^2) / 16`, as the reference: `ms` is
-/// `sum * 0.0625` (its `/ 16` is `* 16**-1`), the power is C `pow`.
-fn rmsnorm<T: Scalar>(x: &[T]) -> Vec<T> {
-    let ms = T::dot(x, x) * (1.0 / x.len() as f64);
-    let scale = pow_const(ms + 1e-5, -0.5);
-    x.iter().map(|&xi| xi * scale).collect()
-}
-
 /// The softmax as the reference forms it: shift by the maximum taken as a plain number,
 /// exponentiate, sum left to right, and multiply each exp by its own `pow(total, -1)`
 /// (the reference's `e / total` makes a fresh `total**-1` per entry).
@@ -725,165 +742,6 @@ fn shifted_exps<T: Scalar>(logits: &[T]) -> Vec<T> {
         .map(Scalar::value)
         .fold(f64::NEG_INFINITY, f64::max);
     logits.iter().map(|&z| (z - max).exp()).collect()
-}
-
-/// The logits of the next token after `token` at position `pos`, appending this position's
-/// key and value to `cache` (the reference's `gpt`).
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{microgpt::{self, KvCache, Params}, pyrandom::PyRandom};
-///
-/// let p = Params::init(27, &mut PyRandom::seed(42));
-/// let mut cache = KvCache::new();
-/// let logits = microgpt::gpt(&p, 26, 0, &mut cache);
-/// assert_eq!((logits.len(), cache.len()), (27, 1));
-/// ```
-///
-/// # Panics
-///
-/// If `token` is outside the vocabulary, `pos >= BLOCK_SIZE`, or `cache` does not hold
-/// exactly `pos` positions.
-pub fn gpt<T: Scalar>(p: &Params<T>, token: usize, pos: usize, cache: &mut KvCache<T>) -> Vec<T> {
-    gpt_flat(p.vocab, &p.data, token, pos, cache)
-}
-
-/// [`gpt`] over the parameters as a flat slice in [`Params`]' order.
-fn gpt_flat<T: Scalar>(
-    vocab: usize,
-    data: &[T],
-    token: usize,
-    pos: usize,
-    cache: &mut KvCache<T>,
-) -> Vec<T> {
-    assert_eq!(
-        data.len(),
-        n_params(vocab),
-        "gpt: a vocabulary of {vocab} needs {} parameters, got {}",
-        n_params(vocab),
-        data.len()
-    );
-    assert!(
-        token < vocab,
-        "gpt: token {token} is outside the vocabulary of {vocab}"
-    );
-    assert!(
-        pos < BLOCK_SIZE,
-        "gpt: position {pos} is past the block size {BLOCK_SIZE}"
-    );
-    assert_eq!(
-        cache.len(),
-        pos,
-        "gpt: position {pos} needs a cache of {pos} positions"
-    );
-    let l = Layout::new(vocab);
-    let matrix = |offset: usize, rows: usize, cols: usize| {
-        Matrix::new(&data[offset..offset + rows * cols], rows, cols)
-    };
-    let wte = &data[l.wte + token * N_EMBD..][..N_EMBD];
-    let wpe = &data[l.wpe + pos * N_EMBD..][..N_EMBD];
-    let x: Vec<T> = wte.iter().zip(wpe).map(|(&t, &q)| t + q).collect();
-    let x = rmsnorm(&x);
-
-    // Attention.
-    let residual = x;
-    let x = rmsnorm(&residual);
-    let q = mat_vec(matrix(l.wq, N_EMBD, N_EMBD), &x);
-    cache.keys.push(mat_vec(matrix(l.wk, N_EMBD, N_EMBD), &x));
-    cache.values.push(mat_vec(matrix(l.wv, N_EMBD, N_EMBD), &x));
-    let mut attended = Vec::with_capacity(N_EMBD);
-    let mut column = Vec::with_capacity(pos + 1);
-    for h in 0..N_HEAD {
-        let head = h * HEAD_DIM..(h + 1) * HEAD_DIM;
-        // `/ sqrt(4)` is `* 2.0**-1`, that is `* 0.5`.
-        let scores: Vec<T> = cache
-            .keys
-            .iter()
-            .map(|k| T::dot(&q[head.clone()], &k[head.clone()]) * 0.5)
-            .collect();
-        let weights = softmax(&scores);
-        for j in head {
-            column.clear();
-            column.extend(cache.values.iter().map(|v| v[j]));
-            attended.push(T::dot(&weights, &column));
-        }
-    }
-    let x = mat_vec(matrix(l.wo, N_EMBD, N_EMBD), &attended);
-    let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
-
-    // MLP.
-    let residual = x;
-    let x = rmsnorm(&residual);
-    let hidden = mat_vec(matrix(l.fc1, MLP_WIDTH, N_EMBD), &x);
-    let hidden: Vec<T> = hidden.into_iter().map(Scalar::relu).collect();
-    let x = mat_vec(matrix(l.fc2, N_EMBD, MLP_WIDTH), &hidden);
-    let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
-
-    mat_vec(matrix(l.lm_head, vocab, N_EMBD), &x)
-}
-
-/// The mean next-token loss over a document's tokens (`[BOS] + chars + [BOS]`), at most
-/// [`BLOCK_SIZE`] positions: `(1/n) * sum_t -ln(p_t)`, formed as the reference forms it.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{microgpt::{self, Params}, pyrandom::PyRandom};
-///
-/// let p = Params::init(27, &mut PyRandom::seed(42));
-/// let loss = microgpt::loss(&p, &[26, 4, 12, 12, 0, 26]);
-/// // Near ln 27 = 3.30 for small random weights.
-/// assert!((loss - 27f64.ln()).abs() < 0.2);
-/// ```
-///
-/// # Panics
-///
-/// If `tokens` has fewer than 2 entries, or one outside the vocabulary.
-pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> T {
-    loss_flat(p.vocab, &p.data, tokens)
-}
-
-/// [`loss`] with the parameters as a flat slice in [`Params`]' order, e.g. the inputs a
-/// [`DataParallel`](crate::parallel::DataParallel) worker has bound.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{models::microgpt::{self, Params}, pyrandom::PyRandom};
-///
-/// let p = Params::init(27, &mut PyRandom::seed(42));
-/// let tokens = [26, 4, 12, 12, 0, 26];
-/// assert_eq!(microgpt::loss_flat(27, p.as_slice(), &tokens), microgpt::loss(&p, &tokens));
-/// ```
-///
-/// # Panics
-///
-/// As [`loss`], and if `params` does not have [`n_params`]`(vocab)` entries.
-pub fn loss_flat<T: Scalar>(vocab: usize, params: &[T], tokens: &[usize]) -> T {
-    assert!(
-        tokens.len() >= 2,
-        "loss: a document needs at least 2 tokens ([BOS] + [BOS]), got {}",
-        tokens.len()
-    );
-    let n = BLOCK_SIZE.min(tokens.len() - 1);
-    let mut cache = KvCache::new();
-    let losses: Vec<T> = (0..n)
-        .map(|pos| {
-            let logits = gpt_flat(vocab, params, tokens[pos], pos, &mut cache);
-            let target = tokens[pos + 1];
-            assert!(
-                target < vocab,
-                "loss: token {target} is outside the vocabulary of {vocab}"
-            );
-            // Only the target's probability reaches the loss: the reference forms every
-            // probability, but the others have no path to the loss (no gradient either).
-            let exps = shifted_exps(&logits);
-            let total = T::sum(&exps);
-            -(exps[target] * pow_const(total, -1.0)).ln()
-        })
-        .collect();
-    T::sum(&losses) * (1.0 / n as f64)
 }
 
 /// The reference's Adam, operation for operation (`g**2`, `(1 - beta**(t+1))`,
@@ -1000,8 +858,9 @@ impl Adam {
 }
 
 /// Trains microgpt one document per step on one [`Graph`] that is reused every step, so
-/// memory stays constant: each step binds the parameters as inputs, records the loss,
-/// runs backward, releases the step's nodes and lets [`Adam`] update the parameters.
+/// memory stays constant: each step binds the store's values as inputs
+/// ([`Params::value_and_grad`]), records the loss, runs backward, releases the step's nodes
+/// and lets [`Adam`] update the store.
 ///
 /// # Examples
 ///
@@ -1015,12 +874,11 @@ impl Adam {
 /// assert_eq!(trainer.steps_done(), 1);
 /// ```
 pub struct Trainer {
-    params: Params<f64>,
+    model: Microgpt,
+    params: Params,
     adam: Adam,
     graph: Graph,
-    empty: Mark,
-    grads: Gradients,
-    flat_grads: Vec<f64>,
+    grads: Option<Grads>,
     last_nodes: usize,
 }
 
@@ -1033,35 +891,46 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).params().as_slice().len(),
-    ///            microgpt::n_params(3));
+    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).params().len(), microgpt::n_params(3));
     /// ```
     pub fn new(tokenizer: &Tokenizer, rng: &mut PyRandom, steps: usize) -> Self {
-        Trainer::from_params(Params::init(tokenizer.vocab_size(), rng), steps)
+        let (model, params) = Microgpt::init(tokenizer.vocab_size(), rng);
+        Trainer::from_params(model, params, steps)
     }
 
-    /// A trainer starting from `params`, for a run of `steps` steps.
+    /// A trainer for `model` starting from `params`, for a run of `steps` steps.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// let t = Trainer::from_params(Params::zeros(3), 10);
-    /// assert_eq!(t.steps_done(), 0);
+    /// use tapegrad::{models::microgpt::{Microgpt, Trainer}, nn::Params};
+    /// let mut params = Params::new();
+    /// let model = Microgpt::new(&mut params, 3, &mut || 0.0);
+    /// assert_eq!(Trainer::from_params(model, params, 10).steps_done(), 0);
     /// ```
-    pub fn from_params(params: Params<f64>, steps: usize) -> Self {
-        let n = params.as_slice().len();
-        let graph = Graph::new();
-        let empty = graph.mark();
+    pub fn from_params(model: Microgpt, params: Params, steps: usize) -> Self {
+        let adam = Adam::new(params.len(), ADAM, steps);
         Trainer {
+            model,
             params,
-            adam: Adam::new(n, ADAM, steps),
-            graph,
-            empty,
-            grads: Gradients::new(),
-            flat_grads: Vec::with_capacity(n),
+            adam,
+            graph: Graph::new(),
+            grads: None,
             last_nodes: 0,
         }
+    }
+
+    /// The model.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).model().vocab_size(), 3);
+    /// ```
+    pub fn model(&self) -> &Microgpt {
+        &self.model
     }
 
     /// The current parameters.
@@ -1069,23 +938,26 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// assert_eq!(Trainer::from_params(Params::zeros(3), 1).params().vocab_size(), 3);
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).params().num_tensors(), 9);
     /// ```
-    pub fn params(&self) -> &Params<f64> {
+    pub fn params(&self) -> &Params {
         &self.params
     }
 
-    /// The trainer's parameters, giving up the trainer.
+    /// The model and its parameters, giving up the trainer.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// assert_eq!(Trainer::from_params(Params::zeros(3), 1).into_params(), Params::zeros(3));
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// let (model, params) = Trainer::new(&tokenizer, &mut rng, 1).into_parts();
+    /// assert_eq!(params.len(), tapegrad::models::microgpt::n_params(model.vocab_size()));
     /// ```
-    pub fn into_params(self) -> Params<f64> {
-        self.params
+    pub fn into_parts(self) -> (Microgpt, Params) {
+        (self.model, self.params)
     }
 
     /// The number of steps taken.
@@ -1093,22 +965,25 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// assert_eq!(Trainer::from_params(Params::zeros(3), 1).steps_done(), 0);
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).steps_done(), 0);
     /// ```
     pub fn steps_done(&self) -> usize {
         self.adam.step()
     }
 
-    /// The number of tape nodes the last step recorded (parameters included).
+    /// The number of tape nodes the last [`Trainer::gradient`] recorded (parameters
+    /// included).
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// let mut t = Trainer::from_params(Params::zeros(3), 1);
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// let mut t = Trainer::new(&tokenizer, &mut rng, 1);
     /// t.step(&[2, 0, 2]);
-    /// assert!(t.last_nodes() > tapegrad::models::microgpt::n_params(3));
+    /// assert!(t.last_nodes() > microgpt::n_params(3));
     /// ```
     pub fn last_nodes(&self) -> usize {
         self.last_nodes
@@ -1120,8 +995,9 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// let mut t = Trainer::from_params(Params::zeros(3), 2);
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// let mut t = Trainer::new(&tokenizer, &mut rng, 2);
     /// t.step(&[2, 0, 2]);
     /// let bytes = t.tape_bytes();
     /// t.step(&[2, 0, 2]);
@@ -1131,18 +1007,20 @@ impl Trainer {
         self.graph.heap_bytes()
     }
 
-    /// The gradient of the last step's loss, in the order of [`Params::as_slice`].
+    /// The gradient of the last [`Trainer::gradient`]'s loss, in store order (empty
+    /// before the first, and after the update that used it).
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// let mut t = Trainer::from_params(Params::zeros(3), 1);
-    /// t.step(&[2, 0, 2]);
-    /// assert_eq!(t.last_gradient().len(), tapegrad::models::microgpt::n_params(3));
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// let mut t = Trainer::new(&tokenizer, &mut rng, 1);
+    /// t.gradient(&[2, 0, 2]);
+    /// assert_eq!(t.last_gradient().len(), microgpt::n_params(3));
     /// ```
     pub fn last_gradient(&self) -> &[f64] {
-        &self.flat_grads
+        self.grads.as_ref().map_or(&[], Grads::as_slice)
     }
 
     /// The loss of one document (its tokens, `[BOS] + chars + [BOS]`) and its gradient,
@@ -1151,31 +1029,30 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// let mut t = Trainer::from_params(Params::zeros(3), 1);
+    /// use tapegrad::{models::microgpt::{Microgpt, Trainer}, nn::Params};
+    /// let mut params = Params::new();
+    /// let model = Microgpt::new(&mut params, 3, &mut || 0.0);
+    /// let mut t = Trainer::from_params(model, params, 1);
     /// // All-zero weights: uniform predictions, loss ln 3.
     /// approx::assert_relative_eq!(t.gradient(&[2, 0, 2]), 3f64.ln(), epsilon = 1e-15);
     /// ```
     ///
     /// # Panics
     ///
-    /// As [`loss`].
+    /// As [`Microgpt::loss`].
     pub fn gradient(&mut self, tokens: &[usize]) -> f64 {
-        let g = &self.graph;
-        let vars = Params {
-            vocab: self.params.vocab,
-            specs: self.params.specs.clone(),
-            data: g.vars(self.params.as_slice()),
-        };
-        let loss = loss(&vars, tokens);
-        let value = loss.value();
-        self.last_nodes = g.len();
-        loss.backward_into(&mut self.grads);
-        self.flat_grads.clear();
-        self.flat_grads
-            .extend(self.grads.wrt_all(vars.as_slice()).iter().copied());
-        drop(vars);
-        g.release(self.empty);
+        let (g, model) = (&self.graph, &self.model);
+        let mut nodes = 0;
+        let (value, grads) = self
+            .params
+            .value_and_grad(g, |p| {
+                let loss = model.loss(p, tokens);
+                nodes = g.len();
+                loss
+            })
+            .expect("the loss is this step's own node");
+        self.last_nodes = nodes;
+        self.grads = Some(grads);
         value
     }
 
@@ -1185,105 +1062,60 @@ impl Trainer {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{Params, Trainer};
-    /// let mut t = Trainer::from_params(Params::zeros(3), 1);
+    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
+    /// let mut t = Trainer::new(&tokenizer, &mut rng, 1);
     /// t.step(&[2, 0, 2]);
     /// assert_eq!(t.steps_done(), 1);
     /// ```
     ///
     /// # Panics
     ///
-    /// As [`loss`].
+    /// As [`Microgpt::loss`].
     pub fn step(&mut self, tokens: &[usize]) -> f64 {
         let value = self.gradient(tokens);
-        self.adam
-            .update(self.params.as_mut_slice(), &self.flat_grads);
+        self.update();
         value
     }
-}
 
-impl Trainer {
     /// One training step on a batch of documents: the mean loss of `batch` and its mean
     /// gradient, computed by `workers` (one graph per thread, reduced in a fixed order, so
-    /// the bits are the same for any number of threads), then the Adam update. A batch of one
-    /// document is [`Trainer::step`] bit for bit. Returns the mean loss.
+    /// the bits are the same for any number of threads), then the Adam update. A batch of
+    /// one document is [`Trainer::step`] bit for bit. Returns the mean loss.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::{Params, Trainer}, parallel::DataParallel};
+    /// use tapegrad::{models::microgpt::{self, Trainer}, parallel::DataParallel};
     ///
+    /// let (_, tokenizer, rng) = microgpt::prepare("ab\n", 1);
     /// let batch = vec![vec![2, 0, 2], vec![2, 1, 0, 2]];
-    /// let (mut a, mut b) = (Trainer::from_params(Params::zeros(3), 5), Trainer::from_params(Params::zeros(3), 5));
+    /// let mut a = Trainer::new(&tokenizer, &mut rng.clone(), 5);
+    /// let mut b = Trainer::new(&tokenizer, &mut rng.clone(), 5);
     /// let la = a.step_batch(&batch, &mut DataParallel::new(1));
     /// let lb = b.step_batch(&batch, &mut DataParallel::new(2));
     /// assert_eq!(la.to_bits(), lb.to_bits());
-    /// assert_eq!(a.params(), b.params());
+    /// assert_eq!(a.params().as_slice(), b.params().as_slice());
     /// ```
     ///
     /// # Panics
     ///
-    /// As [`loss`], or if `batch` is empty.
+    /// As [`Microgpt::loss`], or if `batch` is empty.
     pub fn step_batch(&mut self, batch: &[Vec<usize>], workers: &mut DataParallel) -> f64 {
-        let vocab = self.params.vocab;
-        let value = workers.mean_gradient(
-            self.params.as_slice(),
-            batch,
-            &mut self.flat_grads,
-            |vars, tokens| loss_flat(vocab, vars, tokens),
-        );
-        self.adam
-            .update(self.params.as_mut_slice(), &self.flat_grads);
+        let model = &self.model;
+        let (value, grads) = workers
+            .mean_grads(&self.params, batch, |p, tokens| model.loss(p, tokens))
+            .expect("the loss is this step's own node");
+        self.grads = Some(grads);
+        self.update();
         value
     }
-}
 
-/// One sampled document: from `BOS`, at most [`BLOCK_SIZE`] tokens, each drawn with
-/// `random.choices` from `softmax(logits / temperature)`, stopping at `BOS` (the
-/// reference's sampling loop, on plain `f64`).
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{microgpt::{self, Params, Tokenizer}, pyrandom::PyRandom};
-///
-/// let t = Tokenizer::new(&["ab".to_string()]);
-/// let p = Params::zeros(t.vocab_size());
-/// let name = microgpt::sample(&p, &t, &mut PyRandom::seed(1), 0.5);
-/// assert!(name.len() <= 16 && name.chars().all(|c| c == 'a' || c == 'b'));
-/// ```
-///
-/// # Panics
-///
-/// If `tokenizer`'s vocabulary is not `params`'s.
-pub fn sample(
-    params: &Params<f64>,
-    tokenizer: &Tokenizer,
-    rng: &mut PyRandom,
-    temperature: f64,
-) -> String {
-    assert_eq!(
-        params.vocab_size(),
-        tokenizer.vocab_size(),
-        "sample: parameters for a vocabulary of {} with a tokenizer of {}",
-        params.vocab_size(),
-        tokenizer.vocab_size()
-    );
-    // `logit / temperature` is `logit * temperature**-1`.
-    let inv_t = c_pow(temperature, -1.0);
-    let mut cache = KvCache::new();
-    let mut token = tokenizer.bos();
-    let mut ids = Vec::new();
-    for pos in 0..BLOCK_SIZE {
-        let logits: Vec<f64> = gpt(params, token, pos, &mut cache)
-            .into_iter()
-            .map(|z| z * inv_t)
-            .collect();
-        token = rng.choices(&softmax(&logits), 1)[0];
-        if token == tokenizer.bos() {
-            break;
-        }
-        ids.push(token);
+    fn update(&mut self) {
+        let grads = self.grads.take().expect("a gradient to update with");
+        let adam = &mut self.adam;
+        self.params
+            .update(&grads, |values, g| adam.update(values, g))
+            .expect("gradients of this store, computed at its current values");
     }
-    tokenizer.decode(&ids)
 }
