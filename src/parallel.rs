@@ -125,7 +125,9 @@ impl DataParallel {
     ///
     /// ```
     /// use tapegrad::parallel::DataParallel;
-    /// let f = |w: &[tapegrad::Var<'_>], &x: &f64| (w[0] * x).exp();
+    /// fn f<'g>(w: &[tapegrad::Var<'g>], x: &f64) -> tapegrad::Var<'g> {
+    ///     (w[0] * *x).exp()
+    /// }
     /// let items: Vec<f64> = (0..10).map(|i| i as f64 / 10.0).collect();
     /// let (mut g1, mut g3) = (Vec::new(), Vec::new());
     /// let l1 = DataParallel::new(1).mean_gradient(&[0.5], &items, &mut g1, f);
