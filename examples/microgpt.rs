@@ -15,7 +15,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use tapegrad::models::microgpt::{self, Microgpt, Trainer};
 use tapegrad::nn::{Params, StateDict};
-use tapegrad::parallel::DataParallel;
 
 const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
 
@@ -188,7 +187,6 @@ fn train(
     );
     let start = Instant::now();
     let mut losses = Vec::with_capacity(o.steps);
-    let mut workers = DataParallel::new(o.threads);
     for step in 0..o.steps {
         let loss = if o.batch == 1 && o.threads == 1 {
             trainer.step(&tokenizer.encode(&docs[step % docs.len()]))
@@ -196,7 +194,7 @@ fn train(
             let batch: Vec<Vec<usize>> = (0..o.batch)
                 .map(|i| tokenizer.encode(&docs[(step * o.batch + i) % docs.len()]))
                 .collect();
-            trainer.step_batch(&batch, &mut workers)
+            trainer.step_batch(&batch, o.threads)
         };
         losses.push(loss);
         bar.set_message(format!("loss {loss:.4}"));

@@ -10,7 +10,6 @@ use std::time::Instant;
 use tapegrad::Graph;
 use tapegrad::models::microgpt::{self, ADAM, Adam, Microgpt, Trainer};
 use tapegrad::nn::Params;
-use tapegrad::parallel::DataParallel;
 
 const NAMES: &str = include_str!("../data/names.txt");
 
@@ -130,12 +129,11 @@ fn parallel_table(
     let mut bits = vec![Vec::new(); threads.len()];
     for _ in 0..rounds {
         for (k, &t) in threads.iter().enumerate() {
-            let mut workers = DataParallel::new(t);
             let mut trainer = Trainer::from_params(model.clone(), initial.clone(), steps);
             bits[k].clear();
             for b in &batches {
                 let t0 = Instant::now();
-                bits[k].push(trainer.step_batch(b, &mut workers).to_bits());
+                bits[k].push(trainer.step_batch(b, t).to_bits());
                 times[k].push(t0.elapsed().as_secs_f64());
             }
         }

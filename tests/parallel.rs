@@ -1,126 +1,142 @@
-//! `DataParallel`: the mean gradient over a batch is the same bits for any number of
-//! threads, and is the true mean gradient.
+//! Data-parallel gradients (`tapegrad::parallel`): the same bits for any thread count, the
+//! same as a plain loop, and the gradient of the mean loss.
 
-use tapegrad::models::microgpt::{self, Microgpt, Trainer};
-use tapegrad::nn::Params;
-use tapegrad::parallel::DataParallel;
+use tapegrad::nn::{Grads, Linear, Mlp, Params, View, init};
+use tapegrad::parallel::mean_value_and_grad;
+use tapegrad::pyrandom::PyRandom;
+use tapegrad::{Graph, Scalar, Var};
 
-const NAMES: &str = include_str!("../data/names.txt");
-
-#[test]
-fn microgpt_batches_give_the_same_bits_on_1_2_and_4_threads() {
-    let (docs, tokenizer, mut rng) = microgpt::prepare(NAMES, 42);
-    let (model, initial) = Microgpt::init(tokenizer.vocab_size(), &mut rng);
-    let batch_size = 7; // not a multiple of the thread counts: uneven runs per thread
-    let runs: Vec<(Vec<u64>, Vec<u64>)> = [1, 2, 4]
-        .iter()
-        .map(|&threads| {
-            let mut workers = DataParallel::new(threads);
-            let mut t = Trainer::from_params(model.clone(), initial.clone(), 100);
-            let losses = (0..3)
-                .map(|step| {
-                    let batch: Vec<Vec<usize>> = (0..batch_size)
-                        .map(|i| tokenizer.encode(&docs[step * batch_size + i]))
-                        .collect();
-                    t.step_batch(&batch, &mut workers).to_bits()
-                })
-                .collect();
-            let params = t.params().as_slice().iter().map(|x| x.to_bits()).collect();
-            (losses, params)
+/// A small MLP and a batch of 16 regression examples.
+fn setup() -> (Params, Mlp, Vec<([f64; 3], f64)>) {
+    let mut params = Params::new();
+    let mut rng = PyRandom::seed(7);
+    let mlp = Mlp::new(
+        &mut params,
+        "mlp",
+        &[3, 8, 8, 1],
+        &mut init::uniform(&mut rng, -1.0, 1.0),
+    );
+    let batch = (0..16)
+        .map(|i| {
+            let x = [i as f64 * 0.1, (i as f64).sin(), 1.0 / (1.0 + i as f64)];
+            (x, (x[0] - x[1] * x[2]).tanh())
         })
         .collect();
-    assert_eq!(runs[0], runs[1], "1 thread vs 2");
-    assert_eq!(runs[0], runs[2], "1 thread vs 4");
+    (params, mlp, batch)
+}
+
+/// The batch's mean loss and gradient on `threads` threads.
+fn parallel(params: &Params, mlp: &Mlp, batch: &[([f64; 3], f64)], threads: usize) -> (f64, Grads) {
+    mean_value_and_grad(params, batch, threads, |p, e| example_loss(mlp, p, e)).unwrap()
+}
+
+fn example_loss<'g>(mlp: &Mlp, p: &View<'_, Var<'g>>, (x, y): &([f64; 3], f64)) -> Var<'g> {
+    (mlp.forward_f64(p, x)[0] - *y).powi(2)
 }
 
 #[test]
-fn a_batch_of_one_is_the_single_document_step() {
-    let (docs, tokenizer, mut rng) = microgpt::prepare(NAMES, 42);
-    let (model, initial) = Microgpt::init(tokenizer.vocab_size(), &mut rng);
-    let (mut a, mut b) = (
-        Trainer::from_params(model.clone(), initial.clone(), 1000),
-        Trainer::from_params(model, initial, 1000),
+fn any_thread_count_gives_the_same_bits() {
+    let (params, mlp, batch) = setup();
+    let (l1, g1) = parallel(&params, &mlp, &batch, 1);
+    for threads in [2, 3, 4, 16, 64, 0] {
+        let (l, g) = parallel(&params, &mlp, &batch, threads);
+        assert_eq!(l.to_bits(), l1.to_bits(), "{threads} threads");
+        let (a, b): (Vec<u64>, Vec<u64>) = (
+            g.as_slice().iter().map(|x| x.to_bits()).collect(),
+            g1.as_slice().iter().map(|x| x.to_bits()).collect(),
+        );
+        assert_eq!(a, b, "{threads} threads");
+    }
+}
+
+#[test]
+fn equals_a_plain_loop_over_the_examples() {
+    let (params, mlp, batch) = setup();
+    let graph = Graph::new();
+    let mut sum_loss = 0.0;
+    let mut sum = vec![0.0; params.len()];
+    for e in &batch {
+        let (l, g) = params
+            .value_and_grad(&graph, |p| example_loss(&mlp, p, e))
+            .unwrap();
+        sum_loss += l;
+        sum.iter_mut().zip(g.as_slice()).for_each(|(s, g)| *s += g);
+    }
+    let n = batch.len() as f64;
+    let (l, g) = parallel(&params, &mlp, &batch, 4);
+    assert_eq!(l, sum_loss / n);
+    let expected: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    assert_eq!(g.as_slice(), &expected[..]);
+}
+
+/// Independent of the reduction: the gradient of the mean loss recorded as one graph (one
+/// sum node over all examples) agrees to rounding, and so does a central difference.
+#[test]
+fn is_the_gradient_of_the_mean_loss() {
+    let (params, mlp, batch) = setup();
+    let (l, g) = parallel(&params, &mlp, &batch, 2);
+    let graph = Graph::new();
+    let (l_one, g_one) = params
+        .value_and_grad(&graph, |p| {
+            let losses: Vec<Var> = batch.iter().map(|e| example_loss(&mlp, p, e)).collect();
+            Var::sum(&losses) / batch.len() as f64
+        })
+        .unwrap();
+    approx::assert_relative_eq!(l, l_one, max_relative = 1e-14);
+    for (a, b) in g.as_slice().iter().zip(g_one.as_slice()) {
+        approx::assert_relative_eq!(*a, *b, max_relative = 1e-12, epsilon = 1e-15);
+    }
+    // Central difference on the first weight, with plain f64 evaluation.
+    let f = |params: &Params| {
+        let p = params.view();
+        let losses: Vec<f64> = batch
+            .iter()
+            .map(|(x, y)| (mlp.forward_f64(&p, x)[0] - y).powi(2))
+            .collect();
+        f64::sum(&losses) / batch.len() as f64
+    };
+    let h = 1e-6;
+    let (mut plus, mut minus) = (params.clone(), params.clone());
+    plus.as_mut_slice()[0] += h;
+    minus.as_mut_slice()[0] -= h;
+    approx::assert_relative_eq!(
+        g.as_slice()[0],
+        (f(&plus) - f(&minus)) / (2.0 * h),
+        max_relative = 1e-7
     );
-    let mut workers = DataParallel::new(2);
-    for doc in &docs[..5] {
-        let tokens = tokenizer.encode(doc);
-        let la = a.step(&tokens);
-        let lb = b.step_batch(&[tokens], &mut workers);
-        assert_eq!(la.to_bits(), lb.to_bits());
-    }
-    assert_eq!(a.params().as_slice(), b.params().as_slice());
 }
 
 #[test]
-fn mean_gradient_is_the_mean_of_the_item_gradients() {
-    // loss_i(a, b) = (a x_i + b - y_i)^2; gradient by hand.
-    let data = [
-        (0.5, 1.0),
-        (1.5, -2.0),
-        (-1.0, 0.25),
-        (3.0, 3.0),
-        (2.0, 0.0),
-    ];
-    let (a, b) = (0.7, -0.3);
-    let (mut ga, mut gb, mut l) = (0.0, 0.0, 0.0);
-    for &(x, y) in &data {
-        let r = a * x + b - y;
-        l += r * r;
-        ga += 2.0 * r * x;
-        gb += 2.0 * r;
-    }
-    let n = data.len() as f64;
-    for threads in [1, 2, 3, 8] {
-        let mut grad = Vec::new();
-        let loss =
-            DataParallel::new(threads).mean_gradient(&[a, b], &data, &mut grad, |p, &(x, y)| {
-                let r = p[0] * x + p[1] - y;
-                r * r
-            });
-        approx::assert_relative_eq!(loss, l / n, max_relative = 1e-15);
-        approx::assert_relative_eq!(grad[0], ga / n, max_relative = 1e-14);
-        approx::assert_relative_eq!(grad[1], gb / n, max_relative = 1e-14);
-    }
-}
-
-#[test]
-#[should_panic(expected = "empty batch")]
 fn an_empty_batch_is_an_error() {
-    let items: [f64; 0] = [];
-    DataParallel::new(2).mean_gradient(&[1.0], &items, &mut Vec::new(), |p, &x| p[0] * x);
+    let (params, mlp, _) = setup();
+    let batch: Vec<([f64; 3], f64)> = Vec::new();
+    let err = mean_value_and_grad(&params, &batch, 2, |p, e| example_loss(&mlp, p, e)).unwrap_err();
+    assert!(err.to_string().contains("batch is empty"), "{err}");
 }
 
 #[test]
-#[should_panic(expected = "at least one thread")]
-fn zero_threads_is_an_error() {
-    DataParallel::new(0);
-}
-
-#[test]
-fn mean_grads_of_a_store_equals_mean_gradient_of_its_values() {
+fn a_linear_model_trains_with_it() {
+    // y = 2 x0 - x1 + 0.5, fitted by SGD on the parallel mean gradient.
     let mut params = Params::new();
-    let w = params.add("w", &[2], vec![0.7, -0.3]);
-    let data = [
-        (0.5, 1.0),
-        (1.5, -2.0),
-        (-1.0, 0.25),
-        (3.0, 3.0),
-        (2.0, 0.0),
-    ];
-    let mut flat = Vec::new();
-    let l_flat =
-        DataParallel::new(3).mean_gradient(params.as_slice(), &data, &mut flat, |p, &(x, y)| {
-            let r = p[0] * x + p[1] - y;
-            r * r
-        });
-    for threads in [1, 2, 4] {
-        let (l, grads) = DataParallel::new(threads)
-            .mean_grads(&params, &data, |p, &(x, y)| {
-                let r = p[w][0] * x + p[w][1] - y;
-                r * r
+    let layer = Linear::new(&mut params, "fc", 2, 1, &mut || 0.0);
+    let batch: Vec<([f64; 2], f64)> = (0..8)
+        .map(|i| {
+            let x = [i as f64 / 8.0, (i * i % 5) as f64 / 5.0];
+            (x, 2.0 * x[0] - x[1] + 0.5)
+        })
+        .collect();
+    for _ in 0..3000 {
+        let (_, grads) = mean_value_and_grad(&params, &batch, 2, |p, (x, y)| {
+            (layer.forward_f64(p, x)[0] - *y).powi(2)
+        })
+        .unwrap();
+        params
+            .update(&grads, |v, g| {
+                v.iter_mut().zip(g).for_each(|(v, g)| *v -= 0.5 * g)
             })
             .unwrap();
-        assert_eq!(l.to_bits(), l_flat.to_bits());
-        assert_eq!(grads.as_slice(), flat.as_slice());
     }
+    let w = &params[layer.weight()];
+    approx::assert_relative_eq!(w[0], 2.0, epsilon = 1e-6);
+    approx::assert_relative_eq!(w[1], -1.0, epsilon = 1e-6);
 }

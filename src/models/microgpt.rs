@@ -29,7 +29,7 @@ use std::hint::black_box;
 
 use crate::nn::init::gauss;
 use crate::nn::{Embedding, Grads, Linear, Params, RmsNorm, View};
-use crate::parallel::DataParallel;
+use crate::parallel::mean_value_and_grad;
 use crate::pyrandom::PyRandom;
 use crate::{Graph, Scalar};
 
@@ -1079,21 +1079,21 @@ impl Trainer {
     }
 
     /// One training step on a batch of documents: the mean loss of `batch` and its mean
-    /// gradient, computed by `workers` (one graph per thread, reduced in a fixed order, so
-    /// the bits are the same for any number of threads), then the Adam update. A batch of
-    /// one document is [`Trainer::step`] bit for bit. Returns the mean loss.
+    /// gradient, computed by [`mean_value_and_grad`] on `threads` worker threads (one graph
+    /// each, reduced in document order, so the bits are the same for any number of
+    /// threads; 0 for one per core), then the Adam update. Returns the mean loss.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::{self, Trainer}, parallel::DataParallel};
+    /// use tapegrad::models::microgpt::{self, Trainer};
     ///
     /// let (_, tokenizer, rng) = microgpt::prepare("ab\n", 1);
     /// let batch = vec![vec![2, 0, 2], vec![2, 1, 0, 2]];
     /// let mut a = Trainer::new(&tokenizer, &mut rng.clone(), 5);
     /// let mut b = Trainer::new(&tokenizer, &mut rng.clone(), 5);
-    /// let la = a.step_batch(&batch, &mut DataParallel::new(1));
-    /// let lb = b.step_batch(&batch, &mut DataParallel::new(2));
+    /// let la = a.step_batch(&batch, 1);
+    /// let lb = b.step_batch(&batch, 2);
     /// assert_eq!(la.to_bits(), lb.to_bits());
     /// assert_eq!(a.params().as_slice(), b.params().as_slice());
     /// ```
@@ -1101,11 +1101,12 @@ impl Trainer {
     /// # Panics
     ///
     /// As [`Microgpt::loss`], or if `batch` is empty.
-    pub fn step_batch(&mut self, batch: &[Vec<usize>], workers: &mut DataParallel) -> f64 {
+    pub fn step_batch(&mut self, batch: &[Vec<usize>], threads: usize) -> f64 {
         let model = &self.model;
-        let (value, grads) = workers
-            .mean_grads(&self.params, batch, |p, tokens| model.loss(p, tokens))
-            .expect("the loss is this step's own node");
+        let (value, grads) = mean_value_and_grad(&self.params, batch, threads, |p, tokens| {
+            model.loss(p, tokens)
+        })
+        .expect("a non-empty batch, each loss its step's own node");
         self.grads = Some(grads);
         self.update();
         value
