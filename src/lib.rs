@@ -81,5 +81,5 @@ struct ReadmeDoctests;
 pub use engine::op;
 pub use engine::{
     Anomaly, Binary, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar, Unary, Var,
-    powf,
+    atan2, hypot, max, min, powf,
 };

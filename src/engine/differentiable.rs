@@ -407,6 +407,63 @@ impl Scalar for Term<'_> {
     fn gelu(self) -> Self {
         self.unary(Unary::Gelu)
     }
+    fn atan(self) -> Self {
+        self.unary(Unary::Atan)
+    }
+    fn asin(self) -> Self {
+        self.unary(Unary::Asin)
+    }
+    fn acos(self) -> Self {
+        self.unary(Unary::Acos)
+    }
+    fn tan(self) -> Self {
+        self.unary(Unary::Tan)
+    }
+    fn ln_1p(self) -> Self {
+        self.unary(Unary::Ln1p)
+    }
+    fn exp_m1(self) -> Self {
+        self.unary(Unary::ExpM1)
+    }
+    fn log2(self) -> Self {
+        self.unary(Unary::Log2)
+    }
+    fn log10(self) -> Self {
+        self.unary(Unary::Log10)
+    }
+    fn exp2(self) -> Self {
+        self.unary(Unary::Exp2)
+    }
+    fn cbrt(self) -> Self {
+        self.unary(Unary::Cbrt)
+    }
+    fn softplus(self) -> Self {
+        self.unary(Unary::Softplus)
+    }
+    fn erf(self) -> Self {
+        self.unary(Unary::Erf)
+    }
+    fn erfc(self) -> Self {
+        self.unary(Unary::Erfc)
+    }
+    fn atan2(self, other: Self) -> Self {
+        Term::binary(Binary::Atan2, self, other)
+    }
+    fn hypot(self, other: Self) -> Self {
+        Term::binary(Binary::Hypot, self, other)
+    }
+    fn max(self, other: Self) -> Self {
+        Term::binary(Binary::Max, self, other)
+    }
+    fn min(self, other: Self) -> Self {
+        Term::binary(Binary::Min, self, other)
+    }
+    fn clamp(self, lo: f64, hi: f64) -> Self {
+        Term::nary(Nary::Clamp, &[self, Term::Const(lo), Term::Const(hi)])
+    }
+    fn amax(terms: &[Self]) -> Self {
+        Term::nary(Nary::Max, terms)
+    }
     fn sum(terms: &[Self]) -> Self {
         Term::nary(Nary::Sum, terms)
     }

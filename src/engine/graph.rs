@@ -594,6 +594,56 @@ impl Graph {
         self.try_nary_iter(Nary::LogSumExp, terms)
     }
 
+    /// The largest of `terms` as one n-ary node (NaN if any is NaN), as used to shift a
+    /// softmax; the derivative is shared evenly by the terms equal to the maximum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1.0, 3.0, 3.0]);
+    /// let m = g.amax(xs.iter().copied());
+    /// assert_eq!(m.value(), 3.0);
+    /// assert_eq!(m.backward().wrt_all(&xs), vec![0.0, 0.5, 0.5]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If there are no terms, or a term is released or from another graph.
+    #[doc(alias = "max")]
+    #[track_caller]
+    pub fn amax<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
+        or_panic(self.try_amax(terms))
+    }
+
+    /// [`Graph::amax`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] for no terms; [`Error::Released`] or [`Error::ForeignHandle`]
+    /// for a bad term.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.try_amax([]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_amax<'g>(
+        &'g self,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let mut terms = terms.into_iter().peekable();
+        if terms.peek().is_none() {
+            return Err(Error::BadOperands {
+                op: "amax",
+                why: "needs at least one term (the maximum of nothing is undefined)".into(),
+            });
+        }
+        self.try_nary_iter(Nary::Max, terms)
+    }
+
     /// Records an n-ary node over operands produced by an arbitrary iterator. The iterator
     /// may itself record nodes (`g.sum(xs.iter().map(|x| x.exp()))`), so each item is
     /// resolved on its own, with no tape borrow held while the iterator runs.

@@ -28,4 +28,4 @@ pub use op::{Binary, Nary, Op, Unary};
 pub use scalar::Scalar;
 pub(crate) use tape::CONST_ARG;
 pub use tape::NodeKey;
-pub use var::powf;
+pub use var::{atan2, hypot, max, min, powf};

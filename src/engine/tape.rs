@@ -647,7 +647,13 @@ pub(crate) struct OpCodes(pub(crate) Vec<u8>);
 
 const N_UNARY: usize = Unary::ALL.len();
 const N_BINARY: usize = Binary::ALL.len();
-const NARY: [Nary; 3] = [Nary::Sum, Nary::Dot, Nary::LogSumExp];
+const NARY: [Nary; 5] = [
+    Nary::Sum,
+    Nary::Dot,
+    Nary::LogSumExp,
+    Nary::Max,
+    Nary::Clamp,
+];
 
 /// Every op, in code order: the two leaves, then the unary, binary and n-ary ops in their
 /// table order.
@@ -690,6 +696,8 @@ impl OpCodes {
                         Nary::Sum => 0,
                         Nary::Dot => 1,
                         Nary::LogSumExp => 2,
+                        Nary::Max => 3,
+                        Nary::Clamp => 4,
                     }
             }
         }) as u8
