@@ -80,6 +80,6 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar, Unary, Var,
-    atan2, hypot, max, min, powf,
+    Anomaly, Binary, CustomFn, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar,
+    ScalarFn, Unary, Var, atan2, hypot, max, min, powf,
 };

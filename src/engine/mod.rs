@@ -6,10 +6,12 @@
 //! `error` (errors, panics at the user's line), `matrix` (row-major views), `scalar` (the
 //! numeric trait and its `f64` form), `op` (each op's value and partials), `tape` (the nodes,
 //! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`]),
-//! `var` (`Var`'s arithmetic), `backward` (the plain sweep), `differentiable` (the sweep that
-//! records itself, for gradients of gradients).
+//! `var` (`Var`'s arithmetic), `backward` (the plain sweep), `custom` (user-defined
+//! functions and preaccumulation, recorded as one node each), `differentiable` (the sweep
+//! that records itself, for gradients of gradients).
 
 mod backward;
+mod custom;
 mod differentiable;
 mod error;
 mod graph;
@@ -22,7 +24,7 @@ mod var;
 pub use backward::Gradients;
 pub(crate) use error::or_panic;
 pub use error::{Anomaly, Error};
-pub use graph::{Graph, Mark, Operand, Var};
+pub use graph::{CustomFn, Graph, Mark, Operand, ScalarFn, Var};
 pub use matrix::{Matrix, Pairing};
 pub use op::{Binary, Nary, Op, Unary};
 pub use scalar::Scalar;

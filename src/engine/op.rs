@@ -39,6 +39,12 @@ pub enum Op {
     Binary(Binary),
     /// A function of any number of operands, recorded as one fused node.
     Nary(Nary),
+    /// A user-defined function ([`CustomFn`](crate::CustomFn)), by its index among the
+    /// graph's registered functions; [`Var::op_name`](crate::Var::op_name) gives its name.
+    Custom(u8),
+    /// A preaccumulated sub-computation ([`Graph::fuse`](crate::Graph::fuse)): one node
+    /// carrying the partials of the nodes it replaced.
+    Fused,
 }
 
 impl std::fmt::Display for Op {
@@ -49,6 +55,9 @@ impl std::fmt::Display for Op {
             Op::Unary(op) => op.name(),
             Op::Binary(op) => op.name(),
             Op::Nary(op) => op.name(),
+            // The registered name lives on the graph: `Var::op_name` reads it.
+            Op::Custom(_) => "custom",
+            Op::Fused => "fused",
         })
     }
 }
