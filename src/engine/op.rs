@@ -104,6 +104,7 @@ macro_rules! unary_ops {
             }
 
             /// `dy/dx` at `x`, where `y` is this op's value at `x`.
+            #[inline] // as `value`: recording a known op keeps only its own rule
             pub fn partial<T: Scalar>(self, x: T, y: T) -> T {
                 match self { $( Unary::$variant => {
                     #[allow(unused_variables, reason = "not every rule needs both x and y")]
@@ -250,6 +251,7 @@ macro_rules! binary_ops {
 
             /// The partial derivative of `y = op(a, b)` with respect to operand `k`
             /// (0 for `a`, 1 for `b`).
+            #[inline] // as `value`: recording a known op keeps only its own rule
             pub fn partial<T: Scalar>(self, a: T, b: T, y: T, k: usize) -> T {
                 match (self, k) {
                     $(
