@@ -81,5 +81,5 @@ struct ReadmeDoctests;
 pub use engine::op;
 pub use engine::{
     Anomaly, Binary, CustomFn, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar,
-    ScalarFn, Unary, Var, atan2, hypot, max, min, powf,
+    ScalarFn, Statement, Unary, Var, atan2, hypot, max, min, powf,
 };

@@ -1,7 +1,8 @@
 //! Nodes whose rule the user supplies: [`Graph::custom`] records a user-defined function
 //! ([`CustomFn`]) as one node, and [`Graph::fuse`] preaccumulates a sub-computation into
 //! one node carrying its local gradient. Recording only; `differentiable.rs` is where a
-//! custom node's second-order rule is used. May not use `var.rs` or the sweeps' files.
+//! custom node's second-order rule is used. Uses the plain sweep (`backward.rs`, for the
+//! nested backward); may not use `var.rs` (which uses it) or `differentiable.rs`.
 
 use std::cell::RefCell;
 use std::panic::Location;
@@ -210,7 +211,7 @@ impl Graph {
                     why: "the closure must return a Var of the graph it is given".into(),
                 });
             }
-            let y = out.try_value()?;
+            let y = sub.resolve_var(&sub.tape.borrow(), out)?.value;
             out.try_backward_into(&mut grads)?;
             Ok((y, grads.wrt_all(&xs)))
         })();

@@ -204,6 +204,46 @@ pub trait Scalar:
     fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {
         dots_one_by_one(a, b, pairing)
     }
+    /// `statement` of `inputs`; on a tape (`Var`), preaccumulated into one node carrying
+    /// its partials ([`Graph::fuse`](crate::Graph::fuse)), which has no second-order rule.
+    /// The default, and `f64`, evaluate it.
+    ///
+    /// # Panics
+    ///
+    /// For `Var`, if `inputs` is empty or mixes graphs.
+    #[track_caller]
+    fn fused<S: Statement>(statement: &S, inputs: &[Self]) -> Self {
+        statement.eval(inputs)
+    }
+}
+
+/// A statement for [`Scalar::fused`]: a function of a few inputs with one output, written
+/// once over [`Scalar`] so that generic code can preaccumulate it on a tape.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Scalar, Statement, Var};
+///
+/// /// `(x - m) * s * g + b`, a LayerNorm output.
+/// struct Affine;
+/// impl Statement for Affine {
+///     fn eval<T: Scalar>(&self, v: &[T]) -> T {
+///         (v[0] - v[1]) * v[2] * v[3] + v[4]
+///     }
+/// }
+///
+/// let inputs = [1.5, 0.5, 2.0, 3.0, 0.25];
+/// assert_eq!(f64::fused(&Affine, &inputs), 6.25);
+/// let g = Graph::new();
+/// let v = g.vars(&inputs);
+/// let y = Var::fused(&Affine, &v);
+/// assert_eq!((y.value(), g.len()), (6.25, 6)); // one node
+/// assert_eq!(y.backward()[v[0]], 6.0);
+/// ```
+pub trait Statement {
+    /// The statement's value at `xs`.
+    fn eval<T: Scalar>(&self, xs: &[T]) -> T;
 }
 
 /// [`Scalar::dots`]'s default: one [`Scalar::dot`] per output.

@@ -10,7 +10,7 @@ use super::error::{Error, or_panic};
 use super::graph::{Graph, Operand, Var};
 use super::matrix::{Matrix, Pairing};
 use super::op::{Binary, Nary, Op, Unary};
-use super::scalar::{Scalar, dots_one_by_one};
+use super::scalar::{Scalar, Statement, dots_one_by_one};
 use super::tape::{Resolved, Tape};
 
 impl<'g> Var<'g> {
@@ -919,6 +919,10 @@ impl<'g> Scalar for Var<'g> {
         // As `sum`; `first_graph` has already refused an empty slice.
         let graph = first_graph(terms, "logsumexp");
         or_panic(graph.try_nary_vars(Nary::LogSumExp, &[terms]))
+    }
+    #[track_caller]
+    fn fused<S: Statement>(statement: &S, inputs: &[Self]) -> Self {
+        first_graph(inputs, "fuse").fuse(inputs, |_, xs| statement.eval(xs))
     }
     #[track_caller]
     fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {
