@@ -287,6 +287,22 @@ impl Graph {
         self.len() == 0
     }
 
+    /// The number of edges (operands) of all nodes on the tape, an `f64` constant operand
+    /// included: with [`Graph::len`], what the tape stores (8 + 1 + 4 bytes per node for
+    /// its value, op code and edge offset, 4 + 8 per edge for its operand and partial).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let _y = x * x + 1.0;
+    /// assert_eq!(g.edge_count(), 4);
+    /// ```
+    pub fn edge_count(&self) -> usize {
+        self.tape.borrow().args.len()
+    }
+
     /// The heap bytes the graph's storage holds now (capacity, not just what is used).
     ///
     /// # Examples
