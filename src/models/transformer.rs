@@ -26,6 +26,7 @@
 
 use crate::engine::{Scalar, Statement};
 use crate::linalg::{Matrix, mat_mul, mat_mul_t};
+use crate::nn;
 use crate::pyrandom::PyRandom;
 
 /// The vocabulary, by token id.
@@ -348,6 +349,65 @@ impl Params<f64> {
         }
         Params { values }
     }
+
+    /// The parameters as an [`nn::Params`] store, one tensor per [`LAYOUT`] entry named by
+    /// its [`TensorSpec::label`] (`E_token`, `W_Q[0]`, ...), in layout order: to train it
+    /// with [`optim::Optimizer`](crate::optim::Optimizer) or save it as safetensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::models::transformer::Params;
+    /// let store = Params::series_init().to_store();
+    /// assert_eq!(store.num_tensors(), 16);
+    /// let w_q1 = store.find("W_Q[1]").unwrap();
+    /// assert_eq!(store.shape(w_q1), &[16, 8]);
+    /// assert_eq!(store.as_slice(), Params::series_init().as_slice());
+    /// ```
+    pub fn to_store(&self) -> nn::Params {
+        let mut store = nn::Params::new();
+        for (spec, values) in self.tensors() {
+            store.add(spec.label(), spec.shape, values.to_vec());
+        }
+        store
+    }
+
+    /// The parameters from a store with [`Params::to_store`]'s names and shapes (e.g. one
+    /// loaded from a safetensors file), whatever the order of its tensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad::nn::StateDict;
+    /// let p = Params::series_init();
+    /// let bytes = p.to_store().state_dict().to_safetensors();
+    /// let mut store = Params::series_init().to_store();
+    /// store.load_state_dict(&StateDict::from_safetensors(&bytes).unwrap()).unwrap();
+    /// assert_eq!(Params::from_store(&store).unwrap(), p);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`nn::ParamError::Missing`] or [`nn::ParamError::Shape`] naming the tensor.
+    pub fn from_store(store: &nn::Params) -> Result<Self, nn::ParamError> {
+        let mut values = Vec::with_capacity(N_PARAMS);
+        for spec in &LAYOUT {
+            let name = spec.label();
+            let t = store
+                .find(&name)
+                .ok_or_else(|| nn::ParamError::Missing { name: name.clone() })?;
+            if store.shape(t) != spec.shape {
+                return Err(nn::ParamError::Shape {
+                    name,
+                    expected: spec.shape.to_vec(),
+                    found: store.shape(t).to_vec(),
+                });
+            }
+            values.extend_from_slice(&store[t]);
+        }
+        Ok(Params { values })
+    }
 }
 
 impl<T: Copy> Params<T> {
@@ -607,7 +667,7 @@ fn forward<T: Scalar>(p: &Params<T>, tokens: &[usize], fuse: bool) -> Vec<Vec<T>
             if fuse {
                 layer_norm_fused(&residual, p.at(GAMMA), p.at(BETA))
             } else {
-                layer_norm(&residual, p.at(GAMMA), p.at(BETA))
+                nn::layer_norm(&residual, p.at(GAMMA), p.at(BETA), LN_EPS)
             }
         })
         .collect();
@@ -633,19 +693,6 @@ fn softmax<T: Scalar>(x: &[T]) -> Vec<T> {
     let e: Vec<T> = x.iter().map(|&xi| (xi - max).exp()).collect();
     let total = T::sum(&e);
     e.into_iter().map(|ei| ei / total).collect()
-}
-
-/// LayerNorm: `gamma (x - mean) / sqrt(var + eps) + beta` with the population variance.
-fn layer_norm<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
-    let n = x.len() as f64;
-    let mean = T::sum(x) / n;
-    let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
-    let inv_std = (T::dot(&centred, &centred) / n + LN_EPS).sqrt().recip();
-    centred
-        .iter()
-        .zip(gamma.iter().zip(beta))
-        .map(|(&c, (&g, &b))| c * inv_std * g + b)
-        .collect()
 }
 
 /// One attention output as a statement: over operands `[s_0..s_m, v_0..v_m]` (a row's raw
@@ -681,7 +728,7 @@ impl Statement for Mean {
     }
 }
 
-/// `1 / sqrt(var + eps)` of a row, as [`layer_norm`] computes it.
+/// `1 / sqrt(var + eps)` of a row, as [`nn::layer_norm`] computes it.
 struct InvStd;
 
 impl Statement for InvStd {
@@ -703,7 +750,7 @@ impl Statement for NormOutput {
     }
 }
 
-/// [`layer_norm`] preaccumulated: the mean and the inverse deviation are one node each,
+/// [`nn::layer_norm`] preaccumulated: the mean and the inverse deviation are one node each,
 /// and each output one node over its five operands.
 fn layer_norm_fused<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
     let (mean, inv_std) = (T::fused(&Mean, x), T::fused(&InvStd, x));
