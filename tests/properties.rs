@@ -1,4 +1,5 @@
-//! Property tests: random expression graphs over every op agree with an independent `f64`
+//! Property tests: random expression graphs over every op (and a user-defined function,
+//! `Wave`, recorded by `Graph::custom`) agree with an independent `f64`
 //! evaluation (values), with central differences (gradients), and, through the
 //! differentiable backward, with central differences of the gradient (second derivatives).
 //!
@@ -71,7 +72,29 @@ enum Stmt {
     Amax(Vec<Ref>),
     /// `x.clamp(lo, hi)`.
     Clamp(Ref, f64, f64),
+    /// `g.custom(&WAVE, &[a, b])`, a user-defined function (`a sin b`).
+    Custom(Ref, Ref),
 }
+
+/// A user-defined function with its partials over `Scalar` (every order): `a sin(b)`.
+struct Wave;
+
+impl tapegrad::ScalarFn for Wave {
+    fn name(&self) -> &'static str {
+        "wave"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1].sin()
+    }
+    fn partials<T: tapegrad::Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+        out[0] = xs[1].sin();
+        out[1] = xs[0] * xs[1].cos();
+    }
+}
+
+/// One registration shared by every graph of the run.
+static WAVE: std::sync::LazyLock<std::sync::Arc<dyn tapegrad::CustomFn>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(Wave));
 
 #[derive(Clone)]
 struct Program {
@@ -108,6 +131,7 @@ fn first_ref(stmt: &Stmt) -> Ref {
     match stmt {
         Stmt::Constant(_) => 0,
         Stmt::Unary(_, r) | Stmt::Assign(_, r, _) | Stmt::Powi(r, _) | Stmt::Clamp(r, ..) => *r,
+        Stmt::Custom(a, _) => *a,
         Stmt::Binary(_, a, b) => first_node(&[*a, *b]).unwrap_or(0),
         Stmt::Sum(rs) | Stmt::LogSumExp(rs) | Stmt::Amax(rs) => rs.first().copied().unwrap_or(0),
         Stmt::DotVars(ps) => ps.first().map_or(0, |p| p.0),
@@ -124,6 +148,7 @@ fn refs(stmt: &Stmt) -> Vec<Ref> {
     match stmt {
         Stmt::Constant(_) => vec![],
         Stmt::Unary(_, r) | Stmt::Powi(r, _) | Stmt::Clamp(r, ..) => vec![*r],
+        Stmt::Custom(a, b) => vec![*a, *b],
         Stmt::Binary(_, a, b) => [a, b].into_iter().filter_map(node).collect(),
         Stmt::Assign(_, r, b) => std::iter::once(*r).chain(node(b)).collect(),
         Stmt::Sum(rs) | Stmt::LogSumExp(rs) | Stmt::Amax(rs) => rs.clone(),
@@ -219,6 +244,7 @@ fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
                 .all(|&r| Some(Program::index(v.len(), r)) == top || y - v.at(r) >= 0.01);
             (y, ok)
         }
+        Stmt::Custom(a, b) => (v.at(*a) * v.at(*b).sin(), true),
         Stmt::Clamp(r, lo, hi) => {
             let x = v.at(*r);
             let ok = (x - lo).abs() >= 0.01 && (x - hi).abs() >= 0.01;
@@ -292,6 +318,7 @@ fn record<'g>(g: &'g Graph, program: &Program, xs: &[Var<'g>], skips: &[bool]) -
                 Stmt::LogSumExp(rs) => g.logsumexp(rs.iter().map(|&r| v.at(r))),
                 Stmt::Amax(rs) => g.amax(rs.iter().map(|&r| v.at(r))),
                 Stmt::Clamp(r, lo, hi) => v.at(*r).clamp(*lo, *hi),
+                Stmt::Custom(a, b) => g.custom(&WAVE, &[v.at(*a), v.at(*b)]),
             }
         };
         v.push(y);
@@ -445,6 +472,7 @@ fn stmt(reach: usize, width: usize) -> impl Strategy<Value = Stmt> {
         1 => refs(1).prop_map(Stmt::Amax),
         1 => (reference(reach), -1.5..0.5f64, 0.0..2.0f64)
             .prop_map(|(r, lo, width)| Stmt::Clamp(r, lo, lo + width)),
+        1 => (reference(reach), reference(reach)).prop_map(|(a, b)| Stmt::Custom(a, b)),
     ]
 }
 
@@ -586,6 +614,7 @@ impl fmt::Debug for Program {
                 Stmt::LogSumExp(rs) => format!("g.logsumexp([{}])", list(rs)),
                 Stmt::Amax(rs) => format!("g.amax([{}])", list(rs)),
                 Stmt::Clamp(r, lo, hi) => format!("{}.clamp({lo:?}, {hi:?})", at(*r)),
+                Stmt::Custom(a, b) => format!("g.custom(&wave, &[{}, {}])", at(*a), at(*b)),
             };
             writeln!(f, "let {} = {code};", name(count))?;
         }

@@ -1022,7 +1022,9 @@ pub trait CustomFn: Send + Sync {
     /// The partials as nodes of the graph, computed from `xs` and `y` with `Var`
     /// arithmetic, so that [`Var::grad`] can differentiate through them again (second
     /// and higher order). `None` (the default) means no such rule: [`Var::grad`] through
-    /// this function is then [`Error::NoSecondOrder`].
+    /// this function is then [`Error::NoSecondOrder`]. Build the partials from `xs` and
+    /// `y` (nodes of their graph); a `Var` of another graph or a released one makes
+    /// [`Var::grad`] panic naming the function.
     fn graph_partials<'g>(&self, xs: &[Var<'g>], y: Var<'g>) -> Option<Vec<Var<'g>>> {
         let _ = (xs, y);
         None
