@@ -186,6 +186,12 @@ fn partials_that_overflow_when_stored_give_the_finite_gradient() {
     let (n, x_to_n) = (-1.0, 1e200);
     assert_eq!(d(y, x), (1e-300 * (n * x_to_n)) / 1e-200);
 
+    // log2 and log10 likewise: 1 / (x ln 2) at x = 5e-324.
+    let x = g.var(5e-324);
+    let y = x.log2().exp2();
+    assert_eq!(y.value(), 5e-324);
+    approx::assert_relative_eq!(d(y, x), 1.0, max_relative = 1e-15);
+
     // A truly infinite derivative stays infinite: sqrt at 0, ln at 0.
     let z = g.var(0.0);
     assert_eq!(d(z.sqrt(), z), f64::INFINITY);
