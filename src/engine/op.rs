@@ -610,6 +610,8 @@ fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
 /// operand's slope in `max`/`min` is then 1 (every comparison is false, as in PyTorch's
 /// masks), and every `amax` partial is NaN (PyTorch: a count of 0 ties, `grad / 0 * 0`).
 /// `clamp` of NaN is NaN with slope 0 for `x`, as `clamp_backward`'s comparisons give.
+/// `relu` and `abs` have slope NaN at NaN (PyTorch's relu has 1): a NaN operand must not
+/// turn into a finite gradient (the crate docs' table of singular points).
 ///
 /// Every function here returns a plain number: a kink's slope is piecewise constant, so
 /// its own derivative (the second order) is 0 on both sides.
