@@ -82,6 +82,6 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar, Unary, Var,
-    powf,
+    Anomaly, Binary, CustomFn, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar,
+    ScalarFn, Statement, Unary, Var, atan2, hypot, max, min, powf,
 };

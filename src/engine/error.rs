@@ -46,6 +46,13 @@ pub enum Error {
     },
     /// In anomaly mode: an op produced a NaN or infinite value or gradient.
     Anomaly(Box<Anomaly>),
+    /// [`Var::grad`](crate::Var::grad) (second and higher order) met a node that carries
+    /// only first partials: a user-defined function without a second-order rule, or a
+    /// fused sub-computation.
+    NoSecondOrder {
+        /// The function's name (`"fused"` for [`Graph::fuse`](crate::Graph::fuse)).
+        op: &'static str,
+    },
 }
 
 /// Where and how a NaN or infinity first appeared (see
@@ -103,6 +110,13 @@ impl fmt::Display for Error {
             ),
             Error::BadOperands { op, why } => write!(f, "tapegrad: {op}: {why}"),
             Error::Anomaly(a) => a.fmt(f),
+            Error::NoSecondOrder { op } => write!(
+                f,
+                "tapegrad: {op} carries only first derivatives, so Var::grad cannot \
+                 differentiate through it (second order); give it a second-order rule \
+                 (CustomFn::graph_partials, or write it as a ScalarFn), or use Var::backward \
+                 for first order"
+            ),
         }
     }
 }
