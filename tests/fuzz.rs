@@ -49,7 +49,29 @@ enum Kind {
     Unary(Unary),
     Binary(Binary),
     Nary(Nary),
+    /// `g.custom(&WAVE, &[a, b])`, the user-defined `a sin b`.
+    Custom,
 }
+
+/// A user-defined function with its partials over `Scalar`: `a sin(b)`.
+struct Wave;
+
+impl tapegrad::ScalarFn for Wave {
+    fn name(&self) -> &'static str {
+        "wave"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1].sin()
+    }
+    fn partials<T: tapegrad::Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+        out[0] = xs[1].sin();
+        out[1] = xs[0] * xs[1].cos();
+    }
+}
+
+/// One registration shared by every graph of the run.
+static WAVE: std::sync::LazyLock<std::sync::Arc<dyn tapegrad::CustomFn>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(Wave));
 
 /// A node as the model sees it.
 #[derive(Clone, Debug)]
@@ -73,6 +95,7 @@ impl Node {
             Kind::Unary(op) => op.name(),
             Kind::Binary(op) => op.name(),
             Kind::Nary(op) => op.name(),
+            Kind::Custom => "wave",
         }
     }
 }
@@ -107,6 +130,7 @@ fn evaluate(kind: &Kind, xs: &[f64]) -> f64 {
         Kind::Unary(op) => reference::unary(*op, xs[0]),
         Kind::Binary(op) => reference::binary(*op, xs[0], xs[1]),
         Kind::Nary(op) => reference::nary(*op, xs),
+        Kind::Custom => xs[0] * xs[1].sin(),
     }
 }
 
@@ -639,7 +663,25 @@ impl<'g, 'b> Machine<'g, 'b> {
             .map(|e| self.resolve(e, side).map(Operand::Pos))
             .collect();
         let panicking = self.bytes.byte() % 2 == 0;
-        match self.bytes.byte() % 5 {
+        match self.bytes.byte() % 6 {
+            5 => {
+                let (Some(a), Some(b)) = (vars.first(), vars.get(1)) else {
+                    return Ok(());
+                };
+                // Only the first two terms are its operands, resolved in order.
+                let expected = terms[..2]
+                    .iter()
+                    .map(|e| self.resolve(e, side).map(Operand::Pos))
+                    .collect::<Result<Vec<Operand>, Error>>()
+                    .map(|ops| (Kind::Custom, ops));
+                let operands = [*a, *b];
+                if panicking {
+                    self.operator(side, || g.custom(&WAVE, &operands), expected)
+                } else {
+                    let result = no_panic("try_custom", || g.try_custom(&WAVE, &operands))?;
+                    self.outcome(side, result, expected)
+                }
+            }
             3 => {
                 let expected = if vars.is_empty() {
                     Err(Error::BadOperands {
@@ -1102,6 +1144,12 @@ impl<'g, 'b> Machine<'g, 'b> {
                     let (a, b) = ops.split_at(ops.len() / 2);
                     g.dot(a, b)
                 }
+                Kind::Custom => match ops[..] {
+                    [tapegrad::Operand::Var(a), tapegrad::Operand::Var(b)] => {
+                        g.custom(&WAVE, &[a, b])
+                    }
+                    _ => unreachable!("wave's operands are two nodes"),
+                },
                 Kind::Nary(Nary::Clamp) => match ops[..] {
                     [
                         tapegrad::Operand::Var(x),

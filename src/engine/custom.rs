@@ -14,10 +14,20 @@ use super::graph::{CustomFn, Graph, Var};
 use super::op::Op;
 use super::tape::{MAX_CUSTOM, Resolved};
 
+/// What [`Graph::fuse`] reuses from call to call: the scratch graph, its gradient store and
+/// the buffers of operand values, partials and resolved operands.
+struct FuseScratch {
+    graph: Box<Graph>,
+    grads: Gradients,
+    values: Vec<f64>,
+    partials: Vec<f64>,
+    operands: Vec<Resolved>,
+}
+
 thread_local! {
-    /// The scratch graph and gradient store of [`Graph::fuse`], kept per thread so that a
-    /// loop of fused statements allocates nothing after the first.
-    static FUSE_SCRATCH: RefCell<Option<(Box<Graph>, Gradients)>> = const { RefCell::new(None) };
+    /// [`Graph::fuse`]'s scratch, kept per thread so that a loop of fused statements
+    /// allocates little after the first (a nested call finds it taken and makes its own).
+    static FUSE_SCRATCH: RefCell<Option<FuseScratch>> = const { RefCell::new(None) };
 }
 
 impl Graph {
@@ -189,45 +199,75 @@ impl Graph {
         F: for<'s> FnOnce(&'s Graph, &[Var<'s>]) -> Var<'s>,
     {
         let location = Location::caller();
-        let values = {
-            let tape = self.tape.borrow();
-            inputs
-                .iter()
-                .map(|&x| Ok(self.resolve_var(&tape, x)?.value))
-                .collect::<Result<Vec<f64>, Error>>()?
-        };
-        // A nested call (from inside `f`, on this graph) finds the scratch taken and
-        // makes its own.
-        let (sub, mut grads) = FUSE_SCRATCH
+        let mut scratch = FUSE_SCRATCH
             .with(|s| s.borrow_mut().take())
-            .unwrap_or_else(|| (Box::new(Graph::new()), Gradients::new()));
+            .unwrap_or_else(|| FuseScratch {
+                graph: Box::new(Graph::new()),
+                grads: Gradients::new(),
+                values: Vec::new(),
+                partials: Vec::new(),
+                operands: Vec::new(),
+            });
+        let result = self.fuse_with(&mut scratch, inputs, f, location);
+        FUSE_SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+        result
+    }
+
+    /// [`Graph::try_fuse`] with its scratch.
+    fn fuse_with<'g, F>(
+        &'g self,
+        scratch: &mut FuseScratch,
+        inputs: &[Var<'g>],
+        f: F,
+        location: &'static Location<'static>,
+    ) -> Result<Var<'g>, Error>
+    where
+        F: for<'s> FnOnce(&'s Graph, &[Var<'s>]) -> Var<'s>,
+    {
+        let FuseScratch {
+            graph: sub,
+            grads,
+            values,
+            partials,
+            operands,
+        } = scratch;
+        values.clear();
+        {
+            let tape = self.tape.borrow();
+            for &x in inputs {
+                values.push(self.resolve_var(&tape, x)?.value);
+            }
+        }
         let start = sub.mark();
         let result = (|| {
-            let xs = sub.vars(&values);
-            let out = f(&sub, &xs);
-            if !std::ptr::eq(out.graph(), &*sub) {
+            let xs = sub.vars(values);
+            let out = f(sub, &xs);
+            if !std::ptr::eq(out.graph(), &**sub) {
                 return Err(Error::BadOperands {
                     op: "fuse",
                     why: "the closure must return a Var of the graph it is given".into(),
                 });
             }
             let y = sub.resolve_var(&sub.tape.borrow(), out)?.value;
-            out.try_backward_into(&mut grads)?;
-            Ok((y, grads.wrt_all(&xs)))
+            out.try_backward_into(grads)?;
+            partials.clear();
+            for &x in &xs {
+                partials.push(grads.try_wrt(x)?);
+            }
+            Ok(y)
         })();
         sub.release(start);
-        FUSE_SCRATCH.with(|s| *s.borrow_mut() = Some((sub, grads)));
-        let (y, partials) = result?;
+        let y = result?;
         let mut tape = self.tape.borrow_mut();
-        let operands = inputs
-            .iter()
-            .map(|&x| self.resolve_var(&tape, x))
-            .collect::<Result<Vec<Resolved>, Error>>()?;
+        operands.clear();
+        for &x in inputs {
+            operands.push(self.resolve_var(&tape, x)?);
+        }
         let eval = |_: &[f64], out: &mut [f64]| {
-            out.copy_from_slice(&partials);
+            out.copy_from_slice(partials);
             y
         };
-        let pos = tape.computed(Op::Fused, &operands, eval, location)?;
+        let pos = tape.computed(Op::Fused, operands, eval, location)?;
         Ok(self.handle(&mut tape, pos))
     }
 }
