@@ -32,11 +32,11 @@
 //! ## What it costs
 //!
 //! A node is stored struct-of-arrays: its value (8 bytes), a one-byte op code, an edge
-//! offset (4) and a slot in the slot map (8: position and version); each operand edge adds
-//! a position (4) and a partial (8), an `f64` constant operand too. A unary node is
-//! therefore 33 bytes, a binary one 45; backward adds an 8-byte adjoint per node. Backward
-//! is one loop of multiply-adds over those arrays. Releasing to a mark takes time in
-//! proportion to all live handles (the slot map is filtered), not only the released ones.
+//! offset (4) and its generation (4: which recording of that position a handle names); each
+//! operand edge adds a position (4) and a partial (8), an `f64` constant operand too. A unary
+//! node is therefore 29 bytes, a binary one 41; backward adds an 8-byte adjoint per node.
+//! Backward is one loop of multiply-adds over those arrays. Releasing to a mark truncates
+//! the arrays: its time does not depend on how many nodes the graph held before.
 //!
 //! A zero adjoint propagates nothing: the plain backward skips the edges of a node whose
 //! adjoint is exactly 0, so `0 * inf` partials (e.g. `sqrt` at 0 under a zero weight)

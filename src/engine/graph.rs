@@ -7,12 +7,12 @@ use std::cell::RefCell;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use slotmap::SlotMap;
-
 use super::error::{Anomaly, Error, or_panic};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
-use super::tape::{AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Tape, resolve_handle};
+use super::tape::{
+    AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Slots, Tape, resolve_handle,
+};
 
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
@@ -93,7 +93,7 @@ impl<'g> Var<'g> {
         self.graph
     }
 
-    /// The node's key in its graph's slot map.
+    /// The node's key: its tape position and the generation it was recorded in.
     ///
     /// # Examples
     ///
@@ -295,8 +295,8 @@ impl Graph {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let t = self.tape.borrow();
-        // A slot is the u32 position plus slotmap's u32 version.
-        t.slots.capacity() * (size_of::<u32>() + size_of::<u32>())
+        // A slot is the u32 generation of the node at its position.
+        t.slots.capacity() * size_of::<u32>()
             + t.values.capacity() * size_of::<f64>()
             + t.ops.0.capacity() * size_of::<u8>()
             + t.edge_start.capacity() * size_of::<u32>()
@@ -349,10 +349,10 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let first = or_panic(tape.inputs(xs, location));
-        let slots = &mut tape.slots;
+        let slots = &tape.slots;
         (first..)
             .take(xs.len())
-            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .map(|pos| Var::from_parts(self, slots.key(pos)))
             .collect()
     }
 
@@ -390,7 +390,7 @@ impl Graph {
     /// A new user-visible handle for the node at `pos`.
     #[inline]
     pub(crate) fn handle(&self, tape: &mut Tape, pos: u32) -> Var<'_> {
-        Var::from_parts(self, tape.slots.insert(pos))
+        Var::from_parts(self, tape.slots.key(pos))
     }
 
     /// Resolves an operand of this graph to its tape position and value.
@@ -405,12 +405,7 @@ impl Graph {
 
     /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
     #[inline]
-    fn resolve_in(
-        &self,
-        slots: &SlotMap<NodeKey, u32>,
-        values: &[f64],
-        x: Operand<'_>,
-    ) -> Result<Resolved, Error> {
+    fn resolve_in(&self, slots: &Slots, values: &[f64], x: Operand<'_>) -> Result<Resolved, Error> {
         match x {
             Operand::Var(x) => self.resolve_var_in(slots, values, x),
             Operand::Const(c) => Ok(Resolved::constant(c)),
@@ -424,12 +419,7 @@ impl Graph {
     }
 
     #[inline(always)]
-    fn resolve_var_in(
-        &self,
-        slots: &SlotMap<NodeKey, u32>,
-        values: &[f64],
-        x: Var<'_>,
-    ) -> Result<Resolved, Error> {
+    fn resolve_var_in(&self, slots: &Slots, values: &[f64], x: Var<'_>) -> Result<Resolved, Error> {
         resolve_handle(self.owner(), slots, values, x)
     }
 
@@ -648,9 +638,9 @@ impl Graph {
         let mut tape = self.tape.borrow_mut();
         let first = tape.matrix_dots(self.owner(), (a, b), inner, pairing, location)?;
         let end = tape.len() as u32;
-        let slots = &mut tape.slots;
+        let slots = &tape.slots;
         Ok((first..end)
-            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .map(|pos| Var::from_parts(self, slots.key(pos)))
             .collect())
     }
 
@@ -675,8 +665,7 @@ impl Graph {
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let resolve =
-            |slots: &SlotMap<NodeKey, u32>, values: &[f64], x| self.resolve_in(slots, values, x);
+        let resolve = |slots: &Slots, values: &[f64], x| self.resolve_in(slots, values, x);
         let pos = tape.nary(op, operands, resolve, location)?;
         Ok(self.handle(&mut tape, pos))
     }
