@@ -80,6 +80,6 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar, Unary, Var,
-    powf,
+    Anomaly, Binary, BranchChanged, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand,
+    Replay, ReplayWorkspace, Scalar, Unary, Var, powf,
 };

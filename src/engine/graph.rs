@@ -805,6 +805,61 @@ impl Graph {
         self.tape.borrow().anomaly_up_to(u32::MAX).cloned()
     }
 
+    /// Turns replay checks on or off (off by default): while on, every [`Var::value`] read
+    /// is remembered, and [`Replay::new`](crate::Replay::new) refuses (with
+    /// [`Error::UncheckedRead`]) to build a replay whose output was recorded after a read
+    /// of a node that depends on the replay's inputs. Rust control flow on such a read
+    /// (`if x.value() > 0.0`) is invisible to the tape: a replay at inputs where it would
+    /// go the other way would silently evaluate the branch that was recorded. The guard
+    /// methods ([`Var::lt`] and its siblings) compare without that blind spot.
+    ///
+    /// A debugging aid for code meant for replay: reads for printing or logging are
+    /// reported too (read them after recording the output, or with the checks off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Error, Graph, Replay};
+    ///
+    /// let g = Graph::new();
+    /// g.set_replay_checks(true);
+    /// let x = g.var(2.0);
+    /// let z = if x.gt(0.0) { x * x } else { -x }; // recorded as a guard
+    /// assert!(Replay::try_new(z, &[x]).is_ok());
+    /// let y = if x.value() > 0.0 { x * x } else { -x }; // invisible to a replay
+    /// assert!(matches!(Replay::try_new(y, &[x]), Err(Error::UncheckedRead { .. })));
+    /// ```
+    pub fn set_replay_checks(&self, on: bool) {
+        let mut tape = self.tape.borrow_mut();
+        match (on, tape.reads.is_some()) {
+            (true, false) => tape.reads = Some(Vec::new()),
+            (false, true) => tape.reads = None,
+            _ => {}
+        }
+    }
+
+    /// Whether replay checks are on (see [`Graph::set_replay_checks`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(!g.replay_checks());
+    /// ```
+    pub fn replay_checks(&self) -> bool {
+        self.tape.borrow().reads.is_some()
+    }
+
+    /// With replay checks on, remembers that the node at `pos` was read at `location`.
+    #[cold]
+    pub(crate) fn note_read(&self, pos: u32, location: &'static Location<'static>) {
+        let mut tape = self.tape.borrow_mut();
+        let len = tape.len() as u32;
+        if let Some(reads) = &mut tape.reads {
+            reads.push((pos, len, location));
+        }
+    }
+
     /// Changes the value of an input made by [`Graph::var`]: how an optimizer updates
     /// parameters that live across training steps.
     ///

@@ -7,24 +7,28 @@
 //! numeric trait and its `f64` form), `op` (each op's value and partials), `tape` (the nodes,
 //! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`]),
 //! `var` (`Var`'s arithmetic), `backward` (the plain sweep), `differentiable` (the sweep that
-//! records itself, for gradients of gradients).
+//! records itself, for gradients of gradients), `guard` (comparisons recorded for replay),
+//! `replay` (a recorded function evaluated again at new inputs, without the graph).
 
 mod backward;
 mod differentiable;
 mod error;
 mod graph;
+mod guard;
 mod matrix;
 pub mod op;
+mod replay;
 mod scalar;
 mod tape;
 mod var;
 
 pub use backward::Gradients;
 pub(crate) use error::or_panic;
-pub use error::{Anomaly, Error};
+pub use error::{Anomaly, BranchChanged, Error};
 pub use graph::{Graph, Mark, Operand, Var};
 pub use matrix::{Matrix, Pairing};
 pub use op::{Binary, Nary, Op, Unary};
+pub use replay::{Replay, ReplayWorkspace};
 pub use scalar::Scalar;
 pub(crate) use tape::CONST_ARG;
 pub use tape::NodeKey;

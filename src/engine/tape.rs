@@ -18,6 +18,7 @@
 use std::panic::Location;
 
 use super::error::{Anomaly, Error};
+use super::guard::Guard;
 use super::matrix::Pairing;
 use super::op::{Binary, Nary, Op, Unary};
 
@@ -206,6 +207,11 @@ pub(crate) struct Tape {
     /// entry after a given epoch holds the lowest mark released since then.
     pub(crate) releases: Vec<(u64, u32)>,
     pub(crate) anomaly: Option<Box<AnomalyLog>>,
+    /// The value comparisons made through `Var`'s guard methods, in order.
+    pub(crate) guards: Vec<Guard>,
+    /// With replay checks on: every `Var::value` read, as (position, the tape's length
+    /// then, where).
+    pub(crate) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
     /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
     /// while `pos | edges` is below it, so one comparison covers both the limits and the
     /// mode.
@@ -242,6 +248,8 @@ impl Tape {
             generation: 0,
             releases: Vec::new(),
             anomaly: None,
+            guards: Vec::new(),
+            reads: None,
             fast_limit: FAST_LIMIT,
             scratch: Vec::new(),
             matrix_args: Vec::new(),
@@ -668,6 +676,12 @@ impl Tape {
         self.args.truncate(edges);
         self.weights.truncate(edges);
         self.slots.generations.truncate(len);
+        while self.guards.last().is_some_and(|g| g.at as usize > len) {
+            self.guards.pop();
+        }
+        if let Some(reads) = &mut self.reads {
+            reads.retain(|&(pos, _, _)| (pos as usize) < len);
+        }
         if let Some(log) = &mut self.anomaly {
             log.locations.truncate(len);
             if matches!(log.first, Some((at, _)) if at as usize >= len) {

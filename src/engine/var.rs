@@ -28,7 +28,13 @@ impl<'g> Var<'g> {
     /// If the node was released (see [`Var::try_value`]).
     #[track_caller]
     pub fn value(&self) -> f64 {
-        or_panic(self.try_value())
+        let tape = self.graph.tape.borrow();
+        let x = or_panic(self.graph.resolve(&tape, *self));
+        if tape.reads.is_some() {
+            drop(tape);
+            self.graph.note_read(x.arg, Location::caller());
+        }
+        x.value
     }
 
     /// The node's value, or [`Error::Released`] if it was released.
