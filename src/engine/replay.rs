@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::error::{BranchChanged, Error, or_panic};
 use super::graph::{Operand, Var};
 use super::guard::{Comparison, Guard};
-use super::op::{Nary, Op, Unary};
+use super::op::{Binary, Nary, Op, Unary};
 use super::scalar::{Scalar, logsumexp_f64};
 use super::tape::CONST_ARG;
 
@@ -78,6 +78,8 @@ pub struct Replay {
     id: u64,
     /// Each node's op; the leaves (inputs, constants, frozen nodes) have no edges.
     ops: Vec<Op>,
+    /// The nodes that are not leaves, in order, each with what evaluates it.
+    steps: Vec<Instr>,
     /// Per node: [`FIRST_CONST`] / [`SECOND_CONST`] for a binary node's constant operands,
     /// [`ANY_CONST`] for an n-ary node with one.
     constant_operands: Vec<u8>,
@@ -328,7 +330,24 @@ impl Replay {
             .collect();
         initial.push(0.0);
         initial.extend_from_slice(&constants);
+        let steps = ops
+            .iter()
+            .zip(&constant_operands)
+            .enumerate()
+            .filter(|(_, (op, _))| !matches!(op, Op::Input | Op::Constant))
+            .map(|(node, (&op, &constant))| {
+                let edge = edge_start[node];
+                let operand = |k: u32| args.get((edge + k) as usize).copied().unwrap_or(0);
+                Instr {
+                    step: step(op, constant),
+                    node: node as u32,
+                    edge,
+                    operands: [operand(0), operand(1)],
+                }
+            })
+            .collect();
         Ok(Replay {
+            steps,
             id: NEXT_REPLAY_ID.fetch_add(1, Ordering::Relaxed),
             ops,
             constant_operands,
@@ -533,60 +552,31 @@ impl Replay {
             values[i as usize] = x;
         }
         let partials = ws.partials.as_mut_slice();
-        let (args, starts) = (self.args.as_slice(), self.edge_start.as_slice());
-        for (node, &op) in self.ops.iter().enumerate() {
-            let start = starts[node] as usize;
-            match op {
-                Op::Input | Op::Constant => {}
-                Op::Unary(op) => {
-                    let x = values[args[start] as usize];
-                    let y = op.value(x);
-                    partials[start] = op.partial(x, y);
-                    values[node] = y;
-                }
-                Op::Binary(op) => {
-                    let (a, b) = (
-                        values[args[start] as usize],
-                        values[args[start + 1] as usize],
-                    );
-                    let y = op.value(a, b);
-                    let constant = self.constant_operands[node];
-                    if constant & FIRST_CONST == 0 {
-                        partials[start] = op.partial(a, b, y, 0);
-                    }
-                    if constant & SECOND_CONST == 0 {
-                        partials[start + 1] = op.partial(a, b, y, 1);
-                    }
-                    values[node] = y;
-                }
+        for instr in &self.steps {
+            if let Some(step) = instr.step {
+                step(instr, values, partials);
+                continue;
+            }
+            // An n-ary node: its value and partials by the op table.
+            let node = instr.node as usize;
+            let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
+            let (args, partials) = (&self.args[edges.clone()], &mut partials[edges]);
+            let y = match self.ops[node] {
                 Op::Nary(Nary::Dot) if self.constant_operands[node] == 0 => {
-                    // Nary::Dot's value and partials (b then a), read in place.
-                    let end = starts[node + 1] as usize;
-                    let half = (end - start) / 2;
-                    let (a, b) = args[start..end].split_at(half);
-                    let y = a
-                        .iter()
-                        .zip(b)
-                        .map(|(&a, &b)| values[a as usize] * values[b as usize])
-                        .sum();
-                    let (pa, pb) = partials[start..end].split_at_mut(half);
-                    for ((pa, pb), (&a, &b)) in pa.iter_mut().zip(pb).zip(a.iter().zip(b)) {
-                        *pa = values[b as usize];
-                        *pb = values[a as usize];
-                    }
-                    values[node] = y;
+                    dot_in_place(values, args, partials)
                 }
                 Op::Nary(op) => {
-                    let end = starts[node + 1] as usize;
                     let operands = &mut ws.operands;
                     operands.clear();
-                    operands.extend(args[start..end].iter().map(|&a| values[a as usize]));
+                    operands.extend(args.iter().map(|&a| values[a as usize]));
                     ws.out.clear();
                     let y = op.value_and_partials_f64(operands, &mut ws.out);
-                    partials[start..end].copy_from_slice(&ws.out);
-                    values[node] = y;
+                    partials.copy_from_slice(&ws.out);
+                    y
                 }
-            }
+                op => unreachable!("{op} has a step"),
+            };
+            values[node] = y;
         }
         for g in &self.guards {
             let operands = g.operands.map(|a| values[a as usize]);
@@ -721,6 +711,114 @@ impl Replay {
                 adjoint_tangents[arg] += at * w + a * dw;
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps: each op's value and partials, compiled once per op
+// ---------------------------------------------------------------------------------------
+
+/// Evaluates one unary or binary node: reads its operands' values, writes its value and
+/// partials. One function per op (and per pattern of constant operands), in which the op is
+/// a compile-time constant, so that the op table's `match`es fold away and a node costs one
+/// indirect call.
+type Step = fn(instr: &Instr, values: &mut [f64], partials: &mut [f64]);
+
+/// A node to evaluate: its step (`None` for an n-ary node), its position, its first edge,
+/// and (for a unary or binary node) its operands.
+#[derive(Clone, Copy, Debug)]
+struct Instr {
+    step: Option<Step>,
+    node: u32,
+    edge: u32,
+    operands: [u32; 2],
+}
+
+/// The most ops of one arity the step tables hold (a compile-time check below).
+const MAX_OPS: usize = 64;
+const _: () = assert!(Unary::ALL.len() <= MAX_OPS && Binary::ALL.len() <= MAX_OPS);
+
+fn unary_step<const K: usize>(instr: &Instr, values: &mut [f64], partials: &mut [f64]) {
+    let Some(&op) = Unary::ALL.get(K) else {
+        unreachable!("no unary op {K}")
+    };
+    let x = values[instr.operands[0] as usize];
+    let y = op.value(x);
+    partials[instr.edge as usize] = op.partial(x, y);
+    values[instr.node as usize] = y;
+}
+
+/// A binary op; `CONST` has [`FIRST_CONST`] / [`SECOND_CONST`] set for constant operands,
+/// whose partials are not needed.
+fn binary_step<const K: usize, const CONST: u8>(
+    instr: &Instr,
+    values: &mut [f64],
+    partials: &mut [f64],
+) {
+    let Some(&op) = Binary::ALL.get(K) else {
+        unreachable!("no binary op {K}")
+    };
+    let [a, b] = instr.operands.map(|a| values[a as usize]);
+    let y = op.value(a, b);
+    let edge = instr.edge as usize;
+    if CONST & FIRST_CONST == 0 {
+        partials[edge] = op.partial(a, b, y, 0);
+    }
+    if CONST & SECOND_CONST == 0 {
+        partials[edge + 1] = op.partial(a, b, y, 1);
+    }
+    values[instr.node as usize] = y;
+}
+
+/// [`Nary::Dot`] over tracked operands: its value and partials (`b` then `a`), read in
+/// place; the same numbers as [`Nary::value`] and [`Nary::partials_f64`].
+fn dot_in_place(values: &[f64], args: &[u32], partials: &mut [f64]) -> f64 {
+    let half = args.len() / 2;
+    let (a, b) = args.split_at(half);
+    let (pa, pb) = partials.split_at_mut(half);
+    for ((pa, pb), (&a, &b)) in pa.iter_mut().zip(pb).zip(a.iter().zip(b)) {
+        *pa = values[b as usize];
+        *pb = values[a as usize];
+    }
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| values[a as usize] * values[b as usize])
+        .sum()
+}
+
+/// `[f::<0>, .., f::<63>]`, or `[f::<0, C>, .., f::<63, C>]`.
+macro_rules! step_table {
+    (@ [$f:ident] $($k:literal)*) => {
+        [$($f::<$k> as Step),*]
+    };
+    (@ [$f:ident, $extra:expr] $($k:literal)*) => {
+        [$($f::<$k, { $extra }> as Step),*]
+    };
+    ($($args:tt)*) => {
+        step_table!(@ [$($args)*] 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23
+            24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51
+            52 53 54 55 56 57 58 59 60 61 62 63)
+    };
+}
+
+static UNARY_STEPS: [Step; MAX_OPS] = step_table!(unary_step);
+static BINARY_STEPS: [[Step; MAX_OPS]; 4] = [
+    step_table!(binary_step, 0),
+    step_table!(binary_step, FIRST_CONST),
+    step_table!(binary_step, SECOND_CONST),
+    step_table!(binary_step, FIRST_CONST | SECOND_CONST),
+];
+
+/// The step of an op node whose constant operands are flagged in `constant`.
+fn step(op: Op, constant: u8) -> Option<Step> {
+    match op {
+        Op::Input | Op::Constant => None,
+        Op::Unary(op) => Some(UNARY_STEPS[op as usize]),
+        Op::Binary(op) => {
+            let k = Binary::ALL.iter().position(|&b| b == op);
+            Some(BINARY_STEPS[(constant & 3) as usize][k.expect("every op is in the table")])
+        }
+        Op::Nary(_) => None,
     }
 }
 
@@ -942,7 +1040,7 @@ impl Scalar for Dual {
         self.unary(Unary::Recip)
     }
     fn powi(self, n: i32) -> Self {
-        let p = super::op::Binary::Powi;
+        let p = Binary::Powi;
         let v = p.value(self.v, f64::from(n));
         Dual {
             v,
@@ -950,7 +1048,7 @@ impl Scalar for Dual {
         }
     }
     fn powf(self, e: Self) -> Self {
-        let p = super::op::Binary::Powf;
+        let p = Binary::Powf;
         let v = p.value(self.v, e.v);
         let (da, db) = (p.partial(self.v, e.v, v, 0), p.partial(self.v, e.v, v, 1));
         // A zero tangent contributes nothing, even against an infinite partial.
