@@ -17,6 +17,19 @@ use super::tape::{
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How many dropped graphs' tapes a thread keeps for its next [`Graph::new`] calls.
+const POOLED_TAPES: usize = 4;
+/// The largest tape (in nodes of capacity) that is kept: about 4 MiB; a larger one is freed
+/// on drop, so a one-off huge graph does not pin its memory.
+const POOLED_NODES: usize = 1 << 17;
+
+std::thread_local! {
+    /// Tapes of graphs dropped on this thread, emptied, for [`Graph::new`] to reuse: a
+    /// fresh graph per call (`Graph::new()` inside the function, as a newcomer writes it)
+    /// then allocates nothing after the first call.
+    static TAPE_POOL: RefCell<Vec<Tape>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
 ///
 /// `Var` is `Copy` and cheap (16 bytes); arithmetic on it records new nodes. Using a `Var`
@@ -200,6 +213,24 @@ pub struct Mark {
     len: u32,
 }
 
+impl Drop for Graph {
+    /// Gives the tape's memory to this thread's pool for the next [`Graph::new`], if it is
+    /// not too large and the pool not full.
+    fn drop(&mut self) {
+        let mut tape = std::mem::replace(self.tape.get_mut(), Tape::hollow());
+        if tape.capacity() == 0 || tape.capacity() > POOLED_NODES {
+            return;
+        }
+        tape.reset();
+        let _ = TAPE_POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED_TAPES {
+                pool.push(tape);
+            }
+        });
+    }
+}
+
 impl Default for Graph {
     fn default() -> Self {
         Graph::new()
@@ -216,11 +247,23 @@ impl Graph {
     /// assert!(g.is_empty());
     /// ```
     pub fn new() -> Self {
-        Graph::with_capacity(0)
+        // A tape given back by a dropped graph of this thread, if any (see `TAPE_POOL`).
+        let pooled = TAPE_POOL
+            .try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten();
+        match pooled {
+            Some(tape) => Graph {
+                id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+                tape: RefCell::new(tape),
+                operands: RefCell::new(Vec::new()),
+            },
+            None => Graph::with_capacity(0),
+        }
     }
 
     /// An empty graph with room for `nodes` nodes (and twice as many edges) before it
-    /// reallocates.
+    /// reallocates. (Unlike [`Graph::new`], it never reuses a dropped graph's memory.)
     ///
     /// # Panics
     ///

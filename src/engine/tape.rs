@@ -261,6 +261,37 @@ impl Tape {
         self.values.len()
     }
 
+    /// A tape that holds no memory (and is not valid to record on: `edge_start` lacks its
+    /// leading 0); what a dropped graph leaves behind after giving its tape away.
+    pub(crate) fn hollow() -> Self {
+        let mut tape = Tape::with_capacity(0);
+        tape.edge_start = Vec::new();
+        tape
+    }
+
+    /// Empties the tape for a new graph, keeping its arrays' memory.
+    pub(crate) fn reset(&mut self) {
+        self.slots.generations.clear();
+        self.values.clear();
+        self.ops.0.clear();
+        self.edge_start.clear();
+        self.edge_start.push(0);
+        self.args.clear();
+        self.weights.clear();
+        self.epoch = 0;
+        self.generation = 0;
+        self.releases.clear();
+        self.anomaly = None;
+        self.guards.clear();
+        self.reads = None;
+        self.fast_limit = FAST_LIMIT;
+    }
+
+    /// The nodes the arrays have room for (the smallest of their capacities).
+    pub(crate) fn capacity(&self) -> usize {
+        self.values.capacity().min(self.ops.0.capacity())
+    }
+
     /// Node `pos`'s edges as `(args, weights)`.
     #[inline]
     pub(crate) fn edges(&self, pos: usize) -> (&[u32], &[f64]) {
