@@ -309,7 +309,7 @@ fn a_new_graph_reuses_a_dropped_graphs_memory_and_nothing_else() {
         let x = g.var(2.0);
         let mut y = x;
         for _ in 0..1000 {
-            y = y * 1.001;
+            y *= 1.001;
         }
         assert!(x.gt(0.0));
         y.backward();
