@@ -1,13 +1,13 @@
 //! A first, rough measure of what a node costs: the sizes of the handle types, and the
-//! record and backward time per node on a 1,000,000-node chain, next to the same
+//! record, backward and release time per node on a 1,000,000-node chain, next to the same
 //! arithmetic in plain `f64`. Run it in release:
 //!
 //! ```sh
 //! cargo run --release --example chain_timing
 //! ```
 //!
-//! The criterion benchmarks (`benches/`) are the careful measurement; this is the number
-//! the core's notes quote, and takes a second.
+//! The criterion benchmarks (`benches/criterion`) are the careful measurement; this is the
+//! number the core's notes quote, and takes a second.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ fn main() {
 
     let (r, c) = (black_box(1.0 + 1e-6), black_box(1e-3));
     let (mut plain, mut record, mut backward) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let mut release = Duration::MAX;
     let mut record_reserved = Duration::MAX;
     let mut heap = 0;
     // The minimum over a few runs: the least disturbed by the rest of the machine.
@@ -47,6 +48,7 @@ fn main() {
         let g = Graph::new();
         let start = Instant::now();
         let x = g.var(0.75);
+        let mark = g.mark();
         let mut y = x;
         for _ in 0..STEPS {
             y = y * r + c;
@@ -71,6 +73,12 @@ fn main() {
         // dy/dx = r^STEPS
         let want = r.powi(STEPS as i32);
         assert!((grads[x] - want).abs() <= 1e-9 * want);
+
+        // Free every node but the input (what a training loop does after each step).
+        let start = Instant::now();
+        g.release(mark);
+        release = release.min(start.elapsed());
+        assert_eq!(g.len(), 1);
     }
     let per_node = |d: Duration| d.as_secs_f64() * 1e9 / NODES as f64;
     println!("chain of {NODES} nodes (y = y * r + c), best of {REPEATS}:");
@@ -86,6 +94,7 @@ fn main() {
         per_node(record + backward),
         (record + backward).as_secs_f64() / plain.as_secs_f64()
     );
+    println!("  release         {:6.2} ns/node", per_node(release));
     println!(
         "  heap            {:6.1} bytes/node (capacity, after growth by doubling)",
         heap as f64 / NODES as f64

@@ -1,56 +1,50 @@
 //! The README's tour, runnable: `cargo run --release --example tour`.
 //!
-//! Records `f = e^x / ln y`, differentiates it, and checks the result against the calculus;
-//! then shows the other everyday pieces: `f64` operands, fused n-ary nodes, a gradient
-//! store reused across steps, and marks/release for a training loop in constant memory.
+//! `main` is the README's tour, line for line (`tests/readme_tour.rs` fails if the two
+//! differ): edit both together. Not rustfmt'd, to keep the README's aligned comments.
 
-use tapegrad::{Gradients, Graph};
-
+#[rustfmt::skip]
 fn main() {
-    // The tour: the gradient of exp(x) / ln(y).
+    use tapegrad::Graph;
+
     let g = Graph::new();
-    let x = g.var(2.0);
+    let x = g.var(2.0);          // a differentiable input
     let y = g.var(3.0);
-    let f = x.exp() / y.ln();
-    let grads = f.backward();
+    let f = x.exp() / y.ln();    // recorded: exp, ln, division
+    let grads = f.backward();    // one reverse sweep
+    println!("f = {:.6}, df/dx = {:.6}, df/dy = {:.6}", f.value(), grads[x], grads[y]);
     // d/dx = e^x / ln y;   d/dy = -e^x / (y (ln y)^2)
-    let (dx, dy) = (
-        2f64.exp() / 3f64.ln(),
-        -2f64.exp() / (3.0 * 3f64.ln().powi(2)),
-    );
-    println!("f = e^x / ln y at (2, 3) = {:.6}", f.value());
-    println!("df/dx = {:.6}  (closed form {dx:.6})", grads[x]);
-    println!("df/dy = {:.6}  (closed form {dy:.6})", grads[y]);
-    assert!((grads[x] - dx).abs() < 1e-12 && (grads[y] - dy).abs() < 1e-12);
+    assert!((grads[x] - 2f64.exp() / 3f64.ln()).abs() < 1e-12);
+    assert!((grads[y] + 2f64.exp() / (3.0 * 3f64.ln().powi(2))).abs() < 1e-12);
 
-    // f64 on either side of an operator is an untracked constant: d(2/x)/dx = -2/x^2.
-    let h = 2.0 / x;
-    println!("d(2/x)/dx at 2 = {}", h.backward()[x]);
+    // f64 on either side is an untracked constant, through the same rule: d(2/x)/dx = -2/x^2.
+    assert_eq!((2.0 / x).backward()[x], -0.5);
 
-    // A training loop: parameters before the mark, each step's nodes after it.
-    let w = g.vars(&[0.0, 0.0]);
+    // Fused n-ary nodes: one node for a whole sum, dot product or log-sum-exp.
+    let w = g.vars(&[0.5, -1.0]);
+    let s = g.dot(&w, &[3.0, 4.0]) + g.sum(w.iter().map(|wi| wi.powi(2)));
+    println!("s = {}, ds/dw0 = {}", s.value(), s.backward()[w[0]]);
+    assert_eq!(s.backward()[w[0]], 3.0 + 2.0 * 0.5);
+
+    // Gradients of gradients: every gradient from `grad` is itself a Var.
+    let d = x.powi(3).grad(&[x])[0];     // 3 x^2 = 12
+    let d2 = d.grad(&[x])[0];            // 6 x = 12
+    println!("at x = 2: d(x^3)/dx = {}, d2(x^3)/dx2 = {}", d.value(), d2.value());
+    assert_eq!((d.value(), d2.value()), (12.0, 12.0));
+
+    // A training loop in constant memory: parameters before a mark, each step's nodes after it.
+    let p = g.var(0.0);
     let mark = g.mark();
-    let data = [(-1.0, -4.0), (0.0, -1.0), (1.0, 2.0), (2.0, 5.0)]; // t = 3x - 1
-    let mut store = Gradients::new();
-    for step in 0..300 {
-        // Mean squared error of t = w0 x + w1, as one n-ary sum node.
-        let loss = g.sum(data.iter().map(|&(x, t)| (w[0] * x + w[1] - t).powi(2))) / 4.0;
-        loss.backward_into(&mut store); // reuses the store's memory every step
-        if step % 100 == 0 {
-            println!("step {step}: loss {:.6}, nodes {}", loss.value(), g.len());
-        }
-        let updated = [
-            w[0].value() - 0.1 * store[w[0]],
-            w[1].value() - 0.1 * store[w[1]],
-        ];
-        g.release(mark); // frees the step's nodes; the parameters stay
-        g.set_value(w[0], updated[0]);
-        g.set_value(w[1], updated[1]);
+    let nodes = g.len();
+    let mut grads = tapegrad::Gradients::new();
+    for _ in 0..100 {
+        let loss = (p * 3.0 - 6.0).powi(2);
+        loss.backward_into(&mut grads); // reuses the store's memory
+        let next = p.value() - 0.02 * grads[p];
+        g.release(mark);                // frees the step's nodes; `p` stays
+        g.set_value(p, next);
     }
-    println!(
-        "fitted t = {:.4} x + {:.4} (true: 3 x - 1); {} nodes left",
-        w[0].value(),
-        w[1].value(),
-        g.len()
-    );
+    println!("p = {:.9} after 100 steps; {} nodes, as before the loop", p.value(), g.len());
+    assert!((p.value() - 2.0).abs() < 1e-9);
+    assert_eq!(g.len(), nodes);
 }

@@ -59,7 +59,9 @@ pub mod dot;
 pub mod functional;
 pub mod higher;
 pub mod linalg;
+pub mod nn;
 pub mod optim;
+pub mod parallel;
 
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;

@@ -1,5 +1,7 @@
-//! Optimizers: [`Sgd`] and [`AdamW`], over plain values or over parameter [`Var`]s.
-//! Built on the engine's public API; updates values, never records nodes.
+//! Optimizers: [`Optimizer`] (SGD with momentum, Adam, AdamW as PyTorch defines them, with
+//! learning-rate [`Schedule`]s and saved state) over an [`nn::Params`](crate::nn::Params)
+//! store; and the series' [`Sgd`] and [`AdamW`] over plain values or parameter [`Var`]s.
+//! Built on the engine and `nn`'s store; nothing below uses it.
 //!
 //! Each optimizer updates parameters from their gradients in two forms: [`Sgd::update`] /
 //! [`AdamW::update`] on `f64` slices, and [`Sgd::step`] / [`AdamW::step`] on parameter
@@ -26,8 +28,8 @@
 //! assert_eq!((w[0].value(), w[1].value()), (3.0 / 8.0, -2.0 / 8.0));
 //! ```
 
-use crate::engine::Gradients;
-use crate::engine::Var;
+use crate::engine::{Gradients, Var};
+use crate::nn::{Grads, ParamError, Params, StateDict};
 
 /// Applies `update(i, value, gradient) -> new value` to every parameter `Var`.
 #[track_caller]
@@ -415,4 +417,647 @@ impl AdamW {
             self.len()
         );
     }
+}
+
+/// Stochastic gradient descent's hyperparameters, as PyTorch's `torch.optim.SGD` defines
+/// them (defaults: no momentum, no dampening, no weight decay, not Nesterov).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::optim::SgdConfig;
+/// let c = SgdConfig { lr: 0.1, momentum: 0.9, ..SgdConfig::default() };
+/// assert_eq!((c.dampening, c.weight_decay, c.nesterov), (0.0, 0.0, false));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// The learning rate (the schedule's start; see [`Optimizer::set_schedule`]).
+    pub lr: f64,
+    /// The momentum factor `mu`; 0 is plain gradient descent.
+    pub momentum: f64,
+    /// The dampening `tau` of the momentum.
+    pub dampening: f64,
+    /// L2 penalty: `g + weight_decay * theta` is used as the gradient.
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+impl Default for SgdConfig {
+    /// lr 0.01 (PyTorch has no default: set it), no momentum, no dampening, no weight decay.
+    fn default() -> Self {
+        SgdConfig {
+            lr: 0.01,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+/// Adam's and AdamW's hyperparameters, as PyTorch's `torch.optim.Adam` and
+/// `torch.optim.AdamW` define them. The default is PyTorch's `Adam` (no weight decay);
+/// PyTorch's `AdamW` default has `weight_decay: 0.01`.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::optim::AdamConfig;
+/// let c = AdamConfig::default();
+/// assert_eq!((c.lr, c.beta1, c.beta2, c.eps, c.weight_decay), (0.001, 0.9, 0.999, 1e-8, 0.0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// The learning rate (the schedule's start; see [`Optimizer::set_schedule`]).
+    pub lr: f64,
+    /// The decay of the first moment.
+    pub beta1: f64,
+    /// The decay of the second moment.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Adam: an L2 penalty added to the gradient; AdamW: decoupled decay of the weights.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamConfig {
+    /// lr 0.001, betas (0.9, 0.999), eps 1e-8, no weight decay.
+    fn default() -> Self {
+        AdamConfig {
+            lr: 0.001,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// The learning rate as a function of the step (0 for the first step). It can be changed
+/// between steps ([`Optimizer::set_schedule`], [`Optimizer::set_lr`]).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::optim::Schedule;
+/// // micrograd's demo: 1 - 0.9 k / 100.
+/// let decay = Schedule::Linear { start: 1.0, end: 0.1, steps: 100 };
+/// assert_eq!(decay.lr(0), 1.0);
+/// assert_eq!(decay.lr(50), 1.0 - 0.9 * 50.0 / 100.0);
+/// assert_eq!(decay.lr(1000), 0.1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Schedule {
+    /// The same rate at every step.
+    Constant(f64),
+    /// From `start` at step 0 to `end` at step `steps`, linearly: `start - (start - end)
+    /// k / steps` (micrograd's `1 - 0.9 k / 100` is `start 1, end 0.1, steps 100`); `end`
+    /// after.
+    Linear {
+        /// The rate at step 0.
+        start: f64,
+        /// The rate from step `steps` on.
+        end: f64,
+        /// The length of the decay.
+        steps: u64,
+    },
+    /// Linear warmup then cosine decay, as nanoGPT's `get_lr`: `peak (k + 1) / (warmup +
+    /// 1)` for `k < warmup`; then with `r = (k - warmup) / (steps - warmup)`,
+    /// `min + (peak - min) (1 + cos(pi r)) / 2` until step `steps`; `min` after.
+    Cosine {
+        /// The rate at the end of the warmup.
+        peak: f64,
+        /// The rate from step `steps` on.
+        min: f64,
+        /// The number of warmup steps.
+        warmup: u64,
+        /// The step where the decay ends.
+        steps: u64,
+    },
+}
+
+impl Schedule {
+    /// The learning rate of step `k` (0-based).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// let s = Schedule::Cosine { peak: 1.0, min: 0.1, warmup: 1, steps: 3 };
+    /// assert_eq!(s.lr(0), 0.5); // warmup: 1 * (0 + 1) / (1 + 1)
+    /// assert_eq!(s.lr(1), 1.0); // the peak
+    /// approx::assert_relative_eq!(s.lr(2), 0.55, max_relative = 1e-15); // half way
+    /// assert_eq!(s.lr(3), 0.1);
+    /// ```
+    pub fn lr(&self, k: u64) -> f64 {
+        match *self {
+            Schedule::Constant(lr) => lr,
+            Schedule::Linear { start, end, steps } => {
+                if k >= steps {
+                    end
+                } else {
+                    start - (start - end) * k as f64 / steps as f64
+                }
+            }
+            Schedule::Cosine {
+                peak,
+                min,
+                warmup,
+                steps,
+            } => {
+                if k < warmup {
+                    peak * (k + 1) as f64 / (warmup + 1) as f64
+                } else if k >= steps {
+                    min
+                } else {
+                    let r = (k - warmup) as f64 / (steps - warmup) as f64;
+                    min + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (peak - min)
+                }
+            }
+        }
+    }
+}
+
+/// Which update rule an [`Optimizer`] applies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rule {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+    AdamW(AdamConfig),
+}
+
+/// An optimizer over a [`Params`] store: SGD (with momentum), Adam or AdamW, each as
+/// PyTorch defines it, with a learning rate that follows a [`Schedule`] and state that is
+/// saved and restored by name ([`Optimizer::state_dict`]).
+///
+/// [`Optimizer::step`] takes the [`Grads`] of the store's current values and refuses
+/// anything else (gradients of another store, or stale ones computed before the last
+/// step), so a loop in the wrong order fails loudly.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{nn::Params, optim::{AdamConfig, Optimizer}, Graph};
+/// let mut params = Params::new();
+/// let w = params.add("w", &[1], vec![1.0]);
+/// let mut opt = Optimizer::adam(&params, AdamConfig { lr: 0.1, ..AdamConfig::default() });
+/// let g = Graph::new();
+/// let (_, grads) = params.value_and_grad(&g, |p| p[w][0] * 3.0).unwrap();
+/// opt.step(&mut params, &grads).unwrap();
+/// // Adam's first step moves by lr against the gradient's sign (up to eps).
+/// approx::assert_relative_eq!(params[w][0], 0.9, max_relative = 1e-8);
+/// assert!(opt.step(&mut params, &grads).is_err()); // stale: computed before the step
+/// ```
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    rule: Rule,
+    schedule: Schedule,
+    /// Steps taken.
+    t: u64,
+    /// SGD: the momentum buffer; Adam(W): the first and second moments.
+    state: Vec<Vec<f64>>,
+}
+
+/// PyTorch's names for each state vector, by rule.
+const SGD_STATE: [&str; 1] = ["momentum_buffer"];
+const ADAM_STATE: [&str; 2] = ["exp_avg", "exp_avg_sq"];
+
+impl Optimizer {
+    /// SGD as PyTorch's `torch.optim.SGD`, per scalar, with `g` the gradient:
+    ///
+    /// ```text
+    /// g = g + weight_decay theta                       (if weight_decay != 0)
+    /// b = g at the first step, else momentum b + (1 - dampening) g
+    /// g = g + momentum b if nesterov, else b           (if momentum != 0)
+    /// theta = theta - lr g
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, SgdConfig}};
+    /// let mut params = Params::new();
+    /// params.add("w", &[1], vec![1.0]);
+    /// let config = SgdConfig { lr: 0.1, momentum: 0.9, ..SgdConfig::default() };
+    /// let mut opt = Optimizer::sgd(&params, config);
+    /// for _ in 0..2 {
+    ///     let grads = params.grads_from(vec![1.0]);
+    ///     opt.step(&mut params, &grads).unwrap();
+    /// }
+    /// // b = 1, then 0.9 + 1 = 1.9: theta = 1 - 0.1 - 0.19.
+    /// approx::assert_relative_eq!(params.as_slice()[0], 0.71, max_relative = 1e-15);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `lr`, `momentum`, `dampening` or `weight_decay` is negative or not finite, or
+    /// `nesterov` is asked for without momentum or with dampening (as PyTorch).
+    #[track_caller]
+    pub fn sgd(params: &Params, config: SgdConfig) -> Self {
+        check_lr("SGD", config.lr);
+        for (name, x) in [
+            ("momentum", config.momentum),
+            ("dampening", config.dampening),
+            ("weight_decay", config.weight_decay),
+        ] {
+            assert!(
+                x.is_finite() && x >= 0.0,
+                "SGD: {name} must be finite and >= 0, got {x}"
+            );
+        }
+        assert!(
+            !config.nesterov || (config.momentum > 0.0 && config.dampening == 0.0),
+            "SGD: Nesterov momentum requires a momentum and zero dampening"
+        );
+        Optimizer::with_rule(params, Rule::Sgd(config), config.lr, 1)
+    }
+
+    /// Adam as PyTorch's `torch.optim.Adam` (its single-tensor code's order of
+    /// operations), per scalar, with step `t` counted from 1:
+    ///
+    /// ```text
+    /// g = g + weight_decay theta                       (an L2 penalty)
+    /// m = m + (1 - beta1) (g - m)                      (torch's lerp)
+    /// v = beta2 v + (1 - beta2) g g
+    /// theta = theta - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{AdamConfig, Optimizer}};
+    /// let mut params = Params::new();
+    /// params.add("w", &[1], vec![1.0]);
+    /// let mut opt = Optimizer::adam(&params, AdamConfig::default());
+    /// let grads = params.grads_from(vec![-4.0]);
+    /// opt.step(&mut params, &grads).unwrap();
+    /// approx::assert_relative_eq!(params.as_slice()[0], 1.001, max_relative = 1e-11);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a hyperparameter is out of range: `lr` and `weight_decay` finite and `>= 0`,
+    /// the betas in `[0, 1)`, `eps` finite and `> 0`.
+    #[track_caller]
+    pub fn adam(params: &Params, config: AdamConfig) -> Self {
+        check_adam("Adam", &config);
+        Optimizer::with_rule(params, Rule::Adam(config), config.lr, 2)
+    }
+
+    /// AdamW as PyTorch's `torch.optim.AdamW`: Adam without the L2 penalty, and before
+    /// each step `theta = theta (1 - lr weight_decay)`. (The series' [`AdamW`] is the
+    /// same rule with another order of operations, kept for its printed numbers.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{AdamConfig, Optimizer}};
+    /// let mut params = Params::new();
+    /// params.add("w", &[1], vec![2.0]);
+    /// let config = AdamConfig { lr: 0.1, weight_decay: 0.5, ..AdamConfig::default() };
+    /// let mut opt = Optimizer::adamw(&params, config);
+    /// let grads = params.grads_from(vec![0.0]);
+    /// opt.step(&mut params, &grads).unwrap();
+    /// assert_eq!(params.as_slice()[0], 2.0 * (1.0 - 0.1 * 0.5)); // decay only
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`Optimizer::adam`].
+    #[track_caller]
+    pub fn adamw(params: &Params, config: AdamConfig) -> Self {
+        check_adam("AdamW", &config);
+        Optimizer::with_rule(params, Rule::AdamW(config), config.lr, 2)
+    }
+
+    fn with_rule(params: &Params, rule: Rule, lr: f64, vectors: usize) -> Self {
+        Optimizer {
+            rule,
+            schedule: Schedule::Constant(lr),
+            t: 0,
+            state: vec![vec![0.0; params.len()]; vectors],
+        }
+    }
+
+    /// The number of steps taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, SgdConfig}};
+    /// let opt = Optimizer::sgd(&Params::new(), SgdConfig::default());
+    /// assert_eq!(opt.steps(), 0);
+    /// ```
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// The learning rate the next step will use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, SgdConfig}};
+    /// let opt = Optimizer::sgd(&Params::new(), SgdConfig { lr: 0.5, ..SgdConfig::default() });
+    /// assert_eq!(opt.lr(), 0.5);
+    /// ```
+    pub fn lr(&self) -> f64 {
+        self.schedule.lr(self.t)
+    }
+
+    /// A constant learning rate from the next step on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, SgdConfig}};
+    /// let mut opt = Optimizer::sgd(&Params::new(), SgdConfig::default());
+    /// opt.set_lr(0.25);
+    /// assert_eq!(opt.lr(), 0.25);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `lr` is negative or not finite.
+    #[track_caller]
+    pub fn set_lr(&mut self, lr: f64) {
+        check_lr("Optimizer::set_lr", lr);
+        self.schedule = Schedule::Constant(lr);
+    }
+
+    /// The learning rate from the next step on follows `schedule`, read at the number of
+    /// steps taken so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, Schedule, SgdConfig}};
+    /// let mut opt = Optimizer::sgd(&Params::new(), SgdConfig::default());
+    /// opt.set_schedule(Schedule::Linear { start: 1.0, end: 0.0, steps: 4 });
+    /// assert_eq!(opt.lr(), 1.0);
+    /// ```
+    pub fn set_schedule(&mut self, schedule: Schedule) {
+        self.schedule = schedule;
+    }
+
+    /// The schedule.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, Schedule, SgdConfig}};
+    /// let opt = Optimizer::sgd(&Params::new(), SgdConfig { lr: 0.5, ..SgdConfig::default() });
+    /// assert_eq!(opt.schedule(), Schedule::Constant(0.5));
+    /// ```
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// One step: checks that `grads` are the gradients of `params` as they are now, then
+    /// updates every parameter. Afterwards those gradients are stale.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::{ParamError, Params}, optim::{Optimizer, SgdConfig}};
+    /// let mut params = Params::new();
+    /// params.add("w", &[1], vec![1.0]);
+    /// let mut opt = Optimizer::sgd(&params, SgdConfig { lr: 0.5, ..SgdConfig::default() });
+    /// let grads = params.grads_from(vec![2.0]);
+    /// opt.step(&mut params, &grads).unwrap();
+    /// assert_eq!(params.as_slice(), &[0.0]);
+    /// assert_eq!(opt.step(&mut params, &grads), Err(ParamError::StaleGradients));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::ForeignGradients`] or [`ParamError::StaleGradients`] (see
+    /// [`Params::check_grads`]); [`ParamError::Shape`] if the store grew since the
+    /// optimizer was made. Nothing is changed then.
+    pub fn step(&mut self, params: &mut Params, grads: &Grads) -> Result<(), ParamError> {
+        self.check_len(params)?;
+        let lr = self.lr();
+        let first = self.t == 0;
+        let t = self.t + 1;
+        let rule = self.rule;
+        let state = &mut self.state;
+        params.update(grads, |theta, g| match rule {
+            Rule::Sgd(c) => sgd_step(&c, lr, first, theta, g, &mut state[0]),
+            Rule::Adam(c) | Rule::AdamW(c) => {
+                let decoupled = matches!(rule, Rule::AdamW(_));
+                let (m, v) = state.split_at_mut(1);
+                adam_step(&c, decoupled, lr, t, theta, g, &mut m[0], &mut v[0]);
+            }
+        })?;
+        self.t = t;
+        Ok(())
+    }
+
+    /// The state by PyTorch's names: `step` (a scalar), then per parameter tensor
+    /// `momentum_buffer.{name}` (SGD with momentum) or `exp_avg.{name}` and
+    /// `exp_avg_sq.{name}` (Adam, AdamW). Save it beside the parameters with
+    /// [`StateDict::extend_prefixed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{AdamConfig, Optimizer}};
+    /// let mut params = Params::new();
+    /// params.add("w", &[2], vec![1.0, 2.0]);
+    /// let opt = Optimizer::adam(&params, AdamConfig::default());
+    /// let sd = opt.state_dict(&params);
+    /// let names: Vec<&str> = sd.tensors().iter().map(|t| t.name.as_str()).collect();
+    /// assert_eq!(names, ["step", "exp_avg.w", "exp_avg_sq.w"]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `params` is not the store (or layout) the optimizer was made for.
+    #[track_caller]
+    pub fn state_dict(&self, params: &Params) -> StateDict {
+        if let Err(e) = self.check_len(params) {
+            panic!("Optimizer::state_dict: {e}");
+        }
+        let mut sd = StateDict::new();
+        sd.push("step", &[], vec![self.t as f64]);
+        for (name, values) in self.state_names().iter().zip(&self.state) {
+            for p in params.params() {
+                let range = params.range(p);
+                let tensor = format!("{name}.{}", params.name(p));
+                sd.push(tensor, params.shape(p), values[range].to_vec());
+            }
+        }
+        sd
+    }
+
+    /// Restores [`Optimizer::state_dict`]'s state (made for a store with the same names
+    /// and shapes as `params`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, optim::{Optimizer, SgdConfig}};
+    /// let mut params = Params::new();
+    /// params.add("w", &[1], vec![1.0]);
+    /// let config = SgdConfig { lr: 0.1, momentum: 0.9, ..SgdConfig::default() };
+    /// let mut opt = Optimizer::sgd(&params, config);
+    /// let grads = params.grads_from(vec![1.0]);
+    /// opt.step(&mut params, &grads).unwrap();
+    /// let mut restored = Optimizer::sgd(&params, config);
+    /// restored.load_state_dict(&params, &opt.state_dict(&params)).unwrap();
+    /// assert_eq!(restored.steps(), 1);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Missing`], [`ParamError::Shape`] or [`ParamError::Unexpected`] naming
+    /// the tensor; [`ParamError::Format`] if `step` is not a whole number. Nothing is
+    /// changed then.
+    pub fn load_state_dict(&mut self, params: &Params, sd: &StateDict) -> Result<(), ParamError> {
+        self.check_len(params)?;
+        let missing = |name: &str| ParamError::Missing {
+            name: name.to_owned(),
+        };
+        let step = sd.get("step").ok_or_else(|| missing("step"))?;
+        let t = match step.data[..] {
+            [t] if t >= 0.0 && t.fract() == 0.0 && t < 2f64.powi(53) => t as u64,
+            _ => {
+                return Err(ParamError::Format(format!(
+                    "tensor \"step\" is {:?}, not one whole number",
+                    step.data
+                )));
+            }
+        };
+        let mut state = Vec::with_capacity(self.state.len());
+        let mut expected = vec!["step".to_owned()];
+        for name in self.state_names() {
+            let mut values = Vec::with_capacity(params.len());
+            for p in params.params() {
+                let tensor = format!("{name}.{}", params.name(p));
+                let found = sd.get(&tensor).ok_or_else(|| missing(&tensor))?;
+                if found.shape != params.shape(p) {
+                    return Err(ParamError::Shape {
+                        name: tensor,
+                        expected: params.shape(p).to_vec(),
+                        found: found.shape.clone(),
+                    });
+                }
+                values.extend_from_slice(&found.data);
+                expected.push(tensor);
+            }
+            state.push(values);
+        }
+        if let Some(t) = sd.tensors().iter().find(|t| !expected.contains(&t.name)) {
+            return Err(ParamError::Unexpected {
+                name: t.name.clone(),
+            });
+        }
+        self.t = t;
+        self.state = state;
+        Ok(())
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        match self.rule {
+            Rule::Sgd(_) => &SGD_STATE,
+            Rule::Adam(_) | Rule::AdamW(_) => &ADAM_STATE,
+        }
+    }
+
+    fn check_len(&self, params: &Params) -> Result<(), ParamError> {
+        let len = self.state.first().map_or(0, Vec::len);
+        if len != params.len() {
+            return Err(ParamError::Shape {
+                name: "(all parameters)".into(),
+                expected: vec![len],
+                found: vec![params.len()],
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One SGD step over every scalar (PyTorch's single-tensor `sgd`).
+fn sgd_step(c: &SgdConfig, lr: f64, first: bool, theta: &mut [f64], g: &[f64], b: &mut [f64]) {
+    for ((x, &g), b) in theta.iter_mut().zip(g).zip(b) {
+        let mut d = g;
+        if c.weight_decay != 0.0 {
+            d += c.weight_decay * *x;
+        }
+        if c.momentum != 0.0 {
+            *b = if first {
+                d
+            } else {
+                *b * c.momentum + (1.0 - c.dampening) * d
+            };
+            d = if c.nesterov { d + c.momentum * *b } else { *b };
+        }
+        *x += -lr * d;
+    }
+}
+
+/// One Adam or AdamW step over every scalar (PyTorch's single-tensor `adam` / `adamw`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one step's inputs and its three state vectors, all used once"
+)]
+fn adam_step(
+    c: &AdamConfig,
+    decoupled: bool,
+    lr: f64,
+    t: u64,
+    theta: &mut [f64],
+    g: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+) {
+    let t = t as f64;
+    let correction1 = 1.0 - c.beta1.powf(t);
+    let correction2 = 1.0 - c.beta2.powf(t);
+    let step_size = lr / correction1;
+    let correction2_sqrt = correction2.sqrt();
+    let (w1, w2) = (1.0 - c.beta1, 1.0 - c.beta2);
+    for (((x, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+        let mut g = g;
+        if decoupled {
+            *x *= 1.0 - lr * c.weight_decay;
+        } else if c.weight_decay != 0.0 {
+            g += c.weight_decay * *x;
+        }
+        *m = lerp(*m, g, w1);
+        *v = *v * c.beta2 + w2 * g * g;
+        let denom = v.sqrt() / correction2_sqrt + c.eps;
+        *x += -step_size * *m / denom;
+    }
+}
+
+/// `a + w (b - a)` as torch's `lerp` computes it (from the far end when `w >= 0.5`).
+fn lerp(a: f64, b: f64, w: f64) -> f64 {
+    if w.abs() < 0.5 {
+        a + w * (b - a)
+    } else {
+        b - (b - a) * (1.0 - w)
+    }
+}
+
+#[track_caller]
+fn check_adam(who: &str, c: &AdamConfig) {
+    check_lr(who, c.lr);
+    for (name, beta) in [("beta1", c.beta1), ("beta2", c.beta2)] {
+        assert!(
+            (0.0..1.0).contains(&beta),
+            "{who}: {name} must be in [0, 1), got {beta}"
+        );
+    }
+    assert!(
+        c.eps.is_finite() && c.eps > 0.0,
+        "{who}: eps must be finite and > 0, got {}",
+        c.eps
+    );
+    assert!(
+        c.weight_decay.is_finite() && c.weight_decay >= 0.0,
+        "{who}: the weight decay must be finite and >= 0, got {}",
+        c.weight_decay
+    );
 }

@@ -109,6 +109,36 @@ pub trait Scalar:
     ///
     /// If the lengths differ; for `Var`, if they are empty or mix graphs.
     fn dot(a: &[Self], b: &[Self]) -> Self;
+    /// `sum_i a[i] * b[i]` with plain numbers on the right (data, no gradient), one n-ary
+    /// node on a tape whose `b` operands are constants: generic code can mix `Var` weights
+    /// with `f64` data in one fused dot. The sum runs left to right from the first product.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Scalar, Var};
+    ///
+    /// assert_eq!(f64::dot_f64(&[1.0, 2.0], &[3.0, 4.0]), 11.0);
+    /// let g = Graph::new();
+    /// let w = g.vars(&[1.0, 2.0]);
+    /// let y = Var::dot_f64(&w, &[3.0, 4.0]);
+    /// assert_eq!(y.value(), 11.0);
+    /// assert_eq!(y.backward()[w[1]], 4.0);
+    /// assert_eq!(g.len(), 3); // the two inputs and one dot node
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the lengths differ; for `Var`, if `a` is empty or mixes graphs. The default (for
+    /// other implementations) lifts `b` with [`Scalar::lift`] and panics if `a` is empty.
+    #[track_caller]
+    fn dot_f64(a: &[Self], b: &[f64]) -> Self {
+        let first = a
+            .first()
+            .expect("dot_f64 of no terms has nothing to lift its data into");
+        let b: Vec<Self> = b.iter().map(|&c| first.lift(c)).collect();
+        Self::dot(a, &b)
+    }
     /// `ln(sum_i e^terms[i])`, computed stably (shifted by the maximum), one n-ary node.
     ///
     /// # Panics
@@ -269,6 +299,9 @@ impl Scalar for f64 {
     fn dot(a: &[Self], b: &[Self]) -> Self {
         assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
         a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+    fn dot_f64(a: &[Self], b: &[f64]) -> Self {
+        <f64 as Scalar>::dot(a, b)
     }
     fn logsumexp(terms: &[Self]) -> Self {
         logsumexp_f64(terms)

@@ -658,6 +658,11 @@ impl<'g> Scalar for Var<'g> {
         or_panic(graph.try_nary_vars(Nary::Dot, &[a, b]))
     }
     #[track_caller]
+    fn dot_f64(a: &[Self], b: &[f64]) -> Self {
+        // `Graph::dot` takes `f64` operands as constants and reports a length mismatch.
+        first_graph(a, "dot").dot(a, b)
+    }
+    #[track_caller]
     fn logsumexp(terms: &[Self]) -> Self {
         // As `sum`; `first_graph` has already refused an empty slice.
         let graph = first_graph(terms, "logsumexp");

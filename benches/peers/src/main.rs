@@ -1,5 +1,7 @@
 //! tapegrad side by side with echidna 0.15 (reverse mode) and reverse 0.2 on the
-//! workloads of issue 6, in one run: `cargo run --release` in `benches/peers`.
+//! workloads of issue 6, in one run: `cargo run --release` in `benches/peers` (the default
+//! release build), and `cargo run --profile release-lto` (fat LTO, one codegen unit, for
+//! every engine: each one's best build). The output names the build it was made with.
 //!
 //! Method: every workload is written once over `tapegrad::Scalar` (`workloads.rs`) and
 //! run by every engine (`engines.rs`). For each workload, one repetition measures every
@@ -71,6 +73,7 @@ fn main() {
 
     println!("# tapegrad vs echidna 0.15 and reverse 0.2\n");
     println!("Machine: {}\n", machine());
+    println!("Build: {}\n", build());
     if replay_only {
         replay_table::table(&settings);
         return;
@@ -298,6 +301,22 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{model}, {cpus} CPUs available")
+}
+
+/// The cargo profile this binary was built with, read from the directory cargo put it in
+/// (`target/<profile>/tapegrad-peers`), with what that profile means (see Cargo.toml).
+fn build() -> String {
+    let exe = std::env::current_exe().expect("own path");
+    let profile = exe
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .map_or("unknown".into(), |name| name.to_string_lossy().into_owned());
+    let meaning = match profile.as_str() {
+        "release" => "the default release build (no LTO, 16 codegen units)",
+        "release-lto" => "fat LTO, codegen-units = 1, for every engine",
+        _ => "not one of this crate's two benchmark builds",
+    };
+    format!("cargo profile `{profile}`: {meaning}")
 }
 
 fn print_sizes() {

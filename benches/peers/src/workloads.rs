@@ -3,7 +3,7 @@
 //! (see `engines.rs`).
 //!
 //! This file is shared: the peer comparison (`benches/peers`) uses it as a module, and the
-//! criterion benchmarks of the main crate (`benches/workloads.rs`) include it by path, so
+//! criterion benchmarks (`benches/criterion/benches/workloads.rs`) include it by path, so
 //! that both measure exactly the same functions. It depends on nothing but tapegrad.
 
 use tapegrad::Scalar;

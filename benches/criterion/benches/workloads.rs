@@ -6,7 +6,7 @@
 //! included here by path). Buffers are warm: one graph per group, released to a mark after
 //! every iteration, and one `Gradients` reused, as in a training loop.
 //!
-//! `cargo bench --bench workloads` (about a minute and a half).
+//! `cd benches/criterion && cargo bench --bench workloads` (about a minute and a half).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use tapegrad::{Gradients, Graph};
 
-#[path = "peers/src/workloads.rs"]
+#[path = "../../peers/src/workloads.rs"]
 #[expect(
     dead_code,
     reason = "shared with the peer comparison, which uses all of it"

@@ -16,7 +16,7 @@
 //! [`interleaved_ratios`]), which a shared, noisy machine disturbs less than two figures
 //! measured a minute apart.
 //!
-//! Run: `cargo bench --bench hvp`.
+//! Run: `cd benches/criterion && cargo bench --bench hvp`.
 
 use std::hint::black_box;
 use std::time::Instant;

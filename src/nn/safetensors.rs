@@ -1,0 +1,547 @@
+//! [`StateDict`]: named tensors (parameters, optimizer state) and their files: safetensors
+//! (what PyTorch, JAX and Hugging Face read) and JSON.
+//!
+//! The safetensors format is small enough to write by hand: an 8-byte little-endian header
+//! length, a JSON header `{"name": {"dtype": "F64", "shape": [..], "data_offsets": [b, e]}}`
+//! (padded with spaces to a multiple of 8), then the tensors' little-endian bytes. Its
+//! JSON is read with `serde_json`; the `safetensors` crate would add `serde_derive` (and
+//! `syn`) and `hashbrown` to the library's build for the same thirty lines.
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use crate::nn::params::{ParamError, Params};
+
+/// One named tensor: its shape and its entries, row-major.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::nn::Tensor;
+/// let t = Tensor { name: "w".into(), shape: vec![2], data: vec![1.0, 2.0] };
+/// assert_eq!(t.data.len(), t.shape.iter().product::<usize>());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// The name, e.g. `fc.weight`.
+    pub name: String,
+    /// The shape (`[]` for a scalar).
+    pub shape: Vec<usize>,
+    /// The entries, row-major: as many as the product of `shape`.
+    pub data: Vec<f64>,
+}
+
+/// Named tensors in order: a model's parameters ([`Params::state_dict`]), an optimizer's
+/// state, or both under prefixes; saved and loaded as safetensors or JSON.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::nn::{Params, StateDict};
+/// let mut params = Params::new();
+/// let w = params.add("w", &[2], vec![1.5, -2.0]);
+/// let bytes = params.state_dict().to_safetensors();
+/// let mut other = Params::new();
+/// let w2 = other.zeros("w", &[2]);
+/// other.load_state_dict(&StateDict::from_safetensors(&bytes).unwrap()).unwrap();
+/// assert_eq!(&other[w2], &params[w]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateDict {
+    tensors: Vec<Tensor>,
+}
+
+/// The largest header accepted (as the `safetensors` crate: 100 MB).
+const MAX_HEADER: usize = 100_000_000;
+
+fn format_error(why: impl Into<String>) -> ParamError {
+    ParamError::Format(why.into())
+}
+
+impl StateDict {
+    /// An empty state dict.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tapegrad::nn::StateDict::new().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        StateDict::default()
+    }
+
+    /// Appends a tensor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sd = tapegrad::nn::StateDict::new();
+    /// sd.push("step", &[], vec![3.0]);
+    /// assert_eq!(sd.get("step").unwrap().data, vec![3.0]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is taken, or `data.len()` is not the product of `shape`.
+    #[track_caller]
+    pub fn push(&mut self, name: impl Into<String>, shape: &[usize], data: Vec<f64>) {
+        let name = name.into();
+        assert_eq!(
+            data.len(),
+            shape.iter().product::<usize>(),
+            "StateDict::push: tensor {name:?} of shape {shape:?} got {} values",
+            data.len()
+        );
+        assert!(
+            self.get(&name).is_none(),
+            "StateDict::push: tensor {name:?} is there already"
+        );
+        self.tensors.push(Tensor {
+            name,
+            shape: shape.to_vec(),
+            data,
+        });
+    }
+
+    /// The tensor called `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sd = tapegrad::nn::StateDict::new();
+    /// assert!(sd.get("w").is_none());
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The tensors, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sd = tapegrad::nn::StateDict::new();
+    /// sd.push("a", &[1], vec![1.0]);
+    /// assert_eq!(sd.tensors()[0].name, "a");
+    /// ```
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
+    /// The number of tensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::nn::StateDict::new().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether it holds no tensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tapegrad::nn::StateDict::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Appends every tensor of `other` with `prefix` before its name (e.g. `"optim."`, to
+    /// keep an optimizer's state in the same file as the parameters).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::StateDict;
+    /// let mut state = StateDict::new();
+    /// state.push("step", &[], vec![1.0]);
+    /// let mut all = StateDict::new();
+    /// all.push("w", &[1], vec![0.5]);
+    /// all.extend_prefixed("optim.", state);
+    /// assert!(all.get("optim.step").is_some());
+    /// assert_eq!(all.prefixed("optim.").get("step").unwrap().data, vec![1.0]);
+    /// assert_eq!(all.without_prefix("optim.").len(), 1);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a prefixed name is taken.
+    #[track_caller]
+    pub fn extend_prefixed(&mut self, prefix: &str, other: StateDict) {
+        for t in other.tensors {
+            self.push(format!("{prefix}{}", t.name), &t.shape, t.data);
+        }
+    }
+
+    /// The tensors whose names start with `prefix`, with the prefix removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sd = tapegrad::nn::StateDict::new();
+    /// sd.push("a.x", &[1], vec![1.0]);
+    /// sd.push("b.x", &[1], vec![2.0]);
+    /// assert_eq!(sd.prefixed("b.").tensors()[0].name, "x");
+    /// ```
+    pub fn prefixed(&self, prefix: &str) -> StateDict {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.strip_prefix(prefix)?;
+                Some(Tensor {
+                    name: name.to_owned(),
+                    ..t.clone()
+                })
+            })
+            .collect();
+        StateDict { tensors }
+    }
+
+    /// The tensors whose names do not start with `prefix`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sd = tapegrad::nn::StateDict::new();
+    /// sd.push("a.x", &[1], vec![1.0]);
+    /// sd.push("b.x", &[1], vec![2.0]);
+    /// assert_eq!(sd.without_prefix("b.").tensors()[0].name, "a.x");
+    /// ```
+    pub fn without_prefix(&self, prefix: &str) -> StateDict {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter(|t| !t.name.starts_with(prefix))
+            .cloned()
+            .collect();
+        StateDict { tensors }
+    }
+
+    /// The tensors as a safetensors file: `F64`, little-endian, in this order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sd = tapegrad::nn::StateDict::new();
+    /// sd.push("w", &[1], vec![1.0]);
+    /// let bytes = sd.to_safetensors();
+    /// let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    /// assert_eq!(header_len % 8, 0);
+    /// assert_eq!(bytes.len(), 8 + header_len + 8);
+    /// ```
+    pub fn to_safetensors(&self) -> Vec<u8> {
+        let mut header = Map::new();
+        let mut offset = 0;
+        for t in &self.tensors {
+            let end = offset + 8 * t.data.len();
+            header.insert(
+                t.name.clone(),
+                json!({"dtype": "F64", "shape": t.shape, "data_offsets": [offset, end]}),
+            );
+            offset = end;
+        }
+        let mut header = Value::Object(header).to_string().into_bytes();
+        // The data starts 8-aligned (as the `safetensors` crate writes it).
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+        bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        for t in &self.tensors {
+            for x in &t.data {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Reads a safetensors file of `F64` tensors, in the order of their data.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::StateDict;
+    /// let mut sd = StateDict::new();
+    /// sd.push("w", &[2, 1], vec![1.0, f64::MIN_POSITIVE]);
+    /// assert_eq!(StateDict::from_safetensors(&sd.to_safetensors()).unwrap(), sd);
+    /// assert!(StateDict::from_safetensors(b"not a file").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Dtype`] naming a tensor that is not `F64`; [`ParamError::Format`] for
+    /// anything else that is not a valid safetensors file (the header's length, JSON or
+    /// fields, offsets that do not tile the data exactly).
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, ParamError> {
+        let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
+            return Err(format_error("shorter than the 8-byte header length"));
+        };
+        let len = usize::try_from(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
+        if len > MAX_HEADER || len > rest.len() {
+            return Err(format_error(format!(
+                "a header of {len} bytes in a file of {} bytes",
+                bytes.len()
+            )));
+        }
+        let (header, data) = rest.split_at(len);
+        let header: Value = serde_json::from_slice(header)
+            .map_err(|e| format_error(format!("the header is not JSON: {e}")))?;
+        let Value::Object(header) = header else {
+            return Err(format_error("the header is not a JSON object"));
+        };
+        let mut entries = Vec::new();
+        for (name, entry) in &header {
+            if name == "__metadata__" {
+                continue;
+            }
+            entries.push(read_entry(name, entry)?);
+        }
+        entries.sort_by_key(|e| e.2);
+        let mut tensors = Vec::with_capacity(entries.len());
+        let mut at = 0;
+        for (name, shape, (begin, end)) in entries {
+            let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if begin != at || Some(end - begin) != count.and_then(|n| n.checked_mul(8)) {
+                return Err(format_error(format!(
+                    "tensor {name:?} of shape {shape:?} has data_offsets [{begin}, {end}]; \
+                     the tensors must tile the data, {} bytes, with 8 bytes per entry",
+                    data.len()
+                )));
+            }
+            let bytes = data.get(begin..end).ok_or_else(|| {
+                format_error(format!(
+                    "tensor {name:?} ends at byte {end} of {} bytes of data",
+                    data.len()
+                ))
+            })?;
+            let data = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            tensors.push(Tensor { name, shape, data });
+            at = end;
+        }
+        if at != data.len() {
+            return Err(format_error(format!(
+                "the tensors cover {at} bytes of {} bytes of data",
+                data.len()
+            )));
+        }
+        Ok(StateDict { tensors })
+    }
+
+    /// The tensors as JSON: `[{"name": .., "shape": [..], "data": [..]}, ..]`, every number
+    /// written so that it reads back to the same `f64`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::StateDict;
+    /// let mut sd = StateDict::new();
+    /// sd.push("w", &[2], vec![0.1, -2.5]);
+    /// let text = sd.to_json().unwrap();
+    /// assert_eq!(text, r#"[{"data":[0.1,-2.5],"name":"w","shape":[2]}]"#);
+    /// assert_eq!(StateDict::from_json(&text).unwrap(), sd);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Format`] naming a tensor with a NaN or infinite entry, which JSON
+    /// cannot hold (safetensors can).
+    pub fn to_json(&self) -> Result<String, ParamError> {
+        let mut list = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            if t.data.iter().any(|x| !x.is_finite()) {
+                return Err(format_error(format!(
+                    "tensor {:?} holds a NaN or infinity, which JSON cannot hold",
+                    t.name
+                )));
+            }
+            list.push(json!({"name": t.name, "shape": t.shape, "data": t.data}));
+        }
+        Ok(Value::Array(list).to_string())
+    }
+
+    /// Reads [`StateDict::to_json`]'s format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::StateDict;
+    /// let sd = StateDict::from_json(r#"[{"name": "b", "shape": [], "data": [2]}]"#).unwrap();
+    /// assert_eq!(sd.get("b").unwrap().data, vec![2.0]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Format`] if it is not that format, naming the tensor where one is at
+    /// fault.
+    pub fn from_json(text: &str) -> Result<Self, ParamError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format_error(format!("not JSON: {e}")))?;
+        let Value::Array(list) = value else {
+            return Err(format_error("expected a JSON array of tensors"));
+        };
+        let mut sd = StateDict::new();
+        for item in &list {
+            let name = item["name"]
+                .as_str()
+                .ok_or_else(|| format_error("a tensor without a string \"name\""))?;
+            let bad = |what: &str| format_error(format!("tensor {name:?}: {what}"));
+            let shape = read_shape(&item["shape"]).ok_or_else(|| bad("bad \"shape\""))?;
+            let data = item["data"]
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+                .ok_or_else(|| bad("\"data\" is not an array of numbers"))?;
+            if data.len() != shape.iter().product::<usize>() || sd.get(name).is_some() {
+                return Err(bad("the data does not fit the shape, or the name repeats"));
+            }
+            sd.push(name, &shape, data);
+        }
+        Ok(sd)
+    }
+
+    /// Writes [`StateDict::to_safetensors`] to `path`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::StateDict;
+    /// let mut sd = StateDict::new();
+    /// sd.push("w", &[1], vec![1.0]);
+    /// let path = std::env::temp_dir().join(format!("tapegrad-doc-{}.safetensors", std::process::id()));
+    /// sd.save_safetensors(&path).unwrap();
+    /// assert_eq!(StateDict::load_safetensors(&path).unwrap(), sd);
+    /// std::fs::remove_file(&path).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Io`] naming the path.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<(), ParamError> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_safetensors())
+            .map_err(|e| ParamError::Io(format!("writing {}: {e}", path.display())))
+    }
+
+    /// Reads a safetensors file from `path`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tapegrad::nn::StateDict::load_safetensors("/no/such/file").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Io`] naming the path; as [`StateDict::from_safetensors`].
+    pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Self, ParamError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| ParamError::Io(format!("reading {}: {e}", path.display())))?;
+        StateDict::from_safetensors(&bytes)
+    }
+}
+
+/// A header entry: name, shape and data offsets `(begin, end)`.
+type Entry = (String, Vec<usize>, (usize, usize));
+
+/// One header entry, or the error naming it.
+fn read_entry(name: &str, entry: &Value) -> Result<Entry, ParamError> {
+    let bad = |what: &str| format_error(format!("tensor {name:?}: {what}"));
+    let dtype = entry["dtype"]
+        .as_str()
+        .ok_or_else(|| bad("no string \"dtype\""))?;
+    if dtype != "F64" {
+        return Err(ParamError::Dtype {
+            name: name.to_owned(),
+            found: dtype.to_owned(),
+        });
+    }
+    let shape = read_shape(&entry["shape"]).ok_or_else(|| bad("bad \"shape\""))?;
+    let offsets = entry["data_offsets"]
+        .as_array()
+        .filter(|a| a.len() == 2)
+        .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
+        .filter(|(b, e)| b <= e)
+        .ok_or_else(|| bad("\"data_offsets\" is not [begin, end] with begin <= end"))?;
+    Ok((name.to_owned(), shape, offsets))
+}
+
+fn read_shape(v: &Value) -> Option<Vec<usize>> {
+    v.as_array()?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect()
+}
+
+impl Params {
+    /// Every tensor by name, in store order (PyTorch's `state_dict`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut params = tapegrad::nn::Params::new();
+    /// params.add("w", &[2], vec![1.0, 2.0]);
+    /// let sd = params.state_dict();
+    /// assert_eq!(sd.get("w").unwrap().data, vec![1.0, 2.0]);
+    /// ```
+    pub fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::new();
+        for p in self.params() {
+            sd.push(self.name(p), self.shape(p), self[p].to_vec());
+        }
+        sd
+    }
+
+    /// Sets every tensor from the one of the same name in `sd` (PyTorch's strict
+    /// `load_state_dict`). Gradients computed before are stale afterwards.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::{ParamError, Params, StateDict};
+    /// let mut params = Params::new();
+    /// let w = params.zeros("w", &[2]);
+    /// let mut sd = StateDict::new();
+    /// sd.push("w", &[1, 2], vec![1.0, 2.0]);
+    /// let err = params.load_state_dict(&sd).unwrap_err();
+    /// assert_eq!(err.to_string(), "tapegrad::nn: tensor \"w\" has shape [1, 2], expected [2]");
+    /// assert_eq!(&params[w], &[0.0, 0.0]); // unchanged
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Missing`] for a tensor of the store not in `sd`,
+    /// [`ParamError::Unexpected`] for a tensor of `sd` not in the store,
+    /// [`ParamError::Shape`] for one of another shape. Nothing is changed then.
+    pub fn load_state_dict(&mut self, sd: &StateDict) -> Result<(), ParamError> {
+        let mut values = Vec::with_capacity(self.len());
+        for p in self.params() {
+            let name = self.name(p);
+            let t = sd.get(name).ok_or_else(|| ParamError::Missing {
+                name: name.to_owned(),
+            })?;
+            if t.shape != self.shape(p) {
+                return Err(ParamError::Shape {
+                    name: name.to_owned(),
+                    expected: self.shape(p).to_vec(),
+                    found: t.shape.clone(),
+                });
+            }
+            values.extend_from_slice(&t.data);
+        }
+        if let Some(t) = sd.tensors().iter().find(|t| self.find(&t.name).is_none()) {
+            return Err(ParamError::Unexpected {
+                name: t.name.clone(),
+            });
+        }
+        self.replace_values(values);
+        Ok(())
+    }
+}

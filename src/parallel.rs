@@ -1,0 +1,131 @@
+//! Data parallelism on one machine's cores: the mean loss and gradient of a batch of
+//! examples, each example recorded on a worker's own [`Graph`], reduced in example order.
+//! Built on [`nn::Params`](crate::nn::Params) and `std::thread::scope`; the engine knows
+//! nothing of it.
+//!
+//! A [`Graph`] is `Send` but not `Sync`, so each worker thread owns one (reused for all
+//! the examples it takes). Workers take examples one at a time from a shared counter, so
+//! a slow example does not hold up a fixed share of the batch. Every example's loss and
+//! gradient is kept by its index and the batch is reduced in example order, one example
+//! after another, whatever thread computed it: the result is **bit-identical for any
+//! number of threads**, and identical to a plain loop over the examples.
+//!
+//! What it costs: one gradient vector per example (`batch.len() * params.len()` floats
+//! live at once at most), plus one graph per thread. This serves one machine's cores and
+//! models whose gradient is a scalar tape; a model that outgrows that belongs in a tensor
+//! framework (PyTorch's DistributedDataParallel, JAX's `pmap`/sharding), where batches are
+//! matrices and devices are many.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::engine::{Error, Graph, Var};
+use crate::nn::{Grads, ParamError, Params, View};
+
+/// One example's loss and gradient, or why it has none.
+type ExampleResult = Result<(f64, Grads), ParamError>;
+
+/// The mean of `loss(params, example)` over `batch` and its gradient with respect to
+/// every parameter, computed on `threads` worker threads (0: as many as the machine has
+/// cores), each with a graph of its own.
+///
+/// The sums run in example order (`((l_0 + l_1) + l_2) + ...`, then divided by the batch
+/// size, gradients likewise), so the result is the same bits for every thread count, and
+/// the same as computing each example's [`Params::value_and_grad`] in a loop and
+/// averaging in that order. The examples' losses are independent: the loss of one
+/// example may not depend on another (batch statistics would need one graph).
+///
+/// Pass the loss as a closure written in the call (as below): Rust infers the
+/// lifetime-generic signature it needs only there.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{nn::Params, parallel::mean_value_and_grad};
+///
+/// // Least squares y = w x: loss (w x - y)^2, one example per (x, y).
+/// let mut params = Params::new();
+/// let w = params.add("w", &[1], vec![1.0]);
+/// let batch = [(1.0, 2.0), (2.0, 4.0), (3.0, 6.0), (4.0, 8.0)];
+/// let (mean, grads) =
+///     mean_value_and_grad(&params, &batch, 2, |p, &(x, y)| (p[w][0] * x - y).powi(2)).unwrap();
+/// // At w = 1: losses x^2 (1, 4, 9, 16), mean 7.5; d/dw = 2 (w x - y) x = -2 x^2, mean -15.
+/// assert_eq!(mean, 7.5);
+/// assert_eq!(grads[w][0], -15.0);
+/// // The same bits on one thread.
+/// let (mean1, grads1) =
+///     mean_value_and_grad(&params, &batch, 1, |p, &(x, y)| (p[w][0] * x - y).powi(2)).unwrap();
+/// assert_eq!((mean1.to_bits(), grads1.as_slice()), (mean.to_bits(), grads.as_slice()));
+/// ```
+///
+/// # Errors
+///
+/// [`ParamError::Engine`] with [`Error::BadOperands`] for an empty batch; otherwise the
+/// error of the first example (in example order) whose loss failed, as
+/// [`Params::value_and_grad`] reports it.
+///
+/// # Panics
+///
+/// If `loss` panics on a worker (the panic is passed on).
+pub fn mean_value_and_grad<E, F>(
+    params: &Params,
+    batch: &[E],
+    threads: usize,
+    loss: F,
+) -> Result<(f64, Grads), ParamError>
+where
+    E: Sync,
+    F: for<'g> Fn(&View<'_, Var<'g>>, &E) -> Var<'g> + Sync,
+{
+    if batch.is_empty() {
+        return Err(ParamError::Engine(Error::BadOperands {
+            op: "mean_value_and_grad",
+            why: "the batch is empty: its mean loss has no value".into(),
+        }));
+    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(batch.len());
+
+    // One slot per example, filled by whichever worker takes it.
+    let results: Vec<Mutex<Option<ExampleResult>>> =
+        batch.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let graph = Graph::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(example) = batch.get(i) else { break };
+            let result = params.value_and_grad(&graph, |p| loss(p, example));
+            *results[i].lock().expect("a worker panicked holding a slot") = Some(result);
+        }
+    };
+    if threads == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(work);
+            }
+        });
+    }
+
+    // The reduction, in example order.
+    let mut total_loss = 0.0;
+    let mut total = params.zero_grads();
+    for slot in results {
+        let (loss, grads) = slot
+            .into_inner()
+            .expect("a worker panicked holding a slot")
+            .expect("every example was taken by a worker")?;
+        total_loss += loss;
+        total.add_assign(&grads)?;
+    }
+    let n = batch.len() as f64;
+    for g in total.as_mut_slice() {
+        *g /= n;
+    }
+    Ok((total_loss / n, total))
+}
