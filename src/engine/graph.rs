@@ -106,6 +106,31 @@ impl<'g> Var<'g> {
         self.graph
     }
 
+    /// Whether `self` and `other` name the same node of the same graph: the handle
+    /// comparison. `Var` has no `==`: written on numbers-like handles, `x == y` reads as a
+    /// comparison of values, and a silent comparison of handles would be a surprise;
+    /// compare values with [`Var::eq_value`] (or [`Var::lt`], ...), which also record the
+    /// comparison for a [`Replay`](crate::Replay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let (a, b) = (g.var(1.0), g.var(1.0));
+    /// let c = a;
+    /// assert!(a.same_node(c) && !a.same_node(b));
+    /// assert!(a.eq_value(b)); // equal values, different nodes
+    /// ```
+    ///
+    /// ```compile_fail,E0369
+    /// let g = tapegrad::Graph::new();
+    /// let (a, b) = (g.var(1.0), g.var(1.0));
+    /// let _ = a == b; // neither a value nor a handle comparison: say which
+    /// ```
+    pub fn same_node(self, other: Var<'_>) -> bool {
+        std::ptr::eq(self.graph, other.graph) && self.key == other.key
+    }
+
     /// The node's key: its tape position and the generation it was recorded in.
     ///
     /// # Examples

@@ -519,22 +519,6 @@ binary_operator!(Sub, sub, SubAssign, sub_assign, Sub);
 binary_operator!(Mul, mul, MulAssign, mul_assign, Mul);
 binary_operator!(Div, div, DivAssign, div_assign, Div);
 
-impl PartialEq for Var<'_> {
-    /// Two handles are equal when they name the same node of the same graph.
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.graph, other.graph) && self.key == other.key
-    }
-}
-
-impl Eq for Var<'_> {}
-
-impl std::hash::Hash for Var<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.graph.id().hash(state);
-        self.key.hash(state);
-    }
-}
-
 impl fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Var");
