@@ -28,6 +28,10 @@
 //!   a node, accumulated over all the node's uses.
 //! - **gradients**: what the user gets, a [`Gradients`] store (or, from [`Var::grad`],
 //!   `Var`s that can be differentiated again).
+//! - [`Replay`]: a recorded function evaluated again at new inputs (value, gradient,
+//!   Hessian-vector product) without recording, bit for bit a fresh recording; comparisons
+//!   made through [`Var::lt`] and its siblings are **guards** it re-checks, so a branch that
+//!   would go the other way is an error, never a number from the wrong branch.
 //!
 //! ## What it costs
 //!

@@ -216,25 +216,34 @@ impl Replay {
             input_pos.push(pos);
         }
         let last = input_pos.iter().copied().fold(root, usize::max);
-        let mut is_input = vec![false; last + 1];
+        // Per position: INPUT, DEPENDS (on an input), KEEP (in the replay).
+        const INPUT: u8 = 1;
+        const DEPENDS: u8 = 2;
+        const KEEP: u8 = 4;
+        let mut flags = vec![0u8; last + 1];
         for (k, &pos) in input_pos.iter().enumerate() {
-            if std::mem::replace(&mut is_input[pos], true) {
+            if flags[pos] & INPUT != 0 {
                 return Err(Error::BadOperands {
                     op: "Replay",
                     why: format!("input {k} appears twice in the inputs"),
                 });
             }
+            flags[pos] = INPUT | DEPENDS | KEEP;
         }
+        let edge_range = |pos: usize| tape.edge_start[pos] as usize..tape.edge_start[pos + 1] as usize;
+        let tape_args = tape.args.as_slice();
 
         // Which nodes depend on the inputs (the others keep their recorded values).
-        let mut depends = is_input.clone();
         for pos in 0..=last {
-            if !depends[pos] {
-                let (args, _) = tape.edges(pos);
-                depends[pos] = args.iter().any(|&a| a != CONST_ARG && depends[a as usize]);
+            if flags[pos] & DEPENDS == 0
+                && tape_args[edge_range(pos)]
+                    .iter()
+                    .any(|&a| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
+            {
+                flags[pos] |= DEPENDS;
             }
         }
-        let depends_on_inputs = |a: u32| a != CONST_ARG && depends[a as usize];
+        let depends_on_inputs = |a: u32| a != CONST_ARG && flags[a as usize] & DEPENDS != 0;
 
         if let Some(reads) = &tape.reads
             && let Some(&(_, _, location)) = reads
@@ -245,65 +254,72 @@ impl Replay {
         }
 
         // The comparisons made before the output was recorded that can come out otherwise.
-        let guards: Vec<&Guard> = tape
+        let guards: Vec<Guard> = tape
             .guards
             .iter()
             .filter(|g| g.at as usize <= root && g.operands.iter().any(|&a| depends_on_inputs(a)))
+            .copied()
             .collect();
 
         // Keep the output, the guards' operands and the inputs, and what they depend on.
-        let mut keep = is_input;
-        keep[root] = true;
+        flags[root] |= KEEP;
         for g in &guards {
             for &a in &g.operands {
                 if a != CONST_ARG {
-                    keep[a as usize] = true;
+                    flags[a as usize] |= KEEP;
                 }
             }
         }
         for pos in (0..=last).rev() {
-            if keep[pos] && depends[pos] {
-                for &a in tape.edges(pos).0 {
+            if flags[pos] & (KEEP | DEPENDS) == KEEP | DEPENDS {
+                for &a in &tape_args[edge_range(pos)] {
                     if a != CONST_ARG {
-                        keep[a as usize] = true;
+                        flags[a as usize] |= KEEP;
                     }
                 }
             }
         }
 
+        // Renumber the kept nodes densely, in tape order.
         let mut index = vec![u32::MAX; last + 1];
         let mut n = 0u32;
-        for pos in (0..=last).filter(|&p| keep[p]) {
-            index[pos] = n;
-            n += 1;
+        for (pos, &f) in flags.iter().enumerate() {
+            if f & KEEP != 0 {
+                index[pos] = n;
+                n += 1;
+            }
         }
         let sink = n;
         let mut ops = Vec::with_capacity(n as usize);
         let mut constant_operands = Vec::with_capacity(n as usize);
         let mut edge_start = Vec::with_capacity(n as usize + 1);
-        let mut args = Vec::new();
+        let mut args = Vec::with_capacity(tape_args.len().min(2 * n as usize));
         let mut initial = Vec::with_capacity(n as usize + 1);
+        let mut steps = Vec::with_capacity(n as usize);
         let mut constants = Vec::new();
         let constant_slot = |c: f64, constants: &mut Vec<f64>| {
             constants.push(c);
             sink + constants.len() as u32
         };
-        edge_start.push(0);
-        for pos in (0..=last).filter(|&p| keep[p]) {
+        edge_start.push(0u32);
+        for (pos, &f) in flags.iter().enumerate() {
+            if f & KEEP == 0 {
+                continue;
+            }
             let op = tape.ops[pos];
             initial.push(tape.values[pos]);
-            let leaf = matches!(op, Op::Input | Op::Constant) || !depends[pos];
+            let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
+            let mut flags = 0;
             if leaf {
-                ops.push(if op == Op::Input {
-                    Op::Input
-                } else {
-                    Op::Constant
-                });
-                constant_operands.push(0);
+                ops.push(if op == Op::Input { Op::Input } else { Op::Constant });
             } else {
-                let (node_args, weights) = tape.edges(pos);
-                let mut flags = 0;
-                for (k, (&a, &w)) in node_args.iter().zip(weights).enumerate() {
+                let edges = edge_range(pos);
+                let first = args.len();
+                for (k, (&a, &w)) in tape_args[edges.clone()]
+                    .iter()
+                    .zip(&tape.weights[edges])
+                    .enumerate()
+                {
                     if a == CONST_ARG {
                         flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
                         args.push(constant_slot(w, &mut constants));
@@ -311,9 +327,16 @@ impl Replay {
                         args.push(index[a as usize]);
                     }
                 }
+                let operand = |k: usize| args.get(first + k).copied().unwrap_or(0);
+                steps.push(Instr {
+                    step: step(op, flags),
+                    node: ops.len() as u32,
+                    edge: first as u32,
+                    operands: [operand(0), operand(1)],
+                });
                 ops.push(op);
-                constant_operands.push(flags);
             }
+            constant_operands.push(flags);
             edge_start.push(args.len() as u32);
         }
         let guards = guards
@@ -330,22 +353,6 @@ impl Replay {
             .collect();
         initial.push(0.0);
         initial.extend_from_slice(&constants);
-        let steps = ops
-            .iter()
-            .zip(&constant_operands)
-            .enumerate()
-            .filter(|(_, (op, _))| !matches!(op, Op::Input | Op::Constant))
-            .map(|(node, (&op, &constant))| {
-                let edge = edge_start[node];
-                let operand = |k: u32| args.get((edge + k) as usize).copied().unwrap_or(0);
-                Instr {
-                    step: step(op, constant),
-                    node: node as u32,
-                    edge,
-                    operands: [operand(0), operand(1)],
-                }
-            })
-            .collect();
         Ok(Replay {
             steps,
             id: NEXT_REPLAY_ID.fetch_add(1, Ordering::Relaxed),
