@@ -230,7 +230,8 @@ impl Replay {
             }
             flags[pos] = INPUT | DEPENDS | KEEP;
         }
-        let edge_range = |pos: usize| tape.edge_start[pos] as usize..tape.edge_start[pos + 1] as usize;
+        let edge_range =
+            |pos: usize| tape.edge_start[pos] as usize..tape.edge_start[pos + 1] as usize;
         let tape_args = tape.args.as_slice();
 
         // Which nodes depend on the inputs (the others keep their recorded values).
@@ -311,7 +312,11 @@ impl Replay {
             let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
             let mut flags = 0;
             if leaf {
-                ops.push(if op == Op::Input { Op::Input } else { Op::Constant });
+                ops.push(if op == Op::Input {
+                    Op::Input
+                } else {
+                    Op::Constant
+                });
             } else {
                 let edges = edge_range(pos);
                 let first = args.len();
