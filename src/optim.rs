@@ -443,6 +443,23 @@ pub struct SgdConfig {
     pub nesterov: bool,
 }
 
+impl SgdConfig {
+    /// The default with learning rate `lr` (PyTorch's `SGD(params, lr=lr)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::SgdConfig;
+    /// assert_eq!(SgdConfig::new(0.5), SgdConfig { lr: 0.5, ..SgdConfig::default() });
+    /// ```
+    pub fn new(lr: f64) -> Self {
+        SgdConfig {
+            lr,
+            ..SgdConfig::default()
+        }
+    }
+}
+
 impl Default for SgdConfig {
     /// lr 0.01 (PyTorch has no default: set it), no momentum, no dampening, no weight decay.
     fn default() -> Self {
@@ -538,6 +555,38 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// [`Schedule::Linear`] from `start` to `end` over `steps` steps.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// assert_eq!(Schedule::linear(1.0, 0.1, 100), Schedule::Linear { start: 1.0, end: 0.1, steps: 100 });
+    /// ```
+    pub fn linear(start: f64, end: f64, steps: u64) -> Self {
+        Schedule::Linear { start, end, steps }
+    }
+
+    /// [`Schedule::Cosine`]: `warmup` steps up to `peak`, then down to `min` at step
+    /// `steps`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// let s = Schedule::cosine(6e-4, 6e-5, 10, 100);
+    /// assert_eq!(s.lr(9), 6e-4 * 10.0 / 11.0);
+    /// assert_eq!(s.lr(100), 6e-5);
+    /// ```
+    pub fn cosine(peak: f64, min: f64, warmup: u64, steps: u64) -> Self {
+        Schedule::Cosine {
+            peak,
+            min,
+            warmup,
+            steps,
+        }
+    }
+
     /// The learning rate of step `k` (0-based).
     ///
     /// # Examples

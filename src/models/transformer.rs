@@ -26,6 +26,7 @@
 
 use crate::engine::Scalar;
 use crate::linalg::{Matrix, mat_mul, mat_mul_t};
+use crate::nn;
 use crate::pyrandom::PyRandom;
 
 /// The vocabulary, by token id.
@@ -348,6 +349,65 @@ impl Params<f64> {
         }
         Params { values }
     }
+
+    /// The parameters as an [`nn::Params`] store, one tensor per [`LAYOUT`] entry named by
+    /// its [`TensorSpec::label`] (`E_token`, `W_Q[0]`, ...), in layout order: to train it
+    /// with [`optim::Optimizer`](crate::optim::Optimizer) or save it as safetensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::models::transformer::Params;
+    /// let store = Params::series_init().to_store();
+    /// assert_eq!(store.num_tensors(), 16);
+    /// let w_q1 = store.find("W_Q[1]").unwrap();
+    /// assert_eq!(store.shape(w_q1), &[16, 8]);
+    /// assert_eq!(store.as_slice(), Params::series_init().as_slice());
+    /// ```
+    pub fn to_store(&self) -> nn::Params {
+        let mut store = nn::Params::new();
+        for (spec, values) in self.tensors() {
+            store.add(spec.label(), spec.shape, values.to_vec());
+        }
+        store
+    }
+
+    /// The parameters from a store with [`Params::to_store`]'s names and shapes (e.g. one
+    /// loaded from a safetensors file), whatever the order of its tensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad::nn::StateDict;
+    /// let p = Params::series_init();
+    /// let bytes = p.to_store().state_dict().to_safetensors();
+    /// let mut store = Params::series_init().to_store();
+    /// store.load_state_dict(&StateDict::from_safetensors(&bytes).unwrap()).unwrap();
+    /// assert_eq!(Params::from_store(&store).unwrap(), p);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`nn::ParamError::Missing`] or [`nn::ParamError::Shape`] naming the tensor.
+    pub fn from_store(store: &nn::Params) -> Result<Self, nn::ParamError> {
+        let mut values = Vec::with_capacity(N_PARAMS);
+        for spec in &LAYOUT {
+            let name = spec.label();
+            let t = store
+                .find(&name)
+                .ok_or_else(|| nn::ParamError::Missing { name: name.clone() })?;
+            if store.shape(t) != spec.shape {
+                return Err(nn::ParamError::Shape {
+                    name,
+                    expected: spec.shape.to_vec(),
+                    found: store.shape(t).to_vec(),
+                });
+            }
+            values.extend_from_slice(&store[t]);
+        }
+        Ok(Params { values })
+    }
 }
 
 impl<T: Copy> Params<T> {
@@ -551,7 +611,7 @@ pub fn logits<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Vec<Vec<T>> {
         .zip(ffn.chunks_exact(D_MODEL))
         .flat_map(|(multi_head, ffn)| {
             let residual = add(multi_head, &add(ffn, p.at(B2)));
-            layer_norm(&residual, p.at(GAMMA), p.at(BETA))
+            nn::layer_norm(&residual, p.at(GAMMA), p.at(BETA), LN_EPS)
         })
         .collect();
     mat_mul_t(Matrix::new(&normed, n, D_MODEL), p.matrix(W_LM))
@@ -576,19 +636,6 @@ fn softmax<T: Scalar>(x: &[T]) -> Vec<T> {
     let e: Vec<T> = x.iter().map(|&xi| (xi - max).exp()).collect();
     let total = T::sum(&e);
     e.into_iter().map(|ei| ei / total).collect()
-}
-
-/// LayerNorm: `gamma (x - mean) / sqrt(var + eps) + beta` with the population variance.
-fn layer_norm<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
-    let n = x.len() as f64;
-    let mean = T::sum(x) / n;
-    let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
-    let inv_std = (T::dot(&centred, &centred) / n + LN_EPS).sqrt().recip();
-    centred
-        .iter()
-        .zip(gamma.iter().zip(beta))
-        .map(|(&c, (&g, &b))| c * inv_std * g + b)
-        .collect()
 }
 
 /// The next-token loss of a sequence and what it was computed from.

@@ -646,16 +646,34 @@ impl LayerNorm {
             x.len(),
             self.dim
         );
-        let n = x.len() as f64;
-        let mean = T::sum(x) / n;
-        let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
-        let inv_std = (T::dot(&centred, &centred) / n + self.eps).sqrt().recip();
-        centred
-            .iter()
-            .zip(p.get(self.gamma).iter().zip(p.get(self.beta)))
-            .map(|(&c, (&g, &b))| c * inv_std * g + b)
-            .collect()
+        layer_norm(x, p.get(self.gamma), p.get(self.beta), self.eps)
     }
+}
+
+/// LayerNorm's arithmetic on slices: `gamma (x - mean) / sqrt(var + eps) + beta` with the
+/// population variance; the mean is one sum node, the variance one dot node of the centred
+/// values with themselves. ([`LayerNorm::forward`] is this with its own gamma and beta.)
+///
+/// # Examples
+///
+/// ```
+/// let y = tapegrad::nn::layer_norm(&[1.0, 3.0], &[2.0, 2.0], &[0.5, 0.5], 0.0);
+/// assert_eq!(y, vec![-1.5, 2.5]);
+/// ```
+///
+/// # Panics
+///
+/// For `Var`, if `x` is empty (its sum has no graph) or the handles mix graphs.
+pub fn layer_norm<T: Scalar>(x: &[T], gamma: &[T], beta: &[T], eps: f64) -> Vec<T> {
+    let n = x.len() as f64;
+    let mean = T::sum(x) / n;
+    let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
+    let inv_std = (T::dot(&centred, &centred) / n + eps).sqrt().recip();
+    centred
+        .iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&c, (&g, &b))| c * inv_std * g + b)
+        .collect()
 }
 
 impl Module for LayerNorm {

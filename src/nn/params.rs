@@ -898,6 +898,20 @@ impl<T: Copy> Index<Param> for View<'_, T> {
 /// } // dropped: released
 /// assert!(g.is_empty());
 /// ```
+///
+/// The store cannot be stepped or edited while it is bound (so never between a forward
+/// pass and its backward):
+///
+/// ```compile_fail,E0502
+/// use tapegrad::{nn::Params, Graph};
+/// let mut params = Params::new();
+/// let w = params.add("w", &[1], vec![2.0]);
+/// let g = Graph::new();
+/// let bound = params.bind(&g);
+/// let loss = bound.view()[w][0] * 3.0;
+/// params[w][0] = 0.0; // error: `params` is borrowed by `bound`
+/// let grads = bound.gradients(loss);
+/// ```
 pub struct Bound<'p, 'g> {
     params: &'p Params,
     graph: &'g Graph,

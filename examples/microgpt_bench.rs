@@ -1,0 +1,161 @@
+//! Time per microgpt training step on one core, split into record / backward / update,
+//! beside MICROGPT.md's reference numbers. Release only:
+//!
+//! ```text
+//! cargo run --release --example microgpt_bench [-- --steps 1000 --rounds 3 --batch 16]
+//! ```
+
+use std::time::Instant;
+
+use tapegrad::Graph;
+use tapegrad::models::microgpt::{self, ADAM, Adam, Microgpt, Trainer};
+use tapegrad::nn::Params;
+
+const NAMES: &str = include_str!("../data/names.txt");
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let mut steps = 1000;
+    let mut rounds = 3;
+    let mut batch = 16;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().and_then(|v| v.parse().ok());
+        match (flag.as_str(), value) {
+            ("--steps", Some(n)) => steps = n,
+            ("--rounds", Some(n)) => rounds = n,
+            ("--batch", Some(n)) => batch = n,
+            _ => {
+                eprintln!("usage: microgpt_bench [--steps N] [--rounds R] [--batch B]");
+                std::process::exit(2);
+            }
+        }
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; time it with --release");
+    }
+    let (docs, tokenizer, mut rng) = microgpt::prepare(NAMES, 42);
+    let (model, initial) = Microgpt::init(tokenizer.vocab_size(), &mut rng);
+    let tokens: Vec<Vec<usize>> = (0..steps)
+        .map(|s| tokenizer.encode(&docs[s % docs.len()]))
+        .collect();
+
+    let (mut record, mut backward, mut update, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut nodes, mut bytes, mut last_loss) = (0usize, 0usize, 0.0);
+    for _ in 0..rounds {
+        let mut params = initial.clone();
+        let mut adam = Adam::new(params.len(), ADAM, steps);
+        let g = Graph::new();
+        for t in &tokens {
+            // The nn store's own step (Params::value_and_grad), cut in its three parts.
+            let t0 = Instant::now();
+            let bound = params.bind(&g);
+            let loss = model.loss(&bound.view(), t);
+            let t1 = Instant::now();
+            nodes += g.len();
+            last_loss = loss.value();
+            let grads = bound.gradients(loss).unwrap();
+            bytes = bytes.max(g.heap_bytes());
+            let t2 = Instant::now();
+            params
+                .update(&grads, |values, grads| adam.update(values, grads))
+                .unwrap();
+            let t3 = Instant::now();
+            record.push((t1 - t0).as_secs_f64());
+            backward.push((t2 - t1).as_secs_f64());
+            update.push((t3 - t2).as_secs_f64());
+            total.push((t3 - t0).as_secs_f64());
+        }
+    }
+    let n = (steps * rounds) as f64;
+    let us = |x: f64| x * 1e6;
+    let nodes_per_step = nodes as f64 / n;
+    println!(
+        "microgpt training step, one core ({steps} steps x {rounds} rounds; last loss {last_loss:.4})"
+    );
+    println!("| part | median per step |");
+    println!("|---|---|");
+    println!(
+        "| record (bind 4,192 inputs + forward) | {:.1} us |",
+        us(median(&mut record))
+    );
+    println!(
+        "| backward (+ read 4,192 gradients, release) | {:.1} us |",
+        us(median(&mut backward))
+    );
+    println!(
+        "| Adam update (C pow's bits) | {:.1} us |",
+        us(median(&mut update))
+    );
+    println!("| **total** | **{:.1} us** |", us(median(&mut total)));
+    println!();
+    println!("tape nodes per step: {nodes_per_step:.0} (mean, the 4,192 parameters included)");
+    println!(
+        "graph bytes at the largest step: {bytes} ({:.1} bytes per node of the mean step)",
+        bytes as f64 / nodes_per_step
+    );
+    println!();
+    println!(
+        "reference (MICROGPT.md, 2-core machine): CPython 350 000 - 500 000 us/step (61,158 Value nodes);"
+    );
+    println!("fastest public Rust port: 700 - 800 us/step");
+    parallel_table(&docs, &tokenizer, &model, &initial, batch, rounds);
+}
+
+/// Steps of `batch` documents on 1 and 2 threads, alternating so that both see the same
+/// machine load; median time per step of each.
+fn parallel_table(
+    docs: &[String],
+    tokenizer: &microgpt::Tokenizer,
+    model: &Microgpt,
+    initial: &Params,
+    batch: usize,
+    rounds: usize,
+) {
+    let steps = 40;
+    let batches: Vec<Vec<Vec<usize>>> = (0..steps)
+        .map(|s| {
+            (0..batch)
+                .map(|i| tokenizer.encode(&docs[(s * batch + i) % docs.len()]))
+                .collect()
+        })
+        .collect();
+    let threads = [1, 2];
+    let mut times = vec![Vec::new(); threads.len()];
+    let mut bits = vec![Vec::new(); threads.len()];
+    for _ in 0..rounds {
+        for (k, &t) in threads.iter().enumerate() {
+            let mut trainer = Trainer::from_params(model.clone(), initial.clone(), steps);
+            bits[k].clear();
+            for b in &batches {
+                let t0 = Instant::now();
+                bits[k].push(trainer.step_batch(b, t).to_bits());
+                times[k].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    assert!(
+        bits.iter().all(|b| *b == bits[0]),
+        "threads changed the bits"
+    );
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    println!();
+    println!(
+        "data-parallel steps of {batch} documents ({steps} steps x {rounds} rounds, the same bits on each thread count)"
+    );
+    println!("| threads | median per step | per document | speed-up | efficiency |");
+    println!("|---|---|---|---|---|");
+    for (k, &t) in threads.iter().enumerate() {
+        let speedup = medians[0] / medians[k];
+        println!(
+            "| {t} | {:.0} us | {:.0} us | {speedup:.2}x | {:.0}% |",
+            medians[k] * 1e6,
+            medians[k] * 1e6 / batch as f64,
+            100.0 * speedup / t as f64
+        );
+    }
+}
