@@ -552,7 +552,9 @@ impl Replay {
         ws.partials.clear();
         ws.partials.resize(self.args.len(), 0.0);
         ws.adjoints.clear();
-        ws.adjoints.resize(self.ops.len() + 1, 0.0);
+        // One adjoint per value slot, constants included: a constant operand's edge adds
+        // (its partial, never written, is 0) to a slot nobody reads, with no test for it.
+        ws.adjoints.resize(self.initial.len(), 0.0);
     }
 
     /// Every node's value and partials at `x`, then every guard checked.
@@ -606,14 +608,13 @@ impl Replay {
 
     /// The reverse sweep of the plain backward (`backward.rs`), over the replay's arrays:
     /// the same order, the same skip of zero adjoints, so the same numbers bit for bit.
-    /// Constant operands' edges go to the sink.
+    /// Constant operands' edges go to their own slots, which nothing reads.
     fn reverse(&self, ws: &mut ReplayWorkspace) {
         let root = self.output as usize;
         let adjoints = ws.adjoints.as_mut_slice();
         adjoints.fill(0.0);
         adjoints[root] = 1.0;
-        let sink = self.ops.len();
-        let edge_start = &self.edge_start[..=sink];
+        let edge_start = &self.edge_start[..=root + 1];
         let mut end = edge_start[root + 1] as usize;
         let args = &self.args[..end];
         let weights = &ws.partials[..end];
@@ -622,14 +623,14 @@ impl Replay {
             let adjoint = adjoints[node];
             if start != end && adjoint != 0.0 {
                 match (&args[start..end], &weights[start..end]) {
-                    (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
+                    (&[a], &[w]) => adjoints[a as usize] += adjoint * w,
                     (&[a0, a1], &[w0, w1]) => {
-                        adjoints[(a0 as usize).min(sink)] += adjoint * w0;
-                        adjoints[(a1 as usize).min(sink)] += adjoint * w1;
+                        adjoints[a0 as usize] += adjoint * w0;
+                        adjoints[a1 as usize] += adjoint * w1;
                     }
                     (args, weights) => {
                         for (&arg, &partial) in args.iter().zip(weights) {
-                            adjoints[(arg as usize).min(sink)] += adjoint * partial;
+                            adjoints[arg as usize] += adjoint * partial;
                         }
                     }
                 }
@@ -700,12 +701,11 @@ impl Replay {
     /// and `d(tangent_arg) += tangent * w + adjoint * dw`.
     fn tangent_reverse(&self, ws: &mut ReplayWorkspace) {
         let root = self.output as usize;
-        let sink = self.ops.len();
         let adjoints = ws.adjoints.as_mut_slice();
         adjoints.fill(0.0);
         adjoints[root] = 1.0;
         ws.adjoint_tangents.clear();
-        ws.adjoint_tangents.resize(sink + 1, 0.0);
+        ws.adjoint_tangents.resize(self.initial.len(), 0.0);
         let adjoint_tangents = ws.adjoint_tangents.as_mut_slice();
         for node in (0..=root).rev() {
             let (start, end) = (
@@ -717,7 +717,7 @@ impl Replay {
                 continue;
             }
             for e in start..end {
-                let arg = (self.args[e] as usize).min(sink);
+                let arg = self.args[e] as usize;
                 let (w, dw) = (ws.partials[e], ws.partial_tangents[e]);
                 adjoints[arg] += a * w;
                 adjoint_tangents[arg] += at * w + a * dw;
