@@ -50,6 +50,10 @@ pub fn table(settings: &Settings) {
     workload(&Chain { ops: 1_000_000 }, settings);
     workload(&Transformer, settings);
     workload(&Rosenbrock { n: 100 }, settings);
+    println!(
+        "\nEvery replayed gradient equals a fresh recording's bit for bit, and allocates \
+         nothing once its workspace has been used (asserted above, 3 calls per workload)."
+    );
 }
 
 fn workload<W: Workload>(w: &W, settings: &Settings) {
@@ -72,6 +76,13 @@ fn workload<W: Workload>(w: &W, settings: &Settings) {
     assert_eq!(value, y.value());
     assert_eq!(grad, y.backward().wrt_all(&xs), "{}", w.name());
     drop(g);
+    // Steady state: no allocation per gradient once the workspace has been used.
+    let before = crate::alloc_count::allocations();
+    for _ in 0..3 {
+        black_box(replay.gradient(&x, &mut ws, &mut grad).unwrap());
+    }
+    let replay_allocations = crate::alloc_count::allocations() - before;
+    assert_eq!(replay_allocations, 0, "{}: replay allocated", w.name());
 
     // echidna's bytecode tape, recorded once.
     let (mut btape, _) = echidna::record(
