@@ -612,7 +612,8 @@ impl Replay {
     fn reverse(&self, ws: &mut ReplayWorkspace) {
         let root = self.output as usize;
         let adjoints = ws.adjoints.as_mut_slice();
-        adjoints.fill(0.0);
+        // The constants' slots (past the nodes) are never read: left as they are.
+        adjoints[..self.ops.len()].fill(0.0);
         adjoints[root] = 1.0;
         let edge_start = &self.edge_start[..=root + 1];
         let mut end = edge_start[root + 1] as usize;
