@@ -227,7 +227,7 @@ impl<'a, 'g> Dot<'a, 'g> {
             if let Some(name) = names.get(&pos) {
                 fields.push(escape_record(name));
             }
-            fields.push(escape_record(&op.to_string()));
+            fields.push(escape_record(tape.op_name(pos)));
             fields.push(format!("value {}", number(tape.values[pos])));
             if let Some(g) = &grads {
                 fields.push(format!("grad {}", number(g[pos])));

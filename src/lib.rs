@@ -86,6 +86,7 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, BranchChanged, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand,
-    Replay, ReplayWorkspace, Scalar, Unary, Var, powf,
+    Anomaly, Binary, BranchChanged, CustomFn, Error, Gradients, Graph, Mark, Nary, NodeKey, Op,
+    Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement, Unary, Var, atan2, hypot, max,
+    min, powf,
 };

@@ -47,7 +47,29 @@ enum Kind {
     Unary(Unary),
     Binary(Binary),
     Nary(Nary),
+    /// `g.custom(&WAVE, &[a, b])`, the user-defined `a sin b`.
+    Custom,
 }
+
+/// A user-defined function with its partials over `Scalar`: `a sin(b)`.
+struct Wave;
+
+impl tapegrad::ScalarFn for Wave {
+    fn name(&self) -> &'static str {
+        "wave"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1].sin()
+    }
+    fn partials<T: tapegrad::Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+        out[0] = xs[1].sin();
+        out[1] = xs[0] * xs[1].cos();
+    }
+}
+
+/// One registration shared by every graph of the run.
+static WAVE: std::sync::LazyLock<std::sync::Arc<dyn tapegrad::CustomFn>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(Wave));
 
 /// A node as the model sees it.
 #[derive(Clone, Debug)]
@@ -71,6 +93,7 @@ impl Node {
             Kind::Unary(op) => op.name(),
             Kind::Binary(op) => op.name(),
             Kind::Nary(op) => op.name(),
+            Kind::Custom => "wave",
         }
     }
 }
@@ -105,6 +128,7 @@ fn evaluate(kind: &Kind, xs: &[f64]) -> f64 {
         Kind::Unary(op) => reference::unary(*op, xs[0]),
         Kind::Binary(op) => reference::binary(*op, xs[0], xs[1]),
         Kind::Nary(op) => reference::nary(*op, xs),
+        Kind::Custom => xs[0] * xs[1].sin(),
     }
 }
 
@@ -114,7 +138,22 @@ fn tame(kind: &Kind, xs: &[f64]) -> bool {
     let away = |x: f64| x.abs() >= 0.01;
     match kind {
         Kind::Unary(Unary::Ln | Unary::Sqrt) => xs[0] >= 0.01,
-        Kind::Unary(Unary::Recip | Unary::Abs | Unary::Relu) => away(xs[0]),
+        Kind::Unary(Unary::Recip | Unary::Abs | Unary::Relu | Unary::Cbrt) => away(xs[0]),
+        Kind::Unary(Unary::Asin | Unary::Acos) => xs[0].abs() <= 0.99,
+        Kind::Unary(Unary::Ln1p) => xs[0] >= -0.99,
+        Kind::Unary(Unary::Log2 | Unary::Log10) => xs[0] >= 0.01,
+        Kind::Unary(Unary::Tan) => away(xs[0].cos()),
+        // atan2 jumps by 2 pi across its branch cut, a = 0 with b < 0.
+        Kind::Binary(Binary::Atan2) => away(xs[0].hypot(xs[1])) && (xs[1] > 0.0 || away(xs[0])),
+        Kind::Binary(Binary::Hypot) => away(xs[0].hypot(xs[1])),
+        Kind::Binary(Binary::Max | Binary::Min) => away(xs[0] - xs[1]),
+        Kind::Nary(Nary::Clamp) => away(xs[0] - xs[1]) && away(xs[0] - xs[2]),
+        Kind::Nary(Nary::Max) => {
+            // One operand at the maximum, the others clearly below it.
+            let m = reference::nary(Nary::Max, xs);
+            xs.iter().filter(|&&x| x == m).count() == 1
+                && xs.iter().all(|&x| x == m || m - x >= 0.01)
+        }
         Kind::Binary(Binary::Div) => away(xs[1]),
         Kind::Binary(Binary::Powf) => xs[0] >= 0.01,
         Kind::Binary(Binary::Powi) => xs[1] >= 0.0 || away(xs[0]),
@@ -448,6 +487,19 @@ impl<'g, 'b> Machine<'g, 'b> {
                 Unary::Relu => x.var.relu(),
                 Unary::Sigmoid => x.var.sigmoid(),
                 Unary::Gelu => x.var.gelu(),
+                Unary::Atan => x.var.atan(),
+                Unary::Asin => x.var.asin(),
+                Unary::Acos => x.var.acos(),
+                Unary::Tan => x.var.tan(),
+                Unary::Ln1p => x.var.ln_1p(),
+                Unary::ExpM1 => x.var.exp_m1(),
+                Unary::Log2 => x.var.log2(),
+                Unary::Log10 => x.var.log10(),
+                Unary::Exp2 => x.var.exp2(),
+                Unary::Cbrt => x.var.cbrt(),
+                Unary::Softplus => x.var.softplus(),
+                Unary::Erf => x.var.erf(),
+                Unary::Erfc => x.var.erfc(),
             };
             self.operator(x.side, f, expected)
         }
@@ -461,6 +513,10 @@ impl<'g, 'b> Machine<'g, 'b> {
             Binary::Mul,
             Binary::Div,
             Binary::Powf,
+            Binary::Atan2,
+            Binary::Hypot,
+            Binary::Max,
+            Binary::Min,
         ];
         let op = ops[usize::from(self.bytes.byte()) % ops.len()];
         let form = self.bytes.byte() % 5;
@@ -483,6 +539,14 @@ impl<'g, 'b> Machine<'g, 'b> {
                 (Binary::Mul, true) => v * c,
                 (Binary::Div, true) => v / c,
                 (Binary::Powf, true) => v.powf(c),
+                (Binary::Atan2, true) => v.atan2(c),
+                (Binary::Hypot, true) => v.hypot(c),
+                (Binary::Max, true) => v.max(c),
+                (Binary::Min, true) => v.min(c),
+                (Binary::Atan2, false) => tapegrad::atan2(c, v),
+                (Binary::Hypot, false) => tapegrad::hypot(c, v),
+                (Binary::Max, false) => tapegrad::max(c, v),
+                (Binary::Min, false) => tapegrad::min(c, v),
                 (Binary::Add, false) => c + v,
                 (Binary::Sub, false) => c - v,
                 (Binary::Mul, false) => c * v,
@@ -510,6 +574,10 @@ impl<'g, 'b> Machine<'g, 'b> {
                     Binary::Sub => x - y,
                     Binary::Mul => x * y,
                     Binary::Div => x / y,
+                    Binary::Atan2 => x.atan2(y),
+                    Binary::Hypot => x.hypot(y),
+                    Binary::Max => x.max(y),
+                    Binary::Min => x.min(y),
                     _ => x.powf(y),
                 };
                 self.operator(a.side, f, expected)
@@ -522,6 +590,10 @@ impl<'g, 'b> Machine<'g, 'b> {
                         Binary::Sub => z -= y,
                         Binary::Mul => z *= y,
                         Binary::Div => z /= y,
+                        Binary::Atan2 => z = z.atan2(y),
+                        Binary::Hypot => z = z.hypot(y),
+                        Binary::Max => z = z.max(y),
+                        Binary::Min => z = z.min(y),
                         _ => z = z.powf(y),
                     }
                     z
@@ -587,7 +659,61 @@ impl<'g, 'b> Machine<'g, 'b> {
             .map(|e| self.resolve(e, side).map(Operand::Pos))
             .collect();
         let panicking = self.bytes.byte() % 2 == 0;
-        match self.bytes.byte() % 3 {
+        match self.bytes.byte() % 6 {
+            5 => {
+                let (Some(a), Some(b)) = (vars.first(), vars.get(1)) else {
+                    return Ok(());
+                };
+                // Only the first two terms are its operands, resolved in order.
+                let expected = terms[..2]
+                    .iter()
+                    .map(|e| self.resolve(e, side).map(Operand::Pos))
+                    .collect::<Result<Vec<Operand>, Error>>()
+                    .map(|ops| (Kind::Custom, ops));
+                let operands = [*a, *b];
+                if panicking {
+                    self.operator(side, || g.custom(&WAVE, &operands), expected)
+                } else {
+                    let result = no_panic("try_custom", || g.try_custom(&WAVE, &operands))?;
+                    self.outcome(side, result, expected)
+                }
+            }
+            3 => {
+                let expected = if vars.is_empty() {
+                    Err(Error::BadOperands {
+                        op: "amax",
+                        why: "needs at least one term (the maximum of nothing is undefined)".into(),
+                    })
+                } else {
+                    resolved.map(|ops| (Kind::Nary(Nary::Max), ops))
+                };
+                if panicking {
+                    self.operator(side, || g.amax(vars.iter().copied()), expected)
+                } else {
+                    let result = no_panic("try_amax", || g.try_amax(vars.iter().copied()))?;
+                    self.outcome(side, result, expected)
+                }
+            }
+            4 => {
+                let Some(x) = terms.first() else {
+                    return Ok(());
+                };
+                let (lo, width) = (self.bytes.value(), self.bytes.value().abs());
+                let hi = lo + width;
+                let expected = self.resolve(x, x.side).map(|p| {
+                    let operands = vec![Operand::Pos(p), Operand::Const(lo), Operand::Const(hi)];
+                    (Kind::Nary(Nary::Clamp), operands)
+                });
+                let v = x.var;
+                if lo <= hi {
+                    let result = no_panic("try_clamp", || v.try_clamp(lo, hi))?;
+                    // The clamp records on x's graph, which may be the other side's.
+                    self.outcome(x.side, result, expected)
+                } else {
+                    prop_assert!(v.try_clamp(lo, hi).is_err(), "clamp({lo}, {hi}) accepted");
+                    Ok(())
+                }
+            }
             0 => {
                 let expected = resolved.map(|ops| (Kind::Nary(Nary::Sum), ops));
                 if panicking {
@@ -985,6 +1111,10 @@ impl<'g, 'b> Machine<'g, 'b> {
                         Binary::Sub => c - b,
                         Binary::Mul => c * b,
                         Binary::Div => c / b,
+                        Binary::Atan2 => tapegrad::atan2(c, b),
+                        Binary::Hypot => tapegrad::hypot(c, b),
+                        Binary::Max => tapegrad::max(c, b),
+                        Binary::Min => tapegrad::min(c, b),
                         _ => tapegrad::powf(c, b),
                     },
                     _ => unreachable!("a binary op has a node operand"),
@@ -993,6 +1123,24 @@ impl<'g, 'b> Machine<'g, 'b> {
                     let (a, b) = ops.split_at(ops.len() / 2);
                     g.dot(a, b)
                 }
+                Kind::Custom => match ops[..] {
+                    [tapegrad::Operand::Var(a), tapegrad::Operand::Var(b)] => {
+                        g.custom(&WAVE, &[a, b])
+                    }
+                    _ => unreachable!("wave's operands are two nodes"),
+                },
+                Kind::Nary(Nary::Clamp) => match ops[..] {
+                    [
+                        tapegrad::Operand::Var(x),
+                        tapegrad::Operand::Const(lo),
+                        tapegrad::Operand::Const(hi),
+                    ] => x.clamp(lo, hi),
+                    _ => unreachable!("clamp's operands are a node and two constants"),
+                },
+                Kind::Nary(Nary::Max) => g.amax(ops.iter().map(|o| match o {
+                    tapegrad::Operand::Var(x) => *x,
+                    tapegrad::Operand::Const(_) => unreachable!("amax operands are nodes"),
+                })),
                 Kind::Nary(op) => {
                     let xs = ops.iter().map(|o| match o {
                         tapegrad::Operand::Var(x) => *x,

@@ -259,7 +259,155 @@ fn unary_table() -> Vec<UnaryCase> {
             points: &[-5.0, -3.0, -1.0, 0.0, 0.5, 2.0, 5.0],
             kinks: &[],
         },
+        UnaryCase {
+            op: Unary::Atan,
+            record: |x| x.atan(),
+            value: f64::atan,
+            // d atan x = 1 / (1 + x^2)
+            derivative: |x| 1.0 / (1.0 + x * x),
+            points: &[-3.0, 0.0, 0.5, 40.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Asin,
+            record: |x| x.asin(),
+            value: f64::asin,
+            // d asin x = 1 / sqrt(1 - x^2)
+            derivative: |x| 1.0 / (1.0 - x * x).sqrt(),
+            points: &[-0.9, -0.3, 0.0, 0.5, 0.99],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Acos,
+            record: |x| x.acos(),
+            value: f64::acos,
+            // d acos x = -1 / sqrt(1 - x^2)
+            derivative: |x| -1.0 / (1.0 - x * x).sqrt(),
+            points: &[-0.9, -0.3, 0.0, 0.5, 0.99],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Tan,
+            record: |x| x.tan(),
+            value: f64::tan,
+            // d tan x = 1 / cos^2 x
+            derivative: |x| 1.0 / x.cos().powi(2),
+            points: &[-1.2, 0.0, 0.5, 1.4],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Ln1p,
+            record: |x| x.ln_1p(),
+            value: f64::ln_1p,
+            // d ln(1 + x) = 1 / (1 + x)
+            derivative: |x| 1.0 / (1.0 + x),
+            points: &[-0.5, 1e-10, 0.0, 3.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::ExpM1,
+            record: |x| x.exp_m1(),
+            value: f64::exp_m1,
+            // d (e^x - 1) = e^x
+            derivative: f64::exp,
+            points: &[-3.0, 1e-10, 0.0, 2.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Log2,
+            record: |x| x.log2(),
+            value: f64::log2,
+            // d log2 x = 1 / (x ln 2)
+            derivative: |x| 1.0 / (x * 2f64.ln()),
+            points: &[0.3, 1.0, 8.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Log10,
+            record: |x| x.log10(),
+            value: f64::log10,
+            // d log10 x = 1 / (x ln 10)
+            derivative: |x| 1.0 / (x * 10f64.ln()),
+            points: &[0.3, 1.0, 1000.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Exp2,
+            record: |x| x.exp2(),
+            value: f64::exp2,
+            // d 2^x = 2^x ln 2
+            derivative: |x| 2f64.powf(x) * 2f64.ln(),
+            points: &[-3.0, 0.0, 0.5, 10.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Cbrt,
+            record: |x| x.cbrt(),
+            value: f64::cbrt,
+            // d x^(1/3) = 1 / (3 x^(2/3)), also for negative x (an odd function)
+            derivative: |x| 1.0 / (3.0 * x.abs().powf(2.0 / 3.0)),
+            points: &[-8.0, -0.5, 1e-3, 2.0, 27.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Softplus,
+            record: |x| x.softplus(),
+            // log1p(e^x), fine at these points (its overflow is tested below).
+            value: |x| x.exp().ln_1p(),
+            // d ln(1 + e^x) = e^x / (1 + e^x) = 1 / (1 + e^-x)
+            derivative: |x| 1.0 / (1.0 + (-x).exp()),
+            points: &[-20.0, -2.0, 0.0, 0.5, 30.0],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Erf,
+            record: |x| x.erf(),
+            value: erf_reference,
+            // d erf x = 2/sqrt(pi) e^(-x^2)
+            derivative: |x| 2.0 / PI.sqrt() * (-x * x).exp(),
+            points: ERF_POINTS,
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Erfc,
+            record: |x| x.erfc(),
+            value: erfc_reference,
+            // d erfc x = -2/sqrt(pi) e^(-x^2)
+            derivative: |x| -2.0 / PI.sqrt() * (-x * x).exp(),
+            points: ERF_POINTS,
+            kinks: &[],
+        },
     ]
+}
+
+/// The points where erf and erfc are tabulated below.
+const ERF_POINTS: &[f64] = &[-2.0, -0.5, 0.0, 0.3, 1.5, 3.0];
+
+/// `math.erf` and `math.erfc` of CPython 3.11 (C's libm) at [`ERF_POINTS`], and erfc at 10.
+const ERF_TABLE: &[(f64, f64, f64)] = &[
+    (-2.0, -0.9953222650189527, 1.9953222650189528),
+    (-0.5, -0.5204998778130465, 1.5204998778130465),
+    (0.0, 0.0, 1.0),
+    (0.3, 0.3286267594591274, 0.6713732405408726),
+    (1.5, 0.9661051464753108, 0.033894853524689274),
+    (3.0, 0.9999779095030014, 2.2090496998585438e-05),
+    (10.0, 1.0, 2.088487583762545e-45),
+];
+
+fn erf_reference(x: f64) -> f64 {
+    ERF_TABLE
+        .iter()
+        .find(|r| r.0 == x)
+        .expect("a tabulated point")
+        .1
+}
+
+fn erfc_reference(x: f64) -> f64 {
+    ERF_TABLE
+        .iter()
+        .find(|r| r.0 == x)
+        .expect("a tabulated point")
+        .2
 }
 
 fn check_unary(case: &UnaryCase, x: f64, failures: &mut Failures) {
@@ -435,6 +583,56 @@ fn binary_table() -> Vec<BinaryCase> {
                 (7.0, 0.0),
                 (1.0, 2.5),
             ],
+        },
+        BinaryCase {
+            op: Binary::Atan2,
+            var_var: |a, b| a.atan2(b),
+            var_const: |a, b| a.atan2(b),
+            const_var: tapegrad::atan2,
+            value: f64::atan2,
+            // atan2(a, b) = atan(a / b) (+ a constant by quadrant):
+            // d/da = b / (a^2 + b^2), d/db = -a / (a^2 + b^2)
+            d_a: |a, b| b / (a * a + b * b),
+            d_b: |a, b| -a / (a * a + b * b),
+            points: &[
+                (1.0, 2.0),
+                (-0.5, -1.5),
+                (3.0, -0.25),
+                (0.0, 2.0),
+                (2.0, 0.0),
+            ],
+        },
+        BinaryCase {
+            op: Binary::Hypot,
+            var_var: |a, b| a.hypot(b),
+            var_const: |a, b| a.hypot(b),
+            const_var: tapegrad::hypot,
+            value: f64::hypot,
+            // h = sqrt(a^2 + b^2): dh/da = a / h, dh/db = b / h
+            d_a: |a, b| a / (a * a + b * b).sqrt(),
+            d_b: |a, b| b / (a * a + b * b).sqrt(),
+            points: &[(3.0, 4.0), (-1.0, 0.5), (0.0, 2.0), (1e100, -3e100)],
+        },
+        BinaryCase {
+            op: Binary::Max,
+            var_var: |a, b| a.max(b),
+            var_const: |a, b| a.max(b),
+            const_var: tapegrad::max,
+            value: f64::max,
+            // 1 for the larger operand, 0 for the other (ties: see kinks_follow_pytorch)
+            d_a: |a, b| if a > b { 1.0 } else { 0.0 },
+            d_b: |a, b| if b > a { 1.0 } else { 0.0 },
+            points: &[(1.0, 2.0), (3.0, -1.0), (-2.0, -2.5)],
+        },
+        BinaryCase {
+            op: Binary::Min,
+            var_var: |a, b| a.min(b),
+            var_const: |a, b| a.min(b),
+            const_var: tapegrad::min,
+            value: f64::min,
+            d_a: |a, b| if a < b { 1.0 } else { 0.0 },
+            d_b: |a, b| if b < a { 1.0 } else { 0.0 },
+            points: &[(1.0, 2.0), (3.0, -1.0), (-2.0, -2.5)],
         },
     ]
 }
@@ -937,4 +1135,181 @@ fn logsumexp_value_and_softmax_gradient() {
     let y = g.logsumexp(zs.iter().copied());
     assert_eq!(y.value(), 0.0);
     assert_eq!(y.backward().wrt_all(&zs), vec![0.0, 1.0]);
+}
+
+// ---------------------------------------------------------------------------------------
+// The elementary functions' named edges
+// ---------------------------------------------------------------------------------------
+
+/// `ln(1 + e^x)` written out overflows past 709; softplus does not, and its derivative,
+/// the sigmoid, is exact at both ends. Expected values: CPython 3.11,
+/// `800 + log1p(exp(-800))` = 800 and `log1p(exp(-30))` = 9.357622968839737e-14.
+#[test]
+fn softplus_does_not_overflow() {
+    let g = Graph::new();
+    let (big, small) = (g.var(800.0), g.var(-30.0));
+    assert!(
+        (1.0 + 800f64.exp()).ln().is_infinite(),
+        "the naive form overflows"
+    );
+    let y = big.softplus();
+    assert_eq!(y.value(), 800.0);
+    assert_eq!(y.backward()[big], 1.0);
+    let z = small.softplus();
+    approx::assert_relative_eq!(z.value(), 9.357622968839737e-14, max_relative = 1e-15);
+    // sigmoid(-30) = e^-30 / (1 + e^-30)
+    let e = (-30f64).exp();
+    approx::assert_relative_eq!(z.backward()[small], e / (1.0 + e), max_relative = 1e-15);
+    assert_eq!(g.var(-800.0).softplus().value(), 0.0);
+    assert!(g.var(f64::NAN).softplus().value().is_nan());
+}
+
+/// erfc keeps its precision where erf rounds to 1 (CPython's `math.erfc(10)`).
+#[test]
+fn erfc_far_out() {
+    let g = Graph::new();
+    let x = g.var(10.0);
+    approx::assert_relative_eq!(x.erfc().value(), erfc_reference(10.0), max_relative = 1e-14);
+    assert_eq!(x.erf().value(), 1.0);
+    // d erfc = -2/sqrt(pi) e^-100
+    approx::assert_relative_eq!(
+        x.erfc().backward()[x],
+        -2.0 / PI.sqrt() * (-100f64).exp(),
+        max_relative = 1e-14
+    );
+}
+
+/// At ±1 asin's and acos's derivatives are infinite; cbrt's is infinite at 0.
+#[test]
+fn infinite_derivatives_at_domain_edges() {
+    let g = Graph::new();
+    let (one, zero) = (g.var(1.0), g.var(0.0));
+    assert_eq!(one.asin().backward()[one], f64::INFINITY);
+    assert_eq!(one.acos().backward()[one], f64::NEG_INFINITY);
+    assert_eq!(zero.cbrt().backward()[zero], f64::INFINITY);
+}
+
+/// The kink convention (documented in `tapegrad::op::kink`), PyTorch's at every kink:
+/// `maximum`/`minimum` split a tie 1/2 and 1/2, `amax` shares it evenly among ties,
+/// `clamp` passes the gradient at both ends, `relu'(0) = abs'(0) = 0`. Checked by both
+/// sweeps.
+#[test]
+fn kinks_follow_pytorch() {
+    let g = Graph::new();
+    let (a, b) = (g.var(1.5), g.var(1.5));
+    for (name, y) in [("max", a.max(b)), ("min", a.min(b))] {
+        let grads = y.backward();
+        assert_eq!((grads[a], grads[b]), (0.5, 0.5), "{name} at a tie");
+        let second = y.grad(&[a, b]);
+        assert_eq!(
+            (second[0].value(), second[1].value()),
+            (0.5, 0.5),
+            "{name} by grad"
+        );
+    }
+    // A constant operand at a tie: the Var gets its half.
+    assert_eq!(a.max(1.5).backward()[a], 0.5);
+    assert_eq!(tapegrad::min(1.5, a).backward()[a], 0.5);
+    // The same node on both sides: max(x, x) = x, slope 1/2 + 1/2.
+    assert_eq!(a.max(a).backward()[a], 1.0);
+
+    // amax: three tied of four.
+    let xs = g.vars(&[2.0, 2.0, -1.0, 2.0]);
+    let m = g.amax(xs.iter().copied());
+    let third = 1.0 / 3.0;
+    assert_eq!(m.backward().wrt_all(&xs), vec![third, third, 0.0, third]);
+    let by_grad: Vec<f64> = m.grad(&xs).iter().map(|v| v.value()).collect();
+    assert_eq!(by_grad, vec![third, third, 0.0, third]);
+
+    // clamp: 1 at both ends and inside, 0 outside.
+    for (x, want) in [
+        (-1.0, 1.0),
+        (1.0, 1.0),
+        (0.25, 1.0),
+        (-1.5, 0.0),
+        (3.0, 0.0),
+    ] {
+        let v = g.var(x);
+        let y = v.clamp(-1.0, 1.0);
+        assert_eq!(y.value(), x.clamp(-1.0, 1.0));
+        assert_eq!(y.backward()[v], want, "clamp'({x})");
+        assert_eq!(y.grad(&[v])[0].value(), want, "clamp'({x}) by grad");
+    }
+
+    let zero = g.var(0.0);
+    assert_eq!(zero.relu().backward()[zero], 0.0);
+    assert_eq!(zero.abs().backward()[zero], 0.0);
+}
+
+/// NaN is never dropped by max, min, amax or clamp (`f64::max` would drop it).
+#[test]
+fn nan_propagates_through_the_kinks() {
+    let g = Graph::new();
+    let (nan, one) = (g.var(f64::NAN), g.var(1.0));
+    assert!(nan.max(one).value().is_nan());
+    assert!(one.min(nan).value().is_nan());
+    assert!(nan.clamp(0.0, 1.0).value().is_nan());
+    let m = g.amax([one, nan]);
+    assert!(m.value().is_nan());
+    // PyTorch: amax's gradient at a NaN maximum is NaN for every operand.
+    assert!(m.backward()[one].is_nan());
+    // max: every comparison with NaN is false, so the slope is 1 for each operand.
+    let grads = nan.max(one).backward();
+    assert_eq!(grads[one], 1.0);
+}
+
+#[test]
+fn clamp_rejects_bad_bounds() {
+    let g = Graph::new();
+    let x = g.var(0.0);
+    let err = x.try_clamp(1.0, -1.0).unwrap_err();
+    assert!(err.to_string().contains("lo <= hi"), "{err}");
+    assert!(x.try_clamp(f64::NAN, 1.0).is_err());
+    assert!(g.try_amax([]).is_err());
+}
+
+#[test]
+fn amax_and_clamp_against_closed_form_and_central_difference() {
+    let mut failures = Failures::default();
+    // amax: d/dx_k = 1 for the (single) largest, 0 for the others.
+    let xs = [0.5, -1.0, 2.0, 1.5];
+    check_nary(
+        "amax",
+        &xs,
+        &|g, v| g.amax(v.iter().copied()),
+        2.0,
+        &[0.0, 0.0, 1.0, 0.0],
+        &mut failures,
+    );
+    // clamp inside and outside the interval.
+    for (x, slope) in [(0.3, 1.0), (-2.0, 0.0), (5.0, 0.0)] {
+        check_nary(
+            &format!("clamp({x})"),
+            &[x],
+            &|_, v| v[0].clamp(-1.0, 1.0),
+            x.clamp(-1.0, 1.0),
+            &[slope],
+            &mut failures,
+        );
+    }
+    // A softmax shifted by its amax has the unshifted softmax's gradient: the shift's
+    // derivative cancels. d/dx_j of s_0 = e^(x_0 - m) / sum e^(x_i - m) is s_0 (d_0j - s_j).
+    let total: f64 = xs.iter().map(|x| x.exp()).sum();
+    let s: Vec<f64> = xs.iter().map(|x| x.exp() / total).collect();
+    let want: Vec<f64> = (0..4)
+        .map(|j| s[0] * (f64::from(u8::from(j == 0)) - s[j]))
+        .collect();
+    check_nary(
+        "shifted softmax",
+        &xs,
+        &|g, v| {
+            let m = g.amax(v.iter().copied());
+            let e: Vec<Var<'_>> = v.iter().map(|&x| (x - m).exp()).collect();
+            e[0] / g.sum(e.iter().copied())
+        },
+        s[0],
+        &want,
+        &mut failures,
+    );
+    failures.check();
 }

@@ -1,4 +1,5 @@
-//! Property tests: random expression graphs over every op agree with an independent `f64`
+//! Property tests: random expression graphs over every op (and a user-defined function,
+//! `Wave`, recorded by `Graph::custom`) agree with an independent `f64`
 //! evaluation (values), with central differences (gradients), and, through the
 //! differentiable backward, with central differences of the gradient (second derivatives).
 //!
@@ -67,7 +68,33 @@ enum Stmt {
     DotConsts(Vec<(Ref, f64)>, bool),
     /// `g.logsumexp(..)`.
     LogSumExp(Vec<Ref>),
+    /// `g.amax(..)`.
+    Amax(Vec<Ref>),
+    /// `x.clamp(lo, hi)`.
+    Clamp(Ref, f64, f64),
+    /// `g.custom(&WAVE, &[a, b])`, a user-defined function (`a sin b`).
+    Custom(Ref, Ref),
 }
+
+/// A user-defined function with its partials over `Scalar` (every order): `a sin(b)`.
+struct Wave;
+
+impl tapegrad::ScalarFn for Wave {
+    fn name(&self) -> &'static str {
+        "wave"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1].sin()
+    }
+    fn partials<T: tapegrad::Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+        out[0] = xs[1].sin();
+        out[1] = xs[0] * xs[1].cos();
+    }
+}
+
+/// One registration shared by every graph of the run.
+static WAVE: std::sync::LazyLock<std::sync::Arc<dyn tapegrad::CustomFn>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(Wave));
 
 #[derive(Clone)]
 struct Program {
@@ -103,9 +130,10 @@ fn first_ref(stmt: &Stmt) -> Ref {
     };
     match stmt {
         Stmt::Constant(_) => 0,
-        Stmt::Unary(_, r) | Stmt::Assign(_, r, _) | Stmt::Powi(r, _) => *r,
+        Stmt::Unary(_, r) | Stmt::Assign(_, r, _) | Stmt::Powi(r, _) | Stmt::Clamp(r, ..) => *r,
+        Stmt::Custom(a, _) => *a,
         Stmt::Binary(_, a, b) => first_node(&[*a, *b]).unwrap_or(0),
-        Stmt::Sum(rs) | Stmt::LogSumExp(rs) => rs.first().copied().unwrap_or(0),
+        Stmt::Sum(rs) | Stmt::LogSumExp(rs) | Stmt::Amax(rs) => rs.first().copied().unwrap_or(0),
         Stmt::DotVars(ps) => ps.first().map_or(0, |p| p.0),
         Stmt::DotConsts(ps, _) => ps.first().map_or(0, |p| p.0),
     }
@@ -119,10 +147,11 @@ fn refs(stmt: &Stmt) -> Vec<Ref> {
     };
     match stmt {
         Stmt::Constant(_) => vec![],
-        Stmt::Unary(_, r) | Stmt::Powi(r, _) => vec![*r],
+        Stmt::Unary(_, r) | Stmt::Powi(r, _) | Stmt::Clamp(r, ..) => vec![*r],
+        Stmt::Custom(a, b) => vec![*a, *b],
         Stmt::Binary(_, a, b) => [a, b].into_iter().filter_map(node).collect(),
         Stmt::Assign(_, r, b) => std::iter::once(*r).chain(node(b)).collect(),
-        Stmt::Sum(rs) | Stmt::LogSumExp(rs) => rs.clone(),
+        Stmt::Sum(rs) | Stmt::LogSumExp(rs) | Stmt::Amax(rs) => rs.clone(),
         Stmt::DotVars(ps) => ps.iter().flat_map(|p| [p.0, p.1]).collect(),
         Stmt::DotConsts(ps, _) => ps.iter().map(|p| p.0).collect(),
     }
@@ -144,7 +173,11 @@ fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
             let ok = match op {
                 Unary::Ln | Unary::Sqrt => x >= 0.1,
                 Unary::Recip => x.abs() >= 0.1,
-                Unary::Abs | Unary::Relu => x.abs() >= 0.01,
+                Unary::Abs | Unary::Relu | Unary::Cbrt => x.abs() >= 0.01,
+                Unary::Asin | Unary::Acos => x.abs() <= 0.9,
+                Unary::Ln1p => x >= -0.9,
+                Unary::Log2 | Unary::Log10 => x >= 0.1,
+                Unary::Tan => x.cos().abs() >= 0.1,
                 _ => true,
             };
             (reference::unary(*op, x), ok)
@@ -154,6 +187,10 @@ fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
             let ok = match op {
                 Binary::Div => b.abs() >= 0.1,
                 Binary::Powf => a >= 0.1,
+                // atan2 jumps by 2 pi across its branch cut, a = 0 with b < 0.
+                Binary::Atan2 => a * a + b * b >= 0.01 && (b > 0.0 || a.abs() >= 0.1),
+                Binary::Hypot => a * a + b * b >= 0.01,
+                Binary::Max | Binary::Min => (a - b).abs() >= 0.01,
                 _ => true,
             };
             (reference::binary(*op, a, b), ok)
@@ -192,6 +229,26 @@ fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
         Stmt::LogSumExp(rs) => {
             let xs: Vec<f64> = rs.iter().map(|&r| v.at(r)).collect();
             (reference::nary(Nary::LogSumExp, &xs), true)
+        }
+        Stmt::Amax(rs) => {
+            let xs: Vec<f64> = rs.iter().map(|&r| v.at(r)).collect();
+            let y = reference::nary(Nary::Max, &xs);
+            // Away from a kink: the maximum is one operand's value (repeats of one node
+            // are fine), every other is at least 0.01 below it.
+            let top = rs
+                .iter()
+                .find(|&&r| v.at(r) == y)
+                .map(|&r| Program::index(v.len(), r));
+            let ok = rs
+                .iter()
+                .all(|&r| Some(Program::index(v.len(), r)) == top || y - v.at(r) >= 0.01);
+            (y, ok)
+        }
+        Stmt::Custom(a, b) => (v.at(*a) * v.at(*b).sin(), true),
+        Stmt::Clamp(r, lo, hi) => {
+            let x = v.at(*r);
+            let ok = (x - lo).abs() >= 0.01 && (x - hi).abs() >= 0.01;
+            (reference::nary(Nary::Clamp, &[x, *lo, *hi]), ok)
         }
     };
     (y, operand_ok && y.is_finite() && y.abs() <= 1e3)
@@ -259,6 +316,9 @@ fn record<'g>(g: &'g Graph, program: &Program, xs: &[Var<'g>], skips: &[bool]) -
                     }
                 }
                 Stmt::LogSumExp(rs) => g.logsumexp(rs.iter().map(|&r| v.at(r))),
+                Stmt::Amax(rs) => g.amax(rs.iter().map(|&r| v.at(r))),
+                Stmt::Clamp(r, lo, hi) => v.at(*r).clamp(*lo, *hi),
+                Stmt::Custom(a, b) => g.custom(&WAVE, &[v.at(*a), v.at(*b)]),
             }
         };
         v.push(y);
@@ -283,6 +343,19 @@ fn unary_method(op: Unary, x: Var<'_>) -> Var<'_> {
         Unary::Relu => x.relu(),
         Unary::Sigmoid => x.sigmoid(),
         Unary::Gelu => x.gelu(),
+        Unary::Atan => x.atan(),
+        Unary::Asin => x.asin(),
+        Unary::Acos => x.acos(),
+        Unary::Tan => x.tan(),
+        Unary::Ln1p => x.ln_1p(),
+        Unary::ExpM1 => x.exp_m1(),
+        Unary::Log2 => x.log2(),
+        Unary::Log10 => x.log10(),
+        Unary::Exp2 => x.exp2(),
+        Unary::Cbrt => x.cbrt(),
+        Unary::Softplus => x.softplus(),
+        Unary::Erf => x.erf(),
+        Unary::Erfc => x.erfc(),
     }
 }
 
@@ -306,6 +379,18 @@ fn binary_operator<'g>(op: Binary, a: Arg, b: Arg, v: &[Var<'g>]) -> Var<'g> {
         (Binary::Powf, N(a), N(b)) => v.at(a).powf(v.at(b)),
         (Binary::Powf, N(a), C(b)) => v.at(a).powf(b),
         (Binary::Powf, C(a), N(b)) => tapegrad::powf(a, v.at(b)),
+        (Binary::Atan2, N(a), N(b)) => v.at(a).atan2(v.at(b)),
+        (Binary::Atan2, N(a), C(b)) => v.at(a).atan2(b),
+        (Binary::Atan2, C(a), N(b)) => tapegrad::atan2(a, v.at(b)),
+        (Binary::Hypot, N(a), N(b)) => v.at(a).hypot(v.at(b)),
+        (Binary::Hypot, N(a), C(b)) => v.at(a).hypot(b),
+        (Binary::Hypot, C(a), N(b)) => tapegrad::hypot(a, v.at(b)),
+        (Binary::Max, N(a), N(b)) => v.at(a).max(v.at(b)),
+        (Binary::Max, N(a), C(b)) => v.at(a).max(b),
+        (Binary::Max, C(a), N(b)) => tapegrad::max(a, v.at(b)),
+        (Binary::Min, N(a), N(b)) => v.at(a).min(v.at(b)),
+        (Binary::Min, N(a), C(b)) => v.at(a).min(b),
+        (Binary::Min, C(a), N(b)) => tapegrad::min(a, v.at(b)),
         (op, a, b) => unreachable!("not generated: {op:?} {a:?} {b:?}"),
     }
 }
@@ -338,6 +423,10 @@ fn binary_stmt(reach: usize) -> impl Strategy<Value = Stmt> {
         Binary::Mul,
         Binary::Div,
         Binary::Powf,
+        Binary::Atan2,
+        Binary::Hypot,
+        Binary::Max,
+        Binary::Min,
     ]);
     (
         ops,
@@ -380,6 +469,10 @@ fn stmt(reach: usize, width: usize) -> impl Strategy<Value = Stmt> {
         1 => (prop::collection::vec((reference(reach), constant()), 0..=width), any::<bool>())
             .prop_map(|(ps, flipped)| Stmt::DotConsts(ps, flipped)),
         1 => refs(1).prop_map(Stmt::LogSumExp),
+        1 => refs(1).prop_map(Stmt::Amax),
+        1 => (reference(reach), -1.5..0.5f64, 0.0..2.0f64)
+            .prop_map(|(r, lo, width)| Stmt::Clamp(r, lo, lo + width)),
+        1 => (reference(reach), reference(reach)).prop_map(|(a, b)| Stmt::Custom(a, b)),
     ]
 }
 
@@ -487,6 +580,14 @@ impl fmt::Debug for Program {
                     Arg::Const(c) => format!("tapegrad::powf({c:?}, {})", arg(*b)),
                     Arg::Node(_) => format!("{}.powf({})", arg(*a), arg(*b)),
                 },
+                Stmt::Binary(
+                    op @ (Binary::Atan2 | Binary::Hypot | Binary::Max | Binary::Min),
+                    a,
+                    b,
+                ) => match a {
+                    Arg::Const(c) => format!("tapegrad::{}({c:?}, {})", op.name(), arg(*b)),
+                    Arg::Node(_) => format!("{}.{}({})", arg(*a), op.name(), arg(*b)),
+                },
                 Stmt::Binary(op, a, b) => format!("{} {} {}", arg(*a), op.name(), arg(*b)),
                 Stmt::Assign(op, r, b) => format!(
                     "{{ let mut t = {}; t {}= {}; t }}",
@@ -511,6 +612,9 @@ impl fmt::Debug for Program {
                     }
                 }
                 Stmt::LogSumExp(rs) => format!("g.logsumexp([{}])", list(rs)),
+                Stmt::Amax(rs) => format!("g.amax([{}])", list(rs)),
+                Stmt::Clamp(r, lo, hi) => format!("{}.clamp({lo:?}, {hi:?})", at(*r)),
+                Stmt::Custom(a, b) => format!("g.custom(&wave, &[{}, {}])", at(*a), at(*b)),
             };
             writeln!(f, "let {} = {code};", name(count))?;
         }

@@ -464,3 +464,22 @@ fn a_replay_outlives_its_graph_and_is_shared_by_threads() {
     });
     assert_eq!(threads.concat(), one_thread);
 }
+
+#[test]
+fn a_fused_node_is_refused_not_replayed_with_stale_partials() {
+    let g = Graph::new();
+    let x = g.var(0.5);
+    let fused = g.fuse(&[x], |_, xs| (xs[0] * xs[0]).sin());
+    let y = fused * 2.0;
+    let Err(Error::BadOperands { why, .. }) = Replay::try_new(y, &[x]) else {
+        panic!("a fused node was replayed")
+    };
+    assert!(why.contains("fused"), "{why}");
+    // A fused node that does not depend on the inputs is a constant: fine.
+    let w = g.var(2.0);
+    let z = fused * w;
+    assert_eq!(
+        Replay::new(z, &[w]).eval(&[3.0], &mut ReplayWorkspace::new()),
+        Ok(0.25f64.sin() * 3.0)
+    );
+}

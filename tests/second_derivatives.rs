@@ -357,3 +357,172 @@ fn sum_hessian() {
         }
     }
 }
+
+#[test]
+fn inverse_trigonometric_second_derivatives() {
+    // atan'' = -2x / (1 + x^2)^2; asin'' = x / (1 - x^2)^(3/2); acos'' = -asin''
+    check_second(
+        "atan",
+        |x| x.atan(),
+        |x| -2.0 * x / (1.0 + x * x).powi(2),
+        &[-2.0, 0.3, 1.5],
+    );
+    check_second(
+        "asin",
+        |x| x.asin(),
+        |x| x / (1.0 - x * x).powf(1.5),
+        &[-0.7, 0.2, 0.9],
+    );
+    check_second(
+        "acos",
+        |x| x.acos(),
+        |x| -x / (1.0 - x * x).powf(1.5),
+        &[-0.7, 0.2, 0.9],
+    );
+}
+
+#[test]
+fn tan_second_derivative() {
+    // tan'' = 2 tan x / cos^2 x
+    check_second(
+        "tan",
+        |x| x.tan(),
+        |x| 2.0 * x.tan() / x.cos().powi(2),
+        &[-1.0, 0.2, 1.3],
+    );
+}
+
+#[test]
+fn log_and_exp_variants_second_derivatives() {
+    // ln(1+x)'' = -1/(1+x)^2; (e^x - 1)'' = e^x; log_b'' = -1/(x^2 ln b); (2^x)'' = 2^x ln^2 2
+    check_second(
+        "ln_1p",
+        |x| x.ln_1p(),
+        |x| -1.0 / (1.0 + x).powi(2),
+        &[-0.5, 1e-9, 2.0],
+    );
+    check_second("exp_m1", |x| x.exp_m1(), f64::exp, &[-2.0, 1e-9, 1.5]);
+    check_second(
+        "log2",
+        |x| x.log2(),
+        |x| -1.0 / (x * x * LN_2),
+        &[0.3, 1.0, 6.0],
+    );
+    check_second(
+        "log10",
+        |x| x.log10(),
+        |x| -1.0 / (x * x * 10f64.ln()),
+        &[0.3, 1.0, 6.0],
+    );
+    check_second(
+        "exp2",
+        |x| x.exp2(),
+        |x| 2f64.powf(x) * LN_2 * LN_2,
+        &[-2.0, 0.0, 3.5],
+    );
+}
+
+#[test]
+fn cbrt_second_derivative() {
+    // y = x^(1/3): y'' = -(2/9) x^(-5/3), odd: -2 / (9 cbrt(x)^5)
+    check_second(
+        "cbrt",
+        |x| x.cbrt(),
+        |x| -2.0 / (9.0 * x.cbrt().powi(5)),
+        &[-8.0, 0.4, 3.0],
+    );
+}
+
+#[test]
+fn softplus_second_derivative_is_the_sigmoid_slope() {
+    // softplus' = s = sigmoid, softplus'' = s (1 - s)
+    fn s(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+    check_second(
+        "softplus",
+        |x| x.softplus(),
+        |x| s(x) * (1.0 - s(x)),
+        &[-3.0, 0.0, 2.5],
+    );
+}
+
+#[test]
+fn erf_and_erfc_second_derivatives() {
+    // erf'' = -4x/sqrt(pi) e^(-x^2); erfc'' = -erf''
+    check_second(
+        "erf",
+        |x| x.erf(),
+        |x| -2.0 * x * 2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp(),
+        &[-1.2, 0.3, 2.0],
+    );
+    check_second(
+        "erfc",
+        |x| x.erfc(),
+        |x| 2.0 * x * 2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp(),
+        &[-1.2, 0.3, 2.0],
+    );
+}
+
+#[test]
+fn atan2_hessian() {
+    // y = atan2(a, b), r^2 = a^2 + b^2: y_aa = -2ab/r^4, y_bb = 2ab/r^4,
+    // y_ab = (a^2 - b^2)/r^4.
+    for (a, b) in [(1.0, 2.0), (-0.5, -1.5), (3.0, -0.25)] {
+        let g = Graph::new();
+        let v = g.vars(&[a, b]);
+        let h = hessian(v[0].atan2(v[1]), &v);
+        let r4 = (a * a + b * b).powi(2);
+        assert_relative_eq!(h[0][0], -2.0 * a * b / r4, max_relative = 1e-13);
+        assert_relative_eq!(h[1][1], 2.0 * a * b / r4, max_relative = 1e-13);
+        assert_relative_eq!(h[0][1], (a * a - b * b) / r4, max_relative = 1e-13);
+        assert_relative_eq!(h[1][0], (a * a - b * b) / r4, max_relative = 1e-13);
+        gradgradcheck(|_, v| v[0].atan2(v[1]), &[a, b], Tolerance::default()).assert_passed();
+        // f64 on either side: the same rule.
+        gradgradcheck(|_, v| v[0].atan2(b), &[a], Tolerance::default()).assert_passed();
+        gradgradcheck(|_, v| tapegrad::atan2(a, v[0]), &[b], Tolerance::default()).assert_passed();
+    }
+}
+
+#[test]
+fn hypot_hessian() {
+    // h = hypot(a, b): h_aa = b^2/h^3, h_bb = a^2/h^3, h_ab = -ab/h^3.
+    for (a, b) in [(3.0, 4.0), (-1.0, 0.5), (2.0, -7.0)] {
+        let g = Graph::new();
+        let v = g.vars(&[a, b]);
+        let hm = hessian(v[0].hypot(v[1]), &v);
+        let h3 = (a * a + b * b).powf(1.5);
+        assert_relative_eq!(hm[0][0], b * b / h3, max_relative = 1e-13);
+        assert_relative_eq!(hm[1][1], a * a / h3, max_relative = 1e-13);
+        assert_relative_eq!(hm[0][1], -a * b / h3, max_relative = 1e-13);
+        assert_relative_eq!(hm[1][0], -a * b / h3, max_relative = 1e-13);
+        gradgradcheck(|_, v| v[0].hypot(v[1]), &[a, b], Tolerance::default()).assert_passed();
+        gradgradcheck(|_, v| tapegrad::hypot(a, v[0]), &[b], Tolerance::default()).assert_passed();
+    }
+}
+
+#[test]
+fn kinked_ops_have_zero_hessians_away_from_their_kinks() {
+    let g = Graph::new();
+    let v = g.vars(&[0.5, -1.0, 2.0]);
+    let zero = vec![vec![0.0; 3]; 3];
+    assert_eq!(hessian(v[0].max(v[1]), &v), zero);
+    assert_eq!(hessian(v[0].min(v[2]), &v), zero);
+    assert_eq!(hessian(g.amax(v.iter().copied()), &v), zero);
+    assert_eq!(hessian(v[0].clamp(-1.0, 1.0), &v), zero);
+    // Composed with a smooth function, only the smooth part curves:
+    // max(a, b)^2 with a > b: d2/da2 = 2.
+    let h = hessian(v[0].max(v[1]).powi(2), &v);
+    assert_eq!(h[0][0], 2.0);
+    type F = for<'g> fn(&'g Graph, &[Var<'g>]) -> Var<'g>;
+    let cases: [(&str, F); 4] = [
+        ("max", |_, v| v[0].max(v[1]).powi(2)),
+        ("min", |_, v| v[0].min(v[1]) * v[1]),
+        ("amax", |g, v| g.amax(v.iter().copied()).exp()),
+        ("clamp", |_, v| v[0].clamp(-1.0, 1.0).powi(3) * v[1]),
+    ];
+    for (name, f) in cases {
+        let report = gradgradcheck(f, &[0.5, -1.0], Tolerance::default());
+        assert!(report.passed(), "{name}:\n{report}");
+    }
+}

@@ -292,3 +292,47 @@ fn loss_needs_a_next_token() {
 fn wrong_parameter_count_is_rejected() {
     let _ = Params::from_flat(vec![0.0; 10]);
 }
+
+/// Preaccumulation (`loss_fused`): the same loss bit for bit on a tape about a third the
+/// size, and the same gradient up to the rounding of its sums.
+#[test]
+fn fused_loss_is_the_same_loss_on_a_smaller_tape() {
+    use tapegrad::models::transformer::{loss, loss_fused};
+    let g = Graph::new();
+    let p = Params::series_init().map(|x| g.var(x));
+    let params = p.as_slice().to_vec();
+    let (base_nodes, base_edges) = (g.len(), g.edge_count());
+    let mark = g.mark();
+    let plain = loss(&p, &SENTENCE).mean;
+    let plain_nodes = g.len() - base_nodes;
+    let plain_edges = g.edge_count() - base_edges;
+    let plain_value = plain.value();
+    let plain_grads = plain.backward().wrt_all(&params);
+    g.release(mark);
+    let fused = loss_fused(&p, &SENTENCE).mean;
+    let fused_nodes = g.len() - base_nodes;
+    let fused_edges = g.edge_count() - base_edges;
+    assert_eq!(fused.value(), plain_value);
+    let fused_grads = fused.backward().wrt_all(&params);
+    let scale = plain_grads.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    for (k, (f, p)) in fused_grads.iter().zip(&plain_grads).enumerate() {
+        assert!(
+            (f - p).abs() <= 1e-13 * scale,
+            "parameter {k}: fused {f}, plain {p}"
+        );
+    }
+    // Measured: 1214 nodes against 1770 (the matrix products' dots stay).
+    assert!(
+        fused_nodes * 10 < plain_nodes * 7,
+        "{fused_nodes} fused nodes, {plain_nodes} plain"
+    );
+    println!("nodes {plain_nodes} -> {fused_nodes}, edges {plain_edges} -> {fused_edges}");
+    assert!(
+        fused_edges < plain_edges,
+        "{fused_edges} fused edges, {plain_edges} plain"
+    );
+    assert!(matches!(
+        fused.try_grad(&params),
+        Err(tapegrad::Error::NoSecondOrder { op: "fused" })
+    ));
+}

@@ -38,7 +38,7 @@ fn load() -> (Vec<[f64; 2]>, Vec<f64>) {
 }
 
 /// The decision boundary as micrograd's notebook draws it: the sign of the score on a grid
-/// (step 0.25 over the points' range plus one), and the points coloured by label.
+/// over the points' range plus one, and the points coloured by label.
 fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
     let (lo, hi) = xs
         .iter()
@@ -49,25 +49,32 @@ fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
             )
         });
     let (x0, x1, y0, y1) = (lo[0] - 1.0, hi[0] + 1.0, lo[1] - 1.0, hi[1] + 1.0);
-    let (h, scale) = (0.25, 100.0);
+    // micrograd's grid is 0.25 wide, smoothed by contourf; a finer grid draws the same
+    // boundary without a contour routine. Each column's cells of one colour are one rect.
+    let (h, scale) = (0.02, 100.0);
     let (width, height) = ((x1 - x0) * scale, (y1 - y0) * scale);
     let to_px = |x: f64, y: f64| ((x - x0) * scale, (y1 - y) * scale);
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\">\n"
     );
     let p = params.view(); // evaluation: plain f64, no graph
-    let mut gx = x0;
-    while gx < x1 {
-        let mut gy = y0;
-        while gy < y1 {
-            let positive = model.score(&p, [gx + h / 2.0, gy + h / 2.0]) > 0.0;
-            let fill = if positive { "#f6c7a3" } else { "#a9c6e8" };
-            let (px, py) = to_px(gx, gy + h);
-            let side = h * scale;
-            writeln!(out, "<rect x=\"{px:.1}\" y=\"{py:.1}\" width=\"{side:.1}\" height=\"{side:.1}\" fill=\"{fill}\"/>").unwrap();
-            gy += h;
+    let (columns, rows) = (
+        ((x1 - x0) / h).ceil() as usize,
+        ((y1 - y0) / h).ceil() as usize,
+    );
+    for i in 0..columns {
+        let gx = x0 + i as f64 * h;
+        let positive = |j: usize| model.score(&p, [gx + h / 2.0, y0 + (j as f64 + 0.5) * h]) > 0.0;
+        let mut start = 0;
+        while start < rows {
+            let side = positive(start);
+            let end = (start..rows).find(|&j| positive(j) != side).unwrap_or(rows);
+            let fill = if side { "#f6c7a3" } else { "#a9c6e8" };
+            let (px, py) = to_px(gx, y0 + end as f64 * h);
+            let (w, ht) = (h * scale, (end - start) as f64 * h * scale);
+            writeln!(out, "<rect x=\"{px:.1}\" y=\"{py:.1}\" width=\"{w:.1}\" height=\"{ht:.1}\" fill=\"{fill}\"/>").unwrap();
+            start = end;
         }
-        gx += h;
     }
     for (x, &y) in xs.iter().zip(ys) {
         let (px, py) = to_px(x[0], x[1]);

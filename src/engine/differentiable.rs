@@ -8,6 +8,7 @@
 use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
+use std::sync::Arc;
 
 use super::error::{Error, or_panic};
 use super::graph::{Graph, Var};
@@ -46,7 +47,10 @@ impl<'g> Var<'g> {
     ///
     /// # Errors
     ///
-    /// [`Error::Released`] or [`Error::ForeignHandle`] for `self` or an input. In anomaly
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for `self` or an input;
+    /// [`Error::NoSecondOrder`] if the way from an input to `self` passes through a node
+    /// with first partials only (a [`CustomFn`](crate::CustomFn) without a second-order
+    /// rule, or a [`Graph::fuse`] node), naming it; nothing is left recorded then. In anomaly
     /// mode, [`Error::Anomaly`] for what [`Var::try_backward`] would report, or for the
     /// first NaN or infinite value among the gradient nodes (its location is then the
     /// line that called `grad`, for every node the call records).
@@ -78,7 +82,15 @@ impl<'g> Var<'g> {
             self.try_backward()?;
         }
         let start = graph.len();
-        let adjoints = differentiable_sweep(graph, root, &positions);
+        let adjoints = match differentiable_sweep(graph, root, &positions) {
+            Ok(adjoints) => adjoints,
+            Err(e) => {
+                // Drop what the sweep recorded before it stopped (no handle refers to it
+                // but the ones it made itself, which go with it).
+                graph.tape.borrow_mut().truncate(start);
+                return Err(e);
+            }
+        };
         let mut tape = graph.tape.borrow_mut();
         let grads = positions
             .iter()
@@ -103,12 +115,13 @@ fn constant<'g>(graph: &'g Graph, tape: &mut Tape, c: f64) -> Var<'g> {
 }
 
 /// The adjoint of every node up to `root` that depends on one of `inputs`, as terms
-/// recorded on the graph (`None` where nothing flows).
+/// recorded on the graph (`None` where nothing flows); an error for a node on the way
+/// that has no second-order rule.
 fn differentiable_sweep<'g>(
     graph: &'g Graph,
     root: usize,
     inputs: &[usize],
-) -> Vec<Option<Term<'g>>> {
+) -> Result<Vec<Option<Term<'g>>>, Error> {
     // Only nodes that depend on an input need adjoints: mark them in one forward pass.
     let mut depends = vec![false; root + 1];
     {
@@ -125,7 +138,7 @@ fn differentiable_sweep<'g>(
     }
     let mut adjoints: Vec<Option<Term<'g>>> = vec![None; root + 1];
     if !depends[root] {
-        return adjoints;
+        return Ok(adjoints);
     }
     adjoints[root] = Some(Term::Const(1.0));
     let operand = |arg: u32, w: f64| {
@@ -211,10 +224,52 @@ fn differentiable_sweep<'g>(
                     }
                 }
             }
+            Op::Custom(k) => {
+                args.clear();
+                args.extend_from_slice(a);
+                let name = tape.op_name(node);
+                drop(tape);
+                let partials = custom_partials(graph, usize::from(k), node, &args)
+                    .ok_or(Error::NoSecondOrder { op: name })?;
+                for (&arg, partial) in args.iter().zip(partials) {
+                    if needs(arg) {
+                        add(&mut adjoints, arg, adjoint * partial);
+                    }
+                }
+            }
+            Op::Fused => return Err(Error::NoSecondOrder { op: "fused" }),
             Op::Input | Op::Constant => {}
         }
     }
-    adjoints
+    Ok(adjoints)
+}
+
+/// The partials of the user-defined function `k` at node `node` (operands at `args`), as
+/// terms recorded by the function's second-order rule, or `None` if it has none. The rule
+/// works on `Var`s: the operands and the node get handles for it (released with the
+/// graph's next release, like the gradients `grad` returns).
+fn custom_partials<'g>(
+    graph: &'g Graph,
+    k: usize,
+    node: usize,
+    args: &[u32],
+) -> Option<Vec<Term<'g>>> {
+    let f = Arc::clone(&graph.customs.borrow()[k]);
+    let (xs, y) = {
+        let mut tape = graph.tape.borrow_mut();
+        let xs: Vec<Var<'g>> = args.iter().map(|&a| graph.handle(&mut tape, a)).collect();
+        (xs, graph.handle(&mut tape, node as u32))
+    };
+    let partials = f.graph_partials(&xs, y)?;
+    let tape = graph.tape.borrow();
+    let term = |v: &Var<'g>| match graph.resolve_var(&tape, *v) {
+        Ok(r) => Term::Node(graph, r.arg),
+        Err(e) => panic!(
+            "{}'s second-order rule returned an unusable Var: {e}",
+            f.name()
+        ),
+    };
+    Some(partials.iter().map(term).collect())
 }
 
 /// A value inside the differentiable sweep: a constant (folded, never recorded) or a node
@@ -406,6 +461,63 @@ impl Scalar for Term<'_> {
     }
     fn gelu(self) -> Self {
         self.unary(Unary::Gelu)
+    }
+    fn atan(self) -> Self {
+        self.unary(Unary::Atan)
+    }
+    fn asin(self) -> Self {
+        self.unary(Unary::Asin)
+    }
+    fn acos(self) -> Self {
+        self.unary(Unary::Acos)
+    }
+    fn tan(self) -> Self {
+        self.unary(Unary::Tan)
+    }
+    fn ln_1p(self) -> Self {
+        self.unary(Unary::Ln1p)
+    }
+    fn exp_m1(self) -> Self {
+        self.unary(Unary::ExpM1)
+    }
+    fn log2(self) -> Self {
+        self.unary(Unary::Log2)
+    }
+    fn log10(self) -> Self {
+        self.unary(Unary::Log10)
+    }
+    fn exp2(self) -> Self {
+        self.unary(Unary::Exp2)
+    }
+    fn cbrt(self) -> Self {
+        self.unary(Unary::Cbrt)
+    }
+    fn softplus(self) -> Self {
+        self.unary(Unary::Softplus)
+    }
+    fn erf(self) -> Self {
+        self.unary(Unary::Erf)
+    }
+    fn erfc(self) -> Self {
+        self.unary(Unary::Erfc)
+    }
+    fn atan2(self, other: Self) -> Self {
+        Term::binary(Binary::Atan2, self, other)
+    }
+    fn hypot(self, other: Self) -> Self {
+        Term::binary(Binary::Hypot, self, other)
+    }
+    fn max(self, other: Self) -> Self {
+        Term::binary(Binary::Max, self, other)
+    }
+    fn min(self, other: Self) -> Self {
+        Term::binary(Binary::Min, self, other)
+    }
+    fn clamp(self, lo: f64, hi: f64) -> Self {
+        Term::nary(Nary::Clamp, &[self, Term::Const(lo), Term::Const(hi)])
+    }
+    fn amax(terms: &[Self]) -> Self {
+        Term::nary(Nary::Max, terms)
     }
     fn sum(terms: &[Self]) -> Self {
         Term::nary(Nary::Sum, terms)

@@ -59,6 +59,13 @@ pub enum Error {
         /// Where the value was read.
         location: &'static Location<'static>,
     },
+    /// [`Var::grad`](crate::Var::grad) (second and higher order) met a node that carries
+    /// only first partials: a user-defined function without a second-order rule, or a
+    /// fused sub-computation.
+    NoSecondOrder {
+        /// The function's name (`"fused"` for [`Graph::fuse`](crate::Graph::fuse)).
+        op: &'static str,
+    },
 }
 
 /// Which recorded comparison came out differently at a replay's new inputs (see
@@ -160,6 +167,13 @@ impl fmt::Display for Error {
                  checked at replay. Compare through Var::lt / le / gt / ge / eq_value / \
                  ne_value (which record guards), or turn the checks off if the read does \
                  not decide control flow"
+            ),
+            Error::NoSecondOrder { op } => write!(
+                f,
+                "tapegrad: {op} carries only first derivatives, so Var::grad cannot \
+                 differentiate through it (second order); give it a second-order rule \
+                 (CustomFn::graph_partials, or write it as a ScalarFn), or use Var::backward \
+                 for first order"
             ),
         }
     }

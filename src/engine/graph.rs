@@ -5,11 +5,13 @@
 
 use std::cell::RefCell;
 use std::panic::Location;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{Anomaly, Error, or_panic};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
+use super::scalar::Scalar;
 use super::tape::{
     AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Slots, Tape, resolve_handle,
 };
@@ -213,6 +215,9 @@ pub struct Graph {
     pub(crate) tape: RefCell<Tape>,
     /// Operands of an n-ary node gathered from an iterator (kept to avoid reallocating).
     operands: RefCell<Vec<Resolved>>,
+    /// The user-defined functions recorded on this graph, by [`Op::Custom`] index (their
+    /// names are on the tape too, for the code that only sees the tape).
+    pub(crate) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
 }
 
 /// A point on the tape: [`Graph::release`] frees every node recorded after it.
@@ -282,6 +287,7 @@ impl Graph {
                 id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
                 tape: RefCell::new(tape),
                 operands: RefCell::new(Vec::new()),
+                customs: RefCell::new(Vec::new()),
             },
             None => Graph::with_capacity(0),
         }
@@ -306,6 +312,7 @@ impl Graph {
             id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
             tape: RefCell::new(Tape::with_capacity(nodes)),
             operands: RefCell::new(Vec::new()),
+            customs: RefCell::new(Vec::new()),
         }
     }
 
@@ -347,6 +354,22 @@ impl Graph {
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The number of edges (operands) of all nodes on the tape, an `f64` constant operand
+    /// included: with [`Graph::len`], what the tape stores (8 + 1 + 4 bytes per node for
+    /// its value, op code and edge offset, 4 + 8 per edge for its operand and partial).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let _y = x * x + 1.0;
+    /// assert_eq!(g.edge_count(), 4);
+    /// ```
+    pub fn edge_count(&self) -> usize {
+        self.tape.borrow().args.len()
     }
 
     /// The heap bytes the graph's storage holds now (capacity, not just what is used).
@@ -650,6 +673,56 @@ impl Graph {
             });
         }
         self.try_nary_iter(Nary::LogSumExp, terms)
+    }
+
+    /// The largest of `terms` as one n-ary node (NaN if any is NaN), as used to shift a
+    /// softmax; the derivative is shared evenly by the terms equal to the maximum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let xs = g.vars(&[1.0, 3.0, 3.0]);
+    /// let m = g.amax(xs.iter().copied());
+    /// assert_eq!(m.value(), 3.0);
+    /// assert_eq!(m.backward().wrt_all(&xs), vec![0.0, 0.5, 0.5]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If there are no terms, or a term is released or from another graph.
+    #[doc(alias = "max")]
+    #[track_caller]
+    pub fn amax<'g>(&'g self, terms: impl IntoIterator<Item = Var<'g>>) -> Var<'g> {
+        or_panic(self.try_amax(terms))
+    }
+
+    /// [`Graph::amax`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] for no terms; [`Error::Released`] or [`Error::ForeignHandle`]
+    /// for a bad term.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.try_amax([]).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_amax<'g>(
+        &'g self,
+        terms: impl IntoIterator<Item = Var<'g>>,
+    ) -> Result<Var<'g>, Error> {
+        let mut terms = terms.into_iter().peekable();
+        if terms.peek().is_none() {
+            return Err(Error::BadOperands {
+                op: "amax",
+                why: "needs at least one term (the maximum of nothing is undefined)".into(),
+            });
+        }
+        self.try_nary_iter(Nary::Max, terms)
     }
 
     /// Records an n-ary node over operands produced by an arbitrary iterator. The iterator
@@ -998,5 +1071,144 @@ impl Graph {
         }
         tape.values[pos] = value;
         Ok(())
+    }
+}
+
+/// A differentiable function you define: its value and first partial derivatives at plain
+/// `f64` inputs. [`Graph::custom`] records it as ONE node, named [`CustomFn::name`] in
+/// errors, anomaly reports and DOT drawings; [`Var::backward`] then multiplies by the
+/// partials you gave, like any op's.
+///
+/// For second and higher order ([`Var::grad`], `higher::hessian`), also implement
+/// [`CustomFn::graph_partials`], or write the function as a [`ScalarFn`] instead (partials
+/// written once over [`Scalar`], which gives every order). Without either, [`Var::grad`]
+/// through the node is [`Error::NoSecondOrder`] naming the function, never a silent 0.
+///
+/// Test your partials with [`check::gradcheck`](crate::check::gradcheck) (central
+/// differences of your `value`); `higher::gradgradcheck` tests `graph_partials`.
+///
+/// The definition is `Send + Sync` and its methods take `&self` and plain slices, so one
+/// definition serves every graph and thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::{CustomFn, Graph};
+///
+/// /// `x * e^y`, with its partials `e^y` and `x e^y`.
+/// struct XExpY;
+///
+/// impl CustomFn for XExpY {
+///     fn name(&self) -> &'static str {
+///         "x_exp_y"
+///     }
+///     fn value(&self, xs: &[f64]) -> f64 {
+///         xs[0] * xs[1].exp()
+///     }
+///     fn partials(&self, xs: &[f64], y: f64, out: &mut [f64]) {
+///         out[0] = xs[1].exp();
+///         out[1] = y;
+///     }
+/// }
+///
+/// let f: Arc<dyn CustomFn> = Arc::new(XExpY);
+/// let g = Graph::new();
+/// let (x, y) = (g.var(2.0), g.var(0.5));
+/// let z = g.custom(&f, &[x, y]);
+/// assert_eq!(z.op_name(), "x_exp_y");
+/// assert_eq!(g.len(), 3); // one node
+/// let grads = z.backward();
+/// assert_eq!((grads[x], grads[y]), (0.5f64.exp(), 2.0 * 0.5f64.exp()));
+/// // No second-order rule was given: an error naming the function.
+/// let err = z.try_grad(&[x]).unwrap_err();
+/// assert!(err.to_string().contains("x_exp_y"));
+/// ```
+pub trait CustomFn: Send + Sync {
+    /// The name shown in errors, anomaly reports and DOT drawings.
+    fn name(&self) -> &'static str;
+    /// The value at `xs` (one entry per operand, in order).
+    fn value(&self, xs: &[f64]) -> f64;
+    /// The partial derivatives at `xs` into `out` (`out[k]` is `d value / d xs[k]`; it
+    /// has one zeroed slot per operand); `y` is [`CustomFn::value`] at `xs`.
+    fn partials(&self, xs: &[f64], y: f64, out: &mut [f64]);
+    /// The partials as nodes of the graph, computed from `xs` and `y` with `Var`
+    /// arithmetic, so that [`Var::grad`] can differentiate through them again (second
+    /// and higher order). `None` (the default) means no such rule: [`Var::grad`] through
+    /// this function is then [`Error::NoSecondOrder`]. Build the partials from `xs` and
+    /// `y` (nodes of their graph); a `Var` of another graph or a released one makes
+    /// [`Var::grad`] panic naming the function.
+    fn graph_partials<'g>(&self, xs: &[Var<'g>], y: Var<'g>) -> Option<Vec<Var<'g>>> {
+        let _ = (xs, y);
+        None
+    }
+}
+
+/// A user-defined function whose partials are written once, generically over [`Scalar`]
+/// (as the crate's own op table is): the same rule gives the first derivative (with
+/// `f64`) and every higher one (with graph nodes). Every `ScalarFn` is a [`CustomFn`];
+/// record it with [`Graph::custom`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use tapegrad::{CustomFn, Graph, Scalar, ScalarFn};
+///
+/// /// `x^2 y`.
+/// struct SquareTimes;
+///
+/// impl ScalarFn for SquareTimes {
+///     fn name(&self) -> &'static str {
+///         "square_times"
+///     }
+///     fn value(&self, xs: &[f64]) -> f64 {
+///         xs[0] * xs[0] * xs[1]
+///     }
+///     fn partials<T: Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+///         out[0] = xs[0] * xs[1] * 2.0;
+///         out[1] = xs[0] * xs[0];
+///     }
+/// }
+///
+/// let f: Arc<dyn CustomFn> = Arc::new(SquareTimes);
+/// let g = Graph::new();
+/// let (x, y) = (g.var(3.0), g.var(2.0));
+/// let z = g.custom(&f, &[x, y]);
+/// let dz_dx = z.grad(&[x])[0]; // 2 x y = 12
+/// assert_eq!(dz_dx.value(), 12.0);
+/// assert_eq!(dz_dx.grad(&[x, y]).iter().map(|v| v.value()).collect::<Vec<_>>(), [4.0, 6.0]);
+/// ```
+pub trait ScalarFn: Send + Sync {
+    /// The name shown in errors, anomaly reports and DOT drawings.
+    fn name(&self) -> &'static str;
+    /// The value at `xs`.
+    fn value(&self, xs: &[f64]) -> f64;
+    /// The partials at `xs` into `out` (one slot per operand, each holding some value of
+    /// the right type to overwrite), where `y` is the value at `xs`: with `T = f64` for
+    /// the first derivative, with graph nodes for the higher ones.
+    fn partials<T: Scalar>(&self, xs: &[T], y: T, out: &mut [T]);
+}
+
+impl std::fmt::Debug for dyn CustomFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomFn({})", self.name())
+    }
+}
+
+impl<F: ScalarFn> CustomFn for F {
+    fn name(&self) -> &'static str {
+        ScalarFn::name(self)
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        ScalarFn::value(self, xs)
+    }
+    fn partials(&self, xs: &[f64], y: f64, out: &mut [f64]) {
+        ScalarFn::partials(self, xs, y, out);
+    }
+    fn graph_partials<'g>(&self, xs: &[Var<'g>], y: Var<'g>) -> Option<Vec<Var<'g>>> {
+        let mut out = vec![y; xs.len()];
+        ScalarFn::partials(self, xs, y, &mut out);
+        Some(out)
     }
 }

@@ -5,12 +5,15 @@
 //! The files, from the bottom up (each uses only those above it in this list):
 //! `error` (errors, panics at the user's line), `matrix` (row-major views), `scalar` (the
 //! numeric trait and its `f64` form), `op` (each op's value and partials), `tape` (the nodes,
-//! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`]),
-//! `var` (`Var`'s arithmetic), `backward` (the plain sweep), `differentiable` (the sweep that
-//! records itself, for gradients of gradients), `guard` (comparisons recorded for replay),
-//! `replay` (a recorded function evaluated again at new inputs, without the graph).
+//! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`],
+//! [`CustomFn`]), `backward` (the plain sweep), `custom` (user-defined functions and
+//! preaccumulation, recorded as one node each), `var` (`Var`'s arithmetic),
+//! `differentiable` (the sweep that records itself, for gradients of gradients), `guard`
+//! (comparisons recorded for replay), `replay` (a recorded function evaluated again at new
+//! inputs, without the graph).
 
 mod backward;
+mod custom;
 mod differentiable;
 mod error;
 mod graph;
@@ -25,11 +28,11 @@ mod var;
 pub use backward::Gradients;
 pub(crate) use error::or_panic;
 pub use error::{Anomaly, BranchChanged, Error};
-pub use graph::{Graph, Mark, Operand, Var};
+pub use graph::{CustomFn, Graph, Mark, Operand, ScalarFn, Var};
 pub use matrix::{Matrix, Pairing};
 pub use op::{Binary, Nary, Op, Unary};
 pub use replay::{Replay, ReplayWorkspace};
-pub use scalar::Scalar;
+pub use scalar::{Scalar, Statement};
 pub(crate) use tape::CONST_ARG;
 pub use tape::NodeKey;
-pub use var::powf;
+pub use var::{atan2, hypot, max, min, powf};

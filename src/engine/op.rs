@@ -39,6 +39,12 @@ pub enum Op {
     Binary(Binary),
     /// A function of any number of operands, recorded as one fused node.
     Nary(Nary),
+    /// A user-defined function ([`CustomFn`](crate::CustomFn)), by its index among the
+    /// graph's registered functions; [`Var::op_name`](crate::Var::op_name) gives its name.
+    Custom(u8),
+    /// A preaccumulated sub-computation ([`Graph::fuse`](crate::Graph::fuse)): one node
+    /// carrying the partials of the nodes it replaced.
+    Fused,
 }
 
 impl std::fmt::Display for Op {
@@ -49,6 +55,9 @@ impl std::fmt::Display for Op {
             Op::Unary(op) => op.name(),
             Op::Binary(op) => op.name(),
             Op::Nary(op) => op.name(),
+            // The registered name lives on the graph: `Var::op_name` reads it.
+            Op::Custom(_) => "custom",
+            Op::Fused => "fused",
         })
     }
 }
@@ -95,6 +104,7 @@ macro_rules! unary_ops {
             }
 
             /// `dy/dx` at `x`, where `y` is this op's value at `x`.
+            #[inline] // as `value`: recording a known op keeps only its own rule
             pub fn partial<T: Scalar>(self, x: T, y: T) -> T {
                 match self { $( Unary::$variant => {
                     #[allow(unused_variables, reason = "not every rule needs both x and y")]
@@ -129,10 +139,10 @@ unary_ops! {
     Sinh "sinh" { value: |x| x.sinh(), partial: |x, y| x.cosh() }
     /// The hyperbolic cosine.
     Cosh "cosh" { value: |x| x.cosh(), partial: |x, y| x.sinh() }
-    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose).
-    Abs "abs" { value: |x| x.abs(), partial: |x, y| x.lift(if x.value() > 0.0 { 1.0 } else if x.value() < 0.0 { -1.0 } else { 0.0 }) }
-    /// `max(x, 0)`, with derivative 0 at 0.
-    Relu "relu" { value: |x| Scalar::relu(x), partial: |x, y| x.lift(if x.value() > 0.0 { 1.0 } else { 0.0 }) }
+    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose; see [`kink`]).
+    Abs "abs" { value: |x| x.abs(), partial: |x, y| x.lift(kink::abs(x.value())) }
+    /// `max(x, 0)`, with derivative 0 at 0 (see [`kink`]).
+    Relu "relu" { value: |x| Scalar::relu(x), partial: |x, y| x.lift(kink::relu(x.value())) }
     /// The logistic function. Its derivative is written `y sigmoid(-x)`, not `y (1 - y)`,
     /// which would lose all precision where `y` rounds to 1.
     Sigmoid "sigmoid" { value: |x| Scalar::sigmoid(x), partial: |x, y| y * (-x).sigmoid() }
@@ -146,6 +156,38 @@ unary_ops! {
             (u.tanh() + 1.0) * 0.5 + x * 0.5 * sech2(u) * du
         }
     }
+    /// The arctangent: `d atan x = 1 / (1 + x^2)`.
+    Atan "atan" { value: |x| x.atan(), partial: |x, y| (x * x + 1.0).recip() }
+    /// The arcsine on `[-1, 1]`: `d asin x = 1 / sqrt((1 - x)(1 + x))` (the product keeps
+    /// its precision near ±1, where `1 - x^2` cancels); infinite at ±1.
+    Asin "asin" { value: |x| x.asin(), partial: |x, y| ((-x + 1.0) * (x + 1.0)).sqrt().recip() }
+    /// The arccosine on `[-1, 1]`: `d acos x = -1 / sqrt((1 - x)(1 + x))`.
+    Acos "acos" { value: |x| x.acos(), partial: |x, y| -((-x + 1.0) * (x + 1.0)).sqrt().recip() }
+    /// The tangent: `d tan x = 1 + tan^2 x`.
+    Tan "tan" { value: |x| x.tan(), partial: |x, y| y * y + 1.0 }
+    /// `ln(1 + x)`, accurate for tiny `x`: `d = 1 / (1 + x)`.
+    Ln1p "ln_1p" { value: |x| x.ln_1p(), partial: |x, y| (x + 1.0).recip() }
+    /// `e^x - 1`, accurate for tiny `x`: `d = e^x` (recomputed, not `y + 1`, which would be
+    /// the same number but one more node in the differentiable backward).
+    ExpM1 "exp_m1" { value: |x| x.exp_m1(), partial: |x, y| x.exp() }
+    /// The base-2 logarithm: `d log2 x = 1 / (x ln 2)`.
+    Log2 "log2" { value: |x| x.log2(), partial: |x, y| (x * std::f64::consts::LN_2).recip() }
+    /// The base-10 logarithm: `d log10 x = 1 / (x ln 10)`.
+    Log10 "log10" { value: |x| x.log10(), partial: |x, y| (x * std::f64::consts::LN_10).recip() }
+    /// `2^x`: `d = 2^x ln 2`.
+    Exp2 "exp2" { value: |x| x.exp2(), partial: |x, y| y * std::f64::consts::LN_2 }
+    /// The real cube root (negative for negative `x`): `d cbrt x = 1 / (3 cbrt(x)^2)`,
+    /// written with `y` so that it is `+inf` at 0, not `0 / 0`.
+    Cbrt "cbrt" { value: |x| x.cbrt(), partial: |x, y| (y * y * 3.0).recip() }
+    /// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)` so that it never overflows
+    /// (the naive form is `inf` past `x = 709`): `d softplus x = sigmoid(x)`.
+    Softplus "softplus" { value: |x| Scalar::softplus(x), partial: |x, y| x.sigmoid() }
+    /// The error function (from the `libm` crate: `std` has none):
+    /// `d erf x = 2/sqrt(pi) e^(-x^2)`.
+    Erf "erf" { value: |x| libm::erf(x), partial: |x, y| (-(x * x)).exp() * std::f64::consts::FRAC_2_SQRT_PI }
+    /// The complementary error function `1 - erf x`, accurate where erf rounds to 1:
+    /// `d erfc x = -2/sqrt(pi) e^(-x^2)`.
+    Erfc "erfc" { value: |x| libm::erfc(x), partial: |x, y| (-(x * x)).exp() * -std::f64::consts::FRAC_2_SQRT_PI }
 }
 
 /// `sech^2 x = 1 / cosh^2 x`, as `4 e / (1 + e)^2` with `e = e^(-2|x|)`; the branch on the
@@ -209,6 +251,7 @@ macro_rules! binary_ops {
 
             /// The partial derivative of `y = op(a, b)` with respect to operand `k`
             /// (0 for `a`, 1 for `b`).
+            #[inline] // as `value`: recording a known op keeps only its own rule
             pub fn partial<T: Scalar>(self, a: T, b: T, y: T, k: usize) -> T {
                 match (self, k) {
                     $(
@@ -275,6 +318,35 @@ binary_ops! {
         },
         d_rhs: |a, n, y| a.lift(0.0),
     }
+    /// `atan2(a, b)`, the angle of the point `(b, a)`: `d/da = b / r^2`, `d/db = -a / r^2`
+    /// with `r = hypot(a, b)` (divided twice by `r`, never squared, so it does not
+    /// overflow for large operands). NaN at the origin, as in PyTorch.
+    Atan2 "atan2" {
+        value: |a, b| a.atan2(b),
+        d_lhs: |a, b, y| { let r = a.hypot(b); b / r / r },
+        d_rhs: |a, b, y| { let r = a.hypot(b); -a / r / r },
+    }
+    /// `sqrt(a^2 + b^2)` without overflow: `d/da = a / y`, `d/db = b / y`. NaN at the
+    /// origin, as in PyTorch.
+    Hypot "hypot" {
+        value: |a, b| a.hypot(b),
+        d_lhs: |a, b, y| a / y,
+        d_rhs: |a, b, y| b / y,
+    }
+    /// The larger operand (NaN if either is NaN): the derivative goes to the larger one,
+    /// half to each at a tie (see [`kink`]).
+    Max "max" {
+        value: |a, b| super::scalar::max_f64(a, b),
+        d_lhs: |a, b, y| a.lift(kink::max_share(a.value(), b.value())),
+        d_rhs: |a, b, y| a.lift(kink::max_share(b.value(), a.value())),
+    }
+    /// The smaller operand (NaN if either is NaN): the derivative goes to the smaller one,
+    /// half to each at a tie (see [`kink`]).
+    Min "min" {
+        value: |a, b| super::scalar::min_f64(a, b),
+        d_lhs: |a, b, y| a.lift(kink::min_share(a.value(), b.value())),
+        d_rhs: |a, b, y| a.lift(kink::min_share(b.value(), a.value())),
+    }
 }
 
 /// Functions of any number of operands, each recorded as one fused node.
@@ -297,6 +369,13 @@ pub enum Nary {
     /// `y = ln(sum_i e^x_i)`, computed shifted by the maximum so it never overflows;
     /// `d/dx_i = e^(x_i - y)`, the softmax.
     LogSumExp,
+    /// `y = max_i x_i` (NaN if any is NaN), as used to shift a softmax: the derivative is
+    /// shared evenly by the operands equal to the maximum (see [`kink`]).
+    Max,
+    /// `clamp(x, lo, hi)` over operands `[x, lo, hi]` (`lo <= hi`): `x` limited to
+    /// `[lo, hi]`; NaN stays NaN. The derivative goes to `x` inside the interval, its ends
+    /// included, and to the bound that `x` is past otherwise (see [`kink`]).
+    Clamp,
 }
 
 impl Nary {
@@ -306,6 +385,8 @@ impl Nary {
             Nary::Sum => "sum",
             Nary::Dot => "dot",
             Nary::LogSumExp => "logsumexp",
+            Nary::Max => "amax",
+            Nary::Clamp => "clamp",
         }
     }
 
@@ -324,6 +405,8 @@ impl Nary {
                 a.iter().zip(b).map(|(a, b)| a * b).sum()
             }
             Nary::LogSumExp => super::scalar::logsumexp_f64(xs),
+            Nary::Max => super::scalar::amax_f64(xs),
+            Nary::Clamp => super::scalar::clamp_f64(xs[0], xs[1], xs[2]),
         }
     }
 
@@ -337,6 +420,13 @@ impl Nary {
             Nary::Sum => y.lift(1.0),
             Nary::Dot => xs[(k + xs.len() / 2) % xs.len()],
             Nary::LogSumExp => (xs[k] - y).exp(),
+            Nary::Max => {
+                let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
+                y.lift(kink::amax_share(&values, y.value(), k))
+            }
+            Nary::Clamp => {
+                y.lift(kink::clamp_share(xs[0].value(), xs[1].value(), xs[2].value())[k])
+            }
         }
     }
 
@@ -361,6 +451,8 @@ impl Nary {
                 let start = out.len() - xs.len();
                 out[start..].iter_mut().for_each(|e| *e /= sum);
             }
+            Nary::Max => kink::amax_shares(xs, y, out),
+            Nary::Clamp => out.extend_from_slice(&kink::clamp_share(xs[0], xs[1], xs[2])),
         }
     }
 
@@ -370,7 +462,7 @@ impl Nary {
     /// here they are computed once, not once for each (exp is most of the node's cost).
     pub(crate) fn value_and_partials_f64(self, xs: &[f64], out: &mut Vec<f64>) -> f64 {
         match self {
-            Nary::Sum | Nary::Dot => {
+            Nary::Sum | Nary::Dot | Nary::Max | Nary::Clamp => {
                 let y = self.value(xs);
                 self.partials_f64(xs, y, out);
                 y
@@ -399,4 +491,155 @@ fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
     let start = out.len();
     out.extend(xs.iter().map(|x| (x - max).exp()));
     (max, out[start..].iter().sum())
+}
+
+/// The one subgradient convention at kinks, where a function is continuous but has two
+/// slopes: each rule below is PyTorch's (`tools/autograd/derivatives.yaml`), so gradients
+/// agree with it at the kink itself.
+///
+/// | op | at the kink | PyTorch's rule |
+/// |---|---|---|
+/// | `abs` | `d|x| = 0` at 0 | `grad * self.sgn()` |
+/// | `relu` | `0` at 0 | `threshold_backward(grad, result, 0)` |
+/// | `max(a, b)`, `min(a, b)` | `1/2` to each operand at a tie | `maximum`: `where(self == other, grad / 2, grad)` |
+/// | `amax(xs)` | shared evenly among the operands equal to the maximum | `amax`: `scale_grad_by_count` |
+/// | `clamp(x, lo, hi)` | `1` to `x` at `x == lo` and `x == hi` (the ends pass the gradient) | `clamp_backward`: `where(self >= min && self <= max, grad, 0)` |
+///
+/// NaN: `max`, `min` and `amax` give NaN as their value when an operand is NaN; the
+/// operand's slope in `max`/`min` is then 1 (every comparison is false, as in PyTorch's
+/// masks), and every `amax` partial is NaN (PyTorch: a count of 0 ties, `grad / 0 * 0`).
+/// `clamp` of NaN is NaN with slope 0 for `x`, as `clamp_backward`'s comparisons give.
+///
+/// Every function here returns a plain number: a kink's slope is piecewise constant, so
+/// its own derivative (the second order) is 0 on both sides.
+pub mod kink {
+    /// `d|x|/dx`: the sign of `x`, 0 at 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::op::kink::abs(0.0), 0.0);
+    /// assert_eq!(tapegrad::op::kink::abs(-2.0), -1.0);
+    /// ```
+    pub fn abs(x: f64) -> f64 {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// `d relu(x)/dx`: 1 above 0, else 0 (0 at the kink).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tapegrad::op::kink::relu(0.0), 0.0);
+    /// assert_eq!(tapegrad::op::kink::relu(3.0), 1.0);
+    /// ```
+    pub fn relu(x: f64) -> f64 {
+        if x > 0.0 { 1.0 } else { 0.0 }
+    }
+
+    /// The share of `d max(own, other)` that goes to `own`: 1 if it is the larger, 0 if
+    /// the smaller, 1/2 at a tie (and 1 if either is NaN).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::op::kink::max_share;
+    /// assert_eq!((max_share(2.0, 1.0), max_share(1.0, 2.0), max_share(1.0, 1.0)), (1.0, 0.0, 0.5));
+    /// ```
+    pub fn max_share(own: f64, other: f64) -> f64 {
+        if own == other {
+            0.5
+        } else if own < other {
+            0.0
+        } else {
+            1.0
+        }
+    }
+
+    /// The share of `d min(own, other)` that goes to `own`: 1 if it is the smaller, 0 if
+    /// the larger, 1/2 at a tie (and 1 if either is NaN).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::op::kink::min_share;
+    /// assert_eq!((min_share(1.0, 2.0), min_share(2.0, 1.0), min_share(1.0, 1.0)), (1.0, 0.0, 0.5));
+    /// ```
+    pub fn min_share(own: f64, other: f64) -> f64 {
+        if own == other {
+            0.5
+        } else if own > other {
+            0.0
+        } else {
+            1.0
+        }
+    }
+
+    /// `d amax(xs) / d xs[k]` where `y = amax(xs)`: `1 / (number of operands equal to y)`
+    /// for those, 0 for the others; NaN for all if `y` is NaN.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::op::kink::amax_share;
+    /// let xs = [3.0, 1.0, 3.0];
+    /// assert_eq!(amax_share(&xs, 3.0, 0), 0.5);
+    /// assert_eq!(amax_share(&xs, 3.0, 1), 0.0);
+    /// ```
+    pub fn amax_share(xs: &[f64], y: f64, k: usize) -> f64 {
+        if y.is_nan() {
+            return f64::NAN;
+        }
+        if xs[k] != y {
+            return 0.0;
+        }
+        1.0 / xs.iter().filter(|&&x| x == y).count() as f64
+    }
+
+    /// Every [`amax_share`] at once, appended to `out` (one count of the ties, not one per
+    /// operand).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut out = Vec::new();
+    /// tapegrad::op::kink::amax_shares(&[3.0, 1.0, 3.0], 3.0, &mut out);
+    /// assert_eq!(out, vec![0.5, 0.0, 0.5]);
+    /// ```
+    pub fn amax_shares(xs: &[f64], y: f64, out: &mut Vec<f64>) {
+        if y.is_nan() {
+            out.resize(out.len() + xs.len(), f64::NAN);
+            return;
+        }
+        let share = 1.0 / xs.iter().filter(|&&x| x == y).count() as f64;
+        out.extend(xs.iter().map(|&x| if x == y { share } else { 0.0 }));
+    }
+
+    /// The partials of `clamp(x, lo, hi)` with respect to `[x, lo, hi]`: `x`'s is 1 on
+    /// `[lo, hi]`, ends included; the bound that `x` is past gets 1 instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::op::kink::clamp_share;
+    /// assert_eq!(clamp_share(1.0, 0.0, 1.0), [1.0, 0.0, 0.0]); // at the end: passes
+    /// assert_eq!(clamp_share(2.0, 0.0, 1.0), [0.0, 0.0, 1.0]);
+    /// ```
+    pub fn clamp_share(x: f64, lo: f64, hi: f64) -> [f64; 3] {
+        if x >= lo && x <= hi {
+            [1.0, 0.0, 0.0]
+        } else if x < lo {
+            [0.0, 1.0, 0.0]
+        } else if x > hi {
+            [0.0, 0.0, 1.0]
+        } else {
+            [0.0; 3] // NaN
+        }
+    }
 }

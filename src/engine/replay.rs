@@ -310,6 +310,16 @@ impl Replay {
             let op = tape.ops[pos];
             initial.push(tape.values[pos]);
             let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
+            if !leaf && matches!(op, Op::Custom(_) | Op::Fused) {
+                return Err(Error::BadOperands {
+                    op: "Replay",
+                    why: format!(
+                        "the output depends on a {} node (a user-defined function or a fused \
+                         sub-computation), whose rule lives on the graph; it cannot be replayed",
+                        tape.op_name(pos)
+                    ),
+                });
+            }
             let mut flags = 0;
             if leaf {
                 ops.push(if op == Op::Input {
@@ -687,6 +697,7 @@ impl Replay {
                         dp[1] = op.partial(a, b, y, 1).t;
                     }
                 }
+                Op::Custom(_) | Op::Fused => unreachable!("refused by Replay::try_new"),
                 Op::Nary(op) => {
                     ws.duals.clear();
                     ws.duals.extend(args.iter().map(|&a| dual(a, tangents)));
@@ -832,6 +843,8 @@ fn step(op: Op, constant: u8) -> Option<Step> {
             Some(BINARY_STEPS[(constant & 3) as usize][k.expect("every op is in the table")])
         }
         Op::Nary(_) => None,
+        // Refused by `Replay::try_new`.
+        Op::Custom(_) | Op::Fused => None,
     }
 }
 
@@ -938,6 +951,22 @@ impl Dual {
         Dual {
             v,
             t: self.t * op.partial(self.v, v),
+        }
+    }
+}
+
+impl Dual {
+    /// A binary op of the table on two duals, by its own partials.
+    fn binary(self, op: Binary, other: Dual) -> Dual {
+        let v = op.value(self.v, other.v);
+        let (da, db) = (
+            op.partial(self.v, other.v, v, 0),
+            op.partial(self.v, other.v, v, 1),
+        );
+        let term = |t: f64, d: f64| if t == 0.0 { 0.0 } else { t * d };
+        Dual {
+            v,
+            t: term(self.t, da) + term(other.t, db),
         }
     }
 }
@@ -1097,6 +1126,75 @@ impl Scalar for Dual {
     }
     fn gelu(self) -> Self {
         self.unary(Unary::Gelu)
+    }
+    fn atan(self) -> Self {
+        self.unary(Unary::Atan)
+    }
+    fn asin(self) -> Self {
+        self.unary(Unary::Asin)
+    }
+    fn acos(self) -> Self {
+        self.unary(Unary::Acos)
+    }
+    fn tan(self) -> Self {
+        self.unary(Unary::Tan)
+    }
+    fn ln_1p(self) -> Self {
+        self.unary(Unary::Ln1p)
+    }
+    fn exp_m1(self) -> Self {
+        self.unary(Unary::ExpM1)
+    }
+    fn log2(self) -> Self {
+        self.unary(Unary::Log2)
+    }
+    fn log10(self) -> Self {
+        self.unary(Unary::Log10)
+    }
+    fn exp2(self) -> Self {
+        self.unary(Unary::Exp2)
+    }
+    fn cbrt(self) -> Self {
+        self.unary(Unary::Cbrt)
+    }
+    fn softplus(self) -> Self {
+        self.unary(Unary::Softplus)
+    }
+    fn erf(self) -> Self {
+        self.unary(Unary::Erf)
+    }
+    fn erfc(self) -> Self {
+        self.unary(Unary::Erfc)
+    }
+    fn atan2(self, other: Self) -> Self {
+        self.binary(Binary::Atan2, other)
+    }
+    fn hypot(self, other: Self) -> Self {
+        self.binary(Binary::Hypot, other)
+    }
+    fn max(self, other: Self) -> Self {
+        self.binary(Binary::Max, other)
+    }
+    fn min(self, other: Self) -> Self {
+        self.binary(Binary::Min, other)
+    }
+    fn clamp(self, lo: f64, hi: f64) -> Self {
+        let xs = [self.v, lo, hi];
+        let v = Nary::Clamp.value(&xs);
+        Dual {
+            v,
+            t: self.t * Nary::Clamp.partial(&xs, v, 0),
+        }
+    }
+    fn amax(terms: &[Self]) -> Self {
+        let values: Vec<f64> = terms.iter().map(|d| d.v).collect();
+        let v = Nary::Max.value(&values);
+        Dual {
+            v,
+            t: (0..terms.len())
+                .map(|k| Nary::Max.partial(&values, v, k) * terms[k].t)
+                .sum(),
+        }
     }
     fn sum(terms: &[Self]) -> Self {
         Dual {

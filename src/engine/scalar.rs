@@ -97,6 +97,65 @@ pub trait Scalar:
     fn sigmoid(self) -> Self;
     /// GELU in its tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
     fn gelu(self) -> Self;
+    /// The arctangent.
+    #[doc(alias = "arctan")]
+    fn atan(self) -> Self;
+    /// The arcsine, on `[-1, 1]`.
+    #[doc(alias = "arcsin")]
+    fn asin(self) -> Self;
+    /// The arccosine, on `[-1, 1]`.
+    #[doc(alias = "arccos")]
+    fn acos(self) -> Self;
+    /// The tangent.
+    fn tan(self) -> Self;
+    /// `ln(1 + self)`, accurate for tiny `self`.
+    #[doc(alias = "log1p")]
+    fn ln_1p(self) -> Self;
+    /// `e^self - 1`, accurate for tiny `self`.
+    #[doc(alias = "expm1")]
+    fn exp_m1(self) -> Self;
+    /// The base-2 logarithm.
+    fn log2(self) -> Self;
+    /// The base-10 logarithm.
+    fn log10(self) -> Self;
+    /// `2^self`.
+    fn exp2(self) -> Self;
+    /// The real cube root.
+    fn cbrt(self) -> Self;
+    /// `ln(1 + e^self)`, computed without overflow for large `self`.
+    fn softplus(self) -> Self;
+    /// The error function.
+    fn erf(self) -> Self;
+    /// The complementary error function `1 - erf(self)`.
+    fn erfc(self) -> Self;
+    /// The angle of the point `(other, self)`: `atan(self / other)` in the right quadrant.
+    #[doc(alias = "arctan2")]
+    fn atan2(self, other: Self) -> Self;
+    /// `sqrt(self^2 + other^2)`, without overflow.
+    fn hypot(self, other: Self) -> Self;
+    /// The larger of the two (NaN if either is NaN; `f64`'s inherent `max` instead drops
+    /// a NaN). At a tie each gets half the derivative ([`op::kink`](crate::op::kink)).
+    #[doc(alias = "maximum")]
+    fn max(self, other: Self) -> Self;
+    /// The smaller of the two (NaN if either is NaN). At a tie each gets half the
+    /// derivative.
+    #[doc(alias = "minimum")]
+    fn min(self, other: Self) -> Self;
+    /// `self` limited to `[lo, hi]`; the derivative passes at the ends.
+    ///
+    /// # Panics
+    ///
+    /// Unless `lo <= hi` (NaN bounds included).
+    #[doc(alias = "clip")]
+    fn clamp(self, lo: f64, hi: f64) -> Self;
+    /// The largest of `terms` (NaN if any is NaN), one n-ary node on a tape; the
+    /// derivative is shared evenly among the terms equal to it.
+    ///
+    /// # Panics
+    ///
+    /// If `terms` is empty, or for `Var` if they mix graphs.
+    #[doc(alias = "max")]
+    fn amax(terms: &[Self]) -> Self;
     /// The sum of `terms`, one n-ary node on a tape.
     ///
     /// # Panics
@@ -175,6 +234,46 @@ pub trait Scalar:
     fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {
         dots_one_by_one(a, b, pairing)
     }
+    /// `statement` of `inputs`; on a tape (`Var`), preaccumulated into one node carrying
+    /// its partials ([`Graph::fuse`](crate::Graph::fuse)), which has no second-order rule.
+    /// The default, and `f64`, evaluate it.
+    ///
+    /// # Panics
+    ///
+    /// For `Var`, if `inputs` is empty or mixes graphs.
+    #[track_caller]
+    fn fused<S: Statement>(statement: &S, inputs: &[Self]) -> Self {
+        statement.eval(inputs)
+    }
+}
+
+/// A statement for [`Scalar::fused`]: a function of a few inputs with one output, written
+/// once over [`Scalar`] so that generic code can preaccumulate it on a tape.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Scalar, Statement, Var};
+///
+/// /// `(x - m) * s * g + b`, a LayerNorm output.
+/// struct Affine;
+/// impl Statement for Affine {
+///     fn eval<T: Scalar>(&self, v: &[T]) -> T {
+///         (v[0] - v[1]) * v[2] * v[3] + v[4]
+///     }
+/// }
+///
+/// let inputs = [1.5, 0.5, 2.0, 3.0, 0.25];
+/// assert_eq!(f64::fused(&Affine, &inputs), 6.25);
+/// let g = Graph::new();
+/// let v = g.vars(&inputs);
+/// let y = Var::fused(&Affine, &v);
+/// assert_eq!((y.value(), g.len()), (6.25, 6)); // one node
+/// assert_eq!(y.backward()[v[0]], 6.0);
+/// ```
+pub trait Statement {
+    /// The statement's value at `xs`.
+    fn eval<T: Scalar>(&self, xs: &[T]) -> T;
 }
 
 /// [`Scalar::dots`]'s default: one [`Scalar::dot`] per output.
@@ -213,6 +312,67 @@ pub(crate) fn sigmoid_f64(x: f64) -> f64 {
         let e = x.exp();
         e / (1.0 + e)
     }
+}
+
+/// `ln(1 + e^x)` on `f64` as `max(x, 0) + ln(1 + e^-|x|)`: no overflow past 709, full
+/// precision for very negative `x` (where it is about `e^x`). NaN stays NaN.
+pub(crate) fn softplus_f64(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// `max(a, b)` on `f64`, NaN if either is NaN (`f64::max` would drop the NaN), and
+/// `+0` for `max(-0, +0)` either way round (IEEE 754-2019 `maximum`; PyTorch's
+/// `maximum` gives the same).
+pub(crate) fn max_f64(a: f64, b: f64) -> f64 {
+    if a > b || (a == b && b.is_sign_negative()) {
+        a
+    } else if a <= b {
+        b
+    } else {
+        a + b // a NaN
+    }
+}
+
+/// `min(a, b)` on `f64`, NaN if either is NaN, and `-0` for `min(-0, +0)` either way
+/// round (IEEE 754-2019 `minimum`).
+pub(crate) fn min_f64(a: f64, b: f64) -> f64 {
+    if a < b || (a == b && a.is_sign_negative()) {
+        a
+    } else if a >= b {
+        b
+    } else {
+        a + b // a NaN
+    }
+}
+
+/// The largest of `xs`, NaN if any is NaN (`-inf` for none).
+pub(crate) fn amax_f64(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::NEG_INFINITY, max_f64)
+}
+
+/// `x` limited to `[lo, hi]` (for `lo <= hi`); NaN stays NaN (`f64::clamp` panics on
+/// NaN bounds, so the bounds are checked where a clamp is recorded).
+pub(crate) fn clamp_f64(x: f64, lo: f64, hi: f64) -> f64 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
+/// Panics unless `lo <= hi`, the bounds of a clamp.
+#[track_caller]
+pub(crate) fn check_clamp_bounds(lo: f64, hi: f64) {
+    assert!(
+        lo <= hi,
+        "tapegrad: clamp needs lo <= hi (and neither NaN), got lo = {lo}, hi = {hi}"
+    );
 }
 
 /// GELU (tanh form) on `f64`.
@@ -292,6 +452,66 @@ impl Scalar for f64 {
     }
     fn gelu(self) -> Self {
         gelu_f64(self)
+    }
+    fn atan(self) -> Self {
+        f64::atan(self)
+    }
+    fn asin(self) -> Self {
+        f64::asin(self)
+    }
+    fn acos(self) -> Self {
+        f64::acos(self)
+    }
+    fn tan(self) -> Self {
+        f64::tan(self)
+    }
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
+    }
+    fn exp_m1(self) -> Self {
+        f64::exp_m1(self)
+    }
+    fn log2(self) -> Self {
+        f64::log2(self)
+    }
+    fn log10(self) -> Self {
+        f64::log10(self)
+    }
+    fn exp2(self) -> Self {
+        f64::exp2(self)
+    }
+    fn cbrt(self) -> Self {
+        f64::cbrt(self)
+    }
+    fn softplus(self) -> Self {
+        softplus_f64(self)
+    }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+    fn erfc(self) -> Self {
+        libm::erfc(self)
+    }
+    fn atan2(self, other: Self) -> Self {
+        f64::atan2(self, other)
+    }
+    fn hypot(self, other: Self) -> Self {
+        f64::hypot(self, other)
+    }
+    fn max(self, other: Self) -> Self {
+        max_f64(self, other)
+    }
+    fn min(self, other: Self) -> Self {
+        min_f64(self, other)
+    }
+    #[track_caller]
+    fn clamp(self, lo: f64, hi: f64) -> Self {
+        check_clamp_bounds(lo, hi);
+        clamp_f64(self, lo, hi)
+    }
+    fn amax(terms: &[Self]) -> Self {
+        assert!(!terms.is_empty(), "amax of no terms has no value");
+        amax_f64(terms)
     }
     fn sum(terms: &[Self]) -> Self {
         terms.iter().sum()

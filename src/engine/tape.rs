@@ -222,6 +222,9 @@ pub(crate) struct Tape {
     /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
     pub(crate) matrix_args: Vec<u32>,
     pub(crate) matrix_values: Vec<f64>,
+    /// The names of the graph's user-defined functions, by [`Op::Custom`] index (the
+    /// functions themselves are on the `Graph`).
+    pub(crate) custom_names: Vec<&'static str>,
 }
 
 /// What anomaly mode keeps: where each node was recorded, and the first bad value.
@@ -254,6 +257,7 @@ impl Tape {
             scratch: Vec::new(),
             matrix_args: Vec::new(),
             matrix_values: Vec::new(),
+            custom_names: Vec::new(),
         }
     }
 
@@ -285,6 +289,7 @@ impl Tape {
         self.guards.clear();
         self.reads = None;
         self.fast_limit = FAST_LIMIT;
+        self.custom_names.clear();
     }
 
     /// The nodes the arrays have room for (the smallest of their capacities).
@@ -391,6 +396,8 @@ impl Tape {
             Op::Unary(op) => op.name(),
             Op::Binary(op) => op.name(),
             Op::Nary(op) => op.name(),
+            Op::Custom(k) => self.custom_names[usize::from(k)],
+            Op::Fused => "fused",
         }
     }
 
@@ -697,6 +704,29 @@ impl Tape {
         self.finish(Op::Nary(op), y, location)
     }
 
+    /// Records a node whose value and partials `eval` computes from its operands' values:
+    /// a user-defined function or a fused sub-computation. `eval` gets the values and the
+    /// node's weight slots (one per operand, zeroed) and returns the value. The operands
+    /// are all tracked (no constants).
+    pub(crate) fn computed(
+        &mut self,
+        op: Op,
+        operands: &[Resolved],
+        eval: impl FnOnce(&[f64], &mut [f64]) -> f64,
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        debug_assert!(operands.iter().all(|x| x.arg != CONST_ARG));
+        let start = self.weights.len();
+        let mut values = std::mem::take(&mut self.scratch);
+        values.clear();
+        values.extend(operands.iter().map(|x| x.value));
+        self.args.extend(operands.iter().map(|x| x.arg));
+        self.weights.resize(start + operands.len(), 0.0);
+        let y = eval(&values, &mut self.weights[start..]);
+        self.scratch = values;
+        self.finish(op, y, location)
+    }
+
     /// Frees every node at position `len` and above, in time independent of how many
     /// nodes the graph held before (the arrays' truncations drop plain numbers).
     pub(crate) fn truncate(&mut self, len: usize) {
@@ -737,7 +767,8 @@ impl Tape {
     }
 }
 
-/// Each node's [`Op`] in one byte (an `Op` takes two): its index in [`ALL_OPS`]. Reading
+/// Each node's [`Op`] in one byte (an `Op` takes two): its index in [`ALL_OPS`]. The
+/// codes left after the built-in ops number the graph's user-defined functions. Reading
 /// `ops[pos]` gives the `Op` itself. On the W2 chain this byte is what keeps peak memory
 /// under 48 bytes per recorded op (47, with the adjoints; it was 48).
 #[derive(Debug, Default)]
@@ -745,12 +776,18 @@ pub(crate) struct OpCodes(pub(crate) Vec<u8>);
 
 const N_UNARY: usize = Unary::ALL.len();
 const N_BINARY: usize = Binary::ALL.len();
-const NARY: [Nary; 3] = [Nary::Sum, Nary::Dot, Nary::LogSumExp];
+const NARY: [Nary; 5] = [
+    Nary::Sum,
+    Nary::Dot,
+    Nary::LogSumExp,
+    Nary::Max,
+    Nary::Clamp,
+];
 
 /// Every op, in code order: the two leaves, then the unary, binary and n-ary ops in their
 /// table order.
-static ALL_OPS: [Op; 2 + N_UNARY + N_BINARY + NARY.len()] = {
-    let mut all = [Op::Input; 2 + N_UNARY + N_BINARY + NARY.len()];
+static ALL_OPS: [Op; 256] = {
+    let mut all = [Op::Input; 256];
     all[1] = Op::Constant;
     let mut k = 0;
     while k < N_UNARY {
@@ -767,8 +804,21 @@ static ALL_OPS: [Op; 2 + N_UNARY + N_BINARY + NARY.len()] = {
         all[2 + N_UNARY + N_BINARY + k] = Op::Nary(NARY[k]);
         k += 1;
     }
+    all[FUSED_CODE] = Op::Fused;
+    k = 0;
+    while k < MAX_CUSTOM {
+        all[FIRST_CUSTOM + k] = Op::Custom(k as u8);
+        k += 1;
+    }
     all
 };
+
+/// The code of [`Op::Fused`], after the built-in ops.
+const FUSED_CODE: usize = 2 + N_UNARY + N_BINARY + NARY.len();
+/// The first code of [`Op::Custom`]; the rest of the byte is theirs.
+const FIRST_CUSTOM: usize = FUSED_CODE + 1;
+/// How many user-defined functions one graph can hold (the op codes left in a byte).
+pub(crate) const MAX_CUSTOM: usize = 256 - FIRST_CUSTOM;
 
 impl OpCodes {
     /// `op`'s index in [`ALL_OPS`]. The unary and binary tables list their ops in
@@ -788,8 +838,12 @@ impl OpCodes {
                         Nary::Sum => 0,
                         Nary::Dot => 1,
                         Nary::LogSumExp => 2,
+                        Nary::Max => 3,
+                        Nary::Clamp => 4,
                     }
             }
+            Op::Fused => FUSED_CODE,
+            Op::Custom(k) => FIRST_CUSTOM + usize::from(k),
         }) as u8
     }
 
@@ -819,7 +873,7 @@ impl std::ops::Index<usize> for OpCodes {
 
 // Keep the cost of the per-node storage visible to anyone changing it.
 const _: () = assert!(std::mem::size_of::<Op>() == 2);
-const _: () = assert!(ALL_OPS.len() <= 256, "op codes are one byte");
+const _: () = assert!(FIRST_CUSTOM < 256, "op codes are one byte");
 
 #[cfg(test)]
 mod tests {
@@ -833,6 +887,7 @@ mod tests {
         for &op in &ALL_OPS {
             codes.push(op);
         }
+        assert_eq!(ALL_OPS[255], Op::Custom((MAX_CUSTOM - 1) as u8));
         for (pos, &op) in ALL_OPS.iter().enumerate() {
             assert_eq!(codes[pos], op);
             assert_eq!(OpCodes::code(op) as usize, pos);

@@ -10,7 +10,7 @@ use super::error::{Error, or_panic};
 use super::graph::{Graph, Operand, Var};
 use super::matrix::{Matrix, Pairing};
 use super::op::{Binary, Nary, Op, Unary};
-use super::scalar::{Scalar, dots_one_by_one};
+use super::scalar::{Scalar, Statement, dots_one_by_one};
 use super::tape::{Resolved, Tape};
 
 impl<'g> Var<'g> {
@@ -435,11 +435,14 @@ macro_rules! unary_methods {
 unary_methods! {
     /// `e^self`.
     exp => Exp, (1.0, std::f64::consts::E);
-    /// The natural logarithm.
+    /// The natural logarithm (named `ln` as in `f64`).
+    #[doc(alias = "log")]
     ln => Ln, (std::f64::consts::E, 1.0);
     /// The square root.
     sqrt => Sqrt, (4.0, 2.0);
     /// `1 / self`.
+    #[doc(alias = "reciprocal")]
+    #[doc(alias = "inv")]
     recip => Recip, (4.0, 0.25);
     /// The sine.
     sin => Sin, (0.0, 0.0);
@@ -459,6 +462,172 @@ unary_methods! {
     sigmoid => Sigmoid, (0.0, 0.5);
     /// GELU, tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
     gelu => Gelu, (0.0, 0.0);
+    /// The arctangent.
+    #[doc(alias = "arctan")]
+    atan => Atan, (1.0, std::f64::consts::FRAC_PI_4);
+    /// The arcsine, on `[-1, 1]` (infinite derivative at the ends).
+    #[doc(alias = "arcsin")]
+    asin => Asin, (0.5, std::f64::consts::FRAC_PI_6);
+    /// The arccosine, on `[-1, 1]` (infinite derivative at the ends).
+    #[doc(alias = "arccos")]
+    acos => Acos, (0.5, std::f64::consts::FRAC_PI_3);
+    /// The tangent.
+    tan => Tan, (std::f64::consts::FRAC_PI_4, 1.0);
+    /// `ln(1 + self)`, accurate for tiny `self` (named as in `f64`).
+    #[doc(alias = "log1p")]
+    ln_1p => Ln1p, (1e-20, 1e-20);
+    /// `e^self - 1`, accurate for tiny `self` (named as in `f64`).
+    #[doc(alias = "expm1")]
+    exp_m1 => ExpM1, (1e-20, 1e-20);
+    /// The base-2 logarithm.
+    log2 => Log2, (8.0, 3.0);
+    /// The base-10 logarithm.
+    log10 => Log10, (1000.0, 3.0);
+    /// `2^self`.
+    exp2 => Exp2, (3.0, 8.0);
+    /// The real cube root (negative for negative `self`).
+    cbrt => Cbrt, (-8.0, -2.0);
+    /// `ln(1 + e^self)`, without the overflow of that form past 709; its derivative is the
+    /// sigmoid.
+    softplus => Softplus, (1000.0, 1000.0);
+    /// The error function (`libm`'s).
+    erf => Erf, (0.0, 0.0);
+    /// The complementary error function `1 - erf(self)`, accurate where `erf` rounds to 1.
+    erfc => Erfc, (0.0, 1.0);
+}
+
+/// The binary methods with a named function (the operators are below), each one line of
+/// the op table; the other operand may be a `Var` or an `f64`.
+macro_rules! binary_methods {
+    ($($(#[$doc:meta])* $method:ident => $op:ident, ($a:expr, $b:expr, $y:expr);)*) => {
+        impl<'g> Var<'g> {
+            $(
+                $(#[$doc])*
+                ///
+                /// # Examples
+                ///
+                /// ```
+                /// let g = tapegrad::Graph::new();
+                #[doc = concat!("let (a, b) = (g.var(", stringify!($a), "), g.var(", stringify!($b), "));")]
+                #[doc = concat!("approx::assert_relative_eq!(a.", stringify!($method), "(b).value(), ", stringify!($y), ");")]
+                #[doc = concat!("approx::assert_relative_eq!(a.", stringify!($method), "(", stringify!($b), ").value(), ", stringify!($y), ");")]
+                /// ```
+                ///
+                /// # Panics
+                ///
+                /// On a released or foreign handle (see [`Var::try_binary`]).
+                #[track_caller]
+                #[inline(always)]
+                pub fn $method(self, other: impl Into<Operand<'g>>) -> Var<'g> {
+                    or_panic(binary(Binary::$op, self, other.into(), Location::caller()))
+                }
+            )*
+        }
+    };
+}
+
+binary_methods! {
+    /// `atan2(self, other)`: the angle of the point `(other, self)`, in `(-pi, pi]`.
+    #[doc(alias = "arctan2")]
+    atan2 => Atan2, (1.0, -1.0, 3.0 * std::f64::consts::FRAC_PI_4);
+    /// `sqrt(self^2 + other^2)`, without overflow.
+    hypot => Hypot, (3.0, 4.0, 5.0);
+    /// The larger of the two (NaN if either is NaN); at a tie each gets half the
+    /// derivative, as in PyTorch ([`op::kink`](crate::op::kink)).
+    #[doc(alias = "maximum")]
+    max => Max, (1.0, 2.0, 2.0);
+    /// The smaller of the two (NaN if either is NaN); at a tie each gets half the
+    /// derivative, as in PyTorch ([`op::kink`](crate::op::kink)).
+    #[doc(alias = "minimum")]
+    min => Min, (1.0, 2.0, 1.0);
+}
+
+impl<'g> Var<'g> {
+    /// `self` limited to `[lo, hi]` (constants). The derivative is 1 inside the interval,
+    /// its ends included (as PyTorch's `clamp`), and 0 outside; NaN stays NaN.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let y = x.clamp(-1.0, 1.0);
+    /// assert_eq!(y.value(), 1.0);
+    /// assert_eq!(y.backward()[x], 1.0); // at the end: the gradient passes
+    /// assert_eq!((x * 3.0).clamp(-1.0, 1.0).backward()[x], 0.0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Unless `lo <= hi`, or on a released handle (see [`Var::try_clamp`]).
+    #[doc(alias = "clip")]
+    #[track_caller]
+    pub fn clamp(self, lo: f64, hi: f64) -> Var<'g> {
+        or_panic(self.try_clamp(lo, hi))
+    }
+
+    /// [`Var::clamp`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] unless `lo <= hi` (a NaN bound included);
+    /// [`Error::Released`] if `self` was released.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(g.var(0.0).try_clamp(1.0, -1.0).is_err());
+    /// ```
+    #[track_caller]
+    pub fn try_clamp(self, lo: f64, hi: f64) -> Result<Var<'g>, Error> {
+        // `!(lo <= hi)` is also true for a NaN bound.
+        #[allow(clippy::neg_cmp_op_on_partial_ord, reason = "NaN bounds must fail too")]
+        if !(lo <= hi) {
+            return Err(Error::BadOperands {
+                op: "clamp",
+                why: format!("needs lo <= hi (and neither NaN), got lo = {lo}, hi = {hi}"),
+            });
+        }
+        let operands = [Operand::Var(self), Operand::Const(lo), Operand::Const(hi)];
+        self.graph.try_nary(Nary::Clamp, operands)
+    }
+}
+
+macro_rules! const_first {
+    ($($(#[$doc:meta])* $name:ident => $op:ident, ($a:expr, $b:expr, $y:expr);)*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// let g = tapegrad::Graph::new();
+            #[doc = concat!("let b = g.var(", stringify!($b), ");")]
+            #[doc = concat!("approx::assert_relative_eq!(tapegrad::", stringify!($name), "(", stringify!($a), ", b).value(), ", stringify!($y), ");")]
+            /// ```
+            ///
+            /// # Panics
+            ///
+            /// If `b` was released.
+            #[track_caller]
+            pub fn $name(a: f64, b: Var<'_>) -> Var<'_> {
+                or_panic(binary(Binary::$op, a, b, Location::caller()))
+            }
+        )*
+    };
+}
+
+const_first! {
+    /// `atan2(a, b)` for a constant `a`: the same rule as [`Var::atan2`], with an
+    /// untracked first operand.
+    atan2 => Atan2, (1.0, -1.0, 3.0 * std::f64::consts::FRAC_PI_4);
+    /// `hypot(a, b)` for a constant `a` (see [`Var::hypot`]).
+    hypot => Hypot, (3.0, 4.0, 5.0);
+    /// `max(a, b)` for a constant `a` (see [`Var::max`]).
+    max => Max, (1.0, 2.0, 2.0);
+    /// `min(a, b)` for a constant `a` (see [`Var::min`]).
+    min => Min, (1.0, 2.0, 1.0);
 }
 
 impl<'g> Neg for Var<'g> {
@@ -627,6 +796,100 @@ impl<'g> Scalar for Var<'g> {
         Var::gelu(self)
     }
     #[track_caller]
+    #[inline(always)]
+    fn atan(self) -> Self {
+        Var::atan(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn asin(self) -> Self {
+        Var::asin(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn acos(self) -> Self {
+        Var::acos(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn tan(self) -> Self {
+        Var::tan(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn ln_1p(self) -> Self {
+        Var::ln_1p(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn exp_m1(self) -> Self {
+        Var::exp_m1(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn log2(self) -> Self {
+        Var::log2(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn log10(self) -> Self {
+        Var::log10(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn exp2(self) -> Self {
+        Var::exp2(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn cbrt(self) -> Self {
+        Var::cbrt(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn softplus(self) -> Self {
+        Var::softplus(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn erf(self) -> Self {
+        Var::erf(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn erfc(self) -> Self {
+        Var::erfc(self)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn atan2(self, other: Self) -> Self {
+        Var::atan2(self, other)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn hypot(self, other: Self) -> Self {
+        Var::hypot(self, other)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        Var::max(self, other)
+    }
+    #[track_caller]
+    #[inline(always)]
+    fn min(self, other: Self) -> Self {
+        Var::min(self, other)
+    }
+    #[track_caller]
+    fn clamp(self, lo: f64, hi: f64) -> Self {
+        Var::clamp(self, lo, hi)
+    }
+    #[track_caller]
+    fn amax(terms: &[Self]) -> Self {
+        let graph = first_graph(terms, "amax");
+        or_panic(graph.try_nary_vars(Nary::Max, &[terms]))
+    }
+    #[track_caller]
     fn sum(terms: &[Self]) -> Self {
         // A slice cannot record nodes while it is read, so the terms are resolved under one
         // borrow of the tape (`Graph::sum` takes any iterator and must not hold it).
@@ -651,6 +914,10 @@ impl<'g> Scalar for Var<'g> {
         // As `sum`; `first_graph` has already refused an empty slice.
         let graph = first_graph(terms, "logsumexp");
         or_panic(graph.try_nary_vars(Nary::LogSumExp, &[terms]))
+    }
+    #[track_caller]
+    fn fused<S: Statement>(statement: &S, inputs: &[Self]) -> Self {
+        first_graph(inputs, "fuse").fuse(inputs, |_, xs| statement.eval(xs))
     }
     #[track_caller]
     fn dots(a: Matrix<'_, Self>, b: Matrix<'_, Self>, pairing: Pairing) -> Vec<Self> {

@@ -48,6 +48,29 @@ pub fn unary(op: Unary, x: f64) -> f64 {
         // 1 + tanh(u) cancels (to 6e-4 at x = -3.5), so one ulp of difference in tanh(u)
         // becomes 2e-13 of the result, beyond `same_value`'s tolerance.
         Unary::Gelu => 0.5 * x * (1.0 + (sqrt_2_over_pi() * (x + 0.044715 * x * x * x)).tanh()),
+        Unary::Atan => x.atan(),
+        Unary::Asin => x.asin(),
+        Unary::Acos => x.acos(),
+        Unary::Tan => x.tan(),
+        Unary::Ln1p => x.ln_1p(),
+        Unary::ExpM1 => x.exp_m1(),
+        Unary::Log2 => x.log2(),
+        Unary::Log10 => x.log10(),
+        Unary::Exp2 => x.exp2(),
+        Unary::Cbrt => x.cbrt(),
+        // ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|), which cannot overflow.
+        Unary::Softplus => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(0.0) + (-x.abs()).exp().ln_1p()
+            }
+        }
+        // std has no erf: these are libm's, the same functions the crate calls, so the
+        // value is only checked for its wiring; the derivatives are checked independently
+        // (central differences) all the same.
+        Unary::Erf => libm::erf(x),
+        Unary::Erfc => libm::erfc(x),
     }
 }
 
@@ -60,6 +83,30 @@ pub fn binary(op: Binary, a: f64, b: f64) -> f64 {
         Binary::Div => a / b,
         Binary::Powf => a.powf(b),
         Binary::Powi => a.powi(b as i32),
+        Binary::Atan2 => a.atan2(b),
+        Binary::Hypot => a.hypot(b),
+        Binary::Max => maximum(a, b),
+        Binary::Min => {
+            // IEEE 754-2019 minimum: NaN if either is NaN, and -0 < +0.
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else if a < b || (a == b && a.is_sign_negative()) {
+                a
+            } else {
+                b
+            }
+        }
+    }
+}
+
+/// IEEE 754-2019 maximum: NaN if either is NaN (`f64::max` drops it), and -0 < +0.
+fn maximum(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a > b || (a == b && b.is_sign_negative()) {
+        a
+    } else {
+        b
     }
 }
 
@@ -82,6 +129,10 @@ pub fn nary(op: Nary, xs: &[f64]) -> f64 {
             }
             m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
         }
+        Nary::Max => xs.iter().copied().fold(f64::NEG_INFINITY, maximum),
+        // Operands `[x, lo, hi]`, lo <= hi; NaN stays NaN.
+        Nary::Clamp if xs[0].is_nan() => f64::NAN,
+        Nary::Clamp => xs[0].clamp(xs[1], xs[2]),
     }
 }
 

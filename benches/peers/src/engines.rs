@@ -381,6 +381,59 @@ pub(crate) mod composed {
     pub fn relu<T: Scalar>(x: T) -> T {
         if x.value() > 0.0 { x } else { x * 0.0 }
     }
+
+    /// The elementary functions the workloads never call, which these engines do not all
+    /// have: the tangent line at the point (value and first derivative right, second
+    /// derivative 0). Enough for `Scalar`'s contract at first order; not used in timings.
+    pub fn tangent1<T: Scalar>(x: T, value: f64, slope: f64) -> T {
+        let at = x.value();
+        (x - at) * slope + value
+    }
+
+    /// [`tangent1`] for a function of two operands, with both partials.
+    pub fn tangent2<T: Scalar>(a: T, b: T, value: f64, slopes: (f64, f64)) -> T {
+        let (at_a, at_b) = (a.value(), b.value());
+        (a - at_a) * slopes.0 + (b - at_b) * slopes.1 + value
+    }
+}
+
+/// The elementary functions through `f64`'s `Scalar` and tapegrad's own op table, each as
+/// its tangent line (see `composed::tangent1`).
+macro_rules! tangent_scalar_methods {
+    () => {
+        tangent_scalar_methods!(@unary atan Atan, asin Asin, acos Acos, tan Tan, ln_1p Ln1p,
+            exp_m1 ExpM1, log2 Log2, log10 Log10, exp2 Exp2, cbrt Cbrt, softplus Softplus,
+            erf Erf, erfc Erfc);
+        tangent_scalar_methods!(@binary atan2 Atan2, hypot Hypot, max Max, min Min);
+        fn clamp(self, lo: f64, hi: f64) -> Self {
+            let x = self.value();
+            let slope = tapegrad::op::kink::clamp_share(x, lo, hi)[0];
+            composed::tangent1(self, <f64 as Scalar>::clamp(x, lo, hi), slope)
+        }
+        fn amax(terms: &[Self]) -> Self {
+            let (first, rest) = terms.split_first().expect("an amax of no terms");
+            rest.iter().fold(*first, |m, &t| m.max(t))
+        }
+    };
+    (@unary $($method:ident $op:ident),*) => {
+        $(
+            fn $method(self) -> Self {
+                let x = self.value();
+                let y = tapegrad::Unary::$op.value(x);
+                composed::tangent1(self, y, tapegrad::Unary::$op.partial(x, y))
+            }
+        )*
+    };
+    (@binary $($method:ident $op:ident),*) => {
+        $(
+            fn $method(self, other: Self) -> Self {
+                let (a, b) = (self.value(), other.value());
+                let op = tapegrad::Binary::$op;
+                let y = op.value(a, b);
+                composed::tangent2(self, other, y, (op.partial(a, b, y, 0), op.partial(a, b, y, 1)))
+            }
+        )*
+    };
 }
 
 /// The `Scalar` methods every peer newtype forwards unchanged: the unary functions its
@@ -435,6 +488,7 @@ impl Scalar for BinaryOnly<'_> {
         BinaryOnly(self.0.powf(p.0))
     }
     forwarded_scalar_methods!(BinaryOnly);
+    tangent_scalar_methods!();
 }
 
 impl Scalar for Echidna {
@@ -448,6 +502,7 @@ impl Scalar for Echidna {
         Echidna(self.0.powf(p.0))
     }
     forwarded_scalar_methods!(Echidna);
+    tangent_scalar_methods!();
 }
 
 impl Scalar for Rev<'_> {
@@ -463,6 +518,7 @@ impl Scalar for Rev<'_> {
         Rev(self.0.powf(p.0))
     }
     forwarded_scalar_methods!(Rev);
+    tangent_scalar_methods!();
 }
 
 // For the record-once table's echidna variable (`replay_table.rs`).
