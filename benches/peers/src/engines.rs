@@ -522,4 +522,4 @@ impl Scalar for Rev<'_> {
 }
 
 // For the record-once table's echidna variable (`replay_table.rs`).
-pub(crate) use {forward_operators, forwarded_scalar_methods};
+pub(crate) use {forward_operators, forwarded_scalar_methods, tangent_scalar_methods};

@@ -13,6 +13,7 @@ use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Scalar};
 
 use crate::engines::{
     Buffers, EchidnaEngine, Engine, composed, forward_operators, forwarded_scalar_methods,
+    tangent_scalar_methods,
 };
 use crate::workloads::{Chain, Rosenbrock, Transformer, Workload};
 use crate::{Settings, median, time_per_call};
@@ -35,6 +36,7 @@ impl Scalar for EchidnaB {
         EchidnaB(self.0.powf(p.0))
     }
     forwarded_scalar_methods!(EchidnaB);
+    tangent_scalar_methods!();
 }
 
 /// Prints the table for W2, W3 and W4.
