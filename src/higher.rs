@@ -54,7 +54,10 @@ use crate::engine::{Var, or_panic};
 /// Records `y`'s gradient with respect to `xs` once ([`Var::grad`]), then runs one plain
 /// reverse sweep from each gradient entry: row `i` is the gradient of `dy/dx_i`. The
 /// recorded nodes are released before it returns (see the module docs). The result is
-/// symmetric up to rounding (the two orders of differentiation round differently).
+/// symmetric up to rounding (the two orders of differentiation round differently). Both
+/// sweeps apply the crate's one rule at singular points (see the crate docs), so row `i`
+/// equals `grad` of `grad` (`dy/dx_i` differentiated by [`Var::grad`]) to the bit, at
+/// every point.
 ///
 /// # Examples
 ///

@@ -39,14 +39,43 @@
 //! offset (4) and its generation (4: which recording of that position a handle names); each
 //! operand edge adds a position (4) and a partial (8), an `f64` constant operand too. A unary
 //! node is therefore 29 bytes, a binary one 41; backward adds an 8-byte adjoint per node.
-//! Backward is one loop of multiply-adds over those arrays. Releasing to a mark truncates
-//! the arrays: its time does not depend on how many nodes the graph held before.
+//! Backward is one loop of multiply-adds over those arrays, with one test per node that
+//! sends the rare sweep that meets an infinity or a NaN to a careful loop (see the singular
+//! points below). Releasing to a mark truncates the arrays: its time does not depend on how
+//! many nodes the graph held before.
 //!
-//! A zero adjoint propagates nothing: the plain backward skips the edges of a node whose
-//! adjoint is exactly 0, so `0 * inf` partials (e.g. `sqrt` at 0 under a zero weight)
-//! contribute 0, and nodes that do not reach the output cannot poison those that do.
-//! [`Var::grad`] cannot skip them (a zero adjoint may still have a non-zero derivative),
-//! so at such singular points it gives the IEEE answer, NaN.
+//! ## Singular points: one rule in every sweep
+//!
+//! Where a partial or an adjoint is 0, infinite or NaN, every sweep applies one rule: the
+//! contribution of an edge is `adjoint * partial`, except that **a zero factor wins**: if
+//! either is exactly 0, nothing passes back, even against an infinity or a NaN. The plain
+//! backward ([`Var::backward`]), the differentiable one ([`Var::grad`]), and so
+//! [`higher::hessian`], [`higher::hvp`] and [`higher::jacobian`], share that rule as one
+//! function, so they give the same first-order numbers bit for bit at every point, and
+//! the two Hessian routes (`hessian`, and `grad` of `grad`) the same second-order numbers.
+//! A kink's zero slope is a zero partial, so it acts as a select, as PyTorch's and JAX's
+//! `relu` do. Where PyTorch and JAX agree, tapegrad gives their answer; the rows marked
+//! *differs* are deliberate:
+//!
+//! | at | tapegrad | PyTorch | why |
+//! |---|---|---|---|
+//! | `sqrt(relu(x))`, `(-2.5)^relu(x)` at `x <= 0` | 0 | 0 | `relu' = 0` is a select |
+//! | `d/dx x^0` at any `x`, `d/da a^b` at `a = b = 0` | 0 | 0 | `x^0` is the constant 1 |
+//! | `d/db 0^b` at `b >= 0` | 0 | 0 | the limit from the right (not `ln 0 * 1 = -inf`) |
+//! | `0.0 * sqrt(x)`, `sqrt(x) * z` with `z = 0`, at `x = 0` | 0 | NaN | *differs*: a zero adjoint passes nothing, so a node that does not reach the output cannot poison one that does |
+//! | `sqrt(x * 0.0)`, `sqrt(abs(x))` at `x = 0` | 0 | NaN | *differs*: the same rule for a zero partial (a constant 0 factor, `abs' = 0` at 0), as for relu; `sqrt(0 x)` is constant, its derivative is 0 |
+//! | `sqrt(x - x)` at 0, `(-2.46)^(x - x)` | NaN | NaN | no factor is 0: `+inf` and `-inf`, or `ln(-2.46)`, reach `x` |
+//! | `relu'(NaN)`, `abs'(NaN)` | NaN | 1 (relu) | *differs*: a NaN must not turn into a gradient |
+//! | `exp(ln x)` at `x = 5e-324`; `d(a/b)` for `\|b\| < 5.6e-309` | 1; `1/b`, `-(a/b)/b` | 1; `1/b`, `-inf` for `d/db` | a partial that overflows when stored (`1/x`) is applied as `(adjoint * 1) / x`, as dividing would |
+//! | `logsumexp([x, inf])` | 0 for `x`, NaN for `inf` | the same | the softmax's limit |
+//! | a true infinity: `sqrt` or `ln` at 0 | inf | inf | IEEE |
+//!
+//! The overflow rescue covers the partials of the form `num / den` (`ln`, `recip`, `/`,
+//! `powf` and `powi` in the base); other partials that overflow stay infinite.
+//!
+//! In [anomaly mode](Graph::set_anomaly_mode), a backward reports only what the output
+//! depends on, and only when the output or a gradient is not finite: an unused `ln(0)` or
+//! an attention mask of `-inf` (weight `e^-inf = 0`) is not an anomaly.
 //!
 //! ## Threads
 //!

@@ -11,9 +11,11 @@
 //!   records nothing when it does; no other panic is allowed anywhere;
 //! - every gradient is finite where the model says so, matches central differences of the
 //!   model's own evaluation when the graph is tame (finite, bounded, away from kinks and
-//!   domain edges), and the differentiable backward agrees with the plain one;
-//! - in anomaly mode, the reported anomaly is the model's first non-finite node, or a
-//!   non-finite gradient that the same graph, rebuilt without anomaly mode, also has;
+//!   domain edges), and the differentiable backward gives the plain one's numbers bit for
+//!   bit everywhere, singular points included;
+//! - in anomaly mode, a backward fails exactly when root's value or a gradient (of the same
+//!   graph rebuilt without anomaly mode) is not finite, and reports the first non-finite
+//!   node that root depends on, or else a non-finite gradient;
 //! - a `Gradients` read later (after releases, for released or foreign handles) gives the
 //!   gradient it held, 0, or the right error.
 //!
@@ -184,7 +186,9 @@ impl Bytes<'_> {
     /// A value: half the time tame (in [-3.2, 3.2]), else one of the values that break
     /// naive code.
     fn value(&mut self) -> f64 {
-        const SPECIAL: [f64; 24] = [
+        const SPECIAL: [f64; 26] = [
+            1e-310,
+            1e-160,
             0.0,
             -0.0,
             1.0,
@@ -919,37 +923,49 @@ impl<'g, 'b> Machine<'g, 'b> {
         }
         bump(&self.tally.backwards);
         let s = &self.sides[side];
-        let first_anomaly = s.nodes[..=root.pos].iter().position(|n| n.anomalous);
-        let grads = match (result, first_anomaly) {
-            (Err(Error::Anomaly(a)), Some(p)) => {
-                bump(&self.tally.anomalies);
-                let n = &s.nodes[p];
-                prop_assert_eq!(a.op, n.name());
-                prop_assert_eq!(a.gradient, None);
-                prop_assert!(reference::same_value(a.output, n.recorded));
-                return Ok(());
-            }
-            (Ok(_), Some(p)) => {
-                return Err(TestCaseError::fail(format!(
-                    "node {p} ({}) is {} in anomaly mode, yet backward succeeded",
-                    s.nodes[p].name(),
-                    s.nodes[p].value
-                )));
-            }
-            (Err(Error::Anomaly(a)), None) => {
-                // A gradient anomaly: the same graph without anomaly mode must show it.
+        // In anomaly mode the backward reports only when root's value or a gradient is not
+        // finite, and then the first node root depends on that was recorded non-finite in
+        // this anomaly session, or else the backward that made a gradient non-finite.
+        let cone = cone(s, root.pos);
+        let first_anomaly = (0..=root.pos).find(|&p| cone[p] && s.nodes[p].anomalous);
+        // (A non-finite root recorded before the session began is not reported by itself.)
+        let broken = |adjoints: &[f64]| {
+            (!s.nodes[root.pos].value.is_finite() && first_anomaly.is_some())
+                || adjoints.iter().any(|d| !d.is_finite())
+        };
+        let grads = match result {
+            Err(Error::Anomaly(a)) => {
                 bump(&self.tally.anomalies);
                 prop_assert!(s.anomaly, "an anomaly with the mode off: {a}");
-                prop_assert!(a.gradient.is_some_and(|d| !d.is_finite()), "{a}");
                 let adjoints = self.replay(side, root.pos)?;
                 prop_assert!(
-                    adjoints.iter().any(|d| !d.is_finite()),
-                    "reported {a}, but every gradient is finite without anomaly mode"
+                    broken(&adjoints),
+                    "reported {a}, but root and every gradient are finite without anomaly mode"
                 );
+                match first_anomaly {
+                    Some(p) => {
+                        let n = &s.nodes[p];
+                        prop_assert_eq!(a.op, n.name());
+                        prop_assert_eq!(a.gradient, None);
+                        prop_assert!(reference::same_value(a.output, n.recorded));
+                    }
+                    None => prop_assert!(a.gradient.is_some_and(|d| !d.is_finite()), "{a}"),
+                }
                 return Ok(());
             }
-            (Err(e), _) => return Err(TestCaseError::fail(format!("backward: {e}"))),
-            (Ok(grads), None) => grads,
+            Err(e) => return Err(TestCaseError::fail(format!("backward: {e}"))),
+            Ok(grads) => {
+                if s.anomaly {
+                    let adjoints = self.replay(side, root.pos)?;
+                    prop_assert!(
+                        !broken(&adjoints),
+                        "root {} or a gradient is not finite, yet anomaly mode let it pass \
+                         (first anomaly root uses: {first_anomaly:?})",
+                        s.nodes[root.pos].value
+                    );
+                }
+                grads
+            }
         };
         let tame = self.check_gradients(&root, &grads)?;
         // The differentiable backward, with anomaly mode off (it records nodes, which are
@@ -966,18 +982,34 @@ impl<'g, 'b> Machine<'g, 'b> {
             let second = no_panic("try_grad", || root.var.try_grad(&vars))?
                 .map_err(|e| TestCaseError::fail(format!("try_grad: {e}")))?;
             for (e, d) in inputs.iter().zip(&second) {
-                // Compared where the graph is tame. Elsewhere the two sweeps may differ,
-                // both right in floating point: they add the contributions in different
-                // orders (with terms of 1e297 cancelling, 2 + -2.8e297 + 2.8e297 is 0 one
-                // way and 2 the other), and where a zero adjoint meets an infinite partial
-                // the plain sweep skips the edge (0) while the differentiable one records
-                // 0 * inf (NaN).
+                // The same number bit for bit, tame or not: both sweeps apply one rule at
+                // singular points and add the contributions in the same order.
                 let (plain, differentiable) = (grads[e.var], d.value());
                 prop_assert!(
-                    !tame || (plain - differentiable).abs() <= 1e-9 * plain.abs().max(1.0),
-                    "d/d[{}]: plain {plain}, Var::grad {differentiable}",
+                    plain.to_bits() == differentiable.to_bits()
+                        || (plain.is_nan() && differentiable.is_nan()),
+                    "d/d[{}]: plain {plain:e}, Var::grad {differentiable:e} (tame: {tame})",
                     e.pos
                 );
+            }
+            // Second order, for the last few handles: the Hessian by plain sweeps over the
+            // recorded gradient and by a second `grad`, to the bit.
+            let few = &vars[vars.len().saturating_sub(3)..];
+            let firsts = &second[second.len() - few.len()..];
+            let hessian = no_panic("try_hessian", || {
+                tapegrad::higher::try_hessian(root.var, few)
+            })?
+            .map_err(|e| TestCaseError::fail(format!("try_hessian: {e}")))?;
+            for (i, dy) in firsts.iter().enumerate() {
+                let row = no_panic("try_grad", || dy.try_grad(few))?
+                    .map_err(|e| TestCaseError::fail(format!("try_grad: {e}")))?;
+                for (j, d2y) in row.iter().enumerate() {
+                    let (h, d2) = (hessian[i][j], d2y.value());
+                    prop_assert!(
+                        h.to_bits() == d2.to_bits() || (h.is_nan() && d2.is_nan()),
+                        "H[{i}][{j}]: hessian {h:e}, grad of grad {d2:e}"
+                    );
+                }
             }
             s.graph.release(mark);
         }
@@ -1000,18 +1032,7 @@ impl<'g, 'b> Machine<'g, 'b> {
     /// Returns whether the graph was tame.
     fn check_gradients(&self, root: &Entry<'g>, grads: &Gradients) -> Result<bool, TestCaseError> {
         let s = &self.sides[root.side];
-        // The nodes root depends on.
-        let mut cone = vec![false; root.pos + 1];
-        cone[root.pos] = true;
-        for p in (0..=root.pos).rev() {
-            if cone[p] {
-                for o in &s.nodes[p].operands {
-                    if let Operand::Pos(q) = o {
-                        cone[*q] = true;
-                    }
-                }
-            }
-        }
+        let cone = cone(s, root.pos);
         let value_of = |values: &[f64], o: &Operand| match *o {
             Operand::Pos(q) => values[q],
             Operand::Const(c) => c,
@@ -1184,6 +1205,22 @@ impl<'g, 'b> Machine<'g, 'b> {
         }
         Ok(())
     }
+}
+
+/// The nodes of `s` that the node at `root` depends on (itself included).
+fn cone(s: &Side<'_>, root: usize) -> Vec<bool> {
+    let mut cone = vec![false; root + 1];
+    cone[root] = true;
+    for p in (0..=root).rev() {
+        if cone[p] {
+            for o in &s.nodes[p].operands {
+                if let Operand::Pos(q) = o {
+                    cone[*q] = true;
+                }
+            }
+        }
+    }
+    cone
 }
 
 fn run(data: &[u8], tally: &Tally) -> Result<(), TestCaseError> {

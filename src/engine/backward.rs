@@ -10,6 +10,8 @@ use std::ops::Index;
 
 use super::error::{Anomaly, Error};
 use super::graph::Var;
+use super::op::Op;
+use super::scalar::Scalar;
 use super::tape::{CONST_ARG, Tape};
 
 /// The derivatives of one output with respect to every node recorded before it, held
@@ -243,9 +245,11 @@ impl<'g> Var<'g> {
     ///
     /// # Errors
     ///
-    /// [`Error::Released`] if `self` was released; in anomaly mode, [`Error::Anomaly`] for
-    /// the first op at or before `self` whose value was NaN or infinite, or the first op
-    /// whose backward produced a NaN or infinite gradient.
+    /// [`Error::Released`] if `self` was released; in anomaly mode, when `self`'s value
+    /// or a gradient is NaN or infinite, [`Error::Anomaly`] for the first op in tape order
+    /// that `self` depends on whose value was NaN or infinite, or else the op whose
+    /// backward produced a NaN or infinite gradient (see
+    /// [`Graph::set_anomaly_mode`](crate::Graph::set_anomaly_mode)).
     ///
     /// # Examples
     ///
@@ -307,10 +311,12 @@ impl<'g> Var<'g> {
             grads.root = root;
             grads.epoch = tape.epoch;
             if tape.anomaly.is_some() {
-                if let Some(a) = tape.anomaly_up_to(root) {
-                    return Err(Error::Anomaly(Box::new(a.clone())));
-                }
-                return sweep_checked(&tape, root as usize, &mut grads.adjoints);
+                let root = root as usize;
+                let non_finite = sweep_careful(&tape, root, &mut grads.adjoints, true);
+                return match anomaly_report(&tape, root, non_finite) {
+                    Some(a) => Err(Error::Anomaly(Box::new(a))),
+                    None => Ok(()),
+                };
             }
             sweep(&tape, root as usize, &mut grads.adjoints);
             Ok(())
@@ -325,10 +331,82 @@ impl<'g> Var<'g> {
     }
 }
 
+/// The one rule at singular points, shared by every sweep (the plain one here, the
+/// differentiable one, and any other that propagates adjoints): the contribution of an
+/// edge is `adjoint * partial`, except that **a zero factor wins**: when either is exactly 0
+/// and the other is infinite or NaN, nothing passes (`None`). So a zero adjoint passes
+/// nothing back (a node that does not reach the output cannot poison one that does), and
+/// a zero partial passes nothing either, whatever reaches it: that is how a kink acts as
+/// a select (`relu` below 0, `x^0`, `|x|` at 0), so `sqrt(relu(x))` at 0 has gradient 0.
+///
+/// Written over [`Scalar`], it runs with `f64` in the plain sweep and with graph terms in
+/// the differentiable one, so the two cannot disagree on which products are taken. Where
+/// both factors are finite the product is taken even if one is 0: on `f64` it is a ±0 that
+/// leaves the sum unchanged, and on graph terms a node whose own derivative (the other
+/// factor times the derivative of the zero one) a second-order sweep needs.
+#[inline]
+pub(crate) fn chain<T: Scalar>(adjoint: T, partial: T) -> Option<T> {
+    let (a, p) = (adjoint.value(), partial.value());
+    if (a == 0.0 || p == 0.0) && !(a.is_finite() && p.is_finite()) {
+        return None;
+    }
+    Some(adjoint * partial)
+}
+
+/// For an edge whose partial overflowed when it was evaluated (an infinity from a finite
+/// quotient, as `1/x` at a subnormal `x`), the partial as `(num, den)`, so that the
+/// contribution can be formed as `(adjoint * num) / den`, the finite number that dividing
+/// gives (`exp(ln x)` at `5e-324` has gradient 1). `None` for every other edge: an op
+/// without a quotient form, a partial that is finite, or a derivative that is really
+/// infinite (its value, an operand or the denominator is not finite and nonzero).
+///
+/// `operands` are the node's operand values (or terms) in order, `y` its value, `k` the
+/// edge, `partial` that edge's partial as evaluated.
+pub(crate) fn rescue<T: Scalar>(
+    op: Op,
+    operands: &[T],
+    y: T,
+    k: usize,
+    partial: f64,
+) -> Option<(T, T)> {
+    if !partial.is_infinite()
+        || !y.value().is_finite()
+        || operands.iter().any(|x| !x.value().is_finite())
+    {
+        return None;
+    }
+    let (num, den) = match op {
+        Op::Unary(u) => u.quotient(operands[0], y)?,
+        Op::Binary(b) => b.quotient(operands[0], operands[1], y, k)?,
+        _ => return None,
+    };
+    (den.value() != 0.0 && num.value().is_finite()).then_some((num, den))
+}
+
+/// [`chain`] for an edge that [`rescue`] gave a quotient for.
+#[inline]
+pub(crate) fn chain_quotient<T: Scalar>(adjoint: T, (num, den): (T, T)) -> Option<T> {
+    // The partial is infinite, so only a zero adjoint can win.
+    (adjoint.value() != 0.0).then(|| (adjoint * num) / den)
+}
+
 /// The reverse sweep: `adjoint[arg] += adjoint[node] * partial` over every edge, from the
-/// root down. Constant operands' edges point past the end, at a sink slot nobody reads, so
-/// the loop needs no branch for them.
+/// root down, by the rule of [`chain`] (and [`rescue`] for overflowed partials).
+///
+/// The fast loop multiplies and adds without looking at the partials, which gives exactly
+/// the rule's numbers as long as every adjoint it meets is finite (a finite adjoint times a
+/// zero partial is a ±0 that changes no sum). An overflowed or infinite partial makes some
+/// adjoint below it non-finite; at the first non-finite adjoint the fast loop stops and the
+/// careful one, which applies the rule edge by edge, starts again from the root. Ordinary
+/// sweeps pay one test per node for this.
 fn sweep(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) {
+    if !sweep_fast(tape, root, adjoints) {
+        sweep_careful(tape, root, adjoints, false);
+    }
+}
+
+/// [`sweep`]'s fast loop; `false` if it met a non-finite adjoint (and stopped there).
+fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
     adjoints.clear();
     adjoints.resize(root + 2, 0.0);
     adjoints[root] = 1.0;
@@ -346,10 +424,13 @@ fn sweep(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) {
     for node in (0..sink).rev() {
         let start = edge_start[node] as usize;
         let adjoint = adjoints[node];
-        // Inputs (no edges, often most of the nodes: a model's parameters) cost one test;
-        // nearly every other node has one or two edges, which get straight-line code,
-        // without the zipped loop's setup and exit tests.
-        if start != end && adjoint != 0.0 {
+        // Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0
+        // wraps to the top and the infinities and NaNs are the largest patterns.
+        let ordinary = (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1;
+        // Inputs (no edges, often most of the nodes: a model's parameters) cost one test
+        // and a finiteness test; nearly every other node has one or two edges, which get
+        // straight-line code, without the zipped loop's setup and exit tests.
+        if start != end && ordinary {
             match (&args[start..end], &weights[start..end]) {
                 (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
                 (&[a0, a1], &[w0, w1]) => {
@@ -362,42 +443,116 @@ fn sweep(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) {
                     }
                 }
             }
+        } else if !adjoint.is_finite() {
+            return false;
         }
         end = start;
     }
+    true
 }
 
-/// [`sweep`] in anomaly mode: stops at the first edge whose contribution, or whose
-/// operand's accumulated adjoint, is not finite.
+/// The bits of `+inf` shifted past the sign: every non-finite `f64`, so shifted, is at
+/// least this.
+const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
+
+/// A non-finite adjoint sum met by [`sweep_careful`] in checking mode: the node whose
+/// edge produced it, and the sum.
+struct NonFinite {
+    node: usize,
+    sum: f64,
+}
+
+/// The reverse sweep edge by edge, by the rule of [`chain`] and [`rescue`]. With `check`
+/// (anomaly mode), it also returns the first edge, in sweep order, that made an operand's
+/// adjoint non-finite.
 #[cold]
-fn sweep_checked(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> Result<(), Error> {
+fn sweep_careful(
+    tape: &Tape,
+    root: usize,
+    adjoints: &mut Vec<f64>,
+    check: bool,
+) -> Option<NonFinite> {
     adjoints.clear();
     adjoints.resize(root + 2, 0.0);
     adjoints[root] = 1.0;
+    let mut first = None;
+    let mut operands = Vec::new();
     for node in (0..=root).rev() {
         let adjoint = adjoints[node];
         if adjoint == 0.0 {
             continue;
         }
         let (args, weights) = tape.edges(node);
-        for (&arg, &partial) in args.iter().zip(weights) {
+        for (k, (&arg, &partial)) in args.iter().zip(weights).enumerate() {
             if arg == CONST_ARG {
                 continue;
             }
-            let sum = adjoints[arg as usize] + adjoint * partial;
-            if !sum.is_finite() {
-                return Err(Error::Anomaly(Box::new(Anomaly {
-                    op: tape.op_name(node),
-                    inputs: tape.operand_values(node),
-                    output: tape.values[node],
-                    // The operand's adjoint with this contribution added: the non-finite
-                    // number (the contribution alone can be finite, as 1.8e308 is).
-                    gradient: Some(sum),
-                    location: tape.location(node),
-                })));
+            let rescued = if partial.is_infinite() {
+                operands.clear();
+                operands.extend(tape.operand_values_iter(node));
+                rescue(tape.ops[node], &operands, tape.values[node], k, partial)
+            } else {
+                None
+            };
+            let contribution = match rescued {
+                Some(quotient) => chain_quotient(adjoint, quotient),
+                None => chain(adjoint, partial),
+            };
+            if let Some(c) = contribution {
+                let sum = adjoints[arg as usize] + c;
+                if check && first.is_none() && !sum.is_finite() {
+                    first = Some(NonFinite { node, sum });
+                }
+                adjoints[arg as usize] = sum;
             }
-            adjoints[arg as usize] = sum;
         }
     }
-    Ok(())
+    first
+}
+
+/// In anomaly mode, the report for the backward from `root` (after [`sweep_careful`] has
+/// filled `adjoints` and found `non_finite`), or `None` if there is nothing to report.
+///
+/// Only nodes that `root` depends on are considered, and only when something went wrong
+/// that the user will see: `root`'s value, or a gradient, is not finite. A NaN or infinity
+/// that reaches neither (an unused `ln(0)`, or an attention mask of `-inf` whose softmax
+/// weight is 0) is not reported. What is reported is the first node in tape order, among
+/// those `root` depends on, that was recorded in anomaly mode with a non-finite value; if
+/// there is none, the edge whose backward made a gradient non-finite.
+#[cold]
+fn anomaly_report(tape: &Tape, root: usize, non_finite: Option<NonFinite>) -> Option<Anomaly> {
+    if tape.values[root].is_finite() && non_finite.is_none() {
+        return None;
+    }
+    let log = tape.anomaly.as_ref()?;
+    // The nodes root depends on.
+    let mut used = vec![false; root + 1];
+    used[root] = true;
+    for node in (0..=root).rev() {
+        if used[node] {
+            for &arg in tape.edges(node).0 {
+                if arg != CONST_ARG {
+                    used[arg as usize] = true;
+                }
+            }
+        }
+    }
+    let forward = log
+        .anomalous
+        .iter()
+        .map(|&(pos, _)| pos as usize)
+        .find(|&pos| pos <= root && used[pos]);
+    if let Some(pos) = forward {
+        return Some(tape.anomaly_at(pos));
+    }
+    let NonFinite { node, sum } = non_finite?;
+    Some(Anomaly {
+        op: tape.op_name(node),
+        inputs: tape.operand_values(node),
+        output: tape.values[node],
+        // The operand's adjoint with this contribution added: the non-finite number (the
+        // contribution alone can be finite, as 1.8e308 is).
+        gradient: Some(sum),
+        location: tape.location(node),
+    })
 }

@@ -10,6 +10,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 use std::sync::Arc;
 
+use super::backward::{chain, chain_quotient, rescue};
 use super::error::{Error, or_panic};
 use super::graph::{Graph, Var};
 use super::op::{Binary, Nary, Op, Unary};
@@ -51,9 +52,10 @@ impl<'g> Var<'g> {
     /// [`Error::NoSecondOrder`] if the way from an input to `self` passes through a node
     /// with first partials only (a [`CustomFn`](crate::CustomFn) without a second-order
     /// rule, or a [`Graph::fuse`] node), naming it; nothing is left recorded then. In anomaly
-    /// mode, [`Error::Anomaly`] for what [`Var::try_backward`] would report, or for the
-    /// first NaN or infinite value among the gradient nodes (its location is then the
-    /// line that called `grad`, for every node the call records).
+    /// mode, [`Error::Anomaly`] for what [`Var::try_backward`] would report (the gradients'
+    /// values are the plain backward's, bit for bit). The nodes the call records are
+    /// attributed to the line that called `grad`, where a later backward through them
+    /// reports an anomaly.
     ///
     /// # Examples
     ///
@@ -100,10 +102,11 @@ impl<'g> Var<'g> {
                 None => constant(graph, &mut tape, 0.0),
             })
             .collect();
-        match tape.adopt_from(start, location) {
-            Some(anomaly) => Err(Error::Anomaly(Box::new(anomaly))),
-            None => Ok(grads),
-        }
+        // The gradients' values are the plain backward's, checked above; the nodes recorded
+        // on the way (an infinite partial that a zero factor stopped, say) are checked only
+        // when a later backward goes through them.
+        tape.adopt_from(start, location);
+        Ok(grads)
     }
 }
 
@@ -148,11 +151,17 @@ fn differentiable_sweep<'g>(
             Term::Node(graph, arg)
         }
     };
-    let add = |adjoints: &mut [Option<Term<'g>>], arg: u32, contribution: Term<'g>| {
+    // The plain sweep's sums start at +0, so none of them is ever -0; a first
+    // contribution of -0 is made +0 here too (by a recorded `+ 0`, which keeps its
+    // derivative), so that the two sweeps agree to the bit.
+    let add = |adjoints: &mut [Option<Term<'g>>], arg: u32, contribution: Option<Term<'g>>| {
+        let Some(contribution) = contribution else {
+            return;
+        };
         let slot = &mut adjoints[arg as usize];
         *slot = Some(match *slot {
             Some(sum) => sum + contribution,
-            None => contribution,
+            None => contribution.without_negative_zero(),
         });
     };
     let needs = |arg: u32| arg != CONST_ARG && depends[arg as usize];
@@ -162,78 +171,57 @@ fn differentiable_sweep<'g>(
             continue;
         };
         let y = Term::Node(graph, node as u32);
-        // Unary and binary nodes (nearly all of them) are read into locals; only n-ary
-        // ones need the operand buffers.
-        let tape = graph.tape.borrow();
-        let (a, w) = tape.edges(node);
-        match tape.ops[node] {
-            Op::Unary(op) => {
-                let (arg, x) = (a[0], operand(a[0], w[0]));
-                drop(tape);
-                if needs(arg) {
-                    add(&mut adjoints, arg, adjoint * op.partial(x, y));
+        // Operand positions and terms, in operand order.
+        let op = {
+            let tape = graph.tape.borrow();
+            let (a, w) = tape.edges(node);
+            args.clear();
+            args.extend_from_slice(a);
+            operands.clear();
+            operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
+            tape.ops[node]
+        };
+        // Each edge's contribution by the plain sweep's rule (`backward::chain`, and
+        // `backward::rescue` for a partial that overflowed), edge by edge in operand order,
+        // as the plain sweep adds them.
+        let contribute = |adjoints: &mut [Option<Term<'g>>], k: usize, partial: Term<'g>| {
+            let rescued = rescue(op, &operands, y, k, partial.value());
+            let contribution = match rescued {
+                Some(quotient) => chain_quotient(adjoint, quotient),
+                None => chain(adjoint, partial),
+            };
+            add(adjoints, args[k], contribution);
+        };
+        match op {
+            Op::Unary(u) => {
+                if needs(args[0]) {
+                    contribute(&mut adjoints, 0, u.partial(operands[0], y));
                 }
             }
-            Op::Binary(op) => {
-                let (args, xs) = ([a[0], a[1]], [operand(a[0], w[0]), operand(a[1], w[1])]);
-                drop(tape);
-                if args[0] == args[1] {
-                    // One node used twice (x * x): sum the partials before multiplying by
-                    // the adjoint, 2 recorded nodes instead of 3.
-                    if needs(args[0]) {
-                        let partial =
-                            op.partial(xs[0], xs[1], y, 0) + op.partial(xs[0], xs[1], y, 1);
-                        add(&mut adjoints, args[0], adjoint * partial);
-                    }
-                } else {
-                    for (k, arg) in args.into_iter().enumerate() {
-                        if needs(arg) {
-                            add(&mut adjoints, arg, adjoint * op.partial(xs[0], xs[1], y, k));
-                        }
-                    }
-                }
-            }
-            Op::Nary(op) => {
-                args.clear();
-                args.extend_from_slice(a);
-                operands.clear();
-                operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
-                let value = tape.values[node];
-                drop(tape);
-                if op == Nary::LogSumExp && value.is_finite() && value.abs() > 64.0 {
-                    // The rule's e^(x_k - y) loses |y| 2^-53 of relative precision, and all
-                    // of it past 1e16: six terms equal to 1e300 got partial 1 each (6 in
-                    // all, for a true 1). Shifted by the largest operand m, a constant, so
-                    // every derivative is unchanged: e^((x_k - m) - logsumexp(x - m)).
-                    let m = operands
-                        .iter()
-                        .map(|x| x.value())
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    let shifted: Vec<Term<'g>> = operands.iter().map(|&x| x - m).collect();
-                    let s = Term::logsumexp(&shifted);
-                    for (k, &arg) in args.iter().enumerate() {
-                        if needs(arg) {
-                            add(&mut adjoints, arg, adjoint * (shifted[k] - s).exp());
-                        }
-                    }
-                    continue;
-                }
+            Op::Binary(b) => {
                 for (k, &arg) in args.iter().enumerate() {
                     if needs(arg) {
-                        add(&mut adjoints, arg, adjoint * op.partial(&operands, y, k));
+                        contribute(&mut adjoints, k, b.partial(operands[0], operands[1], y, k));
                     }
                 }
             }
-            Op::Custom(k) => {
-                args.clear();
-                args.extend_from_slice(a);
-                let name = tape.op_name(node);
-                drop(tape);
-                let partials = custom_partials(graph, usize::from(k), node, &args)
+            Op::Nary(n) => {
+                if args.iter().any(|&a| needs(a)) {
+                    let partials = n.partials(&operands, y);
+                    for (k, partial) in partials.into_iter().enumerate() {
+                        if needs(args[k]) {
+                            contribute(&mut adjoints, k, partial);
+                        }
+                    }
+                }
+            }
+            Op::Custom(f) => {
+                let name = graph.tape.borrow().op_name(node);
+                let partials = custom_partials(graph, usize::from(f), node, &args)
                     .ok_or(Error::NoSecondOrder { op: name })?;
-                for (&arg, partial) in args.iter().zip(partials) {
-                    if needs(arg) {
-                        add(&mut adjoints, arg, adjoint * partial);
+                for (k, partial) in partials.into_iter().enumerate() {
+                    if needs(args[k]) {
+                        contribute(&mut adjoints, k, partial);
                     }
                 }
             }
@@ -312,6 +300,27 @@ impl<'g> Term<'g> {
         matches!(self, Term::Const(x) if x == c)
     }
 
+    fn is_positive_zero(self) -> bool {
+        let v = self.value();
+        v == 0.0 && v.is_sign_positive()
+    }
+
+    fn is_negative_zero(self) -> bool {
+        let v = self.value();
+        v == 0.0 && v.is_sign_negative()
+    }
+
+    /// `self`, or `self + 0` (recorded, not folded) if its value is -0.
+    fn without_negative_zero(self) -> Self {
+        match self {
+            Term::Const(c) => Term::Const(c + 0.0),
+            Term::Node(graph, _) if self.is_negative_zero() => {
+                Term::record_binary(graph, Binary::Add, self, Term::Const(0.0))
+            }
+            Term::Node(..) => self,
+        }
+    }
+
     fn unary(self, op: Unary) -> Self {
         match self {
             Term::Const(c) => Term::Const(op.value(c)),
@@ -327,13 +336,25 @@ impl<'g> Term<'g> {
     }
 
     fn binary(op: Binary, a: Self, b: Self) -> Self {
-        // Fold what symbolic differentiation makes plentiful: x + 0, x * 1, 0 * x, x / 1.
+        // Fold what symbolic differentiation makes plentiful: x + 0, x * 1, 0 * x, x / 1,
+        // each to exactly the number the operation would give (the plain backward's
+        // partials are these operations on `f64`, and the two sweeps agree to the bit):
+        // `+0 + -0` is `+0`, `0 * x` is `-0` for a negative `x` and NaN for an infinite one.
         match op {
-            Binary::Add if a.is(0.0) => return b,
-            Binary::Add | Binary::Sub if b.is(0.0) => return a,
+            Binary::Add if a.is(0.0) && !(a.is_positive_zero() && b.is_negative_zero()) => {
+                return b;
+            }
+            Binary::Add if b.is(0.0) && !(b.is_positive_zero() && a.is_negative_zero()) => {
+                return a;
+            }
+            Binary::Sub if b.is(0.0) && !(b.is_negative_zero() && a.is_negative_zero()) => {
+                return a;
+            }
             Binary::Mul if a.is(1.0) => return b,
             Binary::Mul | Binary::Div if b.is(1.0) => return a,
-            Binary::Mul if a.is(0.0) || b.is(0.0) => return Term::Const(0.0),
+            // Constant: its derivative, 0 times the other's, passes nothing (a zero factor
+            // wins, as in `backward::chain`).
+            Binary::Mul if a.is(0.0) || b.is(0.0) => return Term::Const(a.value() * b.value()),
             _ => {}
         }
         match (a, b) {

@@ -884,11 +884,15 @@ impl Graph {
 
     /// Turns anomaly mode on or off (it is off by default, and costs nothing then).
     ///
-    /// While it is on, every node remembers the source line that recorded it, the first
-    /// op whose value is NaN or infinite is remembered (see [`Graph::anomaly`]), and
-    /// backward checks every gradient it propagates: [`Var::try_backward`] then reports
-    /// the first anomaly, forward or backward, as [`Error::Anomaly`] naming the op, its
-    /// input values and its line, and [`Var::backward`] panics with that message.
+    /// While it is on, every node remembers the source line that recorded it, the ops
+    /// whose values are NaN or infinite are remembered (see [`Graph::anomaly`]), and
+    /// backward checks every gradient it propagates. When the output's value or a gradient
+    /// is NaN or infinite, [`Var::try_backward`] reports, as [`Error::Anomaly`] naming the
+    /// op, its input values and its line, the first op in tape order that the output
+    /// depends on whose value was NaN or infinite, or else the op whose backward made a
+    /// gradient non-finite; [`Var::backward`] panics with that message. A NaN or infinity
+    /// that the output does not use, or that reaches no non-finite value or gradient (an
+    /// attention mask of `-inf`, whose softmax weight is 0), is not reported.
     ///
     /// # Examples
     ///
@@ -907,7 +911,7 @@ impl Graph {
                 let len = tape.len();
                 tape.anomaly = Some(Box::new(AnomalyLog {
                     locations: vec![None; len],
-                    first: None,
+                    anomalous: Vec::new(),
                 }));
                 tape.fast_limit = 0;
             }
@@ -933,6 +937,10 @@ impl Graph {
 
     /// In anomaly mode, the first op recorded so far whose value was NaN or infinite.
     ///
+    /// This report is eager: it names the first such op whether or not any output uses
+    /// it, and an intentional infinity (an attention mask of `-inf`) counts. The report of
+    /// [`Var::try_backward`] considers only what its output depends on.
+    ///
     /// # Examples
     ///
     /// ```
@@ -943,7 +951,7 @@ impl Graph {
     /// assert_eq!(g.anomaly().unwrap().op, "exp");
     /// ```
     pub fn anomaly(&self) -> Option<Anomaly> {
-        self.tape.borrow().anomaly_up_to(u32::MAX).cloned()
+        self.tape.borrow().anomaly_up_to(u32::MAX)
     }
 
     /// Turns replay checks on or off (off by default): while on, every [`Var::value`] read

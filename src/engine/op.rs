@@ -139,9 +139,11 @@ unary_ops! {
     Sinh "sinh" { value: |x| x.sinh(), partial: |x, y| x.cosh() }
     /// The hyperbolic cosine.
     Cosh "cosh" { value: |x| x.cosh(), partial: |x, y| x.sinh() }
-    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose; see [`kink`]).
+    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose), NaN at NaN (see
+    /// [`kink`]).
     Abs "abs" { value: |x| x.abs(), partial: |x, y| x.lift(kink::abs(x.value())) }
-    /// `max(x, 0)`, with derivative 0 at 0 (see [`kink`]).
+    /// `max(x, 0)`, with derivative 0 at and below 0 (a select: an exact 0 partial passes
+    /// nothing back, even an infinite adjoint), NaN at NaN (see [`kink`]).
     Relu "relu" { value: |x| Scalar::relu(x), partial: |x, y| x.lift(kink::relu(x.value())) }
     /// The logistic function. Its derivative is written `y sigmoid(-x)`, not `y (1 - y)`,
     /// which would lose all precision where `y` rounds to 1.
@@ -202,6 +204,23 @@ fn sech2<T: Scalar>(x: T) -> T {
         (x * 2.0).exp()
     };
     e * 4.0 / (e + 1.0).powi(2)
+}
+
+impl Unary {
+    /// The partials that can overflow while the op's value is finite (`1/x` at a subnormal
+    /// `x`), as a quotient `(num, den)` of numbers that do not: the sweeps then form
+    /// `(adjoint * num) / den`, as dividing would, instead of `adjoint * inf` (see
+    /// `backward::rescue`). `None` for the ops whose partials cannot overflow so.
+    pub(crate) fn quotient<T: Scalar>(self, x: T, y: T) -> Option<(T, T)> {
+        match self {
+            Unary::Ln => Some((x.lift(1.0), x)),
+            Unary::Log2 => Some((x.lift(1.0), x * std::f64::consts::LN_2)),
+            Unary::Log10 => Some((x.lift(1.0), x * std::f64::consts::LN_10)),
+            // -1/x^2 = -y/x
+            Unary::Recip => Some((-y, x)),
+            _ => None,
+        }
+    }
 }
 
 /// Declares the binary ops: for each, a name, its value and its two partials.
@@ -298,12 +317,14 @@ binary_ops! {
         d_rhs: |a, b, y| -(y / b),
     }
     /// `a^b` for real `b`: `d/da = b a^(b-1)`, `d/db = ln(a) a^b`. Where `a^b` is 0
-    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`; at
-    /// `a = b = 0`, `d/da` is 0 (`a^0` is the constant 1), not `0 * 0^-1 = NaN`.
+    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`, and so
+    /// it is for a zero base with `b >= 0` (`d/db 0^b` at `b = 0` is 0, as in PyTorch, not
+    /// `ln 0 * 1 = -inf`); at `b = 0`, `d/da` is 0 at every `a` (`a^0` is the constant 1),
+    /// not `0 * a^-1`, which is NaN where `a^-1` is infinite (`a = 0` or subnormal) or NaN.
     Powf "powf" {
         value: |a, b| a.powf(b),
-        d_lhs: |a, b, y| if a.value() == 0.0 && b.value() == 0.0 { a.lift(0.0) } else { b * a.powf(b - 1.0) },
-        d_rhs: |a, b, y| if y.value() == 0.0 { a.lift(0.0) } else { a.ln() * y },
+        d_lhs: |a, b, y| if b.value() == 0.0 { a.lift(0.0) } else { b * a.powf(b - 1.0) },
+        d_rhs: |a, b, y| if y.value() == 0.0 || (a.value() == 0.0 && b.value() >= 0.0) { a.lift(0.0) } else { a.ln() * y },
     }
     /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`, and 0 for
     /// `n = 0` (`a^0` is the constant 1; `0 * a^-1` would be NaN at `a = 0`).
@@ -346,6 +367,19 @@ binary_ops! {
         value: |a, b| super::scalar::min_f64(a, b),
         d_lhs: |a, b, y| a.lift(kink::min_share(a.value(), b.value())),
         d_rhs: |a, b, y| a.lift(kink::min_share(b.value(), a.value())),
+    }
+}
+
+impl Binary {
+    /// [`Unary::quotient`] for operand `k`: `1/b` and `-y/b` of a division, `b y / a` of
+    /// a power (`b a^(b-1)`, `n a^(n-1)`).
+    pub(crate) fn quotient<T: Scalar>(self, a: T, b: T, y: T, k: usize) -> Option<(T, T)> {
+        match (self, k) {
+            (Binary::Div, 0) => Some((a.lift(1.0), b)),
+            (Binary::Div, _) => Some((-y, b)),
+            (Binary::Powf | Binary::Powi, 0) => Some((b * y, a)),
+            _ => None,
+        }
     }
 }
 
@@ -419,7 +453,7 @@ impl Nary {
         match self {
             Nary::Sum => y.lift(1.0),
             Nary::Dot => xs[(k + xs.len() / 2) % xs.len()],
-            Nary::LogSumExp => (xs[k] - y).exp(),
+            Nary::LogSumExp => self.partials(xs, y)[k],
             Nary::Max => {
                 let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
                 y.lift(kink::amax_share(&values, y.value(), k))
@@ -427,6 +461,46 @@ impl Nary {
             Nary::Clamp => {
                 y.lift(kink::clamp_share(xs[0].value(), xs[1].value(), xs[2].value())[k])
             }
+        }
+    }
+
+    /// Every partial at once, [`Nary::partial`] for each operand: the differentiable
+    /// backward's form. Logsumexp's softmax is `e^(x_k - m) / sum_j e^(x_j - m)` with `m`
+    /// the largest operand, held constant (so every derivative is unchanged): the same
+    /// operations, in the same order, as [`Nary::partials_f64`], so the two agree bit for
+    /// bit, and no precision is lost to a large `y` (`e^(x_k - y)` loses `|y| 2^-53`).
+    ///
+    /// At an infinite or NaN operand the softmax is the limit where there is one: a `+inf`
+    /// operand takes all the weight, so every finite (or `-inf`) operand's partial is 0 and
+    /// the infinite ones' NaN (as PyTorch gives); with a NaN operand (the value is NaN)
+    /// every partial is NaN; with every operand `-inf` too (`e^(-inf + inf)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Nary;
+    ///
+    /// let p = Nary::LogSumExp.partials(&[0.0, 2f64.ln()], 3f64.ln());
+    /// assert_eq!(p, vec![1.0 / 3.0, 2.0 / 3.0]);
+    /// let p = Nary::LogSumExp.partials(&[1.0, f64::INFINITY], f64::INFINITY);
+    /// assert_eq!(p[0], 0.0);
+    /// assert!(p[1].is_nan());
+    /// ```
+    ///
+    pub fn partials<T: Scalar>(self, xs: &[T], y: T) -> Vec<T> {
+        match self {
+            Nary::LogSumExp => {
+                let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
+                if let Some(special) = softmax_at_infinity(&values) {
+                    return special.map(|p| y.lift(p)).collect();
+                }
+                let m = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<T> = xs.iter().map(|&x| (x - m).exp()).collect();
+                let sum = T::sum(&exps);
+                exps.into_iter().map(|e| e / sum).collect()
+            }
+            // Each partial on its own costs nothing extra for the others.
+            _ => (0..xs.len()).map(|k| self.partial(xs, y, k)).collect(),
         }
     }
 
@@ -447,6 +521,10 @@ impl Nary {
                 out.extend_from_slice(a);
             }
             Nary::LogSumExp => {
+                if let Some(special) = softmax_at_infinity(xs) {
+                    out.extend(special);
+                    return;
+                }
                 let (_, sum) = shifted_exps(xs, out);
                 let start = out.len() - xs.len();
                 out[start..].iter_mut().for_each(|e| *e /= sum);
@@ -471,6 +549,12 @@ impl Nary {
                 let (max, sum) = shifted_exps(xs, out);
                 let start = out.len() - xs.len();
                 out[start..].iter_mut().for_each(|e| *e /= sum);
+                if !max.is_finite()
+                    && let Some(special) = softmax_at_infinity(xs)
+                {
+                    out.truncate(start);
+                    out.extend(special);
+                }
                 if max.is_finite() {
                     max + sum.ln()
                 } else {
@@ -481,6 +565,23 @@ impl Nary {
             }
         }
     }
+}
+
+/// Logsumexp's partials where the shifted form does not give them (see [`Nary::partials`]):
+/// at a `+inf` operand (0 for the others, NaN for the infinite ones) or a NaN one (NaN for
+/// all). `None` where every operand is finite or `-inf`.
+fn softmax_at_infinity(xs: &[f64]) -> Option<impl Iterator<Item = f64> + '_> {
+    let nan = xs.iter().any(|x| x.is_nan());
+    let inf = xs.contains(&f64::INFINITY);
+    (nan || inf).then(move || {
+        xs.iter().map(move |&x| {
+            if nan || x == f64::INFINITY {
+                f64::NAN
+            } else {
+                0.0
+            }
+        })
+    })
 }
 
 /// Appends `e^(x_k - max)` for every `x_k` to `out`; returns `max` (which skips NaNs, as
@@ -509,38 +610,52 @@ fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
 /// operand's slope in `max`/`min` is then 1 (every comparison is false, as in PyTorch's
 /// masks), and every `amax` partial is NaN (PyTorch: a count of 0 ties, `grad / 0 * 0`).
 /// `clamp` of NaN is NaN with slope 0 for `x`, as `clamp_backward`'s comparisons give.
+/// `relu` and `abs` have slope NaN at NaN (PyTorch's relu has 1): a NaN operand must not
+/// turn into a finite gradient (the crate docs' table of singular points).
 ///
 /// Every function here returns a plain number: a kink's slope is piecewise constant, so
 /// its own derivative (the second order) is 0 on both sides.
 pub mod kink {
-    /// `d|x|/dx`: the sign of `x`, 0 at 0.
+    /// `d|x|/dx`: the sign of `x`, 0 at 0, NaN at NaN (a NaN operand must give a NaN
+    /// gradient, not a slope that hides it).
     ///
     /// # Examples
     ///
     /// ```
     /// assert_eq!(tapegrad::op::kink::abs(0.0), 0.0);
     /// assert_eq!(tapegrad::op::kink::abs(-2.0), -1.0);
+    /// assert!(tapegrad::op::kink::abs(f64::NAN).is_nan());
     /// ```
     pub fn abs(x: f64) -> f64 {
         if x > 0.0 {
             1.0
         } else if x < 0.0 {
             -1.0
-        } else {
+        } else if x == 0.0 {
             0.0
+        } else {
+            f64::NAN
         }
     }
 
-    /// `d relu(x)/dx`: 1 above 0, else 0 (0 at the kink).
+    /// `d relu(x)/dx`: 1 above 0, else 0 (0 at the kink: a select, see `backward::chain`),
+    /// and NaN at NaN (PyTorch gives 1 there; a NaN must not turn into a gradient).
     ///
     /// # Examples
     ///
     /// ```
     /// assert_eq!(tapegrad::op::kink::relu(0.0), 0.0);
     /// assert_eq!(tapegrad::op::kink::relu(3.0), 1.0);
+    /// assert!(tapegrad::op::kink::relu(f64::NAN).is_nan());
     /// ```
     pub fn relu(x: f64) -> f64 {
-        if x > 0.0 { 1.0 } else { 0.0 }
+        if x > 0.0 {
+            1.0
+        } else if x <= 0.0 {
+            0.0
+        } else {
+            f64::NAN
+        }
     }
 
     /// The share of `d max(own, other)` that goes to `own`: 1 if it is the larger, 0 if

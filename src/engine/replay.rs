@@ -16,12 +16,17 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::backward::{chain, chain_quotient, rescue};
 use super::error::{BranchChanged, Error, or_panic};
 use super::graph::{Operand, Var};
 use super::guard::{Comparison, Guard};
 use super::op::{Binary, Nary, Op, Unary};
 use super::scalar::{Scalar, logsumexp_f64};
 use super::tape::CONST_ARG;
+
+/// The bits of `+inf` shifted past the sign (as in `backward.rs`): every non-finite `f64`,
+/// so shifted, is at least this.
+const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
 
 /// A unique id per replay, so that a workspace knows which replay it was prepared for.
 static NEXT_REPLAY_ID: AtomicU64 = AtomicU64::new(1);
@@ -617,14 +622,28 @@ impl Replay {
     }
 
     /// The reverse sweep of the plain backward (`backward.rs`), over the replay's arrays:
-    /// the same order, the same skip of zero adjoints, so the same numbers bit for bit.
-    /// Constant operands' edges go to their own slots, which nothing reads.
+    /// the same order and the same rule at singular points (its `chain` and `rescue`), so
+    /// the same numbers bit for bit. As there, a fast multiply-add loop runs while every
+    /// adjoint is finite, and the careful loop, edge by edge, takes over from the root at
+    /// the first that is not. Constant operands' edges go to slots of their own, which
+    /// nothing reads.
     fn reverse(&self, ws: &mut ReplayWorkspace) {
+        if !self.reverse_fast(ws) {
+            self.reverse_careful(ws);
+        }
+    }
+
+    /// The constants' slots (past the nodes) are never read: left as they are.
+    fn seed(&self, adjoints: &mut [f64]) {
+        adjoints[..self.ops.len()].fill(0.0);
+        adjoints[self.output as usize] = 1.0;
+    }
+
+    /// [`Replay::reverse`]'s fast loop; `false` if it met a non-finite adjoint.
+    fn reverse_fast(&self, ws: &mut ReplayWorkspace) -> bool {
         let root = self.output as usize;
         let adjoints = ws.adjoints.as_mut_slice();
-        // The constants' slots (past the nodes) are never read: left as they are.
-        adjoints[..self.ops.len()].fill(0.0);
-        adjoints[root] = 1.0;
+        self.seed(adjoints);
         let edge_start = &self.edge_start[..=root + 1];
         let mut end = edge_start[root + 1] as usize;
         let args = &self.args[..end];
@@ -632,7 +651,9 @@ impl Replay {
         for node in (0..=root).rev() {
             let start = edge_start[node] as usize;
             let adjoint = adjoints[node];
-            if start != end && adjoint != 0.0 {
+            // Finite and nonzero, in one unsigned comparison (as in `backward.rs`).
+            let ordinary = (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1;
+            if start != end && ordinary {
                 match (&args[start..end], &weights[start..end]) {
                     (&[a], &[w]) => adjoints[a as usize] += adjoint * w,
                     (&[a0, a1], &[w0, w1]) => {
@@ -645,8 +666,49 @@ impl Replay {
                         }
                     }
                 }
+            } else if !adjoint.is_finite() {
+                return false;
             }
             end = start;
+        }
+        true
+    }
+
+    /// [`Replay::reverse`]'s careful loop: the rule of `backward.rs`'s `chain` and
+    /// `rescue`, edge by edge.
+    #[cold]
+    fn reverse_careful(&self, ws: &mut ReplayWorkspace) {
+        let root = self.output as usize;
+        let sink = self.ops.len() as u32;
+        let adjoints = ws.adjoints.as_mut_slice();
+        self.seed(adjoints);
+        let values = ws.values.as_slice();
+        for node in (0..=root).rev() {
+            let adjoint = adjoints[node];
+            if adjoint == 0.0 {
+                continue;
+            }
+            let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
+            let args = &self.args[edges.clone()];
+            for (k, (&arg, &partial)) in args.iter().zip(&ws.partials[edges]).enumerate() {
+                if arg > sink {
+                    continue; // a constant operand
+                }
+                let rescued = if partial.is_infinite() {
+                    ws.operands.clear();
+                    ws.operands.extend(args.iter().map(|&a| values[a as usize]));
+                    rescue(self.ops[node], &ws.operands, values[node], k, partial)
+                } else {
+                    None
+                };
+                let contribution = match rescued {
+                    Some(quotient) => chain_quotient(adjoint, quotient),
+                    None => chain(adjoint, partial),
+                };
+                if let Some(c) = contribution {
+                    adjoints[arg as usize] += c;
+                }
+            }
         }
     }
 

@@ -227,11 +227,12 @@ pub(crate) struct Tape {
     pub(crate) custom_names: Vec<&'static str>,
 }
 
-/// What anomaly mode keeps: where each node was recorded, and the first bad value.
+/// What anomaly mode keeps: where each node was recorded, and every node recorded with a
+/// non-finite value (position and that value, in tape order; a short list in practice).
 #[derive(Debug, Default)]
 pub(crate) struct AnomalyLog {
     pub(crate) locations: Vec<Option<&'static Location<'static>>>,
-    pub(crate) first: Option<(u32, Anomaly)>,
+    pub(crate) anomalous: Vec<(u32, f64)>,
 }
 
 impl Tape {
@@ -306,17 +307,19 @@ impl Tape {
 
     /// Node `pos`'s operand values in operand order (constants included).
     pub(crate) fn operand_values(&self, pos: usize) -> Vec<f64> {
+        self.operand_values_iter(pos).collect()
+    }
+
+    /// [`Tape::operand_values`] without collecting them.
+    pub(crate) fn operand_values_iter(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
         let (args, weights) = self.edges(pos);
-        args.iter()
-            .zip(weights)
-            .map(|(&a, &w)| {
-                if a == CONST_ARG {
-                    w
-                } else {
-                    self.values[a as usize]
-                }
-            })
-            .collect()
+        args.iter().zip(weights).map(|(&a, &w)| {
+            if a == CONST_ARG {
+                w
+            } else {
+                self.values[a as usize]
+            }
+        })
     }
 
     /// Closes the node whose edges were just pushed: every op node goes on here (inputs
@@ -375,17 +378,26 @@ impl Tape {
     #[cold]
     fn note_for_anomaly(&mut self, pos: usize, location: &'static Location<'static>) {
         let value = self.values[pos];
-        let found = (!value.is_finite()).then(|| Anomaly {
-            op: self.op_name(pos),
-            inputs: self.operand_values(pos),
-            output: value,
-            gradient: None,
-            location: Some(location),
-        });
         let log = self.anomaly.as_mut().expect("anomaly mode is on");
         log.locations.push(Some(location));
-        if let (None, Some(found)) = (&log.first, found) {
-            log.first = Some((pos as u32, found));
+        if !value.is_finite() {
+            log.anomalous.push((pos as u32, value));
+        }
+    }
+
+    /// The forward anomaly of node `pos`, recorded with a non-finite value.
+    pub(crate) fn anomaly_at(&self, pos: usize) -> Anomaly {
+        let output = self
+            .anomaly
+            .as_ref()
+            .and_then(|log| log.anomalous.iter().find(|&&(p, _)| p as usize == pos))
+            .map_or(self.values[pos], |&(_, v)| v);
+        Anomaly {
+            op: self.op_name(pos),
+            inputs: self.operand_values(pos),
+            output,
+            gradient: None,
+            location: self.location(pos),
         }
     }
 
@@ -408,33 +420,21 @@ impl Tape {
             .and_then(|log| log.locations.get(pos).copied().flatten())
     }
 
-    /// The first forward anomaly at or before `pos`.
-    pub(crate) fn anomaly_up_to(&self, pos: u32) -> Option<&Anomaly> {
-        match &self.anomaly.as_ref()?.first {
-            Some((at, a)) if *at <= pos => Some(a),
-            _ => None,
-        }
+    /// The first forward anomaly at or before `pos`, in tape order.
+    pub(crate) fn anomaly_up_to(&self, pos: u32) -> Option<Anomaly> {
+        let &(at, _) = self.anomaly.as_ref()?.anomalous.first()?;
+        (at <= pos).then(|| self.anomaly_at(at as usize))
     }
 
     /// In anomaly mode, attributes the nodes from position `start` on, which tapegrad
     /// recorded on the user's behalf (the differentiable backward), to the user's call at
-    /// `location`; returns the first anomaly among them.
-    pub(crate) fn adopt_from(
-        &mut self,
-        start: usize,
-        location: &'static Location<'static>,
-    ) -> Option<Anomaly> {
-        let log = self.anomaly.as_mut()?;
-        log.locations
-            .iter_mut()
-            .skip(start)
-            .for_each(|l| *l = Some(location));
-        match &mut log.first {
-            Some((at, a)) if *at as usize >= start => {
-                a.location = Some(location);
-                Some(a.clone())
-            }
-            _ => None,
+    /// `location`.
+    pub(crate) fn adopt_from(&mut self, start: usize, location: &'static Location<'static>) {
+        if let Some(log) = self.anomaly.as_mut() {
+            log.locations
+                .iter_mut()
+                .skip(start)
+                .for_each(|l| *l = Some(location));
         }
     }
 
@@ -745,9 +745,10 @@ impl Tape {
         }
         if let Some(log) = &mut self.anomaly {
             log.locations.truncate(len);
-            if matches!(log.first, Some((at, _)) if at as usize >= len) {
-                log.first = None;
-            }
+            let kept = log
+                .anomalous
+                .partition_point(|&(at, _)| (at as usize) < len);
+            log.anomalous.truncate(kept);
         }
         self.epoch += 1;
         self.generation = self.epoch as u32;
