@@ -648,7 +648,7 @@ impl Replay {
         let mut end = edge_start[root + 1] as usize;
         let args = &self.args[..end];
         let weights = &ws.partials[..end];
-        for node in (0..=root).rev() {
+        for node in (0..root + 1).rev() {
             let start = edge_start[node] as usize;
             let adjoint = adjoints[node];
             // Finite and nonzero, in one unsigned comparison (as in `backward.rs`).
@@ -683,7 +683,7 @@ impl Replay {
         let adjoints = ws.adjoints.as_mut_slice();
         self.seed(adjoints);
         let values = ws.values.as_slice();
-        for node in (0..=root).rev() {
+        for node in (0..root + 1).rev() {
             let adjoint = adjoints[node];
             if adjoint == 0.0 {
                 continue;
@@ -781,7 +781,7 @@ impl Replay {
         ws.adjoint_tangents.clear();
         ws.adjoint_tangents.resize(self.initial.len(), 0.0);
         let adjoint_tangents = ws.adjoint_tangents.as_mut_slice();
-        for node in (0..=root).rev() {
+        for node in (0..root + 1).rev() {
             let (start, end) = (
                 self.edge_start[node] as usize,
                 self.edge_start[node + 1] as usize,
