@@ -554,7 +554,8 @@ fn powf_mixed_second_derivative_at_a_zero_exponent() {
 #[test]
 fn replayed_hvp_agrees_with_higher_hvp_at_singular_points() {
     use tapegrad::{Replay, ReplayWorkspace};
-    let cases: [(for<'g> fn(&[Var<'g>]) -> Var<'g>, [f64; 2]); 5] = [
+    type Build = for<'g> fn(&[Var<'g>]) -> Var<'g>;
+    let cases: [(Build, [f64; 2]); 5] = [
         (|x| x[0].relu().sqrt(), [0.0, 1.0]),
         (|x| x[0].relu().sqrt(), [-1.0, 1.0]),
         (|x| x[0].sqrt() + x[1], [0.0, 1.0]),
