@@ -69,11 +69,16 @@ fn check_target<T>(op: &'static str, logits: &[T], target: usize) -> Result<(), 
 /// stable on its own, but its value at logits near 1000 is about 1000 and carries that
 /// number's rounding (1.1e-13); `lse - logits[target]` would then lose 13 digits of a loss
 /// near 0.3. Shifted, the largest logit is 0 and the log-sum-exp lies in `[0, ln n]`.
+///
+/// The maximum is a raw read of the values (see [`Replay`](crate::Replay)); read in a plain
+/// loop under `#[track_caller]`, so a replay check reports the user's line, not a line in
+/// the standard library's iterators.
+#[track_caller]
 fn shift_by_max<T: Scalar>(logits: &[T]) -> Vec<T> {
-    let max = logits
-        .iter()
-        .map(Scalar::value)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let mut max = f64::NEG_INFINITY;
+    for l in logits {
+        max = max.max(l.value());
+    }
     logits.iter().map(|&l| l - max).collect()
 }
 
@@ -112,6 +117,7 @@ pub fn logsumexp<T: Scalar>(logits: &[T]) -> T {
 /// assert!(try_logsumexp::<f64>(&[]).is_err());
 /// assert_eq!(try_logsumexp(&[0.0_f64]), Ok(0.0));
 /// ```
+#[track_caller]
 pub fn try_logsumexp<T: Scalar>(logits: &[T]) -> Result<T, Error> {
     check_logits("logsumexp", logits)?;
     Ok(T::logsumexp(logits))
@@ -150,6 +156,7 @@ pub fn log_softmax<T: Scalar>(logits: &[T]) -> Vec<T> {
 /// use tapegrad::functional::try_log_softmax;
 /// assert!(try_log_softmax::<f64>(&[]).is_err());
 /// ```
+#[track_caller]
 pub fn try_log_softmax<T: Scalar>(logits: &[T]) -> Result<Vec<T>, Error> {
     check_logits("log_softmax", logits)?;
     let shifted = shift_by_max(logits);
@@ -196,6 +203,7 @@ pub fn softmax<T: Scalar>(logits: &[T]) -> Vec<T> {
 /// use tapegrad::functional::try_softmax;
 /// assert!(try_softmax::<f64>(&[]).is_err());
 /// ```
+#[track_caller]
 pub fn try_softmax<T: Scalar>(logits: &[T]) -> Result<Vec<T>, Error> {
     Ok(try_log_softmax(logits)?
         .into_iter()
@@ -245,6 +253,7 @@ pub fn cross_entropy<T: Scalar>(logits: &[T], target: usize) -> T {
 /// let err = try_cross_entropy(&[0.0_f64, 1.0], 2).unwrap_err();
 /// assert!(err.to_string().contains("target class 2 is out of range for 2 logits"));
 /// ```
+#[track_caller]
 pub fn try_cross_entropy<T: Scalar>(logits: &[T], target: usize) -> Result<T, Error> {
     check_target("cross_entropy", logits, target)?;
     let shifted = shift_by_max(logits);
@@ -289,6 +298,7 @@ pub fn softmax_composed<T: Scalar>(logits: &[T]) -> Vec<T> {
 /// use tapegrad::functional::try_softmax_composed;
 /// assert!(try_softmax_composed::<f64>(&[]).is_err());
 /// ```
+#[track_caller]
 pub fn try_softmax_composed<T: Scalar>(logits: &[T]) -> Result<Vec<T>, Error> {
     check_logits("softmax_composed", logits)?;
     let exps: Vec<T> = logits.iter().map(|&l| l.exp()).collect();
@@ -339,6 +349,7 @@ pub fn cross_entropy_composed<T: Scalar>(logits: &[T], target: usize) -> T {
 /// assert!(try_cross_entropy_composed::<f64>(&[], 0).is_err());
 /// assert!(try_cross_entropy_composed(&[1.0_f64], 0).is_ok());
 /// ```
+#[track_caller]
 pub fn try_cross_entropy_composed<T: Scalar>(logits: &[T], target: usize) -> Result<T, Error> {
     check_target("cross_entropy_composed", logits, target)?;
     let exps: Vec<T> = logits.iter().map(|&l| l.exp()).collect();

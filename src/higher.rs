@@ -1,5 +1,6 @@
 //! Second and higher derivatives: Hessians, Hessian-vector products, Jacobians, and a
-//! second-order gradient checker. Built on the engine's public API; releases what it records.
+//! second-order gradient checker. Built on the engine's public API (and `check`'s report
+//! types); releases what it records.
 //!
 //! Everything here is built on [`Var::grad`], the differentiable backward: it records the
 //! reverse sweep's own arithmetic on the graph, so a gradient is a `Var` that can be

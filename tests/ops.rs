@@ -1313,3 +1313,10 @@ fn amax_and_clamp_against_closed_form_and_central_difference() {
     );
     failures.check();
 }
+
+/// `Nary::Dot` over an odd number of operands has no pairing: refused, not truncated.
+#[test]
+#[should_panic(expected = "Nary::Dot needs an even number of operands")]
+fn dot_value_refuses_an_odd_operand_count() {
+    tapegrad::Nary::Dot.value(&[1.0, 2.0, 3.0]);
+}

@@ -1,6 +1,7 @@
 //! Reverse mode: the plain sweep that fills [`Gradients`]. (The differentiable sweep,
 //! [`Var::grad`], is in `differentiable.rs`.) Hot path: one multiply-add loop over the tape's
-//! arrays; no allocation per node, no handle lookups.
+//! arrays; no allocation per node, no handle lookups. Holds the one rule at singular points
+//! (`chain`) that every sweep calls; may not record nodes.
 //!
 //! Because a node can only refer to nodes recorded before it, tape order is a topological
 //! order: one reverse pass over positions `root..=0`, no recursion, visits every consumer

@@ -385,6 +385,10 @@ impl Binary {
     }
 }
 
+/// Why a dot's operands must come in pairs: they are `a`'s entries then `b`'s.
+const ODD_DOT: &str =
+    "Nary::Dot needs an even number of operands: a's entries, then as many of b's";
+
 /// Functions of any number of operands, each recorded as one fused node.
 ///
 /// # Examples
@@ -432,11 +436,13 @@ impl Nary {
     ///
     /// For [`Nary::LogSumExp`] with no operands (the log of an empty sum is `-inf`, with
     /// no gradient); [`Graph::try_logsumexp`](crate::Graph::try_logsumexp) reports that as
-    /// an error instead.
+    /// an error instead. For [`Nary::Dot`] with an odd number of operands (its two sides
+    /// must have one length).
     pub fn value(self, xs: &[f64]) -> f64 {
         match self {
             Nary::Sum => xs.iter().sum(),
             Nary::Dot => {
+                assert!(xs.len() % 2 == 0, "{}", ODD_DOT);
                 let (a, b) = xs.split_at(xs.len() / 2);
                 a.iter().zip(b).map(|(a, b)| a * b).sum()
             }
@@ -450,11 +456,15 @@ impl Nary {
     ///
     /// # Panics
     ///
-    /// If `k >= xs.len()` (for `Dot` and `LogSumExp`; every sum partial is 1).
+    /// If `k >= xs.len()` (for `Dot` and `LogSumExp`; every sum partial is 1), or for
+    /// [`Nary::Dot`] with an odd number of operands.
     pub fn partial<T: Scalar>(self, xs: &[T], y: T, k: usize) -> T {
         match self {
             Nary::Sum => y.lift(1.0),
-            Nary::Dot => xs[(k + xs.len() / 2) % xs.len()],
+            Nary::Dot => {
+                assert!(xs.len() % 2 == 0, "{}", ODD_DOT);
+                xs[(k + xs.len() / 2) % xs.len()]
+            }
             Nary::LogSumExp => self.partials(xs, y)[k],
             Nary::Max => {
                 let values: Vec<f64> = xs.iter().map(Scalar::value).collect();

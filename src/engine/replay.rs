@@ -52,6 +52,10 @@ const ANY_CONST: u8 = 4;
 /// Compare through the guard methods instead, which make such a replay an error
 /// ([`Error::BranchChanged`]: record again at those inputs), and use
 /// [`Graph::set_replay_checks`](crate::Graph::set_replay_checks) to find raw reads.
+/// A raw read that only picks a constant is harmless but not bit-exact: the stable forms of
+/// [`functional`](crate::functional) shift logits by their maximum read as a plain number;
+/// a replay keeps the recorded shift, which leaves the softmax unchanged in exact arithmetic
+/// but can move the last bits against a fresh recording.
 ///
 /// A replay keeps only the nodes the output and the guards depend on; nodes that do not
 /// depend on the replay's inputs (other parameters, data) keep their recorded values.

@@ -113,7 +113,7 @@ pub(crate) trait Handle: Copy {
     fn owner(self) -> *const ();
     /// That graph's id, for error messages (the cold path).
     fn owner_id(self) -> u64;
-    /// The node's key in its graph's slot map.
+    /// The node's key: its tape position and the generation it was recorded in.
     fn key(self) -> NodeKey;
 }
 

@@ -1,6 +1,7 @@
 //! What a [`Var`] can do: the operators (`+ - * /`, unary `-`, with `f64` on either side),
 //! the unary methods (one line each of the op table), and [`Scalar`] for `Var`. Hot path:
 //! every operator is inlined into the user's code and records one node, allocating nothing.
+//! Holds no rule: values and partials come from the op table (`op.rs`).
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};

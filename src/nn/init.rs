@@ -1,5 +1,6 @@
 //! Initialisers: closures that draw one entry at a time, for [`Params::init`] and the
-//! modules' constructors. Python's `random` numbers bit for bit ([`PyRandom`]).
+//! modules' constructors. Python's `random` numbers bit for bit ([`PyRandom`]). Uses only
+//! `pyrandom`.
 //!
 //! [`Params::init`]: crate::nn::Params::init
 

@@ -1,5 +1,6 @@
 //! The modules: [`Linear`], [`Mlp`], [`Embedding`], [`LayerNorm`], [`RmsNorm`]. Each holds
-//! [`Param`] ids and a forward pass written once over [`Scalar`].
+//! [`Param`] ids and a forward pass written once over [`Scalar`]. Uses the store
+//! (`params.rs`) and `linalg`; nothing in the crate below `nn` may use it.
 
 use crate::engine::Scalar;
 use crate::linalg::{Matrix, Pairing};

@@ -1,5 +1,6 @@
 //! [`Params`]: named, shaped parameter tensors owned as plain `f64`, handed out as [`Param`]
 //! ids; [`View`] reads them as `f64` or as bound `Var`s; [`Grads`] holds one step's gradients.
+//! Built on the engine's public API and `linalg`; may not use the modules (`layers.rs`).
 
 use std::fmt;
 use std::ops::{Index, IndexMut};

@@ -1,5 +1,6 @@
 //! [`StateDict`]: named tensors (parameters, optimizer state) and their files: safetensors
-//! (what PyTorch, JAX and Hugging Face read) and JSON.
+//! (what PyTorch, JAX and Hugging Face read) and JSON. Bytes and names only: uses the
+//! store, never a graph.
 //!
 //! The safetensors format is small enough to write by hand: an 8-byte little-endian header
 //! length, a JSON header `{"name": {"dtype": "F64", "shape": [..], "data_offsets": [b, e]}}`
