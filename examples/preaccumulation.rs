@@ -35,8 +35,10 @@ impl Size {
             edges: g.edge_count() - base.edges,
         }
     }
+    /// The tape's bytes: per node a value (8), an op code (1), an edge offset (4) and a
+    /// generation (4); per edge a position (4) and a partial (8).
     fn bytes(self) -> usize {
-        self.nodes * 13 + self.edges * 12
+        self.nodes * 17 + self.edges * 12
     }
 }
 
