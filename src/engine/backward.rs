@@ -453,8 +453,8 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
 }
 
 /// The bits of `+inf` shifted past the sign: every non-finite `f64`, so shifted, is at
-/// least this.
-const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
+/// least this. The plain sweep and the replay's sweep test adjoints against it.
+pub(crate) const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
 
 /// A non-finite adjoint sum met by [`sweep_careful`] in checking mode: the node whose
 /// edge produced it, and the sum.

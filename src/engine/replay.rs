@@ -16,17 +16,13 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::backward::{chain, chain_quotient, rescue};
+use super::backward::{NON_FINITE, chain, chain_quotient, rescue};
 use super::error::{BranchChanged, Error, or_panic};
 use super::graph::{Operand, Var};
 use super::guard::{Comparison, Guard};
 use super::op::{Binary, Nary, Op, Unary};
 use super::scalar::{Scalar, logsumexp_f64};
 use super::tape::CONST_ARG;
-
-/// The bits of `+inf` shifted past the sign (as in `backward.rs`): every non-finite `f64`,
-/// so shifted, is at least this.
-const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
 
 /// A unique id per replay, so that a workspace knows which replay it was prepared for.
 static NEXT_REPLAY_ID: AtomicU64 = AtomicU64::new(1);
