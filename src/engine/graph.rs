@@ -665,14 +665,8 @@ impl Graph {
         &'g self,
         terms: impl IntoIterator<Item = Var<'g>>,
     ) -> Result<Var<'g>, Error> {
-        let mut terms = terms.into_iter().peekable();
-        if terms.peek().is_none() {
-            return Err(Error::BadOperands {
-                op: "logsumexp",
-                why: "needs at least one term (the log of an empty sum is -infinity)".into(),
-            });
-        }
-        self.try_nary_iter(Nary::LogSumExp, terms)
+        let why = "needs at least one term (the log of an empty sum is -infinity)";
+        self.try_nary_nonempty(Nary::LogSumExp, terms, why)
     }
 
     /// The largest of `terms` as one n-ary node (NaN if any is NaN), as used to shift a
@@ -715,14 +709,26 @@ impl Graph {
         &'g self,
         terms: impl IntoIterator<Item = Var<'g>>,
     ) -> Result<Var<'g>, Error> {
+        let why = "needs at least one term (the maximum of nothing is undefined)";
+        self.try_nary_nonempty(Nary::Max, terms, why)
+    }
+
+    /// [`Graph::try_nary_iter`] for an op that has no value over no terms (`why` says so).
+    #[track_caller]
+    fn try_nary_nonempty<'g>(
+        &'g self,
+        op: Nary,
+        terms: impl IntoIterator<Item = Var<'g>>,
+        why: &str,
+    ) -> Result<Var<'g>, Error> {
         let mut terms = terms.into_iter().peekable();
         if terms.peek().is_none() {
             return Err(Error::BadOperands {
-                op: "amax",
-                why: "needs at least one term (the maximum of nothing is undefined)".into(),
+                op: op.name(),
+                why: why.into(),
             });
         }
-        self.try_nary_iter(Nary::Max, terms)
+        self.try_nary_iter(op, terms)
     }
 
     /// Records an n-ary node over operands produced by an arbitrary iterator. The iterator
