@@ -172,7 +172,7 @@ const SURE_ULPS: f64 = 0.48;
 ///
 /// ```
 /// use tapegrad::models::microgpt::{c_pow, pow2};
-/// for x in [0.0, 3.0, 0.1, -1e-7, 1.000_000_000_000_000_2] {
+/// for x in [0.0, -0.0, 3.0, 0.1, -1e-7, 1.000_000_000_000_000_2] {
 ///     assert_eq!(pow2(x).to_bits(), c_pow(x, 2.0).to_bits());
 /// }
 /// ```
@@ -192,10 +192,13 @@ fn square_or_nan(x: f64) -> f64 {
     let (u, power_of_two) = ulp(xx);
     // `&`, not `&&`: every test is computed (out of range they are harmless, at worst NaN,
     // which compares false), and the choice is a select, not a branch.
-    let sure = (a > 1e-140)
-        & (a < 1e140)
-        & !power_of_two
-        & (product_error(x, x, xx).abs() < SURE_ULPS * u);
+    // Zero (a step's unused embedding rows, hundreds per step) is exact: `pow(±0, 2)` and
+    // `±0 * ±0` are both +0.
+    let sure = (x == 0.0)
+        | ((a > 1e-140)
+            & (a < 1e140)
+            & !power_of_two
+            & (product_error(x, x, xx).abs() < SURE_ULPS * u));
     if sure { xx } else { f64::NAN }
 }
 
@@ -206,7 +209,7 @@ fn square_or_nan(x: f64) -> f64 {
 ///
 /// ```
 /// use tapegrad::models::microgpt::{c_pow, pow_half};
-/// for x in [0.0, 4.0, 2.0, 1e-9, 0.37] {
+/// for x in [0.0, -0.0, 4.0, 2.0, 1e-9, 0.37] {
 ///     assert_eq!(pow_half(x).to_bits(), c_pow(x, 0.5).to_bits());
 /// }
 /// ```
@@ -226,7 +229,13 @@ fn root_or_nan(x: f64) -> f64 {
     // x - s^2 exactly up to one rounding (x - ss is exact by Sterbenz), so the exact
     // root is s + r / 2s to far better than the margin.
     let r = (x - ss) - product_error(s, s, ss);
-    let sure = (x > 1e-280) & (x < 1e280) & !power_of_two & ((r / (2.0 * s)).abs() < SURE_ULPS * u);
+    // `|r / 2s| < SURE_ULPS * u` without the division (a third of the update's time is
+    // its divisions and root): the bound's 1e-9 below `2 * SURE_ULPS` covers the two
+    // roundings of `ROOT_BOUND * s * u`. +0 (a parameter whose gradient was always zero)
+    // is exact: `pow(+0, 0.5)` and `sqrt(+0)` are +0 (but `sqrt(-0) = -0`).
+    const ROOT_BOUND: f64 = 2.0 * SURE_ULPS * (1.0 - 1e-9);
+    let sure = (x.to_bits() == 0)
+        | ((x > 1e-280) & (x < 1e280) & !power_of_two & (r.abs() < ROOT_BOUND * s * u));
     if sure { s } else { f64::NAN }
 }
 
