@@ -55,7 +55,7 @@ fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
     let (width, height) = ((x1 - x0) * scale, (y1 - y0) * scale);
     let to_px = |x: f64, y: f64| ((x - x0) * scale, (y1 - y) * scale);
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\">\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\">\n<g shape-rendering=\"crispEdges\">\n"
     );
     let p = params.view(); // evaluation: plain f64, no graph
     let (columns, rows) = (
@@ -76,6 +76,7 @@ fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
             start = end;
         }
     }
+    out.push_str("</g>\n");
     for (x, &y) in xs.iter().zip(ys) {
         let (px, py) = to_px(x[0], x[1]);
         let fill = if y > 0.0 { "#d95f02" } else { "#1f5fa8" };
