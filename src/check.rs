@@ -3,8 +3,10 @@
 //!
 //! [`gradcheck`] records a function once on a tape, runs backward, and compares every
 //! input's tape gradient with a central difference `(f(x + h) - f(x - h)) / 2h`, where
-//! `f` is re-evaluated on the same graph and released to a mark after each evaluation, so
-//! checking thousands of inputs costs `2n` forward passes and no growth in memory. The
+//! `f` is re-evaluated by a [`Replay`] of that one recording (bit for bit what recording it
+//! again gives; where a replay cannot answer, by recording it again on the same graph,
+//! released to a mark after each evaluation), so checking thousands of inputs costs `2n`
+//! replayed forward passes and no growth in memory. The
 //! [`Report`] says whether every input passed and which input was worst, and its
 //! `Display` reads well in a test failure.
 //!
@@ -18,6 +20,7 @@ use std::fmt;
 
 use crate::engine::Graph;
 use crate::engine::Var;
+use crate::engine::{Replay, ReplayWorkspace};
 
 /// How [`gradcheck`] differentiates numerically and what it accepts.
 ///
@@ -401,12 +404,17 @@ fn sci(x: f64, digits: usize) -> String {
 ///
 /// `f` receives a graph and one `Var` per entry of `at`, and returns the scalar to
 /// differentiate. It is recorded once and differentiated by backward; then, for each input
-/// `i`, it is evaluated at `x ± h e_i` with `h = tol.step * max(1, |x_i|)` on the same graph,
-/// which is released to a mark after every evaluation (so memory stays that of one
-/// evaluation however many inputs there are). The numerical derivative divides by the
-/// distance actually stepped, `(x_i + h) - (x_i - h)` as rounded, not by `2h`.
+/// `i`, it is evaluated at `x ± h e_i` with `h = tol.step * max(1, |x_i|)` by a [`Replay`]
+/// of that recording, which gives bit for bit the value a new recording would (at about
+/// a third of the cost on the series' transformer). `f` is recorded again instead, on one
+/// graph released to a mark after every evaluation (so memory stays that of one evaluation
+/// however many inputs there are), at a point where a comparison guard ([`Var::lt`] and
+/// its siblings) comes out otherwise, and at every point if `f` reads a raw
+/// [`Var::value`] before returning (a branch on it would be invisible to a replay). The
+/// numerical derivative divides by the distance actually stepped, `(x_i + h) - (x_i - h)`
+/// as rounded, not by `2h`.
 ///
-/// `f` must be a pure function of its inputs: the same graph is reused for every
+/// `f` must be a pure function of its inputs: it may be called once, or once per
 /// evaluation.
 ///
 /// # Examples
@@ -436,24 +444,9 @@ where
 {
     validate("gradcheck", at, &tol);
 
-    let g = Graph::new();
-    let start = g.mark();
-
-    let (value, tape) = {
-        let xs = g.vars(at);
-        let y = f(&g, &xs);
-        let grads = y.backward();
-        (y.value(), grads.wrt_all(&xs))
-    };
-    g.release(start);
-
-    let eval = |point: &[f64]| {
-        let xs = g.vars(point);
-        let y = f(&g, &xs).value();
-        g.release(start);
-        y
-    };
-
+    let mut at_point = Evaluator::new(&f, at);
+    let (value, tape) = (at_point.value, at_point.gradient.clone());
+    let mut eval = |point: &[f64]| at_point.value_at(&f, point);
     let mut point = at.to_vec();
     let entries = (0..at.len())
         .map(|i| {
@@ -473,6 +466,83 @@ where
         entries,
         tolerance: tol,
         value,
+    }
+}
+
+/// `f` recorded once at a point, then evaluated at other points (the checkers' central
+/// differences) by [`Replay`]: bit for bit what recording `f` again at each point gives,
+/// at the cost of a replay. Where a replay cannot stand in for a recording, it records
+/// again: at a point where a guard flips, and everywhere if `f` read a raw value that a
+/// branch could depend on (the recording runs with replay checks on to find out).
+pub(crate) struct Evaluator {
+    graph: Graph,
+    replay: Option<Replay>,
+    workspace: ReplayWorkspace,
+    /// `f`'s value and gradient at the recorded point.
+    pub(crate) value: f64,
+    pub(crate) gradient: Vec<f64>,
+}
+
+impl Evaluator {
+    pub(crate) fn new<F>(f: &F, at: &[f64]) -> Self
+    where
+        F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
+    {
+        let graph = Graph::new();
+        let start = graph.mark();
+        graph.set_replay_checks(true);
+        let (value, gradient, replay) = {
+            let xs = graph.vars(at);
+            let y = f(&graph, &xs);
+            let replay = Replay::try_new(y, &xs).ok();
+            (y.value(), y.backward().wrt_all(&xs), replay)
+        };
+        graph.set_replay_checks(false);
+        graph.release(start);
+        Evaluator {
+            graph,
+            replay,
+            workspace: ReplayWorkspace::new(),
+            value,
+            gradient,
+        }
+    }
+
+    /// `f(point)`.
+    pub(crate) fn value_at<F>(&mut self, f: &F, point: &[f64]) -> f64
+    where
+        F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
+    {
+        if let Some(replay) = &self.replay
+            && let Ok(y) = replay.eval(point, &mut self.workspace)
+        {
+            return y;
+        }
+        let start = self.graph.mark();
+        let xs = self.graph.vars(point);
+        let y = f(&self.graph, &xs).value();
+        self.graph.release(start);
+        y
+    }
+
+    /// The gradient of `f` at `point` (by the plain backward).
+    pub(crate) fn gradient_at<F>(&mut self, f: &F, point: &[f64]) -> Vec<f64>
+    where
+        F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
+    {
+        let mut gradient = vec![0.0; point.len()];
+        if let Some(replay) = &self.replay
+            && replay
+                .gradient(point, &mut self.workspace, &mut gradient)
+                .is_ok()
+        {
+            return gradient;
+        }
+        let start = self.graph.mark();
+        let xs = self.graph.vars(point);
+        let gradient = f(&self.graph, &xs).backward().wrt_all(&xs);
+        self.graph.release(start);
+        gradient
     }
 }
 

@@ -200,11 +200,9 @@ impl<'a, 'g> Dot<'a, 'g> {
             None => None,
             Some(grads) => {
                 let mut by_pos = vec![0.0; root + 1];
-                for (key, &pos) in tape.slots.iter() {
-                    let pos = pos as usize;
-                    if pos <= root && reachable[pos] {
-                        by_pos[pos] = grads.try_wrt(Var::from_parts(graph, key))?;
-                    }
+                for pos in (0..=root).filter(|&p| reachable[p]) {
+                    let key = tape.slots.key(pos as u32);
+                    by_pos[pos] = grads.try_wrt(Var::from_parts(graph, key))?;
                 }
                 Some(by_pos)
             }

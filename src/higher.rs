@@ -42,7 +42,7 @@
 
 use std::fmt;
 
-use crate::check::{Entry, Tolerance};
+use crate::check::{Entry, Evaluator, Tolerance};
 use crate::engine::Error;
 use crate::engine::Gradients;
 use crate::engine::Graph;
@@ -538,6 +538,7 @@ where
     };
     g.release(start);
 
+    let mut evaluator = Evaluator::new(&f, at);
     let mut point = at.to_vec();
     let mut entries = vec![SecondOrderEntry::new(0, None, 0.0, 0.0); n * n];
     for j in 0..n {
@@ -545,9 +546,9 @@ where
         let h = tol.step * x.abs().max(1.0);
         let (hi, lo) = (x + h, x - h);
         point[j] = hi;
-        let g_hi = gradient_at(&g, &f, &point);
+        let g_hi = evaluator.gradient_at(&f, &point);
         point[j] = lo;
-        let g_lo = gradient_at(&g, &f, &point);
+        let g_lo = evaluator.gradient_at(&f, &point);
         point[j] = x;
         for i in 0..n {
             let numeric = (g_hi[i] - g_lo[i]) / (hi - lo);
@@ -625,9 +626,10 @@ where
     let h = tol.step * x_max / v_max;
     let step =
         |sign: f64| -> Vec<f64> { at.iter().zip(v).map(|(x, v)| x + sign * h * v).collect() };
+    let mut evaluator = Evaluator::new(&f, at);
     let (g_hi, g_lo) = (
-        gradient_at(&g, &f, &step(1.0)),
-        gradient_at(&g, &f, &step(-1.0)),
+        evaluator.gradient_at(&f, &step(1.0)),
+        evaluator.gradient_at(&f, &step(-1.0)),
     );
     let entries = (0..at.len())
         .map(|i| SecondOrderEntry::new(i, None, tape[i], (g_hi[i] - g_lo[i]) / (2.0 * h)))
@@ -638,16 +640,4 @@ where
         value,
         asymmetry: 0.0,
     }
-}
-
-/// The tape gradient of `f` at `point`, recorded on `g` and released again.
-fn gradient_at<F>(g: &Graph, f: &F, point: &[f64]) -> Vec<f64>
-where
-    F: for<'g> Fn(&'g Graph, &[Var<'g>]) -> Var<'g>,
-{
-    let start = g.mark();
-    let xs = g.vars(point);
-    let gradient = f(g, &xs).backward().wrt_all(&xs);
-    g.release(start);
-    gradient
 }

@@ -28,17 +28,21 @@
 //!   a node, accumulated over all the node's uses.
 //! - **gradients**: what the user gets, a [`Gradients`] store (or, from [`Var::grad`],
 //!   `Var`s that can be differentiated again).
+//! - [`Replay`]: a recorded function evaluated again at new inputs (value, gradient,
+//!   Hessian-vector product) without recording, bit for bit a fresh recording; comparisons
+//!   made through [`Var::lt`] and its siblings are **guards** it re-checks, so a branch that
+//!   would go the other way is an error, never a number from the wrong branch.
 //!
 //! ## What it costs
 //!
 //! A node is stored struct-of-arrays: its value (8 bytes), a one-byte op code, an edge
-//! offset (4) and a slot in the slot map (8: position and version); each operand edge adds
-//! a position (4) and a partial (8), an `f64` constant operand too. A unary node is
-//! therefore 33 bytes, a binary one 45; backward adds an 8-byte adjoint per node. Backward
-//! is one loop of multiply-adds over those arrays, with one test per node that sends the
-//! rare sweep that meets an infinity or a NaN to a careful loop (see the singular points
-//! below). Releasing to a mark takes time in
-//! proportion to all live handles (the slot map is filtered), not only the released ones.
+//! offset (4) and its generation (4: which recording of that position a handle names); each
+//! operand edge adds a position (4) and a partial (8), an `f64` constant operand too. A unary
+//! node is therefore 29 bytes, a binary one 41; backward adds an 8-byte adjoint per node.
+//! Backward is one loop of multiply-adds over those arrays, with one test per node that
+//! sends the rare sweep that meets an infinity or a NaN to a careful loop (see the singular
+//! points below). Releasing to a mark truncates the arrays: its time does not depend on how
+//! many nodes the graph held before.
 //!
 //! ## Singular points: one rule in every sweep
 //!
@@ -111,6 +115,7 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, CustomFn, Error, Gradients, Graph, Mark, Nary, NodeKey, Op, Operand, Scalar,
-    ScalarFn, Statement, Unary, Var, atan2, hypot, max, min, powf,
+    Anomaly, Binary, BranchChanged, CustomFn, Error, Gradients, Graph, Mark, Nary, NodeKey, Op,
+    Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement, Unary, Var, atan2, hypot, max,
+    min, powf,
 };

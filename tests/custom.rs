@@ -184,7 +184,10 @@ fn bad_inputs_are_errors() {
     let mark = g.mark();
     let x = g.var(1.0);
     g.release(mark);
-    assert_eq!(g.try_custom(&f, &[x, g.var(1.0)]), Err(Error::Released));
+    assert_eq!(
+        g.try_custom(&f, &[x, g.var(1.0)]).err(),
+        Some(Error::Released)
+    );
     assert!(matches!(
         g.try_custom(&f, &[g.var(1.0), h.var(1.0)]),
         Err(Error::ForeignHandle { .. })
@@ -258,7 +261,10 @@ fn fuse_has_no_second_order_and_says_so() {
     let g = Graph::new();
     let x = g.var(0.5);
     let y = g.fuse(&[x], |_, v| v[0].exp() * v[0]);
-    assert_eq!(y.try_grad(&[x]), Err(Error::NoSecondOrder { op: "fused" }));
+    assert_eq!(
+        y.try_grad(&[x]).err(),
+        Some(Error::NoSecondOrder { op: "fused" })
+    );
 }
 
 #[test]

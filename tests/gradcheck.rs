@@ -4,8 +4,8 @@
 
 use std::cell::Cell;
 
-use tapegrad::Graph;
 use tapegrad::check::{Entry, Report, Tolerance, gradcheck};
+use tapegrad::{Graph, Var};
 
 #[test]
 fn passes_smooth_functions_of_many_ops() {
@@ -164,8 +164,10 @@ fn the_tolerance_is_numpys_allclose() {
 
 #[test]
 fn evaluations_reuse_one_graph_released_between_them() {
-    // f is called once for the tape and twice per input; each call starts from a graph
-    // that holds nothing but its own inputs, so memory does not grow with the inputs.
+    // A function that reads a raw value (which a branch could depend on) cannot be
+    // replayed: it is called once for the tape and twice per input, each call starting
+    // from a graph that holds nothing but its own inputs, so memory does not grow with
+    // the inputs.
     let calls = Cell::new(0);
     let n = 50;
     let at: Vec<f64> = (0..n).map(|i| i as f64 * 0.1).collect();
@@ -177,6 +179,7 @@ fn evaluations_reuse_one_graph_released_between_them() {
                 x.len(),
                 "leftover nodes from an earlier evaluation"
             );
+            let _ = x[0].value();
             g.sum(x.iter().map(|v| v.sin()))
         },
         &at,
@@ -184,6 +187,50 @@ fn evaluations_reuse_one_graph_released_between_them() {
     );
     report.assert_passed();
     assert_eq!(calls.get(), 1 + 2 * n);
+}
+
+#[test]
+fn a_function_without_raw_reads_is_recorded_once_and_replayed() {
+    // The same numbers as recording at every point (the replay is bit for bit a fresh
+    // recording), from one call of f.
+    thread_local!(static CALLS: Cell<usize> = const { Cell::new(0) });
+    fn f<'g>(_: &'g Graph, x: &[Var<'g>]) -> Var<'g> {
+        CALLS.with(|c| c.set(c.get() + 1));
+        (x[0] * x[1]).tanh() + x[2].relu() * x[0].exp()
+    }
+    let calls = || CALLS.with(Cell::get);
+    let at = [0.3, -1.2, 2.0];
+    let replayed = gradcheck(f, &at, Tolerance::default());
+    assert_eq!(calls(), 1);
+    let recorded = gradcheck(
+        |g, x| {
+            let _ = x[0].value(); // forces a recording per point
+            f(g, x)
+        },
+        &at,
+        Tolerance::default(),
+    );
+    assert_eq!(calls(), 1 + 1 + 2 * at.len());
+    for (a, b) in replayed.entries.iter().zip(&recorded.entries) {
+        assert_eq!(a.numeric.to_bits(), b.numeric.to_bits());
+        assert_eq!(a.tape.to_bits(), b.tape.to_bits());
+    }
+    // A guard that flips at a perturbed point: that point is recorded again.
+    let calls = Cell::new(0);
+    let report = gradcheck(
+        |_, x| {
+            calls.set(calls.get() + 1);
+            if x[0].gt(1.0) {
+                x[0] * 2.0
+            } else {
+                x[0] * 2.0 + 0.0
+            }
+        },
+        &[1.0 + 1e-9],
+        Tolerance::default(),
+    );
+    report.assert_passed();
+    assert_eq!(calls.get(), 2, "the recording and the point below 1");
 }
 
 #[test]

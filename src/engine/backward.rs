@@ -1,6 +1,6 @@
 //! Reverse mode: the plain sweep that fills [`Gradients`]. (The differentiable sweep,
 //! [`Var::grad`], is in `differentiable.rs`.) Hot path: one multiply-add loop over the tape's
-//! arrays; no allocation per node, no slot-map lookups.
+//! arrays; no allocation per node, no handle lookups.
 //!
 //! Because a node can only refer to nodes recorded before it, tape order is a topological
 //! order: one reverse pass over positions `root..=0`, no recursion, visits every consumer
@@ -142,7 +142,7 @@ impl Gradients {
         xs.iter()
             .map(|&x| {
                 if std::ptr::eq(x.graph(), graph)
-                    && let Some(&pos) = tape.slots.get(x.key())
+                    && let Some(pos) = tape.slots.get(x.key())
                 {
                     return if pos <= self.root {
                         self.adjoints[pos as usize]
@@ -171,7 +171,7 @@ impl Gradients {
         }
         // The slot lookup of `Graph::resolve` without reading the value (this is on the
         // path of every gradient read).
-        let pos = *tape.slots.get(x.key()).ok_or(Error::Released)?;
+        let pos = tape.slots.get(x.key()).ok_or(Error::Released)?;
         // With no release since the backward (the usual case) nothing was re-recorded.
         let valid = pos <= self.root && (tape.epoch == self.epoch || self.survived(tape, pos));
         Ok(valid.then_some(pos as usize))

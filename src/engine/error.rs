@@ -46,6 +46,19 @@ pub enum Error {
     },
     /// In anomaly mode: an op produced a NaN or infinite value or gradient.
     Anomaly(Box<Anomaly>),
+    /// A [`Replay`](crate::Replay) evaluated at new inputs where a comparison recorded as a
+    /// guard (e.g. [`Var::lt`](crate::Var::lt)) comes out the other way: the recorded
+    /// function would have taken another branch, so the replay refuses to answer. Record
+    /// the function again at these inputs.
+    BranchChanged(Box<BranchChanged>),
+    /// While recording with [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)
+    /// on, the value of a node that depends on a replay input was read with
+    /// [`Var::value`](crate::Var::value) before the output was recorded: if code branched
+    /// on it, a replay could not tell. Compare through the guard methods instead.
+    UncheckedRead {
+        /// Where the value was read.
+        location: &'static Location<'static>,
+    },
     /// [`Var::grad`](crate::Var::grad) (second and higher order) met a node that carries
     /// only first partials: a user-defined function without a second-order rule, or a
     /// fused sub-computation.
@@ -53,6 +66,36 @@ pub enum Error {
         /// The function's name (`"fused"` for [`Graph::fuse`](crate::Graph::fuse)).
         op: &'static str,
     },
+}
+
+/// Which recorded comparison came out differently at a replay's new inputs (see
+/// [`Error::BranchChanged`]).
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Error, Graph, Replay, ReplayWorkspace};
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// let y = if x.gt(0.0) { x * x } else { -x }; // the guard: x > 0 was true
+/// let replay = Replay::new(y, &[x]);
+/// let mut ws = ReplayWorkspace::new();
+/// assert_eq!(replay.eval(&[3.0], &mut ws), Ok(9.0));
+/// let Err(Error::BranchChanged(b)) = replay.eval(&[-1.0], &mut ws) else { panic!() };
+/// assert_eq!((b.comparison, b.recorded, b.operands), (">", true, [-1.0, 0.0]));
+/// assert_eq!(b.location.line(), line!() - 6);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchChanged {
+    /// The comparison (`"<"`, `"<="`, `">"`, `">="`, `"=="`, `"!="`).
+    pub comparison: &'static str,
+    /// Its outcome when the function was recorded (it is the opposite now).
+    pub recorded: bool,
+    /// Its two operands' values at the new inputs.
+    pub operands: [f64; 2],
+    /// Where the comparison was made in the user's code.
+    pub location: &'static Location<'static>,
 }
 
 /// Where and how a NaN or infinity first appeared (see
@@ -110,6 +153,21 @@ impl fmt::Display for Error {
             ),
             Error::BadOperands { op, why } => write!(f, "tapegrad: {op}: {why}"),
             Error::Anomaly(a) => a.fmt(f),
+            Error::BranchChanged(b) => write!(
+                f,
+                "tapegrad: replay: the comparison {} {} {} made at {} was {} when recorded and \
+                 is {} at these inputs; the function would branch differently, so record it \
+                 again at these inputs",
+                b.operands[0], b.comparison, b.operands[1], b.location, b.recorded, !b.recorded
+            ),
+            Error::UncheckedRead { location } => write!(
+                f,
+                "tapegrad: replay checks: the value of a node that depends on the replay's \
+                 inputs was read at {location} while recording; a branch on it would not be \
+                 checked at replay. Compare through Var::lt / le / gt / ge / eq_value / \
+                 ne_value (which record guards), or turn the checks off if the read does \
+                 not decide control flow"
+            ),
             Error::NoSecondOrder { op } => write!(
                 f,
                 "tapegrad: {op} carries only first derivatives, so Var::grad cannot \

@@ -8,16 +8,29 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use slotmap::SlotMap;
-
 use super::error::{Anomaly, Error, or_panic};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
 use super::scalar::Scalar;
-use super::tape::{AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Tape, resolve_handle};
+use super::tape::{
+    AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Slots, Tape, resolve_handle,
+};
 
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many dropped graphs' tapes a thread keeps for its next [`Graph::new`] calls.
+const POOLED_TAPES: usize = 4;
+/// The largest tape (in nodes of capacity) that is kept: about 4 MiB; a larger one is freed
+/// on drop, so a one-off huge graph does not pin its memory.
+const POOLED_NODES: usize = 1 << 17;
+
+std::thread_local! {
+    /// Tapes of graphs dropped on this thread, emptied, for [`Graph::new`] to reuse: a
+    /// fresh graph per call (`Graph::new()` inside the function, as a newcomer writes it)
+    /// then allocates nothing after the first call.
+    static TAPE_POOL: RefCell<Vec<Tape>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
 ///
@@ -95,7 +108,32 @@ impl<'g> Var<'g> {
         self.graph
     }
 
-    /// The node's key in its graph's slot map.
+    /// Whether `self` and `other` name the same node of the same graph: the handle
+    /// comparison. `Var` has no `==`: written on numbers-like handles, `x == y` reads as a
+    /// comparison of values, and a silent comparison of handles would be a surprise;
+    /// compare values with [`Var::eq_value`] (or [`Var::lt`], ...), which also record the
+    /// comparison for a [`Replay`](crate::Replay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let (a, b) = (g.var(1.0), g.var(1.0));
+    /// let c = a;
+    /// assert!(a.same_node(c) && !a.same_node(b));
+    /// assert!(a.eq_value(b)); // equal values, different nodes
+    /// ```
+    ///
+    /// ```compile_fail,E0369
+    /// let g = tapegrad::Graph::new();
+    /// let (a, b) = (g.var(1.0), g.var(1.0));
+    /// let _ = a == b; // neither a value nor a handle comparison: say which
+    /// ```
+    pub fn same_node(self, other: Var<'_>) -> bool {
+        std::ptr::eq(self.graph, other.graph) && self.key == other.key
+    }
+
+    /// The node's key: its tape position and the generation it was recorded in.
     ///
     /// # Examples
     ///
@@ -205,6 +243,24 @@ pub struct Mark {
     len: u32,
 }
 
+impl Drop for Graph {
+    /// Gives the tape's memory to this thread's pool for the next [`Graph::new`], if it is
+    /// not too large and the pool not full.
+    fn drop(&mut self) {
+        let mut tape = std::mem::replace(self.tape.get_mut(), Tape::hollow());
+        if tape.capacity() == 0 || tape.capacity() > POOLED_NODES {
+            return;
+        }
+        tape.reset();
+        let _ = TAPE_POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED_TAPES {
+                pool.push(tape);
+            }
+        });
+    }
+}
+
 impl Default for Graph {
     fn default() -> Self {
         Graph::new()
@@ -221,11 +277,24 @@ impl Graph {
     /// assert!(g.is_empty());
     /// ```
     pub fn new() -> Self {
-        Graph::with_capacity(0)
+        // A tape given back by a dropped graph of this thread, if any (see `TAPE_POOL`).
+        let pooled = TAPE_POOL
+            .try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten();
+        match pooled {
+            Some(tape) => Graph {
+                id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+                tape: RefCell::new(tape),
+                operands: RefCell::new(Vec::new()),
+                customs: RefCell::new(Vec::new()),
+            },
+            None => Graph::with_capacity(0),
+        }
     }
 
     /// An empty graph with room for `nodes` nodes (and twice as many edges) before it
-    /// reallocates.
+    /// reallocates. (Unlike [`Graph::new`], it never reuses a dropped graph's memory.)
     ///
     /// # Panics
     ///
@@ -317,8 +386,8 @@ impl Graph {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let t = self.tape.borrow();
-        // A slot is the u32 position plus slotmap's u32 version.
-        t.slots.capacity() * (size_of::<u32>() + size_of::<u32>())
+        // A slot is the u32 generation of the node at its position.
+        t.slots.capacity() * size_of::<u32>()
             + t.values.capacity() * size_of::<f64>()
             + t.ops.0.capacity() * size_of::<u8>()
             + t.edge_start.capacity() * size_of::<u32>()
@@ -371,10 +440,10 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let first = or_panic(tape.inputs(xs, location));
-        let slots = &mut tape.slots;
+        let slots = &tape.slots;
         (first..)
             .take(xs.len())
-            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .map(|pos| Var::from_parts(self, slots.key(pos)))
             .collect()
     }
 
@@ -412,7 +481,7 @@ impl Graph {
     /// A new user-visible handle for the node at `pos`.
     #[inline]
     pub(crate) fn handle(&self, tape: &mut Tape, pos: u32) -> Var<'_> {
-        Var::from_parts(self, tape.slots.insert(pos))
+        Var::from_parts(self, tape.slots.key(pos))
     }
 
     /// Resolves an operand of this graph to its tape position and value.
@@ -427,12 +496,7 @@ impl Graph {
 
     /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
     #[inline]
-    fn resolve_in(
-        &self,
-        slots: &SlotMap<NodeKey, u32>,
-        values: &[f64],
-        x: Operand<'_>,
-    ) -> Result<Resolved, Error> {
+    fn resolve_in(&self, slots: &Slots, values: &[f64], x: Operand<'_>) -> Result<Resolved, Error> {
         match x {
             Operand::Var(x) => self.resolve_var_in(slots, values, x),
             Operand::Const(c) => Ok(Resolved::constant(c)),
@@ -446,12 +510,7 @@ impl Graph {
     }
 
     #[inline(always)]
-    fn resolve_var_in(
-        &self,
-        slots: &SlotMap<NodeKey, u32>,
-        values: &[f64],
-        x: Var<'_>,
-    ) -> Result<Resolved, Error> {
+    fn resolve_var_in(&self, slots: &Slots, values: &[f64], x: Var<'_>) -> Result<Resolved, Error> {
         resolve_handle(self.owner(), slots, values, x)
     }
 
@@ -720,9 +779,9 @@ impl Graph {
         let mut tape = self.tape.borrow_mut();
         let first = tape.matrix_dots(self.owner(), (a, b), inner, pairing, location)?;
         let end = tape.len() as u32;
-        let slots = &mut tape.slots;
+        let slots = &tape.slots;
         Ok((first..end)
-            .map(|pos| Var::from_parts(self, slots.insert(pos)))
+            .map(|pos| Var::from_parts(self, slots.key(pos)))
             .collect())
     }
 
@@ -747,8 +806,7 @@ impl Graph {
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let resolve =
-            |slots: &SlotMap<NodeKey, u32>, values: &[f64], x| self.resolve_in(slots, values, x);
+        let resolve = |slots: &Slots, values: &[f64], x| self.resolve_in(slots, values, x);
         let pos = tape.nary(op, operands, resolve, location)?;
         Ok(self.handle(&mut tape, pos))
     }
@@ -894,6 +952,61 @@ impl Graph {
     /// ```
     pub fn anomaly(&self) -> Option<Anomaly> {
         self.tape.borrow().anomaly_up_to(u32::MAX)
+    }
+
+    /// Turns replay checks on or off (off by default): while on, every [`Var::value`] read
+    /// is remembered, and [`Replay::new`](crate::Replay::new) refuses (with
+    /// [`Error::UncheckedRead`]) to build a replay whose output was recorded after a read
+    /// of a node that depends on the replay's inputs. Rust control flow on such a read
+    /// (`if x.value() > 0.0`) is invisible to the tape: a replay at inputs where it would
+    /// go the other way would silently evaluate the branch that was recorded. The guard
+    /// methods ([`Var::lt`] and its siblings) compare without that blind spot.
+    ///
+    /// A debugging aid for code meant for replay: reads for printing or logging are
+    /// reported too (read them after recording the output, or with the checks off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Error, Graph, Replay};
+    ///
+    /// let g = Graph::new();
+    /// g.set_replay_checks(true);
+    /// let x = g.var(2.0);
+    /// let z = if x.gt(0.0) { x * x } else { -x }; // recorded as a guard
+    /// assert!(Replay::try_new(z, &[x]).is_ok());
+    /// let y = if x.value() > 0.0 { x * x } else { -x }; // invisible to a replay
+    /// assert!(matches!(Replay::try_new(y, &[x]), Err(Error::UncheckedRead { .. })));
+    /// ```
+    pub fn set_replay_checks(&self, on: bool) {
+        let mut tape = self.tape.borrow_mut();
+        match (on, tape.reads.is_some()) {
+            (true, false) => tape.reads = Some(Vec::new()),
+            (false, true) => tape.reads = None,
+            _ => {}
+        }
+    }
+
+    /// Whether replay checks are on (see [`Graph::set_replay_checks`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// assert!(!g.replay_checks());
+    /// ```
+    pub fn replay_checks(&self) -> bool {
+        self.tape.borrow().reads.is_some()
+    }
+
+    /// With replay checks on, remembers that the node at `pos` was read at `location`.
+    #[cold]
+    pub(crate) fn note_read(&self, pos: u32, location: &'static Location<'static>) {
+        let mut tape = self.tape.borrow_mut();
+        let len = tape.len() as u32;
+        if let Some(reads) = &mut tape.reads {
+            reads.push((pos, len, location));
+        }
     }
 
     /// Changes the value of an input made by [`Graph::var`]: how an optimizer updates

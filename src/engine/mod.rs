@@ -8,25 +8,30 @@
 //! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`],
 //! [`CustomFn`]), `backward` (the plain sweep), `custom` (user-defined functions and
 //! preaccumulation, recorded as one node each), `var` (`Var`'s arithmetic),
-//! `differentiable` (the sweep that records itself, for gradients of gradients).
+//! `differentiable` (the sweep that records itself, for gradients of gradients), `guard`
+//! (comparisons recorded for replay), `replay` (a recorded function evaluated again at new
+//! inputs, without the graph).
 
 mod backward;
 mod custom;
 mod differentiable;
 mod error;
 mod graph;
+mod guard;
 mod matrix;
 pub mod op;
+mod replay;
 mod scalar;
 mod tape;
 mod var;
 
 pub use backward::Gradients;
 pub(crate) use error::or_panic;
-pub use error::{Anomaly, Error};
+pub use error::{Anomaly, BranchChanged, Error};
 pub use graph::{CustomFn, Graph, Mark, Operand, ScalarFn, Var};
 pub use matrix::{Matrix, Pairing};
 pub use op::{Binary, Nary, Op, Unary};
+pub use replay::{Replay, ReplayWorkspace};
 pub use scalar::{Scalar, Statement};
 pub(crate) use tape::CONST_ARG;
 pub use tape::NodeKey;

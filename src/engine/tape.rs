@@ -6,9 +6,10 @@
 //! Storage is struct-of-arrays, indexed by *tape position* (the order of recording):
 //! `values[i]`, `ops[i]`, and node `i`'s edges `edge_start[i]..edge_start[i + 1]` into the
 //! flat `args` (operand positions) and `weights` (the local partials, computed when the
-//! node is recorded). A `slotmap::SlotMap<NodeKey, u32>` maps each user-visible handle to
-//! its tape position; its generational keys are what make a handle to a released node
-//! detectable. The reverse sweep never touches the slot map: it walks the flat arrays.
+//! node is recorded), and `slots` (each position's generation, see [`Slots`]). A handle's
+//! [`NodeKey`] is its node's position plus the generation the node was recorded in; a handle
+//! to a released node is detected because its position is past the end or now holds a node
+//! of a later generation. The reverse sweep never touches the slots: it walks the flat arrays.
 //!
 //! An `f64` operand (as in `x * 2.0`) is stored as an edge whose `arg` is [`CONST_ARG`] and
 //! whose weight slot holds the constant itself, so that the differentiable backward can
@@ -16,26 +17,68 @@
 
 use std::panic::Location;
 
-use slotmap::SlotMap;
-
 use super::error::{Anomaly, Error};
+use super::guard::Guard;
 use super::matrix::Pairing;
 use super::op::{Binary, Nary, Op, Unary};
 
-slotmap::new_key_type! {
-    /// The key of a node in its graph's slot map: an index plus a version, so a key to a
-    /// released (and possibly reused) slot is detected instead of read.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::Graph;
-    ///
-    /// let g = Graph::new();
-    /// let (a, b) = (g.var(1.0), g.var(2.0));
-    /// assert_ne!(a.key(), b.key());
-    /// ```
-    pub struct NodeKey;
+/// The key of a node in its graph: its tape position plus the generation it was recorded
+/// in, so a key to a released (and possibly re-recorded) position is detected instead of
+/// read.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::Graph;
+///
+/// let g = Graph::new();
+/// let (a, b) = (g.var(1.0), g.var(2.0));
+/// assert_ne!(a.key(), b.key());
+/// let mark = g.mark();
+/// let c = a * b;
+/// g.release(mark);
+/// let d = a + b; // the same position as c, a later generation
+/// assert_ne!(c.key(), d.key());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey {
+    pos: u32,
+    generation: u32,
+}
+
+/// Which node each position holds: the generation it was recorded in (a position's
+/// generation changes whenever it is released and recorded again), one `u32` per node.
+///
+/// This replaces a slot map (8 bytes per node, and a release that filtered every slot the
+/// graph ever held): a key is checked by one comparison, a handle costs nothing to issue,
+/// and releasing is a truncation. The generation is [`Tape::epoch`] (which counts releases)
+/// at recording, truncated to 32 bits: a stale handle would be misread only if it were used
+/// after exactly a multiple of 2^32 releases, at a position re-recorded in that very
+/// generation (a slot map's `u32` versions wrap after 2^31 reuses of one slot).
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    generations: Vec<u32>,
+}
+
+impl Slots {
+    /// The position `key` names, if that position still holds the node it was issued for.
+    #[inline(always)]
+    pub(crate) fn get(&self, key: NodeKey) -> Option<u32> {
+        (self.generations.get(key.pos as usize) == Some(&key.generation)).then_some(key.pos)
+    }
+
+    /// The key of the node now at `pos`.
+    #[inline(always)]
+    pub(crate) fn key(&self, pos: u32) -> NodeKey {
+        NodeKey {
+            pos,
+            generation: self.generations[pos as usize],
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.generations.capacity()
+    }
 }
 
 /// The `arg` of an edge whose operand is an untracked `f64` constant.
@@ -86,14 +129,14 @@ pub(crate) struct Owner {
 #[inline(always)]
 pub(crate) fn resolve_handle(
     owner: Owner,
-    slots: &SlotMap<NodeKey, u32>,
+    slots: &Slots,
     values: &[f64],
     x: impl Handle,
 ) -> Result<Resolved, Error> {
     if !std::ptr::eq(x.owner(), owner.addr) {
         return Err(foreign(owner, x));
     }
-    let pos = *slots.get(x.key()).ok_or(Error::Released)?;
+    let pos = slots.get(x.key()).ok_or(Error::Released)?;
     Ok(Resolved {
         value: values[pos as usize],
         arg: pos,
@@ -117,13 +160,13 @@ fn foreign(owner: Owner, x: impl Handle) -> Error {
 #[inline(always)]
 fn position_or_note<H: Handle>(
     owner: Owner,
-    slots: &SlotMap<NodeKey, u32>,
+    slots: &Slots,
     values: &[f64],
     x: H,
     first_error: &mut Option<Error>,
 ) -> u32 {
     if std::ptr::eq(x.owner(), owner.addr)
-        && let Some(&pos) = slots.get(x.key())
+        && let Some(pos) = slots.get(x.key())
     {
         return pos;
     }
@@ -136,7 +179,7 @@ fn position_or_note<H: Handle>(
 #[inline(never)]
 fn note_error<H: Handle>(
     owner: Owner,
-    slots: &SlotMap<NodeKey, u32>,
+    slots: &Slots,
     values: &[f64],
     x: H,
     first_error: &mut Option<Error>,
@@ -149,7 +192,7 @@ fn note_error<H: Handle>(
 /// The nodes, struct-of-arrays (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Tape {
-    pub(crate) slots: SlotMap<NodeKey, u32>,
+    pub(crate) slots: Slots,
     pub(crate) values: Vec<f64>,
     pub(crate) ops: OpCodes,
     /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; always one longer than `values`.
@@ -158,10 +201,17 @@ pub(crate) struct Tape {
     pub(crate) weights: Vec<f64>,
     /// Counts releases, so a `Gradients` knows which positions were re-recorded after it.
     pub(crate) epoch: u64,
+    /// `epoch` truncated to 32 bits: the generation of the nodes recorded now.
+    generation: u32,
     /// `(epoch, mark)` of past releases, kept as a stack whose marks increase: the first
     /// entry after a given epoch holds the lowest mark released since then.
     pub(crate) releases: Vec<(u64, u32)>,
     pub(crate) anomaly: Option<Box<AnomalyLog>>,
+    /// The value comparisons made through `Var`'s guard methods, in order.
+    pub(crate) guards: Vec<Guard>,
+    /// With replay checks on: every `Var::value` read, as (position, the tape's length
+    /// then, where).
+    pub(crate) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
     /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
     /// while `pos | edges` is below it, so one comparison covers both the limits and the
     /// mode.
@@ -190,15 +240,20 @@ impl Tape {
         let mut edge_start = Vec::with_capacity(nodes + 1);
         edge_start.push(0);
         Tape {
-            slots: SlotMap::with_capacity_and_key(nodes),
+            slots: Slots {
+                generations: Vec::with_capacity(nodes),
+            },
             values: Vec::with_capacity(nodes),
             ops: OpCodes(Vec::with_capacity(nodes)),
             edge_start,
             args: Vec::with_capacity(nodes * 2),
             weights: Vec::with_capacity(nodes * 2),
             epoch: 0,
+            generation: 0,
             releases: Vec::new(),
             anomaly: None,
+            guards: Vec::new(),
+            reads: None,
             fast_limit: FAST_LIMIT,
             scratch: Vec::new(),
             matrix_args: Vec::new(),
@@ -209,6 +264,38 @@ impl Tape {
 
     pub(crate) fn len(&self) -> usize {
         self.values.len()
+    }
+
+    /// A tape that holds no memory (and is not valid to record on: `edge_start` lacks its
+    /// leading 0); what a dropped graph leaves behind after giving its tape away.
+    pub(crate) fn hollow() -> Self {
+        let mut tape = Tape::with_capacity(0);
+        tape.edge_start = Vec::new();
+        tape
+    }
+
+    /// Empties the tape for a new graph, keeping its arrays' memory.
+    pub(crate) fn reset(&mut self) {
+        self.slots.generations.clear();
+        self.values.clear();
+        self.ops.0.clear();
+        self.edge_start.clear();
+        self.edge_start.push(0);
+        self.args.clear();
+        self.weights.clear();
+        self.epoch = 0;
+        self.generation = 0;
+        self.releases.clear();
+        self.anomaly = None;
+        self.guards.clear();
+        self.reads = None;
+        self.fast_limit = FAST_LIMIT;
+        self.custom_names.clear();
+    }
+
+    /// The nodes the arrays have room for (the smallest of their capacities).
+    pub(crate) fn capacity(&self) -> usize {
+        self.values.capacity().min(self.ops.0.capacity())
     }
 
     /// Node `pos`'s edges as `(args, weights)`.
@@ -258,6 +345,7 @@ impl Tape {
         self.values.push(value);
         self.ops.push(op);
         self.edge_start.push(self.args.len() as u32);
+        self.slots.generations.push(self.generation);
         Ok(pos as u32)
     }
 
@@ -280,6 +368,7 @@ impl Tape {
         self.values.push(value);
         self.ops.push(op);
         self.edge_start.push(self.args.len() as u32);
+        self.slots.generations.push(self.generation);
         if self.anomaly.is_some() {
             self.note_for_anomaly(pos, location);
         }
@@ -373,6 +462,8 @@ impl Tape {
             let edges = self.args.len() as u32;
             self.edge_start
                 .resize(self.edge_start.len() + xs.len(), edges);
+            let generations = &mut self.slots.generations;
+            generations.resize(generations.len() + xs.len(), self.generation);
         }
         Ok(first as u32)
     }
@@ -446,7 +537,7 @@ impl Tape {
         &mut self,
         op: Nary,
         operands: impl IntoIterator<Item = X>,
-        resolve: impl Fn(&SlotMap<NodeKey, u32>, &[f64], X) -> Result<Resolved, Error>,
+        resolve: impl Fn(&Slots, &[f64], X) -> Result<Resolved, Error>,
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
         let start = self.args.len();
@@ -636,7 +727,8 @@ impl Tape {
         self.finish(op, y, location)
     }
 
-    /// Frees every node at position `len` and above.
+    /// Frees every node at position `len` and above, in time independent of how many
+    /// nodes the graph held before (the arrays' truncations drop plain numbers).
     pub(crate) fn truncate(&mut self, len: usize) {
         let edges = self.edge_start[len] as usize;
         self.values.truncate(len);
@@ -644,7 +736,13 @@ impl Tape {
         self.edge_start.truncate(len + 1);
         self.args.truncate(edges);
         self.weights.truncate(edges);
-        self.slots.retain(|_, pos| (*pos as usize) < len);
+        self.slots.generations.truncate(len);
+        while self.guards.last().is_some_and(|g| g.at as usize > len) {
+            self.guards.pop();
+        }
+        if let Some(reads) = &mut self.reads {
+            reads.retain(|&(pos, _, _)| (pos as usize) < len);
+        }
         if let Some(log) = &mut self.anomaly {
             log.locations.truncate(len);
             let kept = log
@@ -653,6 +751,7 @@ impl Tape {
             log.anomalous.truncate(kept);
         }
         self.epoch += 1;
+        self.generation = self.epoch as u32;
         let mark = len as u32;
         while self.releases.last().is_some_and(|&(_, m)| m >= mark) {
             self.releases.pop();

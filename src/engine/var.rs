@@ -28,7 +28,13 @@ impl<'g> Var<'g> {
     /// If the node was released (see [`Var::try_value`]).
     #[track_caller]
     pub fn value(&self) -> f64 {
-        or_panic(self.try_value())
+        let tape = self.graph.tape.borrow();
+        let x = or_panic(self.graph.resolve(&tape, *self));
+        if tape.reads.is_some() {
+            drop(tape);
+            self.graph.note_read(x.arg, Location::caller());
+        }
+        x.value
     }
 
     /// The node's value, or [`Error::Released`] if it was released.
@@ -681,22 +687,6 @@ binary_operator!(Add, add, AddAssign, add_assign, Add);
 binary_operator!(Sub, sub, SubAssign, sub_assign, Sub);
 binary_operator!(Mul, mul, MulAssign, mul_assign, Mul);
 binary_operator!(Div, div, DivAssign, div_assign, Div);
-
-impl PartialEq for Var<'_> {
-    /// Two handles are equal when they name the same node of the same graph.
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.graph, other.graph) && self.key == other.key
-    }
-}
-
-impl Eq for Var<'_> {}
-
-impl std::hash::Hash for Var<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.graph.id().hash(state);
-        self.key.hash(state);
-    }
-}
 
 impl fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

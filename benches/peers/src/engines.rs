@@ -344,7 +344,7 @@ forward_operators!(Rev<'t>);
 
 /// The n-ary functions and the compound unary ones, composed from binary and unary ops
 /// (for engines without fused nodes).
-mod composed {
+pub(crate) mod composed {
     use super::{GELU_CUBIC, SQRT_2_OVER_PI};
     use tapegrad::Scalar;
 
@@ -520,3 +520,6 @@ impl Scalar for Rev<'_> {
     forwarded_scalar_methods!(Rev);
     tangent_scalar_methods!();
 }
+
+// For the record-once table's echidna variable (`replay_table.rs`).
+pub(crate) use {forward_operators, forwarded_scalar_methods, tangent_scalar_methods};

@@ -19,6 +19,7 @@
 
 mod alloc_count;
 mod engines;
+mod replay_table;
 mod workloads;
 
 use std::hint::black_box;
@@ -59,6 +60,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let replay_only = args.iter().any(|a| a == "--replay");
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -72,6 +74,10 @@ fn main() {
     println!("# tapegrad vs echidna 0.15 and reverse 0.2\n");
     println!("Machine: {}\n", machine());
     println!("Build: {}\n", build());
+    if replay_only {
+        replay_table::table(&settings);
+        return;
+    }
     print_sizes();
 
     for buffers in [Buffers::Warm, Buffers::Cold] {
@@ -101,6 +107,7 @@ fn main() {
     if settings.only.is_some() {
         return;
     }
+    replay_table::table(&settings);
     memory();
     scaling(&settings);
     deep_stack();
@@ -446,6 +453,7 @@ fn profile(engine: &str, workload: &str, calls: usize) {
                     black_box(e.gradient(w, &x, g));
                 });
             }
+            "replay" | "bytecode" => replay_table::profile(engine, w, &x, calls),
             other => panic!("unknown engine {other}"),
         }
     }

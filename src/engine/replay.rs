@@ -1,0 +1,1281 @@
+//! [`Replay`]: a recorded function evaluated again at new inputs, without the graph: value,
+//! gradient and Hessian-vector product, with every recorded comparison re-checked. Also
+//! `Var`'s guard methods (`lt`, `le`, ...), which record those comparisons. Uses the tape
+//! (read once, to build), the op table and the `Scalar` trait; nothing uses it.
+//!
+//! A replay is the recorded tape cut to the nodes the output (and every guard) depends on,
+//! renumbered densely, with the nodes that do not depend on the inputs frozen as constants.
+//! Evaluating it is one forward loop that recomputes each node's value *and* its partials
+//! from the op table at the new values (so a piecewise op such as `relu` or `abs` takes its
+//! derivative at the new point, by construction), one check of every guard, and one
+//! reverse sweep written as the plain backward's (`backward.rs`), so that gradients match a
+//! fresh recording bit for bit. No slot map, no `RefCell`, and, once a
+//! [`ReplayWorkspace`] has been used, no allocation.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::backward::{chain, chain_quotient, rescue};
+use super::error::{BranchChanged, Error, or_panic};
+use super::graph::{Operand, Var};
+use super::guard::{Comparison, Guard};
+use super::op::{Binary, Nary, Op, Unary};
+use super::scalar::{Scalar, logsumexp_f64};
+use super::tape::CONST_ARG;
+
+/// The bits of `+inf` shifted past the sign (as in `backward.rs`): every non-finite `f64`,
+/// so shifted, is at least this.
+const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
+
+/// A unique id per replay, so that a workspace knows which replay it was prepared for.
+static NEXT_REPLAY_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Bits of [`Replay::constant_operands`].
+const FIRST_CONST: u8 = 1;
+const SECOND_CONST: u8 = 2;
+const ANY_CONST: u8 = 4;
+
+/// A recorded function of some inputs, evaluated again at new input values: its value, its
+/// gradient and Hessian-vector products, without recording anything.
+///
+/// Record the function once on a [`Graph`](crate::Graph), build the replay from its output
+/// and inputs, and evaluate it as often as needed. Each evaluation recomputes every node's
+/// value and partials from the op table at the new inputs (a piecewise op such as `relu` or
+/// `abs` takes its derivative at the new point), checks every comparison the recording made
+/// through the guard methods ([`Var::lt`], [`Var::gt`], ...), and runs one reverse sweep.
+/// The value and the gradient are bit for bit those of a fresh recording at the same
+/// inputs.
+///
+/// **What a replay cannot see**: Rust control flow on a raw [`Var::value`] (`if x.value() >
+/// 0.0 { .. }`). The replay evaluates the branch that was recorded, whatever the new inputs.
+/// Compare through the guard methods instead, which make such a replay an error
+/// ([`Error::BranchChanged`]: record again at those inputs), and use
+/// [`Graph::set_replay_checks`](crate::Graph::set_replay_checks) to find raw reads.
+///
+/// A replay keeps only the nodes the output and the guards depend on; nodes that do not
+/// depend on the replay's inputs (other parameters, data) keep their recorded values.
+/// It is immutable, `Send` and `Sync`: threads can evaluate one replay at once, each with
+/// its own [`ReplayWorkspace`], with the same results as one thread.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Replay, ReplayWorkspace};
+///
+/// let g = Graph::new();
+/// let x = g.vars(&[1.0, 2.0]);
+/// let f = (x[0] * x[1]).sin() + x[1].relu();
+/// let replay = Replay::new(f, &x);
+///
+/// let mut ws = ReplayWorkspace::new();
+/// let mut grad = [0.0; 2];
+/// let value = replay.gradient(&[0.5, -3.0], &mut ws, &mut grad).unwrap();
+/// // the same numbers as recording again at (0.5, -3)
+/// let h = Graph::new();
+/// let y = h.vars(&[0.5, -3.0]);
+/// let fy = (y[0] * y[1]).sin() + y[1].relu();
+/// assert_eq!(value, fy.value());
+/// assert_eq!(grad.to_vec(), fy.backward().wrt_all(&y));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Replay {
+    id: u64,
+    /// Each node's op; the leaves (inputs, constants, frozen nodes) have no edges.
+    ops: Vec<Op>,
+    /// The nodes that are not leaves, in order, each with what evaluates it.
+    steps: Vec<Instr>,
+    /// Per node: [`FIRST_CONST`] / [`SECOND_CONST`] for a binary node's constant operands,
+    /// [`ANY_CONST`] for an n-ary node with one.
+    constant_operands: Vec<u8>,
+    /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges.
+    edge_start: Vec<u32>,
+    /// Each edge's operand: a node, or a slot past the sink holding a constant.
+    args: Vec<u32>,
+    /// The values a workspace starts from: every node's recorded value, the sink, then the
+    /// constants.
+    initial: Vec<f64>,
+    /// The node of each input, in the caller's order.
+    inputs: Vec<u32>,
+    output: u32,
+    guards: Vec<ReplayGuard>,
+}
+
+/// A guard with its operands renumbered.
+#[derive(Clone, Copy, Debug)]
+struct ReplayGuard {
+    comparison: Comparison,
+    operands: [u32; 2],
+    outcome: bool,
+    location: &'static Location<'static>,
+}
+
+/// The buffers one evaluation of a [`Replay`] works in: values, partials, adjoints (and
+/// their tangents, for [`Replay::hvp`]). Keep one per thread and pass it to every call: after
+/// the first call with a given replay, evaluating allocates nothing. A workspace used with
+/// another replay re-prepares itself for it.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Replay, ReplayWorkspace};
+///
+/// let g = Graph::new();
+/// let x = g.var(1.0);
+/// let replay = Replay::new(x.exp(), &[x]);
+/// let mut ws = ReplayWorkspace::new();
+/// for t in [0.0, 1.0, 2.0] {
+///     assert_eq!(replay.eval(&[t], &mut ws), Ok(t.exp()));
+/// }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ReplayWorkspace {
+    replay: u64,
+    values: Vec<f64>,
+    partials: Vec<f64>,
+    adjoints: Vec<f64>,
+    /// An n-ary node's operand values and partials.
+    operands: Vec<f64>,
+    out: Vec<f64>,
+    tangents: Vec<f64>,
+    partial_tangents: Vec<f64>,
+    adjoint_tangents: Vec<f64>,
+    duals: Vec<Dual>,
+}
+
+impl ReplayWorkspace {
+    /// An empty workspace; the first evaluation sizes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ws = tapegrad::ReplayWorkspace::new();
+    /// # drop(ws);
+    /// ```
+    pub fn new() -> Self {
+        ReplayWorkspace::default()
+    }
+}
+
+impl Replay {
+    /// Builds the replay of `output` as a function of `inputs` (inputs made by
+    /// [`Graph::var`](crate::Graph::var) or [`Graph::vars`](crate::Graph::vars)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay, ReplayWorkspace};
+    ///
+    /// let g = Graph::new();
+    /// let (x, w) = (g.var(3.0), g.var(0.5)); // w is not an input of the replay
+    /// let replay = Replay::new(w * x * x, &[x]);
+    /// assert_eq!(replay.eval(&[4.0], &mut ReplayWorkspace::new()), Ok(8.0));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// In the cases where [`Replay::try_new`] returns an error.
+    #[track_caller]
+    pub fn new(output: Var<'_>, inputs: &[Var<'_>]) -> Replay {
+        or_panic(Replay::try_new(output, inputs))
+    }
+
+    /// [`Replay::new`], returning an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Released`] or [`Error::ForeignHandle`] for a bad handle;
+    /// [`Error::BadOperands`] if an input is not an input node or appears twice;
+    /// [`Error::UncheckedRead`] if replay checks are on and the value of a node that
+    /// depends on the inputs was read before the output was recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(3.0);
+    /// let y = x.exp();
+    /// assert!(Replay::try_new(y, &[y]).is_err()); // y is not an input
+    /// assert!(Replay::try_new(y, &[x, x]).is_err());
+    /// ```
+    pub fn try_new(output: Var<'_>, inputs: &[Var<'_>]) -> Result<Replay, Error> {
+        let graph = output.graph();
+        let tape = graph.tape.borrow();
+        let root = graph.resolve_var(&tape, output)?.arg as usize;
+        let mut input_pos = Vec::with_capacity(inputs.len());
+        for &x in inputs {
+            let pos = graph.resolve_var(&tape, x)?.arg as usize;
+            if tape.ops[pos] != Op::Input {
+                return Err(Error::BadOperands {
+                    op: "Replay",
+                    why: format!(
+                        "input {} is a {} node; a replay's inputs must be inputs made by \
+                         Graph::var or Graph::vars",
+                        input_pos.len(),
+                        tape.op_name(pos)
+                    ),
+                });
+            }
+            input_pos.push(pos);
+        }
+        let last = input_pos.iter().copied().fold(root, usize::max);
+        // Per position: INPUT, DEPENDS (on an input), KEEP (in the replay).
+        const INPUT: u8 = 1;
+        const DEPENDS: u8 = 2;
+        const KEEP: u8 = 4;
+        let mut flags = vec![0u8; last + 1];
+        for (k, &pos) in input_pos.iter().enumerate() {
+            if flags[pos] & INPUT != 0 {
+                return Err(Error::BadOperands {
+                    op: "Replay",
+                    why: format!("input {k} appears twice in the inputs"),
+                });
+            }
+            flags[pos] = INPUT | DEPENDS | KEEP;
+        }
+        let edge_range =
+            |pos: usize| tape.edge_start[pos] as usize..tape.edge_start[pos + 1] as usize;
+        let tape_args = tape.args.as_slice();
+
+        // Which nodes depend on the inputs (the others keep their recorded values).
+        for pos in 0..=last {
+            if flags[pos] & DEPENDS == 0
+                && tape_args[edge_range(pos)]
+                    .iter()
+                    .any(|&a| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
+            {
+                flags[pos] |= DEPENDS;
+            }
+        }
+        let depends_on_inputs = |a: u32| a != CONST_ARG && flags[a as usize] & DEPENDS != 0;
+
+        if let Some(reads) = &tape.reads
+            && let Some(&(_, _, location)) = reads
+                .iter()
+                .find(|&&(pos, at, _)| at as usize <= root && depends_on_inputs(pos))
+        {
+            return Err(Error::UncheckedRead { location });
+        }
+
+        // The comparisons made before the output was recorded that can come out otherwise.
+        let guards: Vec<Guard> = tape
+            .guards
+            .iter()
+            .filter(|g| g.at as usize <= root && g.operands.iter().any(|&a| depends_on_inputs(a)))
+            .copied()
+            .collect();
+
+        // Keep the output, the guards' operands and the inputs, and what they depend on.
+        flags[root] |= KEEP;
+        for g in &guards {
+            for &a in &g.operands {
+                if a != CONST_ARG {
+                    flags[a as usize] |= KEEP;
+                }
+            }
+        }
+        for pos in (0..=last).rev() {
+            if flags[pos] & (KEEP | DEPENDS) == KEEP | DEPENDS {
+                for &a in &tape_args[edge_range(pos)] {
+                    if a != CONST_ARG {
+                        flags[a as usize] |= KEEP;
+                    }
+                }
+            }
+        }
+
+        // Renumber the kept nodes densely, in tape order.
+        let mut index = vec![u32::MAX; last + 1];
+        let mut n = 0u32;
+        for (pos, &f) in flags.iter().enumerate() {
+            if f & KEEP != 0 {
+                index[pos] = n;
+                n += 1;
+            }
+        }
+        let sink = n;
+        let mut ops = Vec::with_capacity(n as usize);
+        let mut constant_operands = Vec::with_capacity(n as usize);
+        let mut edge_start = Vec::with_capacity(n as usize + 1);
+        let mut args = Vec::with_capacity(tape_args.len().min(2 * n as usize));
+        let mut initial = Vec::with_capacity(n as usize + 1);
+        let mut steps = Vec::with_capacity(n as usize);
+        let mut constants = Vec::new();
+        let constant_slot = |c: f64, constants: &mut Vec<f64>| {
+            constants.push(c);
+            sink + constants.len() as u32
+        };
+        edge_start.push(0u32);
+        for (pos, &f) in flags.iter().enumerate() {
+            if f & KEEP == 0 {
+                continue;
+            }
+            let op = tape.ops[pos];
+            initial.push(tape.values[pos]);
+            let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
+            if !leaf && matches!(op, Op::Custom(_) | Op::Fused) {
+                return Err(Error::BadOperands {
+                    op: "Replay",
+                    why: format!(
+                        "the output depends on a {} node (a user-defined function or a fused \
+                         sub-computation), whose rule lives on the graph; it cannot be replayed",
+                        tape.op_name(pos)
+                    ),
+                });
+            }
+            let mut flags = 0;
+            if leaf {
+                ops.push(if op == Op::Input {
+                    Op::Input
+                } else {
+                    Op::Constant
+                });
+            } else {
+                let edges = edge_range(pos);
+                let first = args.len();
+                for (k, (&a, &w)) in tape_args[edges.clone()]
+                    .iter()
+                    .zip(&tape.weights[edges])
+                    .enumerate()
+                {
+                    if a == CONST_ARG {
+                        flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
+                        args.push(constant_slot(w, &mut constants));
+                    } else {
+                        args.push(index[a as usize]);
+                    }
+                }
+                let operand = |k: usize| args.get(first + k).copied().unwrap_or(0);
+                steps.push(Instr {
+                    step: step(op, flags),
+                    node: ops.len() as u32,
+                    edge: first as u32,
+                    operands: [operand(0), operand(1)],
+                });
+                ops.push(op);
+            }
+            constant_operands.push(flags);
+            edge_start.push(args.len() as u32);
+        }
+        let guards = guards
+            .iter()
+            .map(|g| ReplayGuard {
+                comparison: g.comparison,
+                operands: [0, 1].map(|k| match g.operands[k] {
+                    CONST_ARG => constant_slot(g.constants[k], &mut constants),
+                    a => index[a as usize],
+                }),
+                outcome: g.outcome,
+                location: g.location,
+            })
+            .collect();
+        initial.push(0.0);
+        initial.extend_from_slice(&constants);
+        Ok(Replay {
+            steps,
+            id: NEXT_REPLAY_ID.fetch_add(1, Ordering::Relaxed),
+            ops,
+            constant_operands,
+            edge_start,
+            args,
+            initial,
+            inputs: input_pos.iter().map(|&p| index[p]).collect(),
+            output: index[root],
+            guards,
+        })
+    }
+
+    /// The number of nodes kept (the output's and the guards' dependencies).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(1.0);
+    /// let _unused = x.sin();
+    /// let y = x.exp();
+    /// assert_eq!(Replay::new(y, &[x]).len(), 2); // x and exp(x)
+    /// ```
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the replay has no nodes (never: it holds at least its output).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert!(!tapegrad::Replay::new(x, &[x]).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The number of inputs (the length of the `x` every evaluation takes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.vars(&[1.0, 2.0]);
+    /// assert_eq!(tapegrad::Replay::new(x[0] * x[1], &x).inputs(), 2);
+    /// ```
+    pub fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// The number of guards (recorded comparisons) every evaluation checks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let y = if x.lt(0.5) { x } else { x * 2.0 };
+    /// assert_eq!(tapegrad::Replay::new(y, &[x]).guards(), 1);
+    /// ```
+    pub fn guards(&self) -> usize {
+        self.guards.len()
+    }
+
+    /// The function's value at `x` (the inputs, in the order given to [`Replay::new`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] if `x` has the wrong length; [`Error::BranchChanged`] for the
+    /// first guard (in recording order) that comes out otherwise at `x`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay, ReplayWorkspace};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(1.0);
+    /// let replay = Replay::new(x * x + 1.0, &[x]);
+    /// assert_eq!(replay.eval(&[3.0], &mut ReplayWorkspace::new()), Ok(10.0));
+    /// ```
+    pub fn eval(&self, x: &[f64], ws: &mut ReplayWorkspace) -> Result<f64, Error> {
+        self.forward(x, ws)?;
+        Ok(ws.values[self.output as usize])
+    }
+
+    /// The value at `x`, returned, and the gradient with respect to the inputs, written to
+    /// `grad`: bit for bit what recording the function at `x` and calling
+    /// [`Var::backward`] gives.
+    ///
+    /// # Errors
+    ///
+    /// As [`Replay::eval`]; also [`Error::BadOperands`] if `grad` has the wrong length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay, ReplayWorkspace};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.vars(&[1.0, 1.0]);
+    /// let replay = Replay::new(x[0] * x[1].exp(), &x);
+    /// let mut grad = [0.0; 2];
+    /// let y = replay.gradient(&[2.0, 0.0], &mut ReplayWorkspace::new(), &mut grad);
+    /// assert_eq!(y, Ok(2.0));
+    /// assert_eq!(grad, [1.0, 2.0]);
+    /// ```
+    pub fn gradient(
+        &self,
+        x: &[f64],
+        ws: &mut ReplayWorkspace,
+        grad: &mut [f64],
+    ) -> Result<f64, Error> {
+        self.check_len("gradient", grad.len())?;
+        self.forward(x, ws)?;
+        self.reverse(ws);
+        for (g, &i) in grad.iter_mut().zip(&self.inputs) {
+            *g = ws.adjoints[i as usize];
+        }
+        Ok(ws.values[self.output as usize])
+    }
+
+    /// The Hessian-vector product `H v` at `x`, written to `out`: forward-over-reverse,
+    /// with every node's partials evaluated on dual numbers (value and derivative along
+    /// `v`) by the op table's own rules at the new point, so kinks and branches inside the
+    /// rules are taken where they hold at `x`. Equal to [`higher::hvp`](crate::higher::hvp)
+    /// (reverse-over-reverse on a fresh recording) up to rounding.
+    ///
+    /// # Errors
+    ///
+    /// As [`Replay::eval`]; also [`Error::BadOperands`] if `v` or `out` has the wrong length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay, ReplayWorkspace};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.vars(&[1.0, 1.0]);
+    /// let replay = Replay::new(x[0] * x[0] * x[1], &x);
+    /// // H = [[2 y, 2 x], [2 x, 0]] at (x, y) = (3, 5)
+    /// let mut hv = [0.0; 2];
+    /// replay.hvp(&[3.0, 5.0], &[1.0, 0.0], &mut ReplayWorkspace::new(), &mut hv).unwrap();
+    /// assert_eq!(hv, [10.0, 6.0]);
+    /// ```
+    pub fn hvp(
+        &self,
+        x: &[f64],
+        v: &[f64],
+        ws: &mut ReplayWorkspace,
+        out: &mut [f64],
+    ) -> Result<(), Error> {
+        self.check_len("hvp direction", v.len())?;
+        self.check_len("hvp output", out.len())?;
+        self.forward(x, ws)?;
+        self.tangent_forward(v, ws);
+        self.tangent_reverse(ws);
+        for (o, &i) in out.iter_mut().zip(&self.inputs) {
+            *o = ws.adjoint_tangents[i as usize];
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, what: &str, len: usize) -> Result<(), Error> {
+        if len == self.inputs.len() {
+            return Ok(());
+        }
+        Err(Error::BadOperands {
+            op: "Replay",
+            why: format!(
+                "the {what} has {len} entries; the replay has {} inputs",
+                self.inputs.len()
+            ),
+        })
+    }
+
+    /// Sizes `ws` for this replay (once: a workspace remembers the replay it was sized for).
+    fn prepare(&self, ws: &mut ReplayWorkspace) {
+        if ws.replay == self.id {
+            return;
+        }
+        ws.replay = self.id;
+        ws.values.clear();
+        ws.values.extend_from_slice(&self.initial);
+        ws.partials.clear();
+        ws.partials.resize(self.args.len(), 0.0);
+        ws.adjoints.clear();
+        // One adjoint per value slot, constants included: a constant operand's edge adds
+        // (its partial, never written, is 0) to a slot nobody reads, with no test for it.
+        ws.adjoints.resize(self.initial.len(), 0.0);
+    }
+
+    /// Every node's value and partials at `x`, then every guard checked.
+    fn forward(&self, x: &[f64], ws: &mut ReplayWorkspace) -> Result<(), Error> {
+        self.check_len("input", x.len())?;
+        self.prepare(ws);
+        let values = ws.values.as_mut_slice();
+        for (&i, &x) in self.inputs.iter().zip(x) {
+            values[i as usize] = x;
+        }
+        let partials = ws.partials.as_mut_slice();
+        for instr in &self.steps {
+            if let Some(step) = instr.step {
+                step(instr, values, partials);
+                continue;
+            }
+            // An n-ary node: its value and partials by the op table.
+            let node = instr.node as usize;
+            let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
+            let (args, partials) = (&self.args[edges.clone()], &mut partials[edges]);
+            let y = match self.ops[node] {
+                Op::Nary(Nary::Dot) if self.constant_operands[node] == 0 => {
+                    dot_in_place(values, args, partials)
+                }
+                Op::Nary(op) => {
+                    let operands = &mut ws.operands;
+                    operands.clear();
+                    operands.extend(args.iter().map(|&a| values[a as usize]));
+                    ws.out.clear();
+                    let y = op.value_and_partials_f64(operands, &mut ws.out);
+                    partials.copy_from_slice(&ws.out);
+                    y
+                }
+                op => unreachable!("{op} has a step"),
+            };
+            values[node] = y;
+        }
+        for g in &self.guards {
+            let operands = g.operands.map(|a| values[a as usize]);
+            if g.comparison.holds(operands[0], operands[1]) != g.outcome {
+                return Err(Error::BranchChanged(Box::new(BranchChanged {
+                    comparison: g.comparison.symbol(),
+                    recorded: g.outcome,
+                    operands,
+                    location: g.location,
+                })));
+            }
+        }
+        Ok(())
+    }
+
+    /// The reverse sweep of the plain backward (`backward.rs`), over the replay's arrays:
+    /// the same order and the same rule at singular points (its `chain` and `rescue`), so
+    /// the same numbers bit for bit. As there, a fast multiply-add loop runs while every
+    /// adjoint is finite, and the careful loop, edge by edge, takes over from the root at
+    /// the first that is not. Constant operands' edges go to slots of their own, which
+    /// nothing reads.
+    fn reverse(&self, ws: &mut ReplayWorkspace) {
+        if !self.reverse_fast(ws) {
+            self.reverse_careful(ws);
+        }
+    }
+
+    /// The constants' slots (past the nodes) are never read: left as they are.
+    fn seed(&self, adjoints: &mut [f64]) {
+        adjoints[..self.ops.len()].fill(0.0);
+        adjoints[self.output as usize] = 1.0;
+    }
+
+    /// [`Replay::reverse`]'s fast loop; `false` if it met a non-finite adjoint.
+    fn reverse_fast(&self, ws: &mut ReplayWorkspace) -> bool {
+        let root = self.output as usize;
+        let adjoints = ws.adjoints.as_mut_slice();
+        self.seed(adjoints);
+        let edge_start = &self.edge_start[..=root + 1];
+        let mut end = edge_start[root + 1] as usize;
+        let args = &self.args[..end];
+        let weights = &ws.partials[..end];
+        for node in (0..root + 1).rev() {
+            let start = edge_start[node] as usize;
+            let adjoint = adjoints[node];
+            // Finite and nonzero, in one unsigned comparison (as in `backward.rs`).
+            let ordinary = (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1;
+            if start != end && ordinary {
+                match (&args[start..end], &weights[start..end]) {
+                    (&[a], &[w]) => adjoints[a as usize] += adjoint * w,
+                    (&[a0, a1], &[w0, w1]) => {
+                        adjoints[a0 as usize] += adjoint * w0;
+                        adjoints[a1 as usize] += adjoint * w1;
+                    }
+                    (args, weights) => {
+                        for (&arg, &partial) in args.iter().zip(weights) {
+                            adjoints[arg as usize] += adjoint * partial;
+                        }
+                    }
+                }
+            } else if !adjoint.is_finite() {
+                return false;
+            }
+            end = start;
+        }
+        true
+    }
+
+    /// [`Replay::reverse`]'s careful loop: the rule of `backward.rs`'s `chain` and
+    /// `rescue`, edge by edge.
+    #[cold]
+    fn reverse_careful(&self, ws: &mut ReplayWorkspace) {
+        let root = self.output as usize;
+        let sink = self.ops.len() as u32;
+        let adjoints = ws.adjoints.as_mut_slice();
+        self.seed(adjoints);
+        let values = ws.values.as_slice();
+        for node in (0..root + 1).rev() {
+            let adjoint = adjoints[node];
+            if adjoint == 0.0 {
+                continue;
+            }
+            let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
+            let args = &self.args[edges.clone()];
+            for (k, (&arg, &partial)) in args.iter().zip(&ws.partials[edges]).enumerate() {
+                if arg > sink {
+                    continue; // a constant operand
+                }
+                let rescued = if partial.is_infinite() {
+                    ws.operands.clear();
+                    ws.operands.extend(args.iter().map(|&a| values[a as usize]));
+                    rescue(self.ops[node], &ws.operands, values[node], k, partial)
+                } else {
+                    None
+                };
+                let contribution = match rescued {
+                    Some(quotient) => chain_quotient(adjoint, quotient),
+                    None => chain(adjoint, partial),
+                };
+                if let Some(c) = contribution {
+                    adjoints[arg as usize] += c;
+                }
+            }
+        }
+    }
+
+    /// After [`Replay::forward`]: each node's derivative along `v` (its tangent), and each
+    /// partial's, by the op table's rules on dual numbers.
+    fn tangent_forward(&self, v: &[f64], ws: &mut ReplayWorkspace) {
+        let slots = self.initial.len();
+        ws.tangents.clear();
+        ws.tangents.resize(slots, 0.0);
+        ws.partial_tangents.clear();
+        ws.partial_tangents.resize(self.args.len(), 0.0);
+        let (values, partials) = (&ws.values, &ws.partials);
+        let tangents = ws.tangents.as_mut_slice();
+        for (&i, &v) in self.inputs.iter().zip(v) {
+            tangents[i as usize] = v;
+        }
+        let dual = |a: u32, tangents: &[f64]| Dual {
+            v: values[a as usize],
+            t: tangents[a as usize],
+        };
+        for (node, &op) in self.ops.iter().enumerate() {
+            let (start, end) = (
+                self.edge_start[node] as usize,
+                self.edge_start[node + 1] as usize,
+            );
+            if start == end {
+                continue;
+            }
+            let args = &self.args[start..end];
+            let t: f64 = args
+                .iter()
+                .zip(&partials[start..end])
+                .map(|(&a, &p)| p * tangents[a as usize])
+                .sum();
+            tangents[node] = t;
+            let y = Dual { v: values[node], t };
+            let dp = &mut ws.partial_tangents[start..end];
+            let constant = self.constant_operands[node];
+            match op {
+                Op::Input | Op::Constant => {}
+                Op::Unary(op) => dp[0] = op.partial(dual(args[0], tangents), y).t,
+                Op::Binary(op) => {
+                    let (a, b) = (dual(args[0], tangents), dual(args[1], tangents));
+                    if constant & FIRST_CONST == 0 {
+                        dp[0] = op.partial(a, b, y, 0).t;
+                    }
+                    if constant & SECOND_CONST == 0 {
+                        dp[1] = op.partial(a, b, y, 1).t;
+                    }
+                }
+                Op::Custom(_) | Op::Fused => unreachable!("refused by Replay::try_new"),
+                Op::Nary(op) => {
+                    ws.duals.clear();
+                    ws.duals.extend(args.iter().map(|&a| dual(a, tangents)));
+                    for (k, dp) in dp.iter_mut().enumerate() {
+                        *dp = op.partial(&ws.duals, y, k).t;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reverse sweep of adjoints and their tangents: `d(adjoint_arg) += adjoint * w`
+    /// and `d(tangent_arg) += tangent * w + adjoint * dw`.
+    fn tangent_reverse(&self, ws: &mut ReplayWorkspace) {
+        let root = self.output as usize;
+        let adjoints = ws.adjoints.as_mut_slice();
+        adjoints.fill(0.0);
+        adjoints[root] = 1.0;
+        ws.adjoint_tangents.clear();
+        ws.adjoint_tangents.resize(self.initial.len(), 0.0);
+        let adjoint_tangents = ws.adjoint_tangents.as_mut_slice();
+        for node in (0..root + 1).rev() {
+            let (start, end) = (
+                self.edge_start[node] as usize,
+                self.edge_start[node + 1] as usize,
+            );
+            let (a, at) = (adjoints[node], adjoint_tangents[node]);
+            if start == end || (a == 0.0 && at == 0.0) {
+                continue;
+            }
+            for e in start..end {
+                let arg = self.args[e] as usize;
+                let (w, dw) = (ws.partials[e], ws.partial_tangents[e]);
+                adjoints[arg] += a * w;
+                adjoint_tangents[arg] += at * w + a * dw;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps: each op's value and partials, compiled once per op
+// ---------------------------------------------------------------------------------------
+
+/// Evaluates one unary or binary node: reads its operands' values, writes its value and
+/// partials. One function per op (and per pattern of constant operands), in which the op is
+/// a compile-time constant, so that the op table's `match`es fold away and a node costs one
+/// indirect call.
+type Step = fn(instr: &Instr, values: &mut [f64], partials: &mut [f64]);
+
+/// A node to evaluate: its step (`None` for an n-ary node), its position, its first edge,
+/// and (for a unary or binary node) its operands.
+#[derive(Clone, Copy, Debug)]
+struct Instr {
+    step: Option<Step>,
+    node: u32,
+    edge: u32,
+    operands: [u32; 2],
+}
+
+/// The most ops of one arity the step tables hold (a compile-time check below).
+const MAX_OPS: usize = 64;
+const _: () = assert!(Unary::ALL.len() <= MAX_OPS && Binary::ALL.len() <= MAX_OPS);
+
+fn unary_step<const K: usize>(instr: &Instr, values: &mut [f64], partials: &mut [f64]) {
+    let Some(&op) = Unary::ALL.get(K) else {
+        unreachable!("no unary op {K}")
+    };
+    let x = values[instr.operands[0] as usize];
+    let y = op.value(x);
+    partials[instr.edge as usize] = op.partial(x, y);
+    values[instr.node as usize] = y;
+}
+
+/// A binary op; `CONST` has [`FIRST_CONST`] / [`SECOND_CONST`] set for constant operands,
+/// whose partials are not needed.
+fn binary_step<const K: usize, const CONST: u8>(
+    instr: &Instr,
+    values: &mut [f64],
+    partials: &mut [f64],
+) {
+    let Some(&op) = Binary::ALL.get(K) else {
+        unreachable!("no binary op {K}")
+    };
+    let [a, b] = instr.operands.map(|a| values[a as usize]);
+    let y = op.value(a, b);
+    let edge = instr.edge as usize;
+    if CONST & FIRST_CONST == 0 {
+        partials[edge] = op.partial(a, b, y, 0);
+    }
+    if CONST & SECOND_CONST == 0 {
+        partials[edge + 1] = op.partial(a, b, y, 1);
+    }
+    values[instr.node as usize] = y;
+}
+
+/// [`Nary::Dot`] over tracked operands: its value and partials (`b` then `a`), read in
+/// place; the same numbers as [`Nary::value`] and [`Nary::partials_f64`].
+fn dot_in_place(values: &[f64], args: &[u32], partials: &mut [f64]) -> f64 {
+    let half = args.len() / 2;
+    let (a, b) = args.split_at(half);
+    let (pa, pb) = partials.split_at_mut(half);
+    for ((pa, pb), (&a, &b)) in pa.iter_mut().zip(pb).zip(a.iter().zip(b)) {
+        *pa = values[b as usize];
+        *pb = values[a as usize];
+    }
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| values[a as usize] * values[b as usize])
+        .sum()
+}
+
+/// `[f::<0>, .., f::<63>]`, or `[f::<0, C>, .., f::<63, C>]`.
+macro_rules! step_table {
+    (@ [$f:ident] $($k:literal)*) => {
+        [$($f::<$k> as Step),*]
+    };
+    (@ [$f:ident, $extra:expr] $($k:literal)*) => {
+        [$($f::<$k, { $extra }> as Step),*]
+    };
+    ($($args:tt)*) => {
+        step_table!(@ [$($args)*] 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23
+            24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51
+            52 53 54 55 56 57 58 59 60 61 62 63)
+    };
+}
+
+static UNARY_STEPS: [Step; MAX_OPS] = step_table!(unary_step);
+static BINARY_STEPS: [[Step; MAX_OPS]; 4] = [
+    step_table!(binary_step, 0),
+    step_table!(binary_step, FIRST_CONST),
+    step_table!(binary_step, SECOND_CONST),
+    step_table!(binary_step, FIRST_CONST | SECOND_CONST),
+];
+
+/// The step of an op node whose constant operands are flagged in `constant`.
+fn step(op: Op, constant: u8) -> Option<Step> {
+    match op {
+        Op::Input | Op::Constant => None,
+        Op::Unary(op) => Some(UNARY_STEPS[op as usize]),
+        Op::Binary(op) => {
+            let k = Binary::ALL.iter().position(|&b| b == op);
+            Some(BINARY_STEPS[(constant & 3) as usize][k.expect("every op is in the table")])
+        }
+        Op::Nary(_) => None,
+        // Refused by `Replay::try_new`.
+        Op::Custom(_) | Op::Fused => None,
+    }
+}
+
+// A replay is shared between threads by reference.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Replay>();
+    send_sync::<ReplayWorkspace>();
+};
+
+// ---------------------------------------------------------------------------------------
+// Guards: comparisons that a replay re-checks
+// ---------------------------------------------------------------------------------------
+
+/// The comparisons, each recorded as a guard.
+macro_rules! guard_methods {
+    ($($(#[$doc:meta])* $method:ident => $cmp:ident, ($x:expr, $y:expr, $want:expr);)*) => {
+        impl<'g> Var<'g> {
+            $(
+                $(#[$doc])*
+                ///
+                /// Compares the values (as `f64` does: false with a NaN, but for `!=`) and
+                /// records the comparison and its outcome as a guard: a [`Replay`] of an
+                /// output recorded after it checks it at its new inputs, and returns
+                /// [`Error::BranchChanged`] if it comes out otherwise. Branch on this, not
+                /// on [`Var::value`], in code meant for replay.
+                ///
+                /// # Examples
+                ///
+                /// ```
+                /// let g = tapegrad::Graph::new();
+                #[doc = concat!("let x = g.var(", stringify!($x), ");")]
+                #[doc = concat!("assert_eq!(x.", stringify!($method), "(", stringify!($y), "), ", stringify!($want), ");")]
+                /// ```
+                ///
+                /// # Panics
+                ///
+                /// If a handle is released or of another graph.
+                #[track_caller]
+                pub fn $method(self, rhs: impl Into<Operand<'g>>) -> bool {
+                    self.compare(Comparison::$cmp, rhs.into(), Location::caller())
+                }
+            )*
+        }
+    };
+}
+
+guard_methods! {
+    /// `self < rhs`, recorded as a guard.
+    lt => Lt, (1.0, 2.0, true);
+    /// `self <= rhs`, recorded as a guard.
+    le => Le, (2.0, 2.0, true);
+    /// `self > rhs`, recorded as a guard.
+    gt => Gt, (1.0, 2.0, false);
+    /// `self >= rhs`, recorded as a guard.
+    ge => Ge, (1.0, 2.0, false);
+    /// `self == rhs` by value, recorded as a guard (`==` on `Var`s compares handles).
+    eq_value => Eq, (2.0, 2.0, true);
+    /// `self != rhs` by value, recorded as a guard.
+    ne_value => Ne, (2.0, 2.0, false);
+}
+
+impl Var<'_> {
+    fn compare(
+        self,
+        comparison: Comparison,
+        rhs: Operand<'_>,
+        location: &'static Location<'static>,
+    ) -> bool {
+        let graph = self.graph();
+        let mut tape = graph.tape.borrow_mut();
+        let a = or_panic(graph.resolve(&tape, self));
+        let b = or_panic(graph.resolve(&tape, rhs));
+        let outcome = comparison.holds(a.value, b.value);
+        let at = tape.len() as u32;
+        tape.guards.push(Guard {
+            at,
+            comparison,
+            operands: [a.arg, b.arg],
+            constants: [a.value, b.value],
+            outcome,
+            location,
+        });
+        outcome
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dual numbers, for the Hessian-vector product
+// ---------------------------------------------------------------------------------------
+
+/// A value and its derivative along a direction: the op table's rules evaluated on these
+/// give each partial's directional derivative.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dual {
+    v: f64,
+    t: f64,
+}
+
+impl Dual {
+    /// A unary op of the table: its value, and its derivative by the op's own partial.
+    fn unary(self, op: Unary) -> Dual {
+        let v = op.value(self.v);
+        Dual {
+            v,
+            t: self.t * op.partial(self.v, v),
+        }
+    }
+}
+
+impl Dual {
+    /// A binary op of the table on two duals, by its own partials.
+    fn binary(self, op: Binary, other: Dual) -> Dual {
+        let v = op.value(self.v, other.v);
+        let (da, db) = (
+            op.partial(self.v, other.v, v, 0),
+            op.partial(self.v, other.v, v, 1),
+        );
+        let term = |t: f64, d: f64| if t == 0.0 { 0.0 } else { t * d };
+        Dual {
+            v,
+            t: term(self.t, da) + term(other.t, db),
+        }
+    }
+}
+
+impl Add for Dual {
+    type Output = Dual;
+    fn add(self, o: Dual) -> Dual {
+        Dual {
+            v: self.v + o.v,
+            t: self.t + o.t,
+        }
+    }
+}
+
+impl Sub for Dual {
+    type Output = Dual;
+    fn sub(self, o: Dual) -> Dual {
+        Dual {
+            v: self.v - o.v,
+            t: self.t - o.t,
+        }
+    }
+}
+
+impl Mul for Dual {
+    type Output = Dual;
+    fn mul(self, o: Dual) -> Dual {
+        Dual {
+            v: self.v * o.v,
+            t: self.t * o.v + self.v * o.t,
+        }
+    }
+}
+
+impl Div for Dual {
+    type Output = Dual;
+    fn div(self, o: Dual) -> Dual {
+        let v = self.v / o.v;
+        Dual {
+            v,
+            t: (self.t - v * o.t) / o.v,
+        }
+    }
+}
+
+impl Neg for Dual {
+    type Output = Dual;
+    fn neg(self) -> Dual {
+        Dual {
+            v: -self.v,
+            t: -self.t,
+        }
+    }
+}
+
+impl Add<f64> for Dual {
+    type Output = Dual;
+    fn add(self, c: f64) -> Dual {
+        Dual {
+            v: self.v + c,
+            t: self.t,
+        }
+    }
+}
+
+impl Sub<f64> for Dual {
+    type Output = Dual;
+    fn sub(self, c: f64) -> Dual {
+        Dual {
+            v: self.v - c,
+            t: self.t,
+        }
+    }
+}
+
+impl Mul<f64> for Dual {
+    type Output = Dual;
+    fn mul(self, c: f64) -> Dual {
+        Dual {
+            v: self.v * c,
+            t: self.t * c,
+        }
+    }
+}
+
+impl Div<f64> for Dual {
+    type Output = Dual;
+    fn div(self, c: f64) -> Dual {
+        Dual {
+            v: self.v / c,
+            t: self.t / c,
+        }
+    }
+}
+
+impl Scalar for Dual {
+    fn value(&self) -> f64 {
+        self.v
+    }
+    fn lift(&self, c: f64) -> Self {
+        Dual { v: c, t: 0.0 }
+    }
+    fn exp(self) -> Self {
+        self.unary(Unary::Exp)
+    }
+    fn ln(self) -> Self {
+        self.unary(Unary::Ln)
+    }
+    fn sqrt(self) -> Self {
+        self.unary(Unary::Sqrt)
+    }
+    fn recip(self) -> Self {
+        self.unary(Unary::Recip)
+    }
+    fn powi(self, n: i32) -> Self {
+        let p = Binary::Powi;
+        let v = p.value(self.v, f64::from(n));
+        Dual {
+            v,
+            t: self.t * p.partial(self.v, f64::from(n), v, 0),
+        }
+    }
+    fn powf(self, e: Self) -> Self {
+        let p = Binary::Powf;
+        let v = p.value(self.v, e.v);
+        let (da, db) = (p.partial(self.v, e.v, v, 0), p.partial(self.v, e.v, v, 1));
+        // A zero tangent contributes nothing, even against an infinite partial.
+        let term = |t: f64, d: f64| if t == 0.0 { 0.0 } else { t * d };
+        Dual {
+            v,
+            t: term(self.t, da) + term(e.t, db),
+        }
+    }
+    fn sin(self) -> Self {
+        self.unary(Unary::Sin)
+    }
+    fn cos(self) -> Self {
+        self.unary(Unary::Cos)
+    }
+    fn tanh(self) -> Self {
+        self.unary(Unary::Tanh)
+    }
+    fn sinh(self) -> Self {
+        self.unary(Unary::Sinh)
+    }
+    fn cosh(self) -> Self {
+        self.unary(Unary::Cosh)
+    }
+    fn abs(self) -> Self {
+        self.unary(Unary::Abs)
+    }
+    fn relu(self) -> Self {
+        self.unary(Unary::Relu)
+    }
+    fn sigmoid(self) -> Self {
+        self.unary(Unary::Sigmoid)
+    }
+    fn gelu(self) -> Self {
+        self.unary(Unary::Gelu)
+    }
+    fn atan(self) -> Self {
+        self.unary(Unary::Atan)
+    }
+    fn asin(self) -> Self {
+        self.unary(Unary::Asin)
+    }
+    fn acos(self) -> Self {
+        self.unary(Unary::Acos)
+    }
+    fn tan(self) -> Self {
+        self.unary(Unary::Tan)
+    }
+    fn ln_1p(self) -> Self {
+        self.unary(Unary::Ln1p)
+    }
+    fn exp_m1(self) -> Self {
+        self.unary(Unary::ExpM1)
+    }
+    fn log2(self) -> Self {
+        self.unary(Unary::Log2)
+    }
+    fn log10(self) -> Self {
+        self.unary(Unary::Log10)
+    }
+    fn exp2(self) -> Self {
+        self.unary(Unary::Exp2)
+    }
+    fn cbrt(self) -> Self {
+        self.unary(Unary::Cbrt)
+    }
+    fn softplus(self) -> Self {
+        self.unary(Unary::Softplus)
+    }
+    fn erf(self) -> Self {
+        self.unary(Unary::Erf)
+    }
+    fn erfc(self) -> Self {
+        self.unary(Unary::Erfc)
+    }
+    fn atan2(self, other: Self) -> Self {
+        self.binary(Binary::Atan2, other)
+    }
+    fn hypot(self, other: Self) -> Self {
+        self.binary(Binary::Hypot, other)
+    }
+    fn max(self, other: Self) -> Self {
+        self.binary(Binary::Max, other)
+    }
+    fn min(self, other: Self) -> Self {
+        self.binary(Binary::Min, other)
+    }
+    fn clamp(self, lo: f64, hi: f64) -> Self {
+        let xs = [self.v, lo, hi];
+        let v = Nary::Clamp.value(&xs);
+        Dual {
+            v,
+            t: self.t * Nary::Clamp.partial(&xs, v, 0),
+        }
+    }
+    fn amax(terms: &[Self]) -> Self {
+        let values: Vec<f64> = terms.iter().map(|d| d.v).collect();
+        let v = Nary::Max.value(&values);
+        Dual {
+            v,
+            t: (0..terms.len())
+                .map(|k| Nary::Max.partial(&values, v, k) * terms[k].t)
+                .sum(),
+        }
+    }
+    fn sum(terms: &[Self]) -> Self {
+        Dual {
+            v: terms.iter().map(|d| d.v).sum(),
+            t: terms.iter().map(|d| d.t).sum(),
+        }
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
+        a.iter()
+            .zip(b)
+            .fold(Dual::default(), |acc, (&x, &y)| acc + x * y)
+    }
+    fn logsumexp(terms: &[Self]) -> Self {
+        let values: Vec<f64> = terms.iter().map(|d| d.v).collect();
+        let v = logsumexp_f64(&values);
+        Dual {
+            v,
+            t: terms.iter().map(|d| (d.v - v).exp() * d.t).sum(),
+        }
+    }
+}
