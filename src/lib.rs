@@ -50,7 +50,8 @@
 //! contribution of an edge is `adjoint * partial`, except that **a zero factor wins**: if
 //! either is exactly 0, nothing passes back, even against an infinity or a NaN. The plain
 //! backward ([`Var::backward`]), the differentiable one ([`Var::grad`]), and so
-//! [`higher::hessian`], [`higher::hvp`] and [`higher::jacobian`], share that rule as one
+//! [`higher::hessian`], [`higher::hvp`] and [`higher::jacobian`], and the replayable tape
+//! ([`Replay`]'s gradient, and its forward-over-reverse HVP), share that rule as one
 //! function, so they give the same first-order numbers bit for bit at every point, and
 //! the two Hessian routes (`hessian`, and `grad` of `grad`) the same second-order numbers.
 //! A kink's zero slope is a zero partial, so it acts as a select, as PyTorch's and JAX's

@@ -1,7 +1,9 @@
-//! Anomaly mode: the first op whose value is NaN or infinite, or whose backward produces a
-//! NaN or infinite gradient, is reported with its name, its input values and the line of
-//! user code that recorded it; with the mode off (the default) nothing is checked and
-//! IEEE arithmetic runs its course.
+//! Anomaly mode: when the output or a gradient is NaN or infinite, the first op the output
+//! depends on whose value is NaN or infinite, or else the op whose backward produced the
+//! non-finite gradient, is reported with its name, its input values and the line of user
+//! code that recorded it (`tests/singular_points.rs` checks that unused nodes and attention
+//! masks are not); with the mode off (the default) nothing is checked and IEEE arithmetic
+//! runs its course.
 //!
 //! Every expected location is the `line!()` written on the same line as the op, so the
 //! tests check that `#[track_caller]` carries the caller's line through operators,

@@ -848,11 +848,11 @@ fn singular_program() -> impl Strategy<Value = Program> {
 
 /// At singular inputs and constants, with no statement skipped: the plain backward and
 /// `Var::grad` give the same gradient to the bit, for every input and every recorded
-/// value; `higher::hessian` and `grad` of `grad` the same second derivatives to the bit;
-/// `higher::hvp` the same as the Hessian times the direction (up to its own rounding).
+/// value; a `Replay` the same value and gradient as a fresh recording, to the bit;
+/// `higher::hessian` and `grad` of `grad` the same second derivatives to the bit.
 #[test]
 fn every_sweep_gives_the_same_numbers_at_singular_points() {
-    let count = Cell::new(0usize);
+    let (count, replays) = (Cell::new(0usize), Cell::new(0usize));
     run(6_000, singular_program(), |p| {
         let skips = vec![false; p.stmts.len()];
         let g = Graph::new();
@@ -872,6 +872,30 @@ fn every_sweep_gives_the_same_numbers_at_singular_points() {
                 count.set(count.get() + 1);
             }
         }
+        // The replayable tape, recorded here and evaluated at these inputs and at the
+        // inputs rotated by one (against a fresh recording there).
+        if let Ok(replay) = tapegrad::Replay::try_new(y, &xs) {
+            replays.set(replays.get() + 1);
+            let mut ws = tapegrad::ReplayWorkspace::new();
+            let mut rotated = p.inputs.clone();
+            rotated.rotate_left(1);
+            for at in [&p.inputs, &rotated] {
+                let h = Graph::new();
+                let hs = h.vars(at);
+                let fresh = *record(&h, p, &hs, &skips).last().expect("a value");
+                let want = fresh.backward().wrt_all(&hs);
+                let mut got = vec![0.0; at.len()];
+                let value = replay.gradient(at, &mut ws, &mut got);
+                prop_assert!(
+                    value.as_ref().is_ok_and(|&v| same_bits(v, fresh.value())),
+                    "replay value {value:?}, fresh {}",
+                    fresh.value()
+                );
+                for (i, (r, b)) in got.iter().zip(&want).enumerate() {
+                    prop_assert!(same_bits(*r, *b), "d/dx{i}: replay {r:e}, backward {b:e}");
+                }
+            }
+        }
         let hessian = higher::hessian(y, &xs);
         let first = y.grad(&xs);
         for (i, dy) in first.iter().enumerate() {
@@ -889,4 +913,9 @@ fn every_sweep_gives_the_same_numbers_at_singular_points() {
     });
     // The drawn points are singular: many gradients come out infinite or NaN.
     assert!(count.get() >= 1_000, "{} non-finite gradients", count.get());
+    assert!(
+        replays.get() >= 5_000,
+        "only {} programs replayed",
+        replays.get()
+    );
 }

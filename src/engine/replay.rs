@@ -738,10 +738,12 @@ impl Replay {
                 continue;
             }
             let args = &self.args[start..end];
+            // By the rule of `backward::chain`: a zero tangent passes nothing through an
+            // infinite or NaN partial, as a zero adjoint does backward.
             let t: f64 = args
                 .iter()
                 .zip(&partials[start..end])
-                .map(|(&a, &p)| p * tangents[a as usize])
+                .filter_map(|(&a, &p)| chain(p, tangents[a as usize]))
                 .sum();
             tangents[node] = t;
             let y = Dual { v: values[node], t };
@@ -793,8 +795,14 @@ impl Replay {
             for e in start..end {
                 let arg = self.args[e] as usize;
                 let (w, dw) = (ws.partials[e], ws.partial_tangents[e]);
-                adjoints[arg] += a * w;
-                adjoint_tangents[arg] += at * w + a * dw;
+                // The rule of `backward::chain` on the product `a w` and on each term of
+                // its derivative, as reverse-over-reverse applies it to the node `a * w`
+                // it records: where a zero factor wins, neither passes anything.
+                if let Some(c) = chain(a, w) {
+                    adjoints[arg] += c;
+                    adjoint_tangents[arg] +=
+                        chain(at, w).unwrap_or(0.0) + chain(a, dw).unwrap_or(0.0);
+                }
             }
         }
     }
