@@ -521,3 +521,70 @@ fn replay_at_the_issue_cases() {
     replay.hvp(&[1.0], &[1.0], &mut ws, &mut hv).unwrap();
     assert_eq!(hv, [12.0]);
 }
+
+/// The mixed second derivative of `a^b` at `b = 0` (a review finding): `d/da a^b = b
+/// a^(b-1)` is 0 there, but its derivative in `b` is `a^(b-1)` = 1/2 at `a = 2`, not 0. Both
+/// Hessian routes and the replayed HVP must give the symmetric Hessian.
+#[test]
+fn powf_mixed_second_derivative_at_a_zero_exponent() {
+    use tapegrad::{Replay, ReplayWorkspace};
+    let g = Graph::new();
+    let x = g.vars(&[2.0, 0.0]);
+    let y = x[0].powf(x[1]);
+    // H = [[b (b-1) a^(b-2), a^(b-1) (1 + b ln a)], [., ln^2 a  a^b]] at (2, 0).
+    let ln2 = 2f64.ln();
+    let h = higher::hessian(y, &x);
+    assert_eq!(h[0], vec![0.0, 0.5]);
+    assert_eq!(h[1][0], 0.5);
+    approx::assert_relative_eq!(h[1][1], ln2 * ln2, max_relative = 1e-15);
+    let grads = y.grad(&x);
+    let row0 = grads[0].grad(&x);
+    assert_eq!((row0[0].value(), row0[1].value()), (0.0, 0.5));
+    let replay = Replay::new(y, &x);
+    let (mut ws, mut hv) = (ReplayWorkspace::new(), [0.0; 2]);
+    replay
+        .hvp(&[2.0, 0.0], &[1.0, 0.0], &mut ws, &mut hv)
+        .unwrap();
+    assert_eq!(hv, [0.0, 0.5]);
+}
+
+/// The replayed HVP follows the same rule as `higher::hvp` at singular points (a review
+/// finding): a relu's zero slope is a select, and sqrt's infinite second derivative at 0
+/// stays infinite.
+#[test]
+fn replayed_hvp_agrees_with_higher_hvp_at_singular_points() {
+    use tapegrad::{Replay, ReplayWorkspace};
+    type Build = for<'g> fn(&[Var<'g>]) -> Var<'g>;
+    let cases: [(Build, [f64; 2]); 5] = [
+        (|x| x[0].relu().sqrt(), [0.0, 1.0]),
+        (|x| x[0].relu().sqrt(), [-1.0, 1.0]),
+        (|x| x[0].sqrt() + x[1], [0.0, 1.0]),
+        (|x| x[0].sqrt() * x[1], [0.0, 2.0]),
+        (|x| (x[0] * x[1]).relu().sqrt(), [0.0, -1.0]),
+    ];
+    // Not here: `sqrt(x) * z` at (0, 0), where an infinite second-order partial meets a
+    // zero adjoint. Reverse over reverse (`higher::hvp`) applies the zero-wins rule to the
+    // recorded gradient's nodes, forward over reverse (`Replay::hvp`) to its tangents, and the
+    // two can then differ (0 against inf); see `Replay::hvp`.
+    let mut ws = ReplayWorkspace::new();
+    for (build, at) in cases {
+        // Recorded at an ordinary point, replayed at the singular one.
+        let g = Graph::new();
+        let x = g.vars(&[1.0, 1.0]);
+        let replay = Replay::new(build(&x), &x);
+        // Recorded at the singular point itself, by reverse over reverse.
+        let h = Graph::new();
+        let xs = h.vars(&at);
+        let y = build(&xs);
+        for v in [[1.0, 0.0], [0.0, 1.0]] {
+            let expected = higher::hvp(y, &xs, &v);
+            let mut hv = [0.0; 2];
+            replay.hvp(&at, &v, &mut ws, &mut hv).unwrap();
+            for (a, b) in hv.iter().zip(&expected) {
+                let same = a.to_bits() == b.to_bits()
+                    || (a.is_finite() && (a - b).abs() <= 1e-12 * b.abs());
+                assert!(same, "replay {a} vs hvp {b} at {at:?} along {v:?}");
+            }
+        }
+    }
+}

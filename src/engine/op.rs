@@ -319,11 +319,13 @@ binary_ops! {
     /// `a^b` for real `b`: `d/da = b a^(b-1)`, `d/db = ln(a) a^b`. Where `a^b` is 0
     /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`, and so
     /// it is for a zero base with `b >= 0` (`d/db 0^b` at `b = 0` is 0, as in PyTorch, not
-    /// `ln 0 * 1 = -inf`); at `b = 0`, `d/da` is 0 at every `a` (`a^0` is the constant 1),
-    /// not `0 * a^-1`, which is NaN where `a^-1` is infinite (`a = 0` or subnormal) or NaN.
+    /// `ln 0 * 1 = -inf`); at `b = 0`, `d/da` is 0 at every `a` (`a^0` is the constant 1):
+    /// written `b a^(b-1)` wherever `a^(b-1)` is finite, so that its own derivative in `b`,
+    /// `a^(b-1)`, survives (the mixed second derivative, 1/2 at `(2, 0)`), and a constant 0
+    /// only where `0 * a^-1` would be NaN (`a = 0`, subnormal, or NaN).
     Powf "powf" {
         value: |a, b| a.powf(b),
-        d_lhs: |a, b, y| if b.value() == 0.0 { a.lift(0.0) } else { b * a.powf(b - 1.0) },
+        d_lhs: |a, b, y| if b.value() == 0.0 && !a.value().powf(b.value() - 1.0).is_finite() { a.lift(0.0) } else { b * a.powf(b - 1.0) },
         d_rhs: |a, b, y| if y.value() == 0.0 || (a.value() == 0.0 && b.value() >= 0.0) { a.lift(0.0) } else { a.ln() * y },
     }
     /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`, and 0 for

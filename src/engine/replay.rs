@@ -506,7 +506,10 @@ impl Replay {
     /// with every node's partials evaluated on dual numbers (value and derivative along
     /// `v`) by the op table's own rules at the new point, so kinks and branches inside the
     /// rules are taken where they hold at `x`. Equal to [`higher::hvp`](crate::higher::hvp)
-    /// (reverse-over-reverse on a fresh recording) up to rounding.
+    /// (reverse-over-reverse on a fresh recording) up to rounding, singular points included
+    /// (the zero-wins rule applies to every tangent), with one known exception: where an
+    /// infinite second-order partial meets a zero adjoint (`sqrt(x) * z` at `x = z = 0`),
+    /// reverse over reverse drops the product and this may give the infinity.
     ///
     /// # Errors
     ///
@@ -1014,13 +1017,19 @@ struct Dual {
     t: f64,
 }
 
+/// A tangent `t` times a derivative `d`, by the sweeps' rule (`backward::chain`): a zero
+/// tangent passes nothing, even through an infinite or NaN derivative.
+fn term(t: f64, d: f64) -> f64 {
+    if t == 0.0 { 0.0 } else { t * d }
+}
+
 impl Dual {
     /// A unary op of the table: its value, and its derivative by the op's own partial.
     fn unary(self, op: Unary) -> Dual {
         let v = op.value(self.v);
         Dual {
             v,
-            t: self.t * op.partial(self.v, v),
+            t: term(self.t, op.partial(self.v, v)),
         }
     }
 }
@@ -1033,7 +1042,6 @@ impl Dual {
             op.partial(self.v, other.v, v, 0),
             op.partial(self.v, other.v, v, 1),
         );
-        let term = |t: f64, d: f64| if t == 0.0 { 0.0 } else { t * d };
         Dual {
             v,
             t: term(self.t, da) + term(other.t, db),
@@ -1064,21 +1072,14 @@ impl Sub for Dual {
 impl Mul for Dual {
     type Output = Dual;
     fn mul(self, o: Dual) -> Dual {
-        Dual {
-            v: self.v * o.v,
-            t: self.t * o.v + self.v * o.t,
-        }
+        self.binary(Binary::Mul, o)
     }
 }
 
 impl Div for Dual {
     type Output = Dual;
     fn div(self, o: Dual) -> Dual {
-        let v = self.v / o.v;
-        Dual {
-            v,
-            t: (self.t - v * o.t) / o.v,
-        }
+        self.binary(Binary::Div, o)
     }
 }
 
@@ -1117,7 +1118,7 @@ impl Mul<f64> for Dual {
     fn mul(self, c: f64) -> Dual {
         Dual {
             v: self.v * c,
-            t: self.t * c,
+            t: term(self.t, c),
         }
     }
 }
@@ -1127,7 +1128,7 @@ impl Div<f64> for Dual {
     fn div(self, c: f64) -> Dual {
         Dual {
             v: self.v / c,
-            t: self.t / c,
+            t: term(self.t, c.recip()),
         }
     }
 }
@@ -1164,7 +1165,6 @@ impl Scalar for Dual {
         let v = p.value(self.v, e.v);
         let (da, db) = (p.partial(self.v, e.v, v, 0), p.partial(self.v, e.v, v, 1));
         // A zero tangent contributes nothing, even against an infinite partial.
-        let term = |t: f64, d: f64| if t == 0.0 { 0.0 } else { t * d };
         Dual {
             v,
             t: term(self.t, da) + term(e.t, db),
