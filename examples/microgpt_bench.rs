@@ -4,6 +4,10 @@
 //! ```text
 //! cargo run --release --example microgpt_bench [-- --steps 1000 --rounds 3 --batch 16]
 //! ```
+//!
+//! `--batch 0` leaves out the data-parallel table, e.g. to count the instructions of the
+//! one-core step alone: `valgrind --tool=callgrind .../microgpt_bench --steps 200 --rounds 1
+//! --batch 0` (the count divided by the steps, less the set-up's, is the cost per step).
 
 use std::time::Instant;
 
@@ -103,7 +107,9 @@ fn main() {
         "reference (MICROGPT.md, 2-core machine): CPython 350 000 - 500 000 us/step (61,158 Value nodes);"
     );
     println!("fastest public Rust port: 700 - 800 us/step");
-    parallel_table(&docs, &tokenizer, &model, &initial, batch, rounds);
+    if batch > 0 {
+        parallel_table(&docs, &tokenizer, &model, &initial, batch, rounds);
+    }
 }
 
 /// Steps of `batch` documents on 1 and 2 threads, alternating so that both see the same

@@ -172,21 +172,34 @@ const SURE_ULPS: f64 = 0.48;
 ///
 /// ```
 /// use tapegrad::models::microgpt::{c_pow, pow2};
-/// for x in [0.0, 3.0, 0.1, -1e-7, 1.000_000_000_000_000_2] {
+/// for x in [0.0, -0.0, 3.0, 0.1, -1e-7, 1.000_000_000_000_000_2] {
 ///     assert_eq!(pow2(x).to_bits(), c_pow(x, 2.0).to_bits());
 /// }
 /// ```
 #[inline]
 pub fn pow2(x: f64) -> f64 {
+    let xx = square_or_nan(x);
+    if xx.is_nan() { c_pow(x, 2.0) } else { xx }
+}
+
+/// `x * x` where that is provably `pow(x, 2.0)`'s bits (see [`pow2`]), NaN where it may
+/// not be. Branch-free, so that a loop of it vectorises; the caller calls `pow` for the
+/// NaNs (a NaN `x` included, whose `pow` is NaN again).
+#[inline]
+fn square_or_nan(x: f64) -> f64 {
     let xx = x * x;
     let a = x.abs();
-    if a > 1e-140 && a < 1e140 {
-        let (u, power_of_two) = ulp(xx);
-        if !power_of_two && product_error(x, x, xx).abs() < SURE_ULPS * u {
-            return xx;
-        }
-    }
-    c_pow(x, 2.0)
+    let (u, power_of_two) = ulp(xx);
+    // `&`, not `&&`: every test is computed (out of range they are harmless, at worst NaN,
+    // which compares false), and the choice is a select, not a branch.
+    // Zero (a step's unused embedding rows, hundreds per step) is exact: `pow(±0, 2)` and
+    // `±0 * ±0` are both +0.
+    let sure = (x == 0.0)
+        | ((a > 1e-140)
+            & (a < 1e140)
+            & !power_of_two
+            & (product_error(x, x, xx).abs() < SURE_ULPS * u));
+    if sure { xx } else { f64::NAN }
 }
 
 /// `pow(x, 0.5)` exactly as C's `pow` gives it, fast: `sqrt(x)` wherever that is provably
@@ -196,24 +209,34 @@ pub fn pow2(x: f64) -> f64 {
 ///
 /// ```
 /// use tapegrad::models::microgpt::{c_pow, pow_half};
-/// for x in [0.0, 4.0, 2.0, 1e-9, 0.37] {
+/// for x in [0.0, -0.0, 4.0, 2.0, 1e-9, 0.37] {
 ///     assert_eq!(pow_half(x).to_bits(), c_pow(x, 0.5).to_bits());
 /// }
 /// ```
 #[inline]
 pub fn pow_half(x: f64) -> f64 {
+    let s = root_or_nan(x);
+    if s.is_nan() { c_pow(x, 0.5) } else { s }
+}
+
+/// `sqrt(x)` where that is provably `pow(x, 0.5)`'s bits (see [`pow_half`]), NaN where it
+/// may not be (branch-free, as [`square_or_nan`]).
+#[inline]
+fn root_or_nan(x: f64) -> f64 {
     let s = x.sqrt();
-    if x > 1e-280 && x < 1e280 {
-        let (u, power_of_two) = ulp(s);
-        let ss = s * s;
-        // x - s^2 exactly up to one rounding (x - ss is exact by Sterbenz), so the exact
-        // root is s + r / 2s to far better than the margin.
-        let r = (x - ss) - product_error(s, s, ss);
-        if !power_of_two && (r / (2.0 * s)).abs() < SURE_ULPS * u {
-            return s;
-        }
-    }
-    c_pow(x, 0.5)
+    let (u, power_of_two) = ulp(s);
+    let ss = s * s;
+    // x - s^2 exactly up to one rounding (x - ss is exact by Sterbenz), so the exact
+    // root is s + r / 2s to far better than the margin.
+    let r = (x - ss) - product_error(s, s, ss);
+    // `|r / 2s| < SURE_ULPS * u` without the division (a third of the update's time is
+    // its divisions and root): the bound's 1e-9 below `2 * SURE_ULPS` covers the two
+    // roundings of `ROOT_BOUND * s * u`. +0 (a parameter whose gradient was always zero)
+    // is exact: `pow(+0, 0.5)` and `sqrt(+0)` are +0 (but `sqrt(-0) = -0`).
+    const ROOT_BOUND: f64 = 2.0 * SURE_ULPS * (1.0 - 1e-9);
+    let sure = (x.to_bits() == 0)
+        | ((x > 1e-280) & (x < 1e280) & !power_of_two & (r.abs() < ROOT_BOUND * s * u));
+    if sure { s } else { f64::NAN }
 }
 
 /// `x^p` for a constant `p` as the reference's `Value.__pow__` makes it: value `pow(x, p)`,
@@ -841,17 +864,31 @@ impl Adam {
         let t = (self.step + 1) as f64;
         let (c1, c2) = (1.0 - beta1, 1.0 - beta2);
         let (d1, d2) = (1.0 - c_pow(beta1, t), 1.0 - c_pow(beta2, t));
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            *m = beta1 * *m + c1 * g;
-            *v = beta2 * *v + c2 * pow2(g);
-            let m_hat = *m / d1;
-            let v_hat = *v / d2;
-            *p -= lr * m_hat / (pow_half(v_hat) + eps);
+        // Three branch-free passes that vectorise, each followed by `pow` itself for the few
+        // entries (about 4%) where `x * x` or `sqrt` might not be its bits: the same
+        // operations on every value as one loop of `pow2` and `pow_half` would make.
+        let mut squares: Vec<f64> = grads.iter().map(|&g| square_or_nan(g)).collect();
+        for (sq, &g) in squares.iter_mut().zip(grads) {
+            if sq.is_nan() {
+                *sq = c_pow(g, 2.0);
+            }
+        }
+        let mut roots: Vec<f64> = (self.m.iter_mut().zip(&mut self.v))
+            .zip(grads.iter().zip(&squares))
+            .map(|((m, v), (&g, &sq))| {
+                *m = beta1 * *m + c1 * g;
+                *v = beta2 * *v + c2 * sq;
+                root_or_nan(*v / d2)
+            })
+            .collect();
+        for (root, &v) in roots.iter_mut().zip(&self.v) {
+            if root.is_nan() {
+                *root = c_pow(v / d2, 0.5);
+            }
+        }
+        for ((p, &m), &root) in params.iter_mut().zip(&self.m).zip(&roots) {
+            let m_hat = m / d1;
+            *p -= lr * m_hat / (root + eps);
         }
         self.step += 1;
     }

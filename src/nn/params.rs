@@ -986,8 +986,12 @@ impl<'p, 'g> Bound<'p, 'g> {
 
 /// Every `x`'s gradient; the handles are this step's, so reading cannot fail but on a
 /// handle released by the user's code (a release to an earlier mark inside the step).
+///
+/// Checking the last handle is enough: the handles were bound together, at consecutive
+/// positions after the step's mark, and a release frees every position from its mark on, so
+/// one that reaches any of them reaches the last (a reused slot has a new version).
 fn read_all(gradients: &Gradients, vars: &[Var<'_>]) -> Result<Vec<f64>, ParamError> {
-    if let Some(bad) = vars.iter().find_map(|&x| x.try_value().err()) {
+    if let Some(bad) = vars.last().and_then(|&x| x.try_value().err()) {
         return Err(bad.into());
     }
     Ok(gradients.wrt_all(vars))
