@@ -1,10 +1,11 @@
 //! Data parallelism on one machine's cores: the mean loss and gradient of a batch of
 //! examples, each example recorded on a worker's own [`Graph`], reduced in example order.
-//! Built on [`nn::Params`](crate::nn::Params) and `std::thread::scope`; the engine knows
-//! nothing of it.
+//! Built on [`nn::Params`](crate::nn::Params) and a `rayon` thread pool kept per thread
+//! count; the engine knows nothing of it.
 //!
 //! A [`Graph`] is `Send` but not `Sync`, so each worker thread owns one (reused for all
-//! the examples it takes). Workers take examples one at a time from a shared counter, so
+//! the examples it takes; the pool's threads outlive the call, so the graph's memory stays
+//! warm from one batch to the next). Workers take examples one at a time from a shared counter, so
 //! a slow example does not hold up a fixed share of the batch. Every example's loss and
 //! gradient is kept by its index and the batch is reduced in example order, one example
 //! after another, whatever thread computed it: the result is **bit-identical for any
@@ -16,11 +17,32 @@
 //! framework (PyTorch's DistributedDataParallel, JAX's `pmap`/sharding), where batches are
 //! matrices and devices are many.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::engine::{Error, Graph, Var};
 use crate::nn::{Grads, ParamError, Params, View};
+
+/// A pool of `threads` worker threads, made once per thread count and kept: its threads
+/// live across calls, so each keeps its graph's memory warm (a `Graph` made on a thread
+/// reuses the tape of the last one dropped there), where threads spawned per call would
+/// fault in fresh pages for every batch.
+fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
+    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == threads) {
+        return Arc::clone(pool);
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tapegrad-parallel-{i}"))
+            .build()
+            .expect("the operating system refused to start worker threads"),
+    );
+    pools.push((threads, Arc::clone(&pool)));
+    pool
+}
 
 /// One example's loss and gradient, or why it has none.
 type ExampleResult = Result<(f64, Grads), ParamError>;
@@ -66,7 +88,9 @@ type ExampleResult = Result<(f64, Grads), ParamError>;
 ///
 /// # Panics
 ///
-/// If `loss` panics on a worker (the panic is passed on).
+/// If `loss` panics on a worker (the panic is passed on), or if the operating system
+/// refuses to start the worker threads (the first call with a given thread count starts
+/// them).
 pub fn mean_value_and_grad<E, F>(
     params: &Params,
     batch: &[E],
@@ -105,9 +129,9 @@ where
     if threads == 1 {
         work();
     } else {
-        std::thread::scope(|s| {
+        pool(threads).scope(|s| {
             for _ in 0..threads {
-                s.spawn(work);
+                s.spawn(|_| work());
             }
         });
     }
