@@ -401,6 +401,49 @@ const F32_FILE: &[u8] = &[
     0x20, 0x34, 0x5d, 0x7d, 0x7d, 0x00, 0x00, 0xc0, 0x3f,
 ];
 
+/// `json.dumps({"w": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}})` and 3 as
+/// `struct.pack("<q", 3)`, framed as safetensors by CPython 3.11.
+const I64_FILE: &[u8] = &[
+    0x3d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7b, 0x22, 0x77, 0x22, 0x3a, 0x20, 0x7b, 0x22,
+    0x64, 0x74, 0x79, 0x70, 0x65, 0x22, 0x3a, 0x20, 0x22, 0x49, 0x36, 0x34, 0x22, 0x2c, 0x20, 0x22,
+    0x73, 0x68, 0x61, 0x70, 0x65, 0x22, 0x3a, 0x20, 0x5b, 0x31, 0x5d, 0x2c, 0x20, 0x22, 0x64, 0x61,
+    0x74, 0x61, 0x5f, 0x6f, 0x66, 0x66, 0x73, 0x65, 0x74, 0x73, 0x22, 0x3a, 0x20, 0x5b, 0x30, 0x2c,
+    0x20, 0x38, 0x5d, 0x7d, 0x7d, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+];
+
+/// An `F32` and a `BF16` tensor, as PyTorch or JAX would save a model in single or brain
+/// precision: written by CPython 3.11 (`struct.pack("<f", x)` for `w`; the upper two bytes
+/// of each `f32` for `b`), header `{"w": F32 [2, 2], "b": BF16 [2]}`.
+const NARROW_FILE: &[u8] = &[
+    113, 0, 0, 0, 0, 0, 0, 0, 123, 34, 119, 34, 58, 123, 34, 100, 116, 121, 112, 101, 34, 58, 34,
+    70, 51, 50, 34, 44, 34, 115, 104, 97, 112, 101, 34, 58, 91, 50, 44, 50, 93, 44, 34, 100, 97,
+    116, 97, 95, 111, 102, 102, 115, 101, 116, 115, 34, 58, 91, 48, 44, 49, 54, 93, 125, 44, 34,
+    98, 34, 58, 123, 34, 100, 116, 121, 112, 101, 34, 58, 34, 66, 70, 49, 54, 34, 44, 34, 115, 104,
+    97, 112, 101, 34, 58, 91, 50, 93, 44, 34, 100, 97, 116, 97, 95, 111, 102, 102, 115, 101, 116,
+    115, 34, 58, 91, 49, 54, 44, 50, 48, 93, 125, 125, 0, 0, 192, 63, 0, 0, 16, 192, 89, 217, 0,
+    51, 0, 224, 127, 71, 32, 62, 64, 192,
+];
+
+/// Narrower floats widen exactly: every `f32` and `bf16` is an `f64`.
+#[test]
+fn loads_f32_and_bf16_tensors_exactly() {
+    let sd = StateDict::from_safetensors(NARROW_FILE).unwrap();
+    let w = sd.get("w").unwrap();
+    assert_eq!(w.shape, vec![2, 2]);
+    // CPython: [struct.unpack("<f", struct.pack("<f", x))[0] for x in (1.5, -2.25, 3e-8, 65504)]
+    assert_eq!(w.data, vec![1.5, -2.25, 2.999999892949745e-08, 65504.0]);
+    assert_eq!(sd.get("b").unwrap().data, vec![0.15625, -3.0]);
+    // And a one-entry F32 file: 1.5.
+    assert_eq!(
+        StateDict::from_safetensors(F32_FILE)
+            .unwrap()
+            .get("w")
+            .unwrap()
+            .data,
+        vec![1.5]
+    );
+}
+
 #[test]
 fn loads_a_safetensors_file_written_by_python() {
     let sd = StateDict::from_safetensors(FROM_PYTHON).unwrap();
@@ -452,18 +495,19 @@ fn load_errors_name_the_tensor() {
             name: "fc.bias".into()
         })
     );
-    // A tensor of another dtype (CPython: {"w": {"dtype": "F32", ...}} and 1.5 as "<f").
-    let err = StateDict::from_safetensors(F32_FILE).unwrap_err();
+    // A tensor of a dtype with no exact f64 reading (CPython: {"w": {"dtype": "I64", ...}}
+    // and 3 as "<q").
+    let err = StateDict::from_safetensors(I64_FILE).unwrap_err();
     assert_eq!(
         err,
         ParamError::Dtype {
             name: "w".into(),
-            found: "F32".into()
+            found: "I64".into()
         }
     );
     assert_eq!(
         err.to_string(),
-        "tapegrad::nn: tensor \"w\" has dtype F32, expected F64"
+        "tapegrad::nn: tensor \"w\" has dtype I64, expected F64, F32 or BF16"
     );
 }
 

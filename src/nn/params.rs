@@ -59,7 +59,8 @@ pub enum ParamError {
         /// The shape found.
         found: Vec<usize>,
     },
-    /// A tensor is stored with a dtype other than `F64`.
+    /// A tensor is stored with a dtype tapegrad cannot read as `f64` exactly (only `F64`,
+    /// `F32` and `BF16` can be).
     Dtype {
         /// The tensor's name.
         name: String,
@@ -101,7 +102,7 @@ impl fmt::Display for ParamError {
             ),
             ParamError::Dtype { name, found } => write!(
                 f,
-                "tapegrad::nn: tensor {name:?} has dtype {found}, expected F64"
+                "tapegrad::nn: tensor {name:?} has dtype {found}, expected F64, F32 or BF16"
             ),
             ParamError::Format(why) => write!(f, "tapegrad::nn: not a valid file: {why}"),
             ParamError::Io(why) => write!(f, "tapegrad::nn: {why}"),

@@ -261,7 +261,9 @@ impl StateDict {
         bytes
     }
 
-    /// Reads a safetensors file of `F64` tensors, in the order of their data.
+    /// Reads a safetensors file, in the order of its tensors' data: `F64` tensors (what
+    /// [`StateDict::to_safetensors`] writes), and `F32` or `BF16` ones (what PyTorch and JAX
+    /// usually save), widened to `f64` exactly.
     ///
     /// # Examples
     ///
@@ -275,7 +277,8 @@ impl StateDict {
     ///
     /// # Errors
     ///
-    /// [`ParamError::Dtype`] naming a tensor that is not `F64`; [`ParamError::Format`] for
+    /// [`ParamError::Dtype`] naming a tensor of another dtype (an integer, `F16`, ...);
+    /// [`ParamError::Format`] for
     /// anything else that is not a valid safetensors file (the header's length, JSON or
     /// fields, offsets that do not tile the data exactly).
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self, ParamError> {
@@ -305,12 +308,13 @@ impl StateDict {
         entries.sort_by_key(|e| e.2);
         let mut tensors = Vec::with_capacity(entries.len());
         let mut at = 0;
-        for (name, shape, (begin, end)) in entries {
+        for (name, shape, (begin, end), dtype) in entries {
             let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-            if begin != at || Some(end - begin) != count.and_then(|n| n.checked_mul(8)) {
+            let width = dtype.width();
+            if begin != at || Some(end - begin) != count.and_then(|n| n.checked_mul(width)) {
                 return Err(format_error(format!(
                     "tensor {name:?} of shape {shape:?} has data_offsets [{begin}, {end}]; \
-                     the tensors must tile the data, {} bytes, with 8 bytes per entry",
+                     the tensors must tile the data, {} bytes, with {width} bytes per entry",
                     data.len()
                 )));
             }
@@ -320,10 +324,7 @@ impl StateDict {
                     data.len()
                 ))
             })?;
-            let data = bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect();
+            let data = bytes.chunks_exact(width).map(|b| dtype.read(b)).collect();
             tensors.push(Tensor { name, shape, data });
             at = end;
         }
@@ -449,8 +450,49 @@ impl StateDict {
     }
 }
 
-/// A header entry: name, shape and data offsets `(begin, end)`.
-type Entry = (String, Vec<usize>, (usize, usize));
+/// A header entry: name, shape, data offsets `(begin, end)` and the stored dtype.
+type Entry = (String, Vec<usize>, (usize, usize), Dtype);
+
+/// The dtypes a file may store: `F64` as tapegrad writes it, and the narrower floats other
+/// tools write (PyTorch's default `F32`, and `BF16`), which widen to `f64` exactly.
+#[derive(Clone, Copy, Debug)]
+enum Dtype {
+    F64,
+    F32,
+    Bf16,
+}
+
+impl Dtype {
+    fn parse(name: &str) -> Option<Dtype> {
+        match name {
+            "F64" => Some(Dtype::F64),
+            "F32" => Some(Dtype::F32),
+            "BF16" => Some(Dtype::Bf16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per entry.
+    fn width(self) -> usize {
+        match self {
+            Dtype::F64 => 8,
+            Dtype::F32 => 4,
+            Dtype::Bf16 => 2,
+        }
+    }
+
+    /// One little-endian entry as `f64` (exact: every `f32` and `bf16` is an `f64`).
+    fn read(self, b: &[u8]) -> f64 {
+        match self {
+            Dtype::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")),
+            Dtype::F32 => f64::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+            // bf16 is the upper half of an f32.
+            Dtype::Bf16 => f64::from(f32::from_bits(
+                u32::from(u16::from_le_bytes(b.try_into().expect("2 bytes"))) << 16,
+            )),
+        }
+    }
+}
 
 /// One header entry, or the error naming it.
 fn read_entry(name: &str, entry: &Value) -> Result<Entry, ParamError> {
@@ -458,12 +500,12 @@ fn read_entry(name: &str, entry: &Value) -> Result<Entry, ParamError> {
     let dtype = entry["dtype"]
         .as_str()
         .ok_or_else(|| bad("no string \"dtype\""))?;
-    if dtype != "F64" {
+    let Some(dtype) = Dtype::parse(dtype) else {
         return Err(ParamError::Dtype {
             name: name.to_owned(),
             found: dtype.to_owned(),
         });
-    }
+    };
     let shape = read_shape(&entry["shape"]).ok_or_else(|| bad("bad \"shape\""))?;
     let offsets = entry["data_offsets"]
         .as_array()
@@ -471,7 +513,7 @@ fn read_entry(name: &str, entry: &Value) -> Result<Entry, ParamError> {
         .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
         .filter(|(b, e)| b <= e)
         .ok_or_else(|| bad("\"data_offsets\" is not [begin, end] with begin <= end"))?;
-    Ok((name.to_owned(), shape, offsets))
+    Ok((name.to_owned(), shape, offsets, dtype))
 }
 
 fn read_shape(v: &Value) -> Option<Vec<usize>> {
