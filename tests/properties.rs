@@ -76,25 +76,7 @@ enum Stmt {
     Custom(Ref, Ref),
 }
 
-/// A user-defined function with its partials over `Scalar` (every order): `a sin(b)`.
-struct Wave;
-
-impl tapegrad::ScalarFn for Wave {
-    fn name(&self) -> &'static str {
-        "wave"
-    }
-    fn value(&self, xs: &[f64]) -> f64 {
-        xs[0] * xs[1].sin()
-    }
-    fn partials<T: tapegrad::Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
-        out[0] = xs[1].sin();
-        out[1] = xs[0] * xs[1].cos();
-    }
-}
-
-/// One registration shared by every graph of the run.
-static WAVE: std::sync::LazyLock<std::sync::Arc<dyn tapegrad::CustomFn>> =
-    std::sync::LazyLock::new(|| std::sync::Arc::new(Wave));
+use reference::WAVE;
 
 #[derive(Clone)]
 struct Program {

@@ -1,12 +1,33 @@
 //! An independent `f64` evaluation of every op, and central differences with an error
 //! estimate, and the proptest run configuration, shared by `tests/properties.rs` and
-//! `tests/fuzz.rs`.
+//! `tests/fuzz.rs` (and a user-defined function they both draw).
 //!
 //! The reference values are written from the textbook definitions with `std`'s `f64`
 //! functions, not through tapegrad's op table or its `Scalar` impl for `f64`, so a wrong
 //! rule or a wrong value in the crate cannot also be in the reference.
 
 use tapegrad::{Binary, Nary, Unary};
+
+/// A user-defined function with its partials over `Scalar` (every order): `a sin(b)`, drawn
+/// by the random programs beside the built-in ops.
+pub struct Wave;
+
+impl tapegrad::ScalarFn for Wave {
+    fn name(&self) -> &'static str {
+        "wave"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1].sin()
+    }
+    fn partials<T: tapegrad::Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+        out[0] = xs[1].sin();
+        out[1] = xs[0] * xs[1].cos();
+    }
+}
+
+/// One registration of [`Wave`] shared by every graph of the run.
+pub static WAVE: std::sync::LazyLock<std::sync::Arc<dyn tapegrad::CustomFn>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(Wave));
 
 /// `sqrt(2 / pi)` as `2/sqrt(pi) * 1/sqrt(2)`, both correctly rounded `std` constants.
 fn sqrt_2_over_pi() -> f64 {
