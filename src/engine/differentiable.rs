@@ -435,18 +435,7 @@ impl Scalar for Term<'_> {
     fn lift(&self, c: f64) -> Self {
         Term::Const(c)
     }
-    fn exp(self) -> Self {
-        self.unary(Unary::Exp)
-    }
-    fn ln(self) -> Self {
-        self.unary(Unary::Ln)
-    }
-    fn sqrt(self) -> Self {
-        self.unary(Unary::Sqrt)
-    }
-    fn recip(self) -> Self {
-        self.unary(Unary::Recip)
-    }
+    super::scalar::unary_methods_by_table!();
     fn powi(self, n: i32) -> Self {
         match n {
             1 => self,
@@ -455,72 +444,6 @@ impl Scalar for Term<'_> {
     }
     fn powf(self, p: Self) -> Self {
         Term::binary(Binary::Powf, self, p)
-    }
-    fn sin(self) -> Self {
-        self.unary(Unary::Sin)
-    }
-    fn cos(self) -> Self {
-        self.unary(Unary::Cos)
-    }
-    fn tanh(self) -> Self {
-        self.unary(Unary::Tanh)
-    }
-    fn sinh(self) -> Self {
-        self.unary(Unary::Sinh)
-    }
-    fn cosh(self) -> Self {
-        self.unary(Unary::Cosh)
-    }
-    fn abs(self) -> Self {
-        self.unary(Unary::Abs)
-    }
-    fn relu(self) -> Self {
-        self.unary(Unary::Relu)
-    }
-    fn sigmoid(self) -> Self {
-        self.unary(Unary::Sigmoid)
-    }
-    fn gelu(self) -> Self {
-        self.unary(Unary::Gelu)
-    }
-    fn atan(self) -> Self {
-        self.unary(Unary::Atan)
-    }
-    fn asin(self) -> Self {
-        self.unary(Unary::Asin)
-    }
-    fn acos(self) -> Self {
-        self.unary(Unary::Acos)
-    }
-    fn tan(self) -> Self {
-        self.unary(Unary::Tan)
-    }
-    fn ln_1p(self) -> Self {
-        self.unary(Unary::Ln1p)
-    }
-    fn exp_m1(self) -> Self {
-        self.unary(Unary::ExpM1)
-    }
-    fn log2(self) -> Self {
-        self.unary(Unary::Log2)
-    }
-    fn log10(self) -> Self {
-        self.unary(Unary::Log10)
-    }
-    fn exp2(self) -> Self {
-        self.unary(Unary::Exp2)
-    }
-    fn cbrt(self) -> Self {
-        self.unary(Unary::Cbrt)
-    }
-    fn softplus(self) -> Self {
-        self.unary(Unary::Softplus)
-    }
-    fn erf(self) -> Self {
-        self.unary(Unary::Erf)
-    }
-    fn erfc(self) -> Self {
-        self.unary(Unary::Erfc)
     }
     fn atan2(self, other: Self) -> Self {
         Term::binary(Binary::Atan2, self, other)

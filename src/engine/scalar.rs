@@ -304,6 +304,30 @@ pub(crate) fn dots_one_by_one<T: Scalar>(
     out
 }
 
+/// The [`Scalar`] methods that are one unary op of the table each, written as
+/// `self.unary(Unary::Op)`: for the scalar types inside the engine that evaluate the table
+/// themselves (the differentiable sweep's terms, the replay's dual numbers), which have an
+/// inherent `fn unary(self, Unary) -> Self`. Invoked inside their `impl Scalar` blocks.
+macro_rules! unary_methods_by_table {
+    () => {
+        super::scalar::unary_methods_by_table!(@methods
+            exp => Exp, ln => Ln, sqrt => Sqrt, recip => Recip, sin => Sin, cos => Cos,
+            tanh => Tanh, sinh => Sinh, cosh => Cosh, abs => Abs, relu => Relu,
+            sigmoid => Sigmoid, gelu => Gelu, atan => Atan, asin => Asin, acos => Acos,
+            tan => Tan, ln_1p => Ln1p, exp_m1 => ExpM1, log2 => Log2, log10 => Log10,
+            exp2 => Exp2, cbrt => Cbrt, softplus => Softplus, erf => Erf, erfc => Erfc
+        );
+    };
+    (@methods $($method:ident => $op:ident),*) => {
+        $(
+            fn $method(self) -> Self {
+                self.unary(Unary::$op)
+            }
+        )*
+    };
+}
+pub(crate) use unary_methods_by_table;
+
 /// The stable logistic function on `f64` (no overflow of `e^-x` for very negative `x`).
 pub(crate) fn sigmoid_f64(x: f64) -> f64 {
     if x >= 0.0 {
