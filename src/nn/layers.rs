@@ -67,14 +67,9 @@ impl Linear {
         outputs: usize,
         init: &mut dyn FnMut() -> f64,
     ) -> Self {
-        let weight = params.init(format!("{name}.weight"), &[outputs, inputs], init);
-        let bias = Some(params.zeros(format!("{name}.bias"), &[outputs]));
-        Linear {
-            weight,
-            bias,
-            inputs,
-            outputs,
-        }
+        let mut layer = Linear::without_bias(params, name, inputs, outputs, init);
+        layer.bias = Some(params.zeros(format!("{name}.bias"), &[outputs]));
+        layer
     }
 
     /// A layer with no bias: `y = W x`.
