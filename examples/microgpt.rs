@@ -69,16 +69,22 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--steps" => {
-                o.steps = number(&flag, &value()?)
+                o.steps = value()?
+                    .parse()
+                    .ok()
                     .filter(|&n| n > 0)
                     .ok_or_else(|| format!("{flag} takes a positive whole number"))?
             }
             "--seed" => {
-                o.seed = number(&flag, &value()?)
+                o.seed = value()?
+                    .parse()
+                    .ok()
                     .ok_or_else(|| format!("{flag} takes a whole number >= 0"))?
             }
             "--samples" => {
-                o.samples = number(&flag, &value()?)
+                o.samples = value()?
+                    .parse()
+                    .ok()
                     .ok_or_else(|| format!("{flag} takes a whole number >= 0"))?
             }
             "--temperature" => {
@@ -95,12 +101,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
             "--save" => o.save = Some(PathBuf::from(value()?)),
             "--load" => o.load = Some(PathBuf::from(value()?)),
             "--batch" => {
-                o.batch = number(&flag, &value()?)
+                o.batch = value()?
+                    .parse()
+                    .ok()
                     .filter(|&n| n > 0)
                     .ok_or_else(|| format!("{flag} takes a positive whole number"))?
             }
             "--threads" => {
-                o.threads = number(&flag, &value()?)
+                o.threads = value()?
+                    .parse()
+                    .ok()
                     .filter(|&n| n > 0)
                     .ok_or_else(|| format!("{flag} takes a positive whole number"))?
             }
@@ -109,10 +119,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         }
     }
     Ok(o)
-}
-
-fn number<N: std::str::FromStr>(_flag: &str, v: &str) -> Option<N> {
-    v.parse().ok()
 }
 
 fn main() -> ExitCode {
