@@ -23,6 +23,10 @@
 //! 20,000 byte strings of up to 1,000 bytes (set `PROPTEST_CASES` / `PROPTEST_RNG_SEED` to
 //! run longer or elsewhere).
 
+#[allow(
+    dead_code,
+    reason = "the program strategies are the proptest files' own"
+)]
 mod reference;
 
 use std::cell::Cell;

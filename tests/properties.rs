@@ -33,6 +33,7 @@ use std::fmt;
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
+use reference::{constant, reference};
 use tapegrad::{Binary, Graph, Nary, Unary, Var, higher};
 
 use reference::Difference;
@@ -379,19 +380,6 @@ fn binary_operator<'g>(op: Binary, a: Arg, b: Arg, v: &[Var<'g>]) -> Var<'g> {
 
 // ---------------------------------------------------------------------------------------
 // Generators.
-
-/// Constants: mostly anywhere in [-3, 3], sometimes the values rules special-case.
-fn constant() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        6 => -3.0..3.0f64,
-        1 => prop::sample::select(vec![0.0, 1.0, -1.0, 2.0, 0.5]),
-    ]
-}
-
-/// Back-references: half of them to the latest value (chains), the rest anywhere.
-fn reference(reach: usize) -> impl Strategy<Value = Ref> {
-    prop_oneof![1 => Just(0usize), 1 => 0..reach]
-}
 
 fn arg(reach: usize) -> impl Strategy<Value = Arg> {
     prop_oneof![3 => reference(reach).prop_map(Arg::Node), 1 => constant().prop_map(Arg::Const)]

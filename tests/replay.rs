@@ -11,13 +11,17 @@
 //! must replay exactly too. (Its generator is its own rather than `tests/properties.rs`'s,
 //! whose statements are fixed per op and which has no branches.)
 
-#[allow(dead_code, reason = "only the proptest configuration is used here")]
+#[allow(
+    dead_code,
+    reason = "only the proptest configuration and program strategies are used here"
+)]
 mod reference;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
+use reference::{constant, reference};
 use tapegrad::{Binary, Error, Graph, Nary, Replay, ReplayWorkspace, Unary, Var, higher};
 
 type Ref = usize;
@@ -156,17 +160,6 @@ fn record<'g>(g: &'g Graph, p: &Program, x: &[f64]) -> (Var<'g>, Vec<Var<'g>>, V
         v.push(y);
     }
     (*v.last().unwrap(), xs, outcomes)
-}
-
-fn constant() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        6 => -3.0..3.0f64,
-        1 => prop::sample::select(vec![0.0, 1.0, -1.0, 2.0, 0.5]),
-    ]
-}
-
-fn reference(reach: usize) -> impl Strategy<Value = Ref> {
-    prop_oneof![1 => Just(0usize), 1 => 0..reach]
 }
 
 fn arg(reach: usize) -> impl Strategy<Value = Arg> {

@@ -230,6 +230,23 @@ pub fn derivative(f: impl Fn(&[f64]) -> f64, x: &[f64], i: usize) -> Difference 
     }
 }
 
+/// The random programs' constants: mostly anywhere in [-3, 3], sometimes the values rules
+/// special-case.
+pub fn constant() -> impl proptest::strategy::Strategy<Value = f64> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => -3.0..3.0f64,
+        1 => prop::sample::select(vec![0.0, 1.0, -1.0, 2.0, 0.5]),
+    ]
+}
+
+/// The random programs' back-references (how many values back an operand is): half of
+/// them to the latest value (chains), the rest anywhere within `reach`.
+pub fn reference(reach: usize) -> impl proptest::strategy::Strategy<Value = usize> {
+    use proptest::prelude::*;
+    prop_oneof![1 => Just(0usize), 1 => 0..reach]
+}
+
 /// A proptest run of `cases` cases from the fixed seed `seed`, unless the environment says
 /// otherwise (`PROPTEST_CASES`, `PROPTEST_RNG_SEED`). The seed is fixed, so a failure recurs
 /// without a regressions file.
