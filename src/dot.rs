@@ -187,7 +187,7 @@ impl<'a, 'g> Dot<'a, 'g> {
         reachable[root] = true;
         for pos in (0..=root).rev() {
             if reachable[pos] {
-                for &arg in tape.edges(pos).0 {
+                for &arg in tape.edges(pos).0.iter() {
                     if arg != CONST_ARG {
                         reachable[arg as usize] = true;
                     }
@@ -240,7 +240,7 @@ impl<'a, 'g> Dot<'a, 'g> {
             };
             let _ = writeln!(out, "  n{pos} [label=\"{}\"{style}];", fields.join(" | "));
             let (args, weights) = tape.edges(pos);
-            for (k, (&arg, &w)) in args.iter().zip(weights).enumerate() {
+            for (k, (&arg, &w)) in args.iter().zip(weights.iter()).enumerate() {
                 if arg == CONST_ARG {
                     // The weight slot of a constant operand holds the constant itself.
                     let _ = writeln!(

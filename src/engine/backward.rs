@@ -13,7 +13,7 @@ use super::error::{Anomaly, Error};
 use super::graph::Var;
 use super::op::Op;
 use super::scalar::Scalar;
-use super::tape::{CONST_ARG, Tape};
+use super::tape::{CONST_ARG, DotBlock, Tape, handle_run};
 
 /// The derivatives of one output with respect to every node recorded before it, held
 /// apart from the graph: computing them twice, or for two outputs, just works, and there
@@ -138,8 +138,17 @@ impl Gradients {
         if graph.id() != self.graph || tape.epoch != self.epoch {
             return xs.iter().map(|&x| read(x)).collect();
         }
-        // The usual case, these gradients' own graph with no release since: a handle of
-        // that graph reads its adjoint (0 above the output) after one slot lookup.
+        // The usual case, these gradients' own graph with no release since. Handles bound
+        // together (`Graph::vars`: a model's parameters) are checked as one run and read
+        // as one slice; any others each read their adjoint (0 above the output) after one
+        // slot lookup.
+        if let Some(first) = handle_run(graph.owner(), &tape.slots, xs) {
+            let first = first as usize;
+            let below_root = (self.root as usize + 1).clamp(first, first + xs.len());
+            let mut values = self.adjoints[first..below_root].to_vec();
+            values.resize(xs.len(), 0.0);
+            return values;
+        }
         xs.iter()
             .map(|&x| {
                 if std::ptr::eq(x.graph(), graph)
@@ -422,16 +431,34 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
     // its edges start before they end.
     let args = &tape.args[..end];
     let weights = &tape.weights[..end];
-    for node in (0..sink).rev() {
+    // The dot blocks at or below the root, met from the top down: `block_top` is the
+    // highest node of the next one (its nodes store no edges, so `end` needs no update
+    // when the sweep jumps over them).
+    let below_root = tape.blocks.partition_point(|b| b.first as usize <= root);
+    let mut blocks = tape.blocks[..below_root].iter().rev();
+    let top_of = |b: Option<&DotBlock>| b.map_or(usize::MAX, |b| (b.end() - 1).min(root));
+    let mut next_block = blocks.next();
+    let mut block_top = top_of(next_block);
+    let mut scratch = Vec::new();
+    let mut node = sink;
+    while node > 0 {
+        node -= 1;
+        if node == block_top {
+            let block = next_block.expect("block_top is a block's");
+            if !sweep_block(tape, block, node, adjoints, &mut scratch) {
+                return false;
+            }
+            node = block.first as usize;
+            next_block = blocks.next();
+            block_top = top_of(next_block);
+            continue;
+        }
         let start = edge_start[node] as usize;
         let adjoint = adjoints[node];
-        // Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0
-        // wraps to the top and the infinities and NaNs are the largest patterns.
-        let ordinary = (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1;
         // Inputs (no edges, often most of the nodes: a model's parameters) cost one test
         // and a finiteness test; nearly every other node has one or two edges, which get
         // straight-line code, without the zipped loop's setup and exit tests.
-        if start != end && ordinary {
+        if start != end && ordinary(adjoint) {
             match (&args[start..end], &weights[start..end]) {
                 (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
                 (&[a0, a1], &[w0, w1]) => {
@@ -450,6 +477,117 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
         end = start;
     }
     true
+}
+
+/// Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0 wraps to
+/// the top and the infinities and NaNs are the largest patterns.
+#[inline(always)]
+fn ordinary(adjoint: f64) -> bool {
+    (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1
+}
+
+/// [`sweep_fast`] over the nodes of `block` from `top` down to its first: each output's
+/// edges in the order [`Nary::Dot`](super::op::Nary::Dot) stores them (its row of the
+/// first factor, then its part of the second), so every sum is the one the edge-by-edge
+/// sweep makes, bit for bit. `false` at a non-finite adjoint.
+///
+/// The partials are the operands' values (a product's partial is the other factor), read
+/// from the tape: the second factor's part and its adjoints are contiguous runs. In a
+/// dense block, each row of the first factor has its values and adjoints gathered once
+/// (into `scratch`) and its adjoints scattered back after its outputs, so that both inner
+/// loops run over contiguous memory.
+fn sweep_block(
+    tape: &Tape,
+    block: &DotBlock,
+    top: usize,
+    adjoints: &mut [f64],
+    scratch: &mut Vec<f64>,
+) -> bool {
+    let (inner, outputs) = (block.inner as usize, block.outputs as usize);
+    let first = block.first as usize;
+    let a_all = &tape.block_args[block.a_range()];
+    let b_first = block.b_first as usize;
+    let values = tape.values.as_slice();
+    let b_values = &values[block.b_range()];
+    let top_output = top - first;
+    for i in (0..=top_output / outputs).rev() {
+        let a_pos = &a_all[i * inner..(i + 1) * inner];
+        let last_j = if i == top_output / outputs {
+            top_output % outputs
+        } else {
+            outputs - 1
+        };
+        let row_outputs = first + i * outputs;
+        if block.dense {
+            scratch.clear();
+            scratch.extend(a_pos.iter().map(|&p| values[p as usize]));
+            scratch.extend(a_pos.iter().map(|&p| adjoints[p as usize]));
+            let (a_values, a_adjoints) = scratch.split_at_mut(inner);
+            for j in (0..=last_j).rev() {
+                let adjoint = adjoints[row_outputs + j];
+                if !ordinary(adjoint) {
+                    if adjoint.is_finite() {
+                        continue;
+                    }
+                    return false;
+                }
+                let part = &b_values[j * inner..(j + 1) * inner];
+                add_scaled(a_adjoints, adjoint, part);
+                add_scaled(
+                    &mut adjoints[b_first + j * inner..][..inner],
+                    adjoint,
+                    a_values,
+                );
+            }
+            for (&p, &sum) in a_pos.iter().zip(a_adjoints.iter()) {
+                adjoints[p as usize] = sum;
+            }
+        } else {
+            for j in (0..=last_j).rev() {
+                let adjoint = adjoints[row_outputs + j];
+                if !ordinary(adjoint) {
+                    if adjoint.is_finite() {
+                        continue;
+                    }
+                    return false;
+                }
+                let part = &b_values[j * inner..(j + 1) * inner];
+                for (&p, &w) in a_pos.iter().zip(part) {
+                    adjoints[p as usize] += adjoint * w;
+                }
+                let part_first = b_first + j * inner;
+                for (k, &p) in a_pos.iter().enumerate() {
+                    adjoints[part_first + k] += adjoint * values[p as usize];
+                }
+            }
+        }
+    }
+    true
+}
+
+/// `sums[k] += scale * xs[k]` for every `k`, four at a time (each sum on its own, so the
+/// bits are those of the plain loop; the compiler makes vector code of the fours).
+#[inline(always)]
+fn add_scaled(sums: &mut [f64], scale: f64, xs: &[f64]) {
+    let mut sum_fours = sums.chunks_exact_mut(4);
+    let mut x_fours = xs.chunks_exact(4);
+    for (s, x) in (&mut sum_fours).zip(&mut x_fours) {
+        let s: &mut [f64; 4] = s.try_into().expect("chunks of 4");
+        let x: &[f64; 4] = x.try_into().expect("chunks of 4");
+        *s = [
+            s[0] + scale * x[0],
+            s[1] + scale * x[1],
+            s[2] + scale * x[2],
+            s[3] + scale * x[3],
+        ];
+    }
+    for (s, &x) in sum_fours
+        .into_remainder()
+        .iter_mut()
+        .zip(x_fours.remainder())
+    {
+        *s += scale * x;
+    }
 }
 
 /// The bits of `+inf` shifted past the sign: every non-finite `f64`, so shifted, is at
@@ -484,7 +622,7 @@ fn sweep_careful(
             continue;
         }
         let (args, weights) = tape.edges(node);
-        for (k, (&arg, &partial)) in args.iter().zip(weights).enumerate() {
+        for (k, (&arg, &partial)) in args.iter().zip(weights.iter()).enumerate() {
             if arg == CONST_ARG {
                 continue;
             }
@@ -531,7 +669,7 @@ fn anomaly_report(tape: &Tape, root: usize, non_finite: Option<NonFinite>) -> Op
     used[root] = true;
     for node in (0..=root).rev() {
         if used[node] {
-            for &arg in tape.edges(node).0 {
+            for &arg in tape.edges(node).0.iter() {
                 if arg != CONST_ARG {
                     used[arg as usize] = true;
                 }

@@ -176,9 +176,9 @@ fn differentiable_sweep<'g>(
             let tape = graph.tape.borrow();
             let (a, w) = tape.edges(node);
             args.clear();
-            args.extend_from_slice(a);
+            args.extend_from_slice(&a);
             operands.clear();
-            operands.extend(a.iter().zip(w).map(|(&arg, &w)| operand(arg, w)));
+            operands.extend(a.iter().zip(w.iter()).map(|(&arg, &w)| operand(arg, w)));
             tape.ops[node]
         };
         // Each edge's contribution by the plain sweep's rule (`backward::chain`, and

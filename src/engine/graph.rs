@@ -369,7 +369,7 @@ impl Graph {
     /// assert_eq!(g.edge_count(), 4);
     /// ```
     pub fn edge_count(&self) -> usize {
-        self.tape.borrow().args.len()
+        self.tape.borrow().edge_count()
     }
 
     /// The heap bytes the graph's storage holds now (capacity, not just what is used).
@@ -396,6 +396,8 @@ impl Graph {
             + t.scratch.capacity() * size_of::<f64>()
             + t.matrix_args.capacity() * size_of::<u32>()
             + t.matrix_values.capacity() * size_of::<f64>()
+            + t.blocks.capacity() * size_of::<super::tape::DotBlock>()
+            + t.block_args.capacity() * size_of::<u32>()
             + t.releases.capacity() * size_of::<(u64, u32)>()
             + self.operands.borrow().capacity() * size_of::<Resolved>()
             + t.anomaly.as_ref().map_or(0, |a| {
@@ -440,11 +442,8 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let first = or_panic(tape.inputs(xs, location));
-        let slots = &tape.slots;
-        (first..)
-            .take(xs.len())
-            .map(|pos| Var::from_parts(self, slots.key(pos)))
-            .collect()
+        let keys = tape.slots.keys_of_run(first, xs.len());
+        keys.map(|key| Var::from_parts(self, key)).collect()
     }
 
     /// A constant: a node with value `c` that is never differentiated (its gradient is
@@ -784,11 +783,8 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let first = tape.matrix_dots(self.owner(), (a, b), inner, pairing, location)?;
-        let end = tape.len() as u32;
-        let slots = &tape.slots;
-        Ok((first..end)
-            .map(|pos| Var::from_parts(self, slots.key(pos)))
-            .collect())
+        let keys = tape.slots.keys_of_run(first, tape.len() - first as usize);
+        Ok(keys.map(|key| Var::from_parts(self, key)).collect())
     }
 
     /// Records an n-ary node over the `Var`s of `parts`, in order (see [`Tape::nary_vars`]).
@@ -1074,8 +1070,7 @@ impl Graph {
                 ),
             });
         }
-        let later_edges = tape.edge_start[pos + 1] as usize;
-        if tape.args[later_edges..].contains(&(pos as u32)) {
+        if tape.used_after(pos) {
             return Err(Error::BadOperands {
                 op: "set_value",
                 why: "a node recorded after this input uses it and would keep the old value; \

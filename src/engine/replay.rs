@@ -235,14 +235,12 @@ impl Replay {
             }
             flags[pos] = INPUT | DEPENDS | KEEP;
         }
-        let edge_range =
-            |pos: usize| tape.edge_start[pos] as usize..tape.edge_start[pos + 1] as usize;
-        let tape_args = tape.args.as_slice();
-
         // Which nodes depend on the inputs (the others keep their recorded values).
         for pos in 0..=last {
             if flags[pos] & DEPENDS == 0
-                && tape_args[edge_range(pos)]
+                && tape
+                    .edges(pos)
+                    .0
                     .iter()
                     .any(|&a| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
             {
@@ -278,7 +276,7 @@ impl Replay {
         }
         for pos in (0..=last).rev() {
             if flags[pos] & (KEEP | DEPENDS) == KEEP | DEPENDS {
-                for &a in &tape_args[edge_range(pos)] {
+                for &a in tape.edges(pos).0.iter() {
                     if a != CONST_ARG {
                         flags[a as usize] |= KEEP;
                     }
@@ -299,7 +297,7 @@ impl Replay {
         let mut ops = Vec::with_capacity(n as usize);
         let mut constant_operands = Vec::with_capacity(n as usize);
         let mut edge_start = Vec::with_capacity(n as usize + 1);
-        let mut args = Vec::with_capacity(tape_args.len().min(2 * n as usize));
+        let mut args = Vec::with_capacity(tape.edge_count().min(2 * n as usize));
         let mut initial = Vec::with_capacity(n as usize + 1);
         let mut steps = Vec::with_capacity(n as usize);
         let mut constants = Vec::new();
@@ -333,13 +331,9 @@ impl Replay {
                     Op::Constant
                 });
             } else {
-                let edges = edge_range(pos);
+                let (tape_args, weights) = tape.edges(pos);
                 let first = args.len();
-                for (k, (&a, &w)) in tape_args[edges.clone()]
-                    .iter()
-                    .zip(&tape.weights[edges])
-                    .enumerate()
-                {
+                for (k, (&a, &w)) in tape_args.iter().zip(weights.iter()).enumerate() {
                     if a == CONST_ARG {
                         flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
                         args.push(constant_slot(w, &mut constants));

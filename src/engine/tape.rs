@@ -15,6 +15,7 @@
 //! whose weight slot holds the constant itself, so that the differentiable backward can
 //! re-evaluate the op's rule with it. The plain sweep sends such edges to a sink slot.
 
+use std::borrow::Cow;
 use std::panic::Location;
 
 use super::error::{Anomaly, Error};
@@ -76,6 +77,25 @@ impl Slots {
         }
     }
 
+    /// The keys of the `n` nodes from `first` on, recorded together (in one generation):
+    /// the generation is read once.
+    #[inline]
+    pub(crate) fn keys_of_run(&self, first: u32, n: usize) -> impl Iterator<Item = NodeKey> {
+        let generation = self
+            .generations
+            .get(first as usize)
+            .copied()
+            .unwrap_or_default();
+        debug_assert!(
+            self.generations[first as usize..][..n]
+                .iter()
+                .all(|&g| g == generation)
+        );
+        (first..)
+            .take(n)
+            .map(move |pos| NodeKey { pos, generation })
+    }
+
     pub(crate) fn capacity(&self) -> usize {
         self.generations.capacity()
     }
@@ -103,6 +123,72 @@ impl Resolved {
             value,
             arg: CONST_ARG,
         }
+    }
+}
+
+/// Dot products recorded as one block, storing no edges: the outputs of
+/// [`Tape::matrix_dots`] when every part of its second factor is a run of consecutive
+/// tape positions (a weight matrix bound as inputs, row by row). Output `(i, j)` is node
+/// `first + i * outputs + j`, the dot of row `i` of the first factor (its positions kept
+/// once for all `outputs` dots, in `Tape::block_args`) with part `j` of the second
+/// (positions `b_first + j * inner ..`, `inner` of them). Its operands and partials are
+/// the values at those positions, which never change once recorded; so nothing per edge
+/// is stored, and the sweep reads the weight rows and their adjoints contiguously.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DotBlock {
+    pub(crate) first: u32,
+    pub(crate) rows: u32,
+    pub(crate) outputs: u32,
+    pub(crate) inner: u32,
+    pub(crate) b_first: u32,
+    /// Where the first factor's positions start in `Tape::block_args`.
+    pub(crate) a_start: u32,
+    /// Within each row of the first factor the positions are distinct and none is in
+    /// the second factor's range: the sweep may gather that row's adjoints, add every
+    /// output's contributions to them in order and scatter them back, with the same sums
+    /// (in the same order) as edge by edge.
+    pub(crate) dense: bool,
+}
+
+impl DotBlock {
+    /// One past the position of the last output.
+    #[inline]
+    pub(crate) fn end(&self) -> usize {
+        self.first as usize + self.rows as usize * self.outputs as usize
+    }
+
+    /// The positions of the second factor, every part.
+    #[inline]
+    pub(crate) fn b_range(&self) -> std::ops::Range<usize> {
+        let b = self.b_first as usize;
+        b..b + self.outputs as usize * self.inner as usize
+    }
+
+    /// The first factor's positions, as a range of `Tape::block_args`.
+    #[inline]
+    pub(crate) fn a_range(&self) -> std::ops::Range<usize> {
+        let a = self.a_start as usize;
+        a..a + self.rows as usize * self.inner as usize
+    }
+
+    /// How many edges its outputs have (two per product).
+    fn edges(&self) -> usize {
+        2 * self.rows as usize * self.outputs as usize * self.inner as usize
+    }
+
+    /// The operands of output node `pos`: the positions of its row of the first factor
+    /// (in `block_args`) and of its part of the second.
+    pub(crate) fn operands<'a>(
+        &self,
+        pos: usize,
+        block_args: &'a [u32],
+    ) -> (&'a [u32], std::ops::Range<usize>) {
+        let (inner, outputs) = (self.inner as usize, self.outputs as usize);
+        let o = pos - self.first as usize;
+        let (i, j) = (o / outputs, o % outputs);
+        let a = &block_args[self.a_range()][i * inner..(i + 1) * inner];
+        let b = self.b_first as usize + j * inner;
+        (a, b..b + inner)
     }
 }
 
@@ -141,6 +227,63 @@ pub(crate) fn resolve_handle(
         value: values[pos as usize],
         arg: pos,
     })
+}
+
+/// Appends to `out` the dot of `a` with each `a.len()`-long part of `b`, each summed as
+/// `Iterator::sum` sums (from -0.0, in order) so that the bits are those of the dot node,
+/// four parts at a time: their four chains of additions overlap instead of each waiting
+/// for the last addition's latency (a third of a block's recording time).
+fn dots_of_row(a: &[f64], b: &[f64], out: &mut Vec<f64>) {
+    let inner = a.len();
+    let mut fours = b.chunks_exact(4 * inner);
+    for four in &mut fours {
+        let (b0, rest) = four.split_at(inner);
+        let (b1, rest) = rest.split_at(inner);
+        let (b2, b3) = rest.split_at(inner);
+        let mut sums = [-0.0f64; 4];
+        for k in 0..inner {
+            let x = a[k];
+            sums[0] += x * b0[k];
+            sums[1] += x * b1[k];
+            sums[2] += x * b2[k];
+            sums[3] += x * b3[k];
+        }
+        out.extend_from_slice(&sums);
+    }
+    for part in fours.remainder().chunks_exact(inner) {
+        out.push(a.iter().zip(part).map(|(a, b)| a * b).sum::<f64>());
+    }
+}
+
+/// The position of `run[0]` if `run` are handles of `owner`'s graph to consecutive
+/// positions `p, p + 1, ...` recorded in one generation, all still valid: each handle is
+/// compared with the key it must then have (no slot lookup per handle), and the slots of
+/// the first and last are checked. That proves the rest: positions between two that
+/// hold nodes of one generation were recorded in that generation (a release starts a new
+/// one) and not released since (that would have released the last).
+pub(crate) fn handle_run<H: Handle>(owner: Owner, slots: &Slots, run: &[H]) -> Option<u32> {
+    let (first, last) = (run.first()?.key(), run.last()?.key());
+    slots.get(first)?;
+    slots.get(last)?;
+    // Each handle XOR what it must be, OR-ed over the whole run (no early exit, no
+    // comparison per handle): a loop of 64-bit integer lanes the compiler vectorises.
+    let bits = |key: NodeKey| u64::from(key.pos) | u64::from(key.generation) << 32;
+    let (owner_bits, first_bits) = (owner.addr as usize as u64, bits(first));
+    let differs = run.iter().zip(0u64..).fold(0u64, |differs, (x, k)| {
+        differs | (x.owner() as usize as u64 ^ owner_bits) | (bits(x.key()) ^ (first_bits + k))
+    });
+    (differs == 0).then_some(first.pos)
+}
+
+/// `positions[0]` if `positions` are consecutive (`p, p + 1, ...`) and not empty.
+fn consecutive(positions: &[u32]) -> Option<u32> {
+    let &start = positions.first()?;
+    // `|` over the whole run, no early exit: a loop the compiler can vectorise.
+    let differs = positions
+        .iter()
+        .zip(start..)
+        .fold(false, |differs, (&p, expected)| differs | (p != expected));
+    (!differs).then_some(start)
 }
 
 /// The error for `x`, a handle of another graph, used with `owner`'s.
@@ -222,6 +365,10 @@ pub(crate) struct Tape {
     /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
     pub(crate) matrix_args: Vec<u32>,
     pub(crate) matrix_values: Vec<f64>,
+    /// The blocks of dot products recorded without edges ([`DotBlock`]), in tape order,
+    /// and the operand positions of their first factors.
+    pub(crate) blocks: Vec<DotBlock>,
+    pub(crate) block_args: Vec<u32>,
     /// The names of the graph's user-defined functions, by [`Op::Custom`] index (the
     /// functions themselves are on the `Graph`).
     pub(crate) custom_names: Vec<&'static str>,
@@ -258,6 +405,8 @@ impl Tape {
             scratch: Vec::new(),
             matrix_args: Vec::new(),
             matrix_values: Vec::new(),
+            blocks: Vec::new(),
+            block_args: Vec::new(),
             custom_names: Vec::new(),
         }
     }
@@ -290,6 +439,8 @@ impl Tape {
         self.guards.clear();
         self.reads = None;
         self.fast_limit = FAST_LIMIT;
+        self.blocks.clear();
+        self.block_args.clear();
         self.custom_names.clear();
     }
 
@@ -298,11 +449,65 @@ impl Tape {
         self.values.capacity().min(self.ops.0.capacity())
     }
 
-    /// Node `pos`'s edges as `(args, weights)`.
+    /// Node `pos`'s edges as `(args, weights)`: borrowed from the flat arrays, or for a
+    /// node of a [`DotBlock`] (which stores none) made from the block, exactly the edges
+    /// [`Nary::Dot`] would have stored.
     #[inline]
-    pub(crate) fn edges(&self, pos: usize) -> (&[u32], &[f64]) {
+    pub(crate) fn edges(&self, pos: usize) -> (Cow<'_, [u32]>, Cow<'_, [f64]>) {
+        if self.ops.0[pos] == BLOCK_DOT_CODE {
+            let (args, weights) = self.block_edges(pos);
+            return (Cow::Owned(args), Cow::Owned(weights));
+        }
         let range = self.edge_start[pos] as usize..self.edge_start[pos + 1] as usize;
-        (&self.args[range.clone()], &self.weights[range])
+        (
+            Cow::Borrowed(&self.args[range.clone()]),
+            Cow::Borrowed(&self.weights[range]),
+        )
+    }
+
+    /// The block that holds node `pos`, which is a [`DotBlock`] node.
+    pub(crate) fn block_of(&self, pos: usize) -> &DotBlock {
+        let k = self.blocks.partition_point(|b| b.first as usize <= pos);
+        let block = &self.blocks[k - 1];
+        debug_assert!(pos < block.end());
+        block
+    }
+
+    /// The edges of block node `pos`: operands row `i` of the first factor then part `j`
+    /// of the second, partials the other way round.
+    fn block_edges(&self, pos: usize) -> (Vec<u32>, Vec<f64>) {
+        let block = self.block_of(pos);
+        let (a, b) = block.operands(pos, &self.block_args);
+        let args: Vec<u32> = a
+            .iter()
+            .copied()
+            .chain(b.clone().map(|p| p as u32))
+            .collect();
+        let weights = b
+            .map(|p| self.values[p])
+            .chain(a.iter().map(|&p| self.values[p as usize]))
+            .collect();
+        (args, weights)
+    }
+
+    /// Whether a node recorded after `pos` uses it as an operand.
+    pub(crate) fn used_after(&self, pos: usize) -> bool {
+        let later_edges = self.edge_start[pos + 1] as usize;
+        let pos32 = pos as u32;
+        self.args[later_edges..].contains(&pos32)
+            || self
+                .blocks
+                .iter()
+                .rev()
+                .take_while(|b| b.first as usize > pos)
+                .any(|b| {
+                    b.b_range().contains(&pos) || self.block_args[b.a_range()].contains(&pos32)
+                })
+    }
+
+    /// The number of edges of every node: those stored, and those of the blocks.
+    pub(crate) fn edge_count(&self) -> usize {
+        self.args.len() + self.blocks.iter().map(DotBlock::edges).sum::<usize>()
     }
 
     /// Node `pos`'s operand values in operand order (constants included).
@@ -313,11 +518,11 @@ impl Tape {
     /// [`Tape::operand_values`] without collecting them.
     pub(crate) fn operand_values_iter(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
         let (args, weights) = self.edges(pos);
-        args.iter().zip(weights).map(|(&a, &w)| {
-            if a == CONST_ARG {
-                w
+        (0..args.len()).map(move |k| {
+            if args[k] == CONST_ARG {
+                weights[k]
             } else {
-                self.values[a as usize]
+                self.values[args[k] as usize]
             }
         })
     }
@@ -612,12 +817,16 @@ impl Tape {
     /// (row-major `m x inner`, [`Pairing::Rows`]): one [`Nary::Dot`] node per output, row
     /// by row, at consecutive positions from the returned one. Each is exactly the node
     /// [`Tape::nary_vars`] records for `dot(row i of a, part j of b)`: operands in that
-    /// order, the same value bit for bit.
+    /// order, the same value bit for bit, the same gradients bit for bit.
     ///
     /// Every handle of `a` and `b` is resolved (slot lookup, value) once, not once per
     /// output that uses it, and in the order the dots read them (`b` column by column for
     /// [`Pairing::Columns`]), so that each dot's operands are contiguous. A bad handle
     /// anywhere is reported before anything is recorded.
+    ///
+    /// When `b`, read in that order, is a run of consecutive positions (a weight matrix
+    /// bound as inputs), the outputs are recorded as one [`DotBlock`], which stores no
+    /// edges: `a`'s positions once, and `b`'s first position.
     pub(crate) fn matrix_dots<H: Handle>(
         &mut self,
         owner: Owner,
@@ -636,42 +845,46 @@ impl Tape {
         let (slots, node_values) = (&self.slots, self.values.as_slice());
         let mut resolve = |&v: &H| position_or_note(owner, slots, node_values, v, &mut first_error);
         positions.extend(a.iter().map(&mut resolve));
-        match pairing {
-            Pairing::Rows => positions.extend(b.iter().map(&mut resolve)),
-            Pairing::Columns => {
-                for j in 0..outputs {
-                    positions.extend(b[j..].iter().step_by(outputs).map(&mut resolve));
+        // A weight matrix bound as inputs, used as `A W^T`: its handles are checked as one
+        // run (no per-handle lookup), and need no positions of their own.
+        let run = match pairing {
+            Pairing::Rows => handle_run(owner, slots, b),
+            Pairing::Columns => None,
+        };
+        if run.is_none() {
+            match pairing {
+                Pairing::Rows => positions.extend(b.iter().map(&mut resolve)),
+                Pairing::Columns => {
+                    for j in 0..outputs {
+                        positions.extend(b[j..].iter().step_by(outputs).map(&mut resolve));
+                    }
                 }
             }
         }
         let result = match first_error {
             Some(e) => Err(e),
             None => {
-                values.extend(positions.iter().map(|&pos| node_values[pos as usize]));
                 let (a_args, b_args) = positions.split_at(a.len());
-                let (a_values, b_values) = values.split_at(a.len());
-                let first = self.values.len();
-                let mut pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
-                let recorded = pairs.try_for_each(|(i, j)| {
-                    // Operands row i of `a` then part j of `b`, partials the other way
-                    // round, value `sum a_k b_k`: `Nary::Dot` over `a_i ++ b_j`.
-                    let (ai, bj) = (i * inner..(i + 1) * inner, j * inner..(j + 1) * inner);
-                    let (a_args, a_values) = (&a_args[ai.clone()], &a_values[ai]);
-                    let (b_args, b_values) = (&b_args[bj.clone()], &b_values[bj]);
-                    self.args.extend_from_slice(a_args);
-                    self.args.extend_from_slice(b_args);
-                    self.weights.extend_from_slice(b_values);
-                    self.weights.extend_from_slice(a_values);
-                    let y = a_values.iter().zip(b_values).map(|(a, b)| a * b).sum();
-                    self.finish(Op::Nary(Nary::Dot), y, location).map(drop)
-                });
-                match recorded {
-                    Ok(()) => Ok(first as u32),
-                    Err(e) => {
-                        // The graph filled up part way: the outputs recorded have no
-                        // handles yet, so nothing can refer to them.
-                        self.truncate(first);
-                        Err(e)
+                let block_fits = (self.values.len() + rows * outputs) | self.args.len();
+                match run.or_else(|| consecutive(b_args)) {
+                    Some(b_first) if block_fits < self.fast_limit => {
+                        values.extend(a_args.iter().map(|&pos| node_values[pos as usize]));
+                        let shape = (rows, outputs, inner);
+                        Ok(self.record_block(a_args, &values, b_first, shape))
+                    }
+                    _ => {
+                        if let Some(b_first) = run {
+                            // Near the limits or in anomaly mode: the edges after all.
+                            positions.extend((0..b.len() as u32).map(|k| b_first + k));
+                        }
+                        values.extend(positions.iter().map(|&pos| node_values[pos as usize]));
+                        self.record_dots(
+                            &positions,
+                            &values,
+                            a.len(),
+                            (rows, outputs, inner),
+                            location,
+                        )
                     }
                 }
             }
@@ -679,6 +892,87 @@ impl Tape {
         self.matrix_args = positions;
         self.matrix_values = values;
         result
+    }
+
+    /// [`Tape::matrix_dots`]'s outputs as one [`DotBlock`]: `a`'s resolved positions and
+    /// values, `b`'s first position. Only where [`Tape::finish`] would take its fast path
+    /// for every output (no anomaly mode, far from the limits).
+    fn record_block(
+        &mut self,
+        a_args: &[u32],
+        a_values: &[f64],
+        b_first: u32,
+        (rows, outputs, inner): (usize, usize, usize),
+    ) -> u32 {
+        let first = self.values.len();
+        let b_range = b_first as usize..b_first as usize + outputs * inner;
+        let mut ys = std::mem::take(&mut self.scratch);
+        ys.clear();
+        let b_values = &self.values[b_range.clone()];
+        for a_row in a_values.chunks_exact(inner) {
+            dots_of_row(a_row, b_values, &mut ys);
+        }
+        let dense = a_args.chunks_exact(inner).all(|row| {
+            row.windows(2).all(|w| w[0] < w[1])
+                && !row.iter().any(|&p| b_range.contains(&(p as usize)))
+        });
+        let n = ys.len();
+        self.values.extend_from_slice(&ys);
+        self.scratch = ys;
+        self.ops.0.resize(first + n, BLOCK_DOT_CODE);
+        let edges = self.args.len() as u32;
+        self.edge_start.resize(first + n + 1, edges);
+        let generations = &mut self.slots.generations;
+        generations.resize(first + n, self.generation);
+        self.blocks.push(DotBlock {
+            first: first as u32,
+            rows: rows as u32,
+            outputs: outputs as u32,
+            inner: inner as u32,
+            b_first,
+            a_start: self.block_args.len() as u32,
+            dense,
+        });
+        self.block_args.extend_from_slice(a_args);
+        first as u32
+    }
+
+    /// [`Tape::matrix_dots`]'s outputs as one [`Nary::Dot`] node each, with their edges:
+    /// `positions` and `values` are `a`'s (the first `a_len`) then `b`'s, in read order.
+    fn record_dots(
+        &mut self,
+        positions: &[u32],
+        values: &[f64],
+        a_len: usize,
+        (rows, outputs, inner): (usize, usize, usize),
+        location: &'static Location<'static>,
+    ) -> Result<u32, Error> {
+        let (a_args, b_args) = positions.split_at(a_len);
+        let (a_values, b_values) = values.split_at(a_len);
+        let first = self.values.len();
+        let mut pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
+        let recorded = pairs.try_for_each(|(i, j)| {
+            // Operands row i of `a` then part j of `b`, partials the other way
+            // round, value `sum a_k b_k`: `Nary::Dot` over `a_i ++ b_j`.
+            let (ai, bj) = (i * inner..(i + 1) * inner, j * inner..(j + 1) * inner);
+            let (a_args, a_values) = (&a_args[ai.clone()], &a_values[ai]);
+            let (b_args, b_values) = (&b_args[bj.clone()], &b_values[bj]);
+            self.args.extend_from_slice(a_args);
+            self.args.extend_from_slice(b_args);
+            self.weights.extend_from_slice(b_values);
+            self.weights.extend_from_slice(a_values);
+            let y = a_values.iter().zip(b_values).map(|(a, b)| a * b).sum();
+            self.finish(Op::Nary(Nary::Dot), y, location).map(drop)
+        });
+        match recorded {
+            Ok(()) => Ok(first as u32),
+            Err(e) => {
+                // The graph filled up part way: the outputs recorded have no
+                // handles yet, so nothing can refer to them.
+                self.truncate(first);
+                Err(e)
+            }
+        }
     }
 
     /// Records the n-ary node whose operand positions are `args[start..]` and whose operand
@@ -737,6 +1031,11 @@ impl Tape {
         self.args.truncate(edges);
         self.weights.truncate(edges);
         self.slots.generations.truncate(len);
+        while let Some(block) = self.blocks.last().filter(|b| b.first as usize >= len) {
+            self.block_args.truncate(block.a_start as usize);
+            self.blocks.pop();
+        }
+        debug_assert!(self.blocks.last().is_none_or(|b| b.end() <= len));
         while self.guards.last().is_some_and(|g| g.at as usize > len) {
             self.guards.pop();
         }
@@ -786,7 +1085,7 @@ const NARY: [Nary; 5] = [
 ];
 
 /// Every op, in code order: the two leaves, then the unary, binary and n-ary ops in their
-/// table order.
+/// table order, fused, a block's dot ([`BLOCK_DOT_CODE`]), the user-defined functions.
 static ALL_OPS: [Op; 256] = {
     let mut all = [Op::Input; 256];
     all[1] = Op::Constant;
@@ -806,6 +1105,7 @@ static ALL_OPS: [Op; 256] = {
         k += 1;
     }
     all[FUSED_CODE] = Op::Fused;
+    all[BLOCK_DOT_CODE as usize] = Op::Nary(Nary::Dot);
     k = 0;
     while k < MAX_CUSTOM {
         all[FIRST_CUSTOM + k] = Op::Custom(k as u8);
@@ -816,8 +1116,11 @@ static ALL_OPS: [Op; 256] = {
 
 /// The code of [`Op::Fused`], after the built-in ops.
 const FUSED_CODE: usize = 2 + N_UNARY + N_BINARY + NARY.len();
+/// The code of a [`DotBlock`]'s nodes: [`Nary::Dot`] to everyone who reads the op, a
+/// node whose edges are its block's to the tape.
+pub(crate) const BLOCK_DOT_CODE: u8 = (FUSED_CODE + 1) as u8;
 /// The first code of [`Op::Custom`]; the rest of the byte is theirs.
-const FIRST_CUSTOM: usize = FUSED_CODE + 1;
+const FIRST_CUSTOM: usize = BLOCK_DOT_CODE as usize + 1;
 /// How many user-defined functions one graph can hold (the op codes left in a byte).
 pub(crate) const MAX_CUSTOM: usize = 256 - FIRST_CUSTOM;
 
@@ -891,7 +1194,13 @@ mod tests {
         assert_eq!(ALL_OPS[255], Op::Custom((MAX_CUSTOM - 1) as u8));
         for (pos, &op) in ALL_OPS.iter().enumerate() {
             assert_eq!(codes[pos], op);
-            assert_eq!(OpCodes::code(op) as usize, pos);
+            if pos == usize::from(BLOCK_DOT_CODE) {
+                // A block's dot reads as a dot; recording a dot gives the dot's own code.
+                assert_eq!(op, Op::Nary(Nary::Dot));
+                assert_ne!(OpCodes::code(op), BLOCK_DOT_CODE);
+            } else {
+                assert_eq!(OpCodes::code(op) as usize, pos);
+            }
         }
     }
 }
