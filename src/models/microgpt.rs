@@ -27,6 +27,7 @@
 
 use std::hint::black_box;
 
+use crate::linalg::{Matrix, Pairing};
 use crate::nn::init::gauss;
 use crate::nn::{Embedding, Grads, Linear, Params, RmsNorm, View};
 use crate::parallel::mean_value_and_grad;
@@ -541,21 +542,25 @@ impl Microgpt {
         cache.keys.push(self.wk.forward(p, &x));
         cache.values.push(self.wv.forward(p, &x));
         let mut attended = Vec::with_capacity(N_EMBD);
-        let mut column = Vec::with_capacity(pos + 1);
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        let positions = cache.len();
         for h in 0..N_HEAD {
             let head = h * HEAD_DIM..(h + 1) * HEAD_DIM;
+            // This head's keys and values, one row per position: each score is the dot of
+            // q with a key row, each output the dot of the weights with a value column, as
+            // the reference's loops form them (one matrix product records them at once).
+            keys.clear();
+            keys.extend(cache.keys.iter().flat_map(|k| &k[head.clone()]));
+            values.clear();
+            values.extend(cache.values.iter().flat_map(|v| &v[head.clone()]));
+            let q = Matrix::new(&q[head.clone()], 1, HEAD_DIM);
+            let scores = T::dots(q, Matrix::new(&keys, positions, HEAD_DIM), Pairing::Rows);
             // `/ sqrt(4)` is `* 2.0**-1`, that is `* 0.5`.
-            let scores: Vec<T> = cache
-                .keys
-                .iter()
-                .map(|k| T::dot(&q[head.clone()], &k[head.clone()]) * 0.5)
-                .collect();
+            let scores: Vec<T> = scores.into_iter().map(|s| s * 0.5).collect();
             let weights = softmax(&scores);
-            for j in head {
-                column.clear();
-                column.extend(cache.values.iter().map(|v| v[j]));
-                attended.push(T::dot(&weights, &column));
-            }
+            let weights = Matrix::new(&weights, 1, positions);
+            let values = Matrix::new(&values, positions, HEAD_DIM);
+            attended.extend(T::dots(weights, values, Pairing::Columns));
         }
         let x = self.wo.forward(p, &attended);
         let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();
