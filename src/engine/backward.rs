@@ -455,11 +455,28 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
             continue;
         }
         let start = edge_start[node] as usize;
+        if start == end {
+            // A node without edges (an input or a constant), and below it often thousands
+            // more (a model's parameters): the run is found by its edge offsets, and its
+            // adjoints need only be finite (else the careful sweep takes over), one
+            // vectorised test for the run. It stops above the next block, whose nodes have
+            // no edges either.
+            let floor = block_top.wrapping_add(1);
+            let mut low = node;
+            while low > floor && edge_start[low - 1] as usize == end {
+                low -= 1;
+            }
+            let run = &adjoints[low..=node];
+            if run.iter().fold(false, |bad, a| bad | !a.is_finite()) {
+                return false;
+            }
+            node = low;
+            continue;
+        }
         let adjoint = adjoints[node];
-        // Inputs (no edges, often most of the nodes: a model's parameters) cost one test
-        // and a finiteness test; nearly every other node has one or two edges, which get
-        // straight-line code, without the zipped loop's setup and exit tests.
-        if start != end && ordinary(adjoint) {
+        // Nearly every node with edges has one or two, which get straight-line code,
+        // without the zipped loop's setup and exit tests.
+        if ordinary(adjoint) {
             match (&args[start..end], &weights[start..end]) {
                 (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
                 (&[a0, a1], &[w0, w1]) => {
