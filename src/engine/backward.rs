@@ -142,7 +142,8 @@ impl Gradients {
         // together (`Graph::vars`: a model's parameters) are checked as one run and read
         // as one slice; any others each read their adjoint (0 above the output) after one
         // slot lookup.
-        if let Some(first) = handle_run(graph.owner(), &tape.slots, xs) {
+        let run = graph.known_run(&tape.slots, xs);
+        if let Some(first) = run.or_else(|| handle_run(graph.owner(), &tape.slots, xs)) {
             let first = first as usize;
             let below_root = (self.root as usize + 1).clamp(first, first + xs.len());
             let mut values = self.adjoints[first..below_root].to_vec();

@@ -218,6 +218,72 @@ pub struct Graph {
     /// The user-defined functions recorded on this graph, by [`Op::Custom`] index (their
     /// names are on the tape too, for the code that only sees the tape).
     pub(crate) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
+    /// The handle buffers of the live [`Inputs`] of this graph (see [`Graph::known_run`]).
+    runs: RefCell<Vec<KnownRun>>,
+}
+
+/// The handle buffer of a live [`Inputs`]: its address, its length and its first node's key
+/// (the others' are the next positions, in the same generation).
+#[derive(Clone, Copy, Debug)]
+struct KnownRun {
+    addr: usize,
+    len: usize,
+    first: NodeKey,
+}
+
+/// Differentiable inputs recorded together by [`Graph::inputs`]: their `Var`s, which it
+/// derefs to, in a buffer that cannot change and that the graph knows while it lives.
+///
+/// A matrix product with a slice of it as its second factor (a model's weights, as
+/// [`nn::Linear`](crate::nn::Linear) uses them) and a gradient read of a slice of it
+/// ([`Gradients::wrt_all`](crate::Gradients::wrt_all)) then check the slice's handles with
+/// one lookup, instead of one per handle: a `Vec<Var>` may have been edited since it was
+/// made, this buffer may not. [`nn::Params::bind`](crate::nn::Params::bind) binds a store
+/// this way.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Scalar, linalg::{Matrix, Pairing}};
+///
+/// let g = Graph::new();
+/// let w = g.inputs(&[1.0, 2.0, 3.0, 4.0]); // a 2 x 2 weight matrix
+/// let x = g.vars(&[5.0, 6.0]);
+/// let y = Scalar::dots(Matrix::new(&x, 1, 2), Matrix::new(&w, 2, 2), Pairing::Rows);
+/// assert_eq!((y[0].value(), y[1].value()), (17.0, 39.0));
+/// let grads = (y[0] + y[1]).backward();
+/// assert_eq!(grads.wrt_all(&w), vec![5.0, 6.0, 5.0, 6.0]);
+/// ```
+pub struct Inputs<'g> {
+    graph: &'g Graph,
+    vars: Box<[Var<'g>]>,
+}
+
+impl<'g> std::ops::Deref for Inputs<'g> {
+    type Target = [Var<'g>];
+
+    fn deref(&self) -> &[Var<'g>] {
+        &self.vars
+    }
+}
+
+impl std::fmt::Debug for Inputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field("graph", &self.graph.id)
+            .field("len", &self.vars.len())
+            .finish()
+    }
+}
+
+impl Drop for Inputs<'_> {
+    fn drop(&mut self) {
+        // Forget the buffer before it is freed: its address may hold other handles next.
+        let addr = self.vars.as_ptr() as usize;
+        if !self.vars.is_empty() {
+            self.graph.runs.borrow_mut().retain(|run| run.addr != addr);
+        }
+    }
 }
 
 /// A point on the tape: [`Graph::release`] frees every node recorded after it.
@@ -288,6 +354,7 @@ impl Graph {
                 tape: RefCell::new(tape),
                 operands: RefCell::new(Vec::new()),
                 customs: RefCell::new(Vec::new()),
+                runs: RefCell::new(Vec::new()),
             },
             None => Graph::with_capacity(0),
         }
@@ -313,6 +380,7 @@ impl Graph {
             tape: RefCell::new(Tape::with_capacity(nodes)),
             operands: RefCell::new(Vec::new()),
             customs: RefCell::new(Vec::new()),
+            runs: RefCell::new(Vec::new()),
         }
     }
 
@@ -423,7 +491,60 @@ impl Graph {
         self.leaf(Op::Input, x)
     }
 
-    /// Differentiable inputs, one per value.
+    /// Differentiable inputs, one per value, held as [`Inputs`]: in a buffer the graph
+    /// knows, so that matrix products and gradient reads check a slice of them in one
+    /// lookup (what a model's weights want; [`Graph::vars`] gives a plain `Vec`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.inputs(&[1.0, 2.0]);
+    /// assert_eq!(w[1].value(), 2.0);
+    /// assert_eq!((w[0] * w[1]).backward().wrt_all(&w), vec![2.0, 1.0]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full.
+    #[track_caller]
+    pub fn inputs(&self, xs: &[f64]) -> Inputs<'_> {
+        let vars = self.vars(xs).into_boxed_slice();
+        if let Some(first) = vars.first() {
+            self.runs.borrow_mut().push(KnownRun {
+                addr: vars.as_ptr() as usize,
+                len: vars.len(),
+                first: first.key,
+            });
+        }
+        Inputs { graph: self, vars }
+    }
+
+    /// The position of `xs[0]` if `xs` is a slice of one of this graph's live [`Inputs`]
+    /// whose nodes are all still recorded (none released): then `xs` are handles to
+    /// consecutive positions of this graph, and valid. `None` otherwise (which proves
+    /// nothing about `xs`). One lookup, whatever the length of `xs`.
+    pub(crate) fn known_run(&self, slots: &Slots, xs: &[Var<'_>]) -> Option<u32> {
+        if xs.is_empty() {
+            return None;
+        }
+        let size = std::mem::size_of::<Var<'_>>();
+        let start = xs.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(xs);
+        let runs = self.runs.borrow();
+        let run = runs
+            .iter()
+            .find(|run| run.addr <= start && end <= run.addr + run.len * size)?;
+        // The buffer's nodes were recorded together: if its first and last are still the
+        // nodes it names, so is every one between (see `tape::handle_run`).
+        slots.get(run.first)?;
+        slots.get(run.first.advanced(run.len - 1))?;
+        debug_assert_eq!((start - run.addr) % size, 0);
+        Some(run.first.advanced((start - run.addr) / size).position())
+    }
+
+    /// Differentiable inputs, one per value, as a `Vec` (see [`Graph::inputs`] for a model's
+    /// parameters).
     ///
     /// # Examples
     ///
@@ -782,7 +903,11 @@ impl Graph {
     ) -> Result<Vec<Var<'g>>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let first = tape.matrix_dots(self.owner(), (a, b), inner, pairing, location)?;
+        let known = match pairing {
+            Pairing::Rows => self.known_run(&tape.slots, b),
+            Pairing::Columns => None,
+        };
+        let first = tape.matrix_dots(self.owner(), (a, b), known, inner, pairing, location)?;
         let keys = tape.slots.keys_of_run(first, tape.len() - first as usize);
         Ok(keys.map(|key| Var::from_parts(self, key)).collect())
     }

@@ -28,7 +28,7 @@ mod var;
 pub use backward::Gradients;
 pub(crate) use error::or_panic;
 pub use error::{Anomaly, BranchChanged, Error};
-pub use graph::{CustomFn, Graph, Mark, Operand, ScalarFn, Var};
+pub use graph::{CustomFn, Graph, Inputs, Mark, Operand, ScalarFn, Var};
 pub use matrix::{Matrix, Pairing};
 pub use op::{Binary, Nary, Op, Unary};
 pub use replay::{Replay, ReplayWorkspace};

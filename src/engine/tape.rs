@@ -47,6 +47,21 @@ pub struct NodeKey {
     generation: u32,
 }
 
+impl NodeKey {
+    /// The key `k` positions after this one, in the same generation.
+    pub(crate) fn advanced(self, k: usize) -> NodeKey {
+        NodeKey {
+            pos: self.pos + k as u32,
+            generation: self.generation,
+        }
+    }
+
+    /// The node's tape position.
+    pub(crate) fn position(self) -> u32 {
+        self.pos
+    }
+}
+
 /// Which node each position holds: the generation it was recorded in (a position's
 /// generation changes whenever it is released and recorded again), one `u32` per node.
 ///
@@ -826,11 +841,14 @@ impl Tape {
     ///
     /// When `b`, read in that order, is a run of consecutive positions (a weight matrix
     /// bound as inputs), the outputs are recorded as one [`DotBlock`], which stores no
-    /// edges: `a`'s positions once, and `b`'s first position.
+    /// edges: `a`'s positions once, and `b`'s first position. `known_b` is that position
+    /// when the caller has proved it (`b` is part of an `Inputs`); otherwise the handles
+    /// of `b` are checked here.
     pub(crate) fn matrix_dots<H: Handle>(
         &mut self,
         owner: Owner,
         (a, b): (&[H], &[H]),
+        known_b: Option<u32>,
         inner: usize,
         pairing: Pairing,
         location: &'static Location<'static>,
@@ -847,10 +865,10 @@ impl Tape {
         positions.extend(a.iter().map(&mut resolve));
         // A weight matrix bound as inputs, used as `A W^T`: its handles are checked as one
         // run (no per-handle lookup), and need no positions of their own.
-        let run = match pairing {
+        let run = known_b.or_else(|| match pairing {
             Pairing::Rows => handle_run(owner, slots, b),
             Pairing::Columns => None,
-        };
+        });
         if run.is_none() {
             match pairing {
                 Pairing::Rows => positions.extend(b.iter().map(&mut resolve)),

@@ -27,6 +27,7 @@
 
 use std::hint::black_box;
 
+use crate::linalg::{Matrix, Pairing};
 use crate::nn::init::gauss;
 use crate::nn::{Embedding, Grads, Linear, Params, RmsNorm, View};
 use crate::parallel::mean_value_and_grad;
@@ -157,16 +158,30 @@ fn ulp(x: f64) -> (f64, bool) {
     )
 }
 
-/// How far (in units in the last place) a correctly rounded result may lie from the exact
-/// value for C's `pow` to be certain to return it. glibc's `pow` is within 0.52 ulp of the
-/// exact value, so where the exact value is closer than `0.5 - 0.02` ulp to the correctly
-/// rounded one, that is the only double `pow` can return. (Measured on this machine's glibc
-/// 2.36 over 5e7 inputs: `pow` differed from `x * x` or `sqrt(x)` only where the exact
-/// value lay beyond 0.4916 ulp, within 0.0084 ulp of a rounding midpoint.)
-const SURE_ULPS: f64 = 0.48;
+/// How close (in units in the last place) the exact `x^y` must lie to a double for C's
+/// `pow` to be certain to return that double, for `y = 2` and `2^-64 <= |x| <= 2^64`.
+///
+/// glibc's `pow` (ARM's optimized-routines code, also musl's) states its error bound:
+/// `ulperr_exp + |y ln x| * relerr_log * 2^53` ulp, with `ulperr_exp` = 0.511 ulp (0.509
+/// with FMA) the error of its final `exp`, rounding included, and `relerr_log` =
+/// 1.5 * 2^-68 (1.3 * 2^-68 with FMA) the relative error of its `log`. So before its final
+/// rounding its value is within `0.011 + |y ln x| * 4.6e-5` ulp of the exact power, and
+/// where the exact power lies closer than 0.5 ulp minus that to a double, that double is
+/// what `pow` returns. For squares in the range, `|y ln x| <= 128 ln 2 = 88.8`: 0.0151 ulp,
+/// so 0.484 leaves a margin. (Measured on this machine's glibc 2.36 over 5e7 inputs,
+/// `pow` differed from `x * x` or `sqrt(x)` only within 0.0084 ulp of a rounding
+/// midpoint.) About 3% of inputs fall inside the band and go to `pow` itself.
+const SQUARE_SURE_ULPS: f64 = 0.484;
+/// The square's range for [`SQUARE_SURE_ULPS`]: `2^-64 <= |x| <= 2^64`.
+const SQUARE_RANGE: (f64, f64) = (5.421_010_862_427_522e-20, 1.844_674_407_370_955_2e19);
+/// As [`SQUARE_SURE_ULPS`] for `y = 0.5` and `2^-128 <= x <= 2^128`, where
+/// `|y ln x| <= 64 ln 2 = 44.4`: within 0.0131 ulp before rounding.
+const ROOT_SURE_ULPS: f64 = 0.486;
+/// The root's range for [`ROOT_SURE_ULPS`]: `2^-128 <= x <= 2^128`.
+const ROOT_RANGE: (f64, f64) = (2.938_735_877_055_719e-39, 3.402_823_669_209_385e38);
 
 /// `pow(x, 2.0)` exactly as C's `pow` gives it, fast: `x * x` wherever that is provably the
-/// same double (about 96% of inputs), `pow` itself near a rounding midpoint.
+/// same double (about 97% of inputs), `pow` itself near a rounding midpoint.
 ///
 /// # Examples
 ///
@@ -195,10 +210,10 @@ fn square_or_nan(x: f64) -> f64 {
     // Zero (a step's unused embedding rows, hundreds per step) is exact: `pow(±0, 2)` and
     // `±0 * ±0` are both +0.
     let sure = (x == 0.0)
-        | ((a > 1e-140)
-            & (a < 1e140)
+        | ((a >= SQUARE_RANGE.0)
+            & (a <= SQUARE_RANGE.1)
             & !power_of_two
-            & (product_error(x, x, xx).abs() < SURE_ULPS * u));
+            & (product_error(x, x, xx).abs() < SQUARE_SURE_ULPS * u));
     if sure { xx } else { f64::NAN }
 }
 
@@ -229,13 +244,16 @@ fn root_or_nan(x: f64) -> f64 {
     // x - s^2 exactly up to one rounding (x - ss is exact by Sterbenz), so the exact
     // root is s + r / 2s to far better than the margin.
     let r = (x - ss) - product_error(s, s, ss);
-    // `|r / 2s| < SURE_ULPS * u` without the division (a third of the update's time is
-    // its divisions and root): the bound's 1e-9 below `2 * SURE_ULPS` covers the two
-    // roundings of `ROOT_BOUND * s * u`. +0 (a parameter whose gradient was always zero)
-    // is exact: `pow(+0, 0.5)` and `sqrt(+0)` are +0 (but `sqrt(-0) = -0`).
-    const ROOT_BOUND: f64 = 2.0 * SURE_ULPS * (1.0 - 1e-9);
+    // `|r / 2s| < ROOT_SURE_ULPS * u` without the division (a third of the update's time
+    // is its divisions and root): the bound's 1e-9 below `2 * ROOT_SURE_ULPS` covers the
+    // two roundings of `ROOT_BOUND * s * u`. +0 (a parameter whose gradient was always
+    // zero) is exact: `pow(+0, 0.5)` and `sqrt(+0)` are +0 (but `sqrt(-0) = -0`).
+    const ROOT_BOUND: f64 = 2.0 * ROOT_SURE_ULPS * (1.0 - 1e-9);
     let sure = (x.to_bits() == 0)
-        | ((x > 1e-280) & (x < 1e280) & !power_of_two & (r.abs() < ROOT_BOUND * s * u));
+        | ((x >= ROOT_RANGE.0)
+            & (x <= ROOT_RANGE.1)
+            & !power_of_two
+            & (r.abs() < ROOT_BOUND * s * u));
     if sure { s } else { f64::NAN }
 }
 
@@ -541,21 +559,25 @@ impl Microgpt {
         cache.keys.push(self.wk.forward(p, &x));
         cache.values.push(self.wv.forward(p, &x));
         let mut attended = Vec::with_capacity(N_EMBD);
-        let mut column = Vec::with_capacity(pos + 1);
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        let positions = cache.len();
         for h in 0..N_HEAD {
             let head = h * HEAD_DIM..(h + 1) * HEAD_DIM;
+            // This head's keys and values, one row per position: each score is the dot of
+            // q with a key row, each output the dot of the weights with a value column, as
+            // the reference's loops form them (one matrix product records them at once).
+            keys.clear();
+            keys.extend(cache.keys.iter().flat_map(|k| &k[head.clone()]));
+            values.clear();
+            values.extend(cache.values.iter().flat_map(|v| &v[head.clone()]));
+            let q = Matrix::new(&q[head.clone()], 1, HEAD_DIM);
+            let scores = T::dots(q, Matrix::new(&keys, positions, HEAD_DIM), Pairing::Rows);
             // `/ sqrt(4)` is `* 2.0**-1`, that is `* 0.5`.
-            let scores: Vec<T> = cache
-                .keys
-                .iter()
-                .map(|k| T::dot(&q[head.clone()], &k[head.clone()]) * 0.5)
-                .collect();
+            let scores: Vec<T> = scores.into_iter().map(|s| s * 0.5).collect();
             let weights = softmax(&scores);
-            for j in head {
-                column.clear();
-                column.extend(cache.values.iter().map(|v| v[j]));
-                attended.push(T::dot(&weights, &column));
-            }
+            let weights = Matrix::new(&weights, 1, positions);
+            let values = Matrix::new(&values, positions, HEAD_DIM);
+            attended.extend(T::dots(weights, values, Pairing::Columns));
         }
         let x = self.wo.forward(p, &attended);
         let x: Vec<T> = x.iter().zip(&residual).map(|(&a, &b)| a + b).collect();

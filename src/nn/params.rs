@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::engine::Error;
 use crate::engine::Gradients;
 use crate::engine::Var;
-use crate::engine::{Graph, Mark};
+use crate::engine::{Graph, Inputs, Mark};
 use crate::linalg::Matrix;
 
 /// Store ids (layouts and instances) start at 1 and are unique in the process.
@@ -542,7 +542,7 @@ impl Params {
     #[track_caller]
     pub fn bind<'p, 'g>(&'p self, graph: &'g Graph) -> Bound<'p, 'g> {
         let mark = graph.mark();
-        let vars = graph.vars(&self.values);
+        let vars = graph.inputs(&self.values);
         Bound {
             params: self,
             graph,
@@ -918,7 +918,7 @@ pub struct Bound<'p, 'g> {
     params: &'p Params,
     graph: &'g Graph,
     mark: Mark,
-    vars: Vec<Var<'g>>,
+    vars: Inputs<'g>,
 }
 
 impl fmt::Debug for Bound<'_, '_> {
