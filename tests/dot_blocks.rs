@@ -15,7 +15,7 @@
 use tapegrad::dot::Dot;
 use tapegrad::linalg::{Matrix, Pairing};
 use tapegrad::nn::{Linear, Params};
-use tapegrad::{Error, Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var, higher};
+use tapegrad::{Error, Gradients, Graph, Inputs, Replay, ReplayWorkspace, Scalar, Var, higher};
 
 /// A 64-bit LCG (Knuth's MMIX constants), top bits out.
 struct Lcg(u64);
@@ -164,6 +164,9 @@ fn draw(rng: &mut Lcg, profile: Profile, layout: Layout) -> Case {
 enum Path {
     /// `Var::dots(.., Pairing::Rows)` over the consecutive weights: a block.
     Block,
+    /// `Path::Block` with the weights and the pool bound by `Graph::inputs` (a buffer the
+    /// graph knows, checked in one lookup by the product and by `wrt_all`).
+    Known,
     /// `Var::dots(.., Pairing::Columns)` over the transposed handles: read column by
     /// column they are the same consecutive run, so this is a block too.
     Columns,
@@ -176,7 +179,7 @@ enum Path {
 }
 
 /// The recordings compared with `Path::Block`.
-const OTHER_PATHS: [Path; 3] = [Path::Columns, Path::Spread, Path::PerOutput];
+const OTHER_PATHS: [Path; 4] = [Path::Known, Path::Columns, Path::Spread, Path::PerOutput];
 
 /// `a` (`rows x inner`) times `b^T` (`b` is `outputs x inner`), recorded by `path`.
 fn products<'g>(
@@ -186,7 +189,7 @@ fn products<'g>(
     path: Path,
 ) -> Vec<Var<'g>> {
     match path {
-        Path::Block | Path::Spread => Var::dots(
+        Path::Block | Path::Known | Path::Spread => Var::dots(
             Matrix::new(a, rows, inner),
             Matrix::new(b, outputs, inner),
             Pairing::Rows,
@@ -210,10 +213,27 @@ fn products<'g>(
     }
 }
 
+/// Bound inputs: a `Vec` (`Graph::vars`, or one at a time) or `Inputs`.
+enum Bound<'g> {
+    Plain(Vec<Var<'g>>),
+    Known(Inputs<'g>),
+}
+
+impl<'g> std::ops::Deref for Bound<'g> {
+    type Target = [Var<'g>];
+
+    fn deref(&self) -> &[Var<'g>] {
+        match self {
+            Bound::Plain(v) => v,
+            Bound::Known(k) => k,
+        }
+    }
+}
+
 /// One recording of a case.
 struct Rec<'g> {
-    pool: Vec<Var<'g>>,
-    w: Vec<Var<'g>>,
+    pool: Bound<'g>,
+    w: Bound<'g>,
     x: Vec<Var<'g>>,
     y: Vec<Var<'g>>,
     z: Vec<Var<'g>>,
@@ -223,22 +243,32 @@ struct Rec<'g> {
 impl<'g> Rec<'g> {
     /// The inputs a gradient is taken with respect to: the pool, then the weights.
     fn inputs(&self) -> Vec<Var<'g>> {
-        self.pool.iter().chain(&self.w).copied().collect()
+        self.pool.iter().chain(self.w.iter()).copied().collect()
     }
 }
 
 /// Binds the weights (with a dummy after each for `Path::Spread`).
-fn bind_weights<'g>(g: &'g Graph, w: &[f64], path: Path) -> Vec<Var<'g>> {
-    if path == Path::Spread {
-        w.iter()
-            .map(|&v| {
-                let x = g.var(v);
-                let _ = g.var(0.0);
-                x
-            })
-            .collect()
-    } else {
-        g.vars(w)
+fn bind_weights<'g>(g: &'g Graph, w: &[f64], path: Path) -> Bound<'g> {
+    match path {
+        Path::Spread => Bound::Plain(
+            w.iter()
+                .map(|&v| {
+                    let x = g.var(v);
+                    let _ = g.var(0.0);
+                    x
+                })
+                .collect(),
+        ),
+        Path::Known => Bound::Known(g.inputs(w)),
+        _ => Bound::Plain(g.vars(w)),
+    }
+}
+
+/// Binds the pool: `Inputs` for `Path::Known`, else a `Vec`.
+fn bind_pool<'g>(g: &'g Graph, pool: &[f64], path: Path) -> Bound<'g> {
+    match path {
+        Path::Known => Bound::Known(g.inputs(pool)),
+        _ => Bound::Plain(g.vars(pool)),
     }
 }
 
@@ -247,9 +277,9 @@ fn bind_weights<'g>(g: &'g Graph, w: &[f64], path: Path) -> Vec<Var<'g>> {
 fn record<'g>(g: &'g Graph, case: &Case, path: Path, square: bool) -> Rec<'g> {
     let (pool, w) = if case.weights_first {
         let w = bind_weights(g, &case.w, path);
-        (g.vars(&case.pool), w)
+        (bind_pool(g, &case.pool, path), w)
     } else {
-        let pool = g.vars(&case.pool);
+        let pool = bind_pool(g, &case.pool, path);
         (pool, bind_weights(g, &case.w, path))
     };
     let x: Vec<Var> = case
@@ -491,34 +521,38 @@ fn hand_made_cases_match_the_edges() {
 /// Backward from every pool input and every weight (roots below the block) reads the
 /// same through `wrt_all` (one slice for the bound weights) as handle by handle.
 #[test]
-#[ignore = "engine bug: Gradients::wrt_all panics on bound handles recorded 2+ past the root"]
+#[ignore = "engine bug: Gradients::wrt_all panics on a run of bound handles starting past root + 2"]
 fn roots_below_the_block_read_the_same() {
     let mut rng = Lcg(9);
     for _ in 0..300 {
         let case = draw(&mut rng, Profile::Finite, Layout::Mixed);
         let g = Graph::new();
         let r = record(&g, &case, Path::Block, false);
-        for &root in r.pool.iter().chain(&r.w) {
+        for &root in r.pool.iter().chain(r.w.iter()) {
             let _ = gradient_bits(&root.backward(), &r);
         }
     }
 }
 
-/// `Gradients::wrt_all` over handles bound together (`Graph::vars`) recorded after the
-/// root: each gradient is 0, as `wrt` says. Found by the test above: `wrt_all`'s slice
-/// path (a5f3244) reads `adjoints[first..first]`, past the end of the root's adjoints
-/// (`root + 2` long) when `first > root + 2`, and panics (`range start index 3 out of
-/// range for slice of length 2` here).
+/// `Gradients::wrt_all` over handles bound together (`Graph::vars`, `Graph::inputs`)
+/// recorded after the root: each gradient is 0, as `wrt` says. Found by the test above:
+/// `wrt_all`'s slice path (a5f3244, and the `Inputs` path of 364ae9d) slices
+/// `adjoints[first..first]`, past the end of the root's adjoints (`root + 2` long) when
+/// `first > root + 2`, and panics (`range start index 3 out of range for slice of
+/// length 2` here). The fix: clamp `first` too, or return zeros when `first > root`.
 #[test]
-#[ignore = "engine bug: Gradients::wrt_all panics on bound handles recorded 2+ past the root"]
+#[ignore = "engine bug: Gradients::wrt_all panics on a run of bound handles starting past root + 2"]
 fn wrt_all_of_handles_recorded_after_the_root_is_zero() {
     let g = Graph::new();
     let x = g.var(1.0);
     let _gap = g.vars(&[2.0, 3.0]);
     let w = g.vars(&[4.0, 5.0]);
+    let known = g.inputs(&[6.0, 7.0]);
     let grads = x.backward();
     assert_eq!((grads.wrt(w[0]), grads.wrt(w[1])), (0.0, 0.0));
     assert_eq!(grads.wrt_all(&w), vec![0.0, 0.0]);
+    // (Index 5 for these.)
+    assert_eq!(grads.wrt_all(&known), vec![0.0, 0.0]);
 }
 
 /// `Var::grad` (the differentiable gradient), its own gradient, `higher::hessian` and
@@ -548,7 +582,7 @@ fn second_order_matches_the_edges() {
             )
         };
         let block = second_order(Path::Block);
-        for path in [Path::Columns, Path::PerOutput] {
+        for path in [Path::Known, Path::Columns, Path::PerOutput] {
             assert_eq!(block, second_order(path), "{path:?} {case:?}");
         }
     }
@@ -626,7 +660,7 @@ fn replay_through_a_block_matches_a_fresh_recording() {
             values(&[fresh.loss]),
             bits(fresh.loss.backward().wrt_all(&fresh.inputs())),
         );
-        for path in [Path::Block, Path::Columns, Path::PerOutput] {
+        for path in [Path::Block, Path::Known, Path::Columns, Path::PerOutput] {
             let g = Graph::new();
             let r = record(&g, &case, path, false);
             let replay = Replay::new(r.loss, &r.inputs());
@@ -753,18 +787,19 @@ fn the_block_path_stores_no_edges() {
         // No storage reserved up front: what the graph holds is what it grew to.
         let g = Graph::with_capacity(0);
         let x = g.vars(&[1.0; 64]);
-        let w = g.vars(&[2.0; 64 * 64]);
+        let w = bind_weights(&g, &[2.0; 64 * 64], path);
         let y = products(&x, &w, (1, 64, 64), path);
         assert_eq!(y[63].value(), 128.0);
         g.heap_bytes()
     };
-    let (block, columns, edges) = (
-        heap(Path::Block),
-        heap(Path::Columns),
-        heap(Path::PerOutput),
-    );
+    let (block, known, columns) = (heap(Path::Block), heap(Path::Known), heap(Path::Columns));
+    let edges = heap(Path::PerOutput);
     // 2 * 64 * 64 edges of a u32 and an f64 each: 98,304 bytes.
     assert!(block + 90_000 < edges, "block {block} bytes, edges {edges}");
+    assert!(
+        known + 90_000 < edges,
+        "inputs {known} bytes, edges {edges}"
+    );
     assert!(
         columns + 50_000 < edges,
         "columns {columns} bytes, edges {edges}"
@@ -811,6 +846,7 @@ fn anomaly_mode_names_the_dot() {
         (a.op, bits(a.inputs), bits([a.output]), a.location.is_none())
     };
     let block = report(Path::Block);
+    assert_eq!(block, report(Path::Known));
     assert_eq!(block, report(Path::Columns));
     assert_eq!(block, report(Path::PerOutput));
 }
@@ -839,6 +875,7 @@ fn dot_drawing_of_a_block_matches_the_edges() {
         assert!(block.0.contains("dot | value"), "{}", block.0);
         assert_eq!(block, draw_path(Path::PerOutput), "{case:?}");
         assert_eq!(block, draw_path(Path::Columns), "{case:?}");
+        assert_eq!(block, draw_path(Path::Known), "{case:?}");
     }
 }
 
@@ -941,4 +978,56 @@ fn weights_bound_across_a_release_still_match() {
     let block = run(Path::Block);
     assert_eq!(block, run(Path::PerOutput));
     assert_eq!(block, run(Path::Columns));
+}
+
+/// A product over `Inputs` released (and their positions recorded again) refuses them,
+/// as over a `Vec` of the same handles: a stale buffer is never read as the new nodes.
+#[test]
+fn released_inputs_are_refused_by_a_product() {
+    for path in [Path::Known, Path::Block] {
+        let g = Graph::new();
+        let x = g.vars(&[1.0, 2.0]);
+        let mark = g.mark();
+        let w = bind_weights(&g, &[1.0, 2.0, 3.0, 4.0], path);
+        g.release(mark);
+        // The same positions, a new generation.
+        let again = bind_weights(&g, &[5.0, 6.0, 7.0, 8.0], path);
+        let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            products(&x, &w, (1, 2, 2), Path::Block)
+        }));
+        let message = stale.expect_err("a released weight was used");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(text.contains("released"), "{path:?}: {text}");
+        assert_eq!(w[0].try_value(), Err(Error::Released));
+        let y = products(&x, &again, (1, 2, 2), Path::Block);
+        assert_eq!(values(&y), bits([17.0, 23.0]));
+        let grads = y[1].backward();
+        assert_eq!(grads.wrt_all(&again), vec![0.0, 0.0, 1.0, 2.0]);
+        assert_eq!(grads.try_wrt(w[2]), Err(Error::Released));
+    }
+}
+
+/// A product whose weights are another graph's (`Inputs` or a `Vec`) is refused, not
+/// read from this graph's positions.
+#[test]
+fn another_graphs_weights_are_refused() {
+    for path in [Path::Known, Path::Block] {
+        let (g, other) = (Graph::new(), Graph::new());
+        let x = g.vars(&[1.0, 2.0]);
+        let _same_positions = g.vars(&[9.0; 4]);
+        let w = bind_weights(&other, &[1.0, 2.0, 3.0, 4.0], path);
+        let _ = other.vars(&[1.0, 2.0]);
+        let mixed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            products(&x, &w, (1, 2, 2), Path::Block)
+        }));
+        let message = mixed.expect_err("another graph's weights were used");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(text.contains("was used with graph"), "{path:?}: {text}");
+    }
 }
