@@ -521,7 +521,6 @@ fn hand_made_cases_match_the_edges() {
 /// Backward from every pool input and every weight (roots below the block) reads the
 /// same through `wrt_all` (one slice for the bound weights) as handle by handle.
 #[test]
-#[ignore = "engine bug: Gradients::wrt_all panics on a run of bound handles starting past root + 2"]
 fn roots_below_the_block_read_the_same() {
     let mut rng = Lcg(9);
     for _ in 0..300 {
@@ -541,7 +540,6 @@ fn roots_below_the_block_read_the_same() {
 /// `first > root + 2`, and panics (`range start index 3 out of range for slice of
 /// length 2` here). The fix: clamp `first` too, or return zeros when `first > root`.
 #[test]
-#[ignore = "engine bug: Gradients::wrt_all panics on a run of bound handles starting past root + 2"]
 fn wrt_all_of_handles_recorded_after_the_root_is_zero() {
     let g = Graph::new();
     let x = g.var(1.0);

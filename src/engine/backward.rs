@@ -144,9 +144,14 @@ impl Gradients {
         // slot lookup.
         let run = graph.known_run(&tape.slots, xs);
         if let Some(first) = run.or_else(|| handle_run(graph.owner(), &tape.slots, xs)) {
+            // Those at or below the root read their adjoints, the rest 0.
             let first = first as usize;
-            let below_root = (self.root as usize + 1).clamp(first, first + xs.len());
-            let mut values = self.adjoints[first..below_root].to_vec();
+            let at_or_below_root = (self.root as usize + 1).saturating_sub(first);
+            let read = at_or_below_root.min(xs.len());
+            let mut values = match read {
+                0 => Vec::with_capacity(xs.len()),
+                _ => self.adjoints[first..first + read].to_vec(),
+            };
             values.resize(xs.len(), 0.0);
             return values;
         }
