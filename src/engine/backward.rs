@@ -426,80 +426,83 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
     adjoints.clear();
     adjoints.resize(root + 2, 0.0);
     adjoints[root] = 1.0;
-    // Written so that the compiler can drop most bounds checks: the sink is the last slot,
-    // so an operand clamped to it is always inside `adjoints`; a node's edges end where
-    // the next node's begin, so each node reads one offset and checks one range.
     let adjoints = adjoints.as_mut_slice();
     let sink = adjoints.len() - 1;
-    let edge_start = &tape.edge_start[..=sink];
-    let mut end = edge_start[sink] as usize;
-    // Cut to the edges below the root once, so that each node's reads check only that
-    // its edges start before they end.
-    let args = &tape.args[..end];
-    let weights = &tape.weights[..end];
-    // The dot blocks at or below the root, met from the top down: `block_top` is the
-    // highest node of the next one (its nodes store no edges, so `end` needs no update
-    // when the sweep jumps over them).
+    let mut nodes = Nodes {
+        edge_start: &tape.edge_start[..=sink],
+        args: &tape.args,
+        weights: &tape.weights,
+        end: tape.edge_start[sink] as usize,
+    };
+    // The dot blocks at or below the root, from the top down, each walked as a unit
+    // between the runs of ordinary nodes above and below it (its nodes store no edges, so
+    // the ordinary nodes' edge offsets run on across it unchanged).
     let below_root = tape.blocks.partition_point(|b| b.first as usize <= root);
-    let mut blocks = tape.blocks[..below_root].iter().rev();
-    let top_of = |b: Option<&DotBlock>| b.map_or(usize::MAX, |b| (b.end() - 1).min(root));
-    let mut next_block = blocks.next();
-    let mut block_top = top_of(next_block);
     let mut scratch = Vec::new();
-    let mut node = sink;
-    while node > 0 {
-        node -= 1;
-        if node == block_top {
-            let block = next_block.expect("block_top is a block's");
-            if !sweep_block(tape, block, node, adjoints, &mut scratch) {
-                return false;
-            }
-            node = block.first as usize;
-            next_block = blocks.next();
-            block_top = top_of(next_block);
-            continue;
-        }
-        let start = edge_start[node] as usize;
-        if start == end {
-            // A node without edges (an input or a constant), and below it often thousands
-            // more (a model's parameters): the run is found by its edge offsets, and its
-            // adjoints need only be finite (else the careful sweep takes over), one
-            // vectorised test for the run. It stops above the next block, whose nodes have
-            // no edges either.
-            let floor = block_top.wrapping_add(1);
-            let mut low = node;
-            while low > floor && edge_start[low - 1] as usize == end {
-                low -= 1;
-            }
-            let run = &adjoints[low..=node];
-            if run.iter().fold(false, |bad, a| bad | !a.is_finite()) {
-                return false;
-            }
-            node = low;
-            continue;
-        }
-        let adjoint = adjoints[node];
-        // Nearly every node with edges has one or two, which get straight-line code,
-        // without the zipped loop's setup and exit tests.
-        if ordinary(adjoint) {
-            match (&args[start..end], &weights[start..end]) {
-                (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
-                (&[a0, a1], &[w0, w1]) => {
-                    adjoints[(a0 as usize).min(sink)] += adjoint * w0;
-                    adjoints[(a1 as usize).min(sink)] += adjoint * w1;
-                }
-                (args, weights) => {
-                    for (&arg, &partial) in args.iter().zip(weights) {
-                        adjoints[(arg as usize).min(sink)] += adjoint * partial;
-                    }
-                }
-            }
-        } else if !adjoint.is_finite() {
+    let mut high = sink;
+    for block in tape.blocks[..below_root].iter().rev() {
+        let top = (block.end() - 1).min(root);
+        if !nodes.sweep(adjoints, top + 1..high)
+            || !sweep_block(tape, block, top, adjoints, &mut scratch)
+        {
             return false;
         }
-        end = start;
+        high = block.first as usize;
     }
-    true
+    nodes.sweep(adjoints, 0..high)
+}
+
+/// The ordinary nodes' edges, for [`sweep_fast`]: `end` is where the edges of the node
+/// above the next one to sweep begin.
+struct Nodes<'t> {
+    edge_start: &'t [u32],
+    args: &'t [u32],
+    weights: &'t [f64],
+    end: usize,
+}
+
+impl Nodes<'_> {
+    /// The sweep over the nodes of `range` (none of a block), from the top; `false` at a
+    /// non-finite adjoint. `adjoints` ends with the sink.
+    #[inline(always)]
+    fn sweep(&mut self, adjoints: &mut [f64], range: std::ops::Range<usize>) -> bool {
+        // Written so that the compiler can drop most bounds checks: the sink is the last
+        // slot, so an operand clamped to it is always inside `adjoints`; a node's edges end
+        // where the next node's begin, so each node reads one offset and checks one range.
+        let sink = adjoints.len() - 1;
+        let mut end = self.end;
+        // Cut to the edges below the top once, so that each node's reads check only that
+        // its edges start before they end.
+        let (args, weights) = (&self.args[..end], &self.weights[..end]);
+        let edge_start = &self.edge_start[..range.end];
+        for node in range.rev() {
+            let start = edge_start[node] as usize;
+            let adjoint = adjoints[node];
+            // Inputs (no edges, often most of the nodes: a model's parameters) cost one
+            // test and a finiteness test; nearly every other node has one or two edges,
+            // which get straight-line code, without the zipped loop's setup and exit tests.
+            if start != end && ordinary(adjoint) {
+                match (&args[start..end], &weights[start..end]) {
+                    (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
+                    (&[a0, a1], &[w0, w1]) => {
+                        adjoints[(a0 as usize).min(sink)] += adjoint * w0;
+                        adjoints[(a1 as usize).min(sink)] += adjoint * w1;
+                    }
+                    (args, weights) => {
+                        for (&arg, &partial) in args.iter().zip(weights) {
+                            adjoints[(arg as usize).min(sink)] += adjoint * partial;
+                        }
+                    }
+                }
+            } else if !adjoint.is_finite() {
+                self.end = start;
+                return false;
+            }
+            end = start;
+        }
+        self.end = end;
+        true
+    }
 }
 
 /// Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0 wraps to

@@ -79,6 +79,26 @@ pub trait Scalar:
     fn powi(self, n: i32) -> Self;
     /// `self^p`, differentiable in both the base and the exponent.
     fn powf(self, p: Self) -> Self;
+    /// `self^p` for a plain exponent: the same value and base partial as
+    /// [`Scalar::powf`], without an exponent to differentiate (on a tape, one node with
+    /// one edge, where `powf(x.lift(p))` records a constant node and a partial for it,
+    /// a logarithm).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Scalar};
+    /// let g = Graph::new();
+    /// let x = g.var(4.0);
+    /// let y = x.powf_f64(-0.5);
+    /// assert_eq!(y.value(), 0.5);
+    /// assert_eq!(y.backward()[x], -0.5 * 4f64.powf(-1.5));
+    /// assert_eq!(Scalar::powf_f64(4.0, -0.5), 0.5);
+    /// ```
+    fn powf_f64(self, p: f64) -> Self {
+        let p = self.lift(p);
+        self.powf(p)
+    }
     /// The sine.
     fn sin(self) -> Self;
     /// The cosine.
@@ -446,6 +466,9 @@ impl Scalar for f64 {
         f64::powi(self, n)
     }
     fn powf(self, p: Self) -> Self {
+        f64::powf(self, p)
+    }
+    fn powf_f64(self, p: f64) -> Self {
         f64::powf(self, p)
     }
     fn sin(self) -> Self {

@@ -753,6 +753,11 @@ impl<'g> Scalar for Var<'g> {
     }
     #[track_caller]
     #[inline(always)]
+    fn powf_f64(self, p: f64) -> Self {
+        Var::powf(self, p)
+    }
+    #[track_caller]
+    #[inline(always)]
     fn sin(self) -> Self {
         Var::sin(self)
     }

@@ -258,10 +258,10 @@ fn root_or_nan(x: f64) -> f64 {
 }
 
 /// `x^p` for a constant `p` as the reference's `Value.__pow__` makes it: value `pow(x, p)`,
-/// partial `p * pow(x, p - 1)` (what [`Scalar::powf`] records for `Var`; its exponent,
-/// a constant node, gets a gradient nobody reads).
+/// partial `p * pow(x, p - 1)`, what [`Scalar::powf_f64`] records. `p` goes through
+/// [`black_box`] so that the compiler cannot turn `pow(x, -1.0)` into `1.0 / x`.
 fn pow_const<T: Scalar>(x: T, p: f64) -> T {
-    x.powf(x.lift(black_box(p)))
+    x.powf_f64(black_box(p))
 }
 
 /// The characters of the documents, sorted, and `BOS` after them.

@@ -774,7 +774,7 @@ impl RmsNorm {
             self.dim
         );
         let ms = T::dot(x, x) * (1.0 / x.len() as f64);
-        let scale = (ms + self.eps).powf(x[0].lift(-0.5));
+        let scale = (ms + self.eps).powf_f64(-0.5);
         match self.gain {
             None => x.iter().map(|&xi| xi * scale).collect(),
             Some(gain) => x
