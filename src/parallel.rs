@@ -136,7 +136,11 @@ where
         });
     }
 
-    // The reduction, in example order.
+    // The reduction, in example order: every parameter's sum starts at 0 and adds the
+    // examples' gradients one after another (as `Grads::add_assign` in a loop would),
+    // then is divided by the batch size. The parameters are shared out among the threads
+    // in contiguous ranges, which changes no sum.
+    let mut examples = Vec::with_capacity(batch.len());
     let mut total_loss = 0.0;
     let mut total = params.zero_grads();
     for slot in results {
@@ -144,12 +148,33 @@ where
             .into_inner()
             .expect("a worker panicked holding a slot")
             .expect("every example was taken by a worker")?;
+        total.check_same_store(&grads)?;
         total_loss += loss;
-        total.add_assign(&grads)?;
+        examples.push(grads);
     }
     let n = batch.len() as f64;
-    for g in total.as_mut_slice() {
-        *g /= n;
+    let reduce = |first: usize, sums: &mut [f64]| {
+        for grads in &examples {
+            let part = &grads.as_slice()[first..first + sums.len()];
+            for (sum, &g) in sums.iter_mut().zip(part) {
+                *sum += g;
+            }
+        }
+        for sum in sums {
+            *sum /= n;
+        }
+    };
+    let sums = total.as_mut_slice();
+    if threads == 1 {
+        reduce(0, sums);
+    } else {
+        let share = sums.len().div_ceil(threads).max(1);
+        pool(threads).scope(|s| {
+            for (k, part) in sums.chunks_mut(share).enumerate() {
+                let reduce = &reduce;
+                s.spawn(move |_| reduce(k * share, part));
+            }
+        });
     }
     Ok((total_loss / n, total))
 }
