@@ -255,15 +255,14 @@ fn dots_of_row(a: &[f64], b: &[f64], out: &mut Vec<f64>) {
         let (b0, rest) = four.split_at(inner);
         let (b1, rest) = rest.split_at(inner);
         let (b2, b3) = rest.split_at(inner);
-        let mut sums = [-0.0f64; 4];
-        for k in 0..inner {
-            let x = a[k];
-            sums[0] += x * b0[k];
-            sums[1] += x * b1[k];
-            sums[2] += x * b2[k];
-            sums[3] += x * b3[k];
+        let (mut s0, mut s1, mut s2, mut s3) = (-0.0f64, -0.0f64, -0.0f64, -0.0f64);
+        for ((((&x, &w0), &w1), &w2), &w3) in a.iter().zip(b0).zip(b1).zip(b2).zip(b3) {
+            s0 += x * w0;
+            s1 += x * w1;
+            s2 += x * w2;
+            s3 += x * w3;
         }
-        out.extend_from_slice(&sums);
+        out.extend_from_slice(&[s0, s1, s2, s3]);
     }
     for part in fours.remainder().chunks_exact(inner) {
         out.push(a.iter().zip(part).map(|(a, b)| a * b).sum::<f64>());
