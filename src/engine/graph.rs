@@ -427,14 +427,22 @@ impl Graph {
     /// The number of edges (operands) of all nodes on the tape, an `f64` constant operand
     /// included: with [`Graph::len`], what the tape stores (8 + 1 + 4 bytes per node for
     /// its value, op code and edge offset, 4 + 8 per edge for its operand and partial).
+    /// The dot products of a weight matrix bound with [`Graph::inputs`] are counted as
+    /// their dot nodes' edges, two per product, though the tape stores them as one block
+    /// without edges (see [`Scalar::dots`]).
     ///
     /// # Examples
     ///
     /// ```
-    /// let g = tapegrad::Graph::new();
+    /// use tapegrad::{Graph, Scalar, linalg::{Matrix, Pairing}};
+    /// let g = Graph::new();
     /// let x = g.var(1.0);
     /// let _y = x * x + 1.0;
     /// assert_eq!(g.edge_count(), 4);
+    /// let w = g.inputs(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]); // 3 x 2
+    /// let v = g.vars(&[1.0, 1.0]);
+    /// let _wv = Scalar::dots(Matrix::new(&v, 1, 2), Matrix::new(&w, 3, 2), Pairing::Rows);
+    /// assert_eq!(g.edge_count(), 4 + 3 * 2 * 2);
     /// ```
     pub fn edge_count(&self) -> usize {
         self.tape.borrow().edge_count()

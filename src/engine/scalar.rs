@@ -228,7 +228,11 @@ pub trait Scalar:
     /// every row of `b` ([`Pairing::Rows`], `A B^T`), row-major: one [`Scalar::dot`] node
     /// per output. [`linalg`](crate::linalg)'s `mat_mul`, `mat_mul_t`, `mat_vec` and
     /// `vec_mat` are made of it. The default takes the dots one by one; `Var` looks each
-    /// handle up once for the whole product.
+    /// handle up once for the whole product, and where `b`, read in pairing order, is a
+    /// run of consecutive inputs (a weight matrix bound with
+    /// [`Graph::inputs`](crate::Graph::inputs) or `Graph::vars`, used as `x W^T`), stores the
+    /// outputs as one block without edges: the same nodes and gradients, bit for bit, at
+    /// none of the 12 bytes per operand.
     ///
     /// # Examples
     ///
