@@ -112,8 +112,10 @@ fn main() {
     }
 }
 
-/// Steps of `batch` documents on 1 and 2 threads, alternating so that both see the same
-/// machine load; median time per step of each.
+/// Steps of `batch` documents on 1 and 2 threads, alternating step by step (two trainers
+/// on the same batches) so that both see the same machine load: median time per step of
+/// each, and the median of the step-by-step ratios (the speed-up least moved by the
+/// machine's drift).
 fn parallel_table(
     docs: &[String],
     tokenizer: &microgpt::Tokenizer,
@@ -132,31 +134,37 @@ fn parallel_table(
         .collect();
     let threads = [1, 2];
     let mut times = vec![Vec::new(); threads.len()];
-    let mut bits = vec![Vec::new(); threads.len()];
+    let mut ratios = Vec::new();
     for _ in 0..rounds {
-        for (k, &t) in threads.iter().enumerate() {
-            let mut trainer = Trainer::from_params(model.clone(), initial.clone(), steps);
-            bits[k].clear();
-            for b in &batches {
+        let mut trainers: Vec<Trainer> = threads
+            .iter()
+            .map(|_| Trainer::from_params(model.clone(), initial.clone(), steps))
+            .collect();
+        for b in &batches {
+            let mut step = [0.0; 2];
+            let mut bits = [0u64; 2];
+            for (k, (&t, trainer)) in threads.iter().zip(&mut trainers).enumerate() {
                 let t0 = Instant::now();
-                bits[k].push(trainer.step_batch(b, t).to_bits());
-                times[k].push(t0.elapsed().as_secs_f64());
+                bits[k] = trainer.step_batch(b, t).to_bits();
+                step[k] = t0.elapsed().as_secs_f64();
+                times[k].push(step[k]);
             }
+            assert_eq!(bits[0], bits[1], "threads changed the bits");
+            ratios.push(step[0] / step[1]);
         }
     }
-    assert!(
-        bits.iter().all(|b| *b == bits[0]),
-        "threads changed the bits"
-    );
     let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    let speedup = median(&mut ratios);
     println!();
     println!(
-        "data-parallel steps of {batch} documents ({steps} steps x {rounds} rounds, the same bits on each thread count)"
+        "data-parallel steps of {batch} documents ({steps} steps x {rounds} rounds, 1 and 2 threads step by step, the same bits)"
     );
-    println!("| threads | median per step | per document | speed-up | efficiency |");
+    println!(
+        "| threads | median per step | per document | speed-up (median of step ratios) | efficiency |"
+    );
     println!("|---|---|---|---|---|");
     for (k, &t) in threads.iter().enumerate() {
-        let speedup = medians[0] / medians[k];
+        let speedup = if k == 0 { 1.0 } else { speedup };
         println!(
             "| {t} | {:.0} us | {:.0} us | {speedup:.2}x | {:.0}% |",
             medians[k] * 1e6,
