@@ -4,7 +4,9 @@
 //! products recorded edge by edge: through one `Var::dot` per output (the same nodes at
 //! the same positions, with edges), and through weights bound with a dummy after each
 //! (not consecutive). `Pairing::Columns` over the transposed handles, whose read order is
-//! consecutive too, records a block as well and is compared the same way.
+//! consecutive too, records a block as well and is compared the same way; so does
+//! `Pairing::Columns` over weights bound transposed (`x W` with `W` consecutive, a block
+//! whose parts are columns).
 //!
 //! Cases come from a fixed-seed LCG: 1-3 rows, 1-6 outputs, 1-9 inner; values with
 //! 0.0, -0.0, 1e-300, 1e300, subnormals, and (where said) infinities and NaN; first
@@ -170,6 +172,9 @@ enum Path {
     /// `Var::dots(.., Pairing::Columns)` over the transposed handles: read column by
     /// column they are the same consecutive run, so this is a block too.
     Columns,
+    /// `Var::dots(.., Pairing::Columns)` over weights bound transposed (`inner x outputs`,
+    /// consecutive): a block read by columns.
+    ByColumns,
     /// `Var::dots(.., Pairing::Rows)` over weights bound with a dummy input after each:
     /// not consecutive, so edges.
     Spread,
@@ -179,7 +184,13 @@ enum Path {
 }
 
 /// The recordings compared with `Path::Block`.
-const OTHER_PATHS: [Path; 4] = [Path::Known, Path::Columns, Path::Spread, Path::PerOutput];
+const OTHER_PATHS: [Path; 5] = [
+    Path::Known,
+    Path::Columns,
+    Path::ByColumns,
+    Path::Spread,
+    Path::PerOutput,
+];
 
 /// `a` (`rows x inner`) times `b^T` (`b` is `outputs x inner`), recorded by `path`.
 fn products<'g>(
@@ -194,7 +205,7 @@ fn products<'g>(
             Matrix::new(b, outputs, inner),
             Pairing::Rows,
         ),
-        Path::Columns => {
+        Path::Columns | Path::ByColumns => {
             let bt: Vec<Var<'g>> = (0..inner)
                 .flat_map(|k| (0..outputs).map(move |j| b[j * inner + k]))
                 .collect();
@@ -275,12 +286,29 @@ fn bind_pool<'g>(g: &'g Graph, pool: &[f64], path: Path) -> Bound<'g> {
 /// Records `case` on `g` by `path`; the loss is `sum c_o y_o (+ sum d_i z_i)`, or with
 /// `square` `sum c_o y_o^2 (+ ...)`, a function with second derivatives.
 fn record<'g>(g: &'g Graph, case: &Case, path: Path, square: bool) -> Rec<'g> {
+    let bind_w = || match path {
+        Path::ByColumns => {
+            // Bound as `inner x outputs`, consecutive; `w` keeps the `outputs x inner`
+            // order of the other paths.
+            let (outputs, inner) = (case.outputs, case.inner);
+            let wt: Vec<f64> = (0..inner * outputs)
+                .map(|t| case.w[(t % outputs) * inner + t / outputs])
+                .collect();
+            let ht = g.vars(&wt);
+            Bound::Plain(
+                (0..outputs * inner)
+                    .map(|o| ht[(o % inner) * outputs + o / inner])
+                    .collect(),
+            )
+        }
+        _ => bind_weights(g, &case.w, path),
+    };
     let (pool, w) = if case.weights_first {
-        let w = bind_weights(g, &case.w, path);
+        let w = bind_w();
         (bind_pool(g, &case.pool, path), w)
     } else {
         let pool = bind_pool(g, &case.pool, path);
-        (pool, bind_weights(g, &case.w, path))
+        (pool, bind_w())
     };
     let x: Vec<Var> = case
         .x
@@ -801,6 +829,23 @@ fn the_block_path_stores_no_edges() {
     assert!(
         columns + 50_000 < edges,
         "columns {columns} bytes, edges {edges}"
+    );
+    // `x W` with `W` consecutive in its own (row-major) order: a block read by columns.
+    let by_columns = {
+        let g = Graph::with_capacity(0);
+        let x = g.vars(&[1.0; 64]);
+        let w = g.vars(&[2.0; 64 * 64]);
+        let y = Var::dots(
+            Matrix::new(&x, 1, 64),
+            Matrix::new(&w, 64, 64),
+            Pairing::Columns,
+        );
+        assert_eq!(y[63].value(), 128.0);
+        g.heap_bytes()
+    };
+    assert!(
+        by_columns + 90_000 < edges,
+        "by columns {by_columns} bytes, edges {edges}"
     );
 }
 

@@ -518,10 +518,12 @@ fn ordinary(adjoint: f64) -> bool {
 /// sweep makes, bit for bit. `false` at a non-finite adjoint.
 ///
 /// The partials are the operands' values (a product's partial is the other factor), read
-/// from the tape: the second factor's part and its adjoints are contiguous runs. In a
-/// dense block, each row of the first factor has its values and adjoints gathered once
-/// (into `scratch`) and its adjoints scattered back after its outputs, so that both inner
-/// loops run over contiguous memory.
+/// from the tape: the second factor's part and its adjoints are runs of the tape's arrays
+/// (contiguous, or strided for a block read by columns). In a dense block, each row of the
+/// first factor has its values and adjoints gathered once (into `scratch`) and its
+/// adjoints scattered back after its outputs, so that (by rows) both inner loops run over
+/// contiguous memory.
+#[inline(never)] // called once per block: kept out of the node loops' registers
 fn sweep_block(
     tape: &Tape,
     block: &DotBlock,
@@ -557,13 +559,25 @@ fn sweep_block(
                     }
                     return false;
                 }
-                let part = &b_values[j * inner..(j + 1) * inner];
-                add_scaled(a_adjoints, adjoint, part);
-                add_scaled(
-                    &mut adjoints[b_first + j * inner..][..inner],
-                    adjoint,
-                    a_values,
-                );
+                if block.transposed {
+                    // Part j is column j of the `inner x outputs` second factor.
+                    let column = b_values[j..].iter().step_by(outputs);
+                    for (sum, &w) in a_adjoints.iter_mut().zip(column) {
+                        *sum += adjoint * w;
+                    }
+                    let column = adjoints[b_first + j..].iter_mut().step_by(outputs);
+                    for (sum, &x) in column.zip(a_values.iter()) {
+                        *sum += adjoint * x;
+                    }
+                } else {
+                    let part = &b_values[j * inner..(j + 1) * inner];
+                    add_scaled(a_adjoints, adjoint, part);
+                    add_scaled(
+                        &mut adjoints[b_first + j * inner..][..inner],
+                        adjoint,
+                        a_values,
+                    );
+                }
             }
             for (&p, &sum) in a_pos.iter().zip(a_adjoints.iter()) {
                 adjoints[p as usize] = sum;
@@ -577,13 +591,12 @@ fn sweep_block(
                     }
                     return false;
                 }
-                let part = &b_values[j * inner..(j + 1) * inner];
-                for (&p, &w) in a_pos.iter().zip(part) {
-                    adjoints[p as usize] += adjoint * w;
-                }
-                let part_first = b_first + j * inner;
+                let (start, step) = block.part(j);
                 for (k, &p) in a_pos.iter().enumerate() {
-                    adjoints[part_first + k] += adjoint * values[p as usize];
+                    adjoints[p as usize] += adjoint * values[start + k * step];
+                }
+                for (k, &p) in a_pos.iter().enumerate() {
+                    adjoints[start + k * step] += adjoint * values[p as usize];
                 }
             }
         }

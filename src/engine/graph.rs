@@ -911,10 +911,7 @@ impl Graph {
     ) -> Result<Vec<Var<'g>>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let known = match pairing {
-            Pairing::Rows => self.known_run(&tape.slots, b),
-            Pairing::Columns => None,
-        };
+        let known = self.known_run(&tape.slots, b);
         let first = tape.matrix_dots(self.owner(), (a, b), known, inner, pairing, location)?;
         let keys = tape.slots.keys_of_run(first, tape.len() - first as usize);
         Ok(keys.map(|key| Var::from_parts(self, key)).collect())

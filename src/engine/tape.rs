@@ -142,13 +142,15 @@ impl Resolved {
 }
 
 /// Dot products recorded as one block, storing no edges: the outputs of
-/// [`Tape::matrix_dots`] when every part of its second factor is a run of consecutive
-/// tape positions (a weight matrix bound as inputs, row by row). Output `(i, j)` is node
-/// `first + i * outputs + j`, the dot of row `i` of the first factor (its positions kept
-/// once for all `outputs` dots, in `Tape::block_args`) with part `j` of the second
-/// (positions `b_first + j * inner ..`, `inner` of them). Its operands and partials are
-/// the values at those positions, which never change once recorded; so nothing per edge
-/// is stored, and the sweep reads the weight rows and their adjoints contiguously.
+/// [`Tape::matrix_dots`] when its second factor is a run of consecutive tape positions (a
+/// weight matrix bound as inputs). Output `(i, j)` is node `first + i * outputs + j`, the
+/// dot of row `i` of the first factor (its positions kept once for all `outputs` dots, in
+/// `Tape::block_args`) with part `j` of the second: row `j` of it (positions
+/// `b_first + j * inner ..`, `inner` of them) for `A W^T`, or column `j` when
+/// `transposed` (positions `b_first + j`, then every `outputs`-th) for `A W`. Its
+/// operands and partials are the values at those positions, which never change once
+/// recorded; so nothing per edge is stored, and the sweep reads the weights and their
+/// adjoints in place.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DotBlock {
     pub(crate) first: u32,
@@ -163,6 +165,8 @@ pub(crate) struct DotBlock {
     /// output's contributions to them in order and scatter them back, with the same sums
     /// (in the same order) as edge by edge.
     pub(crate) dense: bool,
+    /// The second factor is `inner x outputs`, each part one of its columns.
+    pub(crate) transposed: bool,
 }
 
 impl DotBlock {
@@ -191,19 +195,34 @@ impl DotBlock {
         2 * self.rows as usize * self.outputs as usize * self.inner as usize
     }
 
+    /// Where part `j` of the second factor starts and the step between its positions.
+    #[inline]
+    pub(crate) fn part(&self, j: usize) -> (usize, usize) {
+        let (b, inner, outputs) = (
+            self.b_first as usize,
+            self.inner as usize,
+            self.outputs as usize,
+        );
+        if self.transposed {
+            (b + j, outputs)
+        } else {
+            (b + j * inner, 1)
+        }
+    }
+
     /// The operands of output node `pos`: the positions of its row of the first factor
     /// (in `block_args`) and of its part of the second.
     pub(crate) fn operands<'a>(
         &self,
         pos: usize,
         block_args: &'a [u32],
-    ) -> (&'a [u32], std::ops::Range<usize>) {
+    ) -> (&'a [u32], std::iter::StepBy<std::ops::Range<usize>>) {
         let (inner, outputs) = (self.inner as usize, self.outputs as usize);
         let o = pos - self.first as usize;
         let (i, j) = (o / outputs, o % outputs);
         let a = &block_args[self.a_range()][i * inner..(i + 1) * inner];
-        let b = self.b_first as usize + j * inner;
-        (a, b..b + inner)
+        let (start, step) = self.part(j);
+        (a, (start..start + step * inner).step_by(step))
     }
 }
 
@@ -266,6 +285,21 @@ fn dots_of_row(a: &[f64], b: &[f64], out: &mut Vec<f64>) {
     }
     for part in fours.remainder().chunks_exact(inner) {
         out.push(a.iter().zip(part).map(|(a, b)| a * b).sum::<f64>());
+    }
+}
+
+/// Appends to `out` the dot of `a` with each column of `b` (row-major, `a.len()` rows),
+/// each summed from -0.0 in row order (as [`dots_of_row`]): row by row of `b`, every
+/// column's sum advancing at once over contiguous memory.
+fn dots_of_row_by_columns(a: &[f64], b: &[f64], out: &mut Vec<f64>) {
+    let start = out.len();
+    let columns = b.len() / a.len();
+    out.resize(start + columns, -0.0);
+    let sums = &mut out[start..];
+    for (&x, row) in a.iter().zip(b.chunks_exact(columns)) {
+        for (sum, &w) in sums.iter_mut().zip(row) {
+            *sum += x * w;
+        }
     }
 }
 
@@ -862,12 +896,9 @@ impl Tape {
         let (slots, node_values) = (&self.slots, self.values.as_slice());
         let mut resolve = |&v: &H| position_or_note(owner, slots, node_values, v, &mut first_error);
         positions.extend(a.iter().map(&mut resolve));
-        // A weight matrix bound as inputs, used as `A W^T`: its handles are checked as one
-        // run (no per-handle lookup), and need no positions of their own.
-        let run = known_b.or_else(|| match pairing {
-            Pairing::Rows => handle_run(owner, slots, b),
-            Pairing::Columns => None,
-        });
+        // A weight matrix bound as inputs, used as `A W^T` or `A W`: its handles are
+        // checked as one run (no per-handle lookup), and need no positions of their own.
+        let run = known_b.or_else(|| handle_run(owner, slots, b));
         if run.is_none() {
             match pairing {
                 Pairing::Rows => positions.extend(b.iter().map(&mut resolve)),
@@ -883,16 +914,32 @@ impl Tape {
             None => {
                 let (a_args, b_args) = positions.split_at(a.len());
                 let block_fits = (self.values.len() + rows * outputs) | self.args.len();
+                // `b`'s own order is row-major; read by columns (`A W`), its parts are
+                // strided. Without a run, `b` read in pairing order may still be one
+                // (a matrix stored by columns): a block of rows.
+                let transposed = run.is_some() && pairing == Pairing::Columns;
                 match run.or_else(|| consecutive(b_args)) {
                     Some(b_first) if block_fits < self.fast_limit => {
                         values.extend(a_args.iter().map(|&pos| node_values[pos as usize]));
                         let shape = (rows, outputs, inner);
-                        Ok(self.record_block(a_args, &values, b_first, shape))
+                        Ok(self.record_block(a_args, &values, b_first, shape, transposed))
                     }
                     _ => {
                         if let Some(b_first) = run {
-                            // Near the limits or in anomaly mode: the edges after all.
-                            positions.extend((0..b.len() as u32).map(|k| b_first + k));
+                            // Near the limits or in anomaly mode: the edges after all,
+                            // `b`'s positions in pairing order.
+                            match pairing {
+                                Pairing::Rows => {
+                                    positions.extend((0..b.len() as u32).map(|k| b_first + k))
+                                }
+                                Pairing::Columns => {
+                                    for j in 0..outputs {
+                                        positions.extend(
+                                            (0..inner).map(|k| b_first + (k * outputs + j) as u32),
+                                        );
+                                    }
+                                }
+                            }
                         }
                         values.extend(positions.iter().map(|&pos| node_values[pos as usize]));
                         self.record_dots(
@@ -912,14 +959,16 @@ impl Tape {
     }
 
     /// [`Tape::matrix_dots`]'s outputs as one [`DotBlock`]: `a`'s resolved positions and
-    /// values, `b`'s first position. Only where [`Tape::finish`] would take its fast path
-    /// for every output (no anomaly mode, far from the limits).
+    /// values, `b`'s first position, and whether `b` is read by columns. Only where
+    /// [`Tape::finish`] would take its fast path for every output (no anomaly mode, far
+    /// from the limits).
     fn record_block(
         &mut self,
         a_args: &[u32],
         a_values: &[f64],
         b_first: u32,
         (rows, outputs, inner): (usize, usize, usize),
+        transposed: bool,
     ) -> u32 {
         let first = self.values.len();
         let b_range = b_first as usize..b_first as usize + outputs * inner;
@@ -927,7 +976,11 @@ impl Tape {
         ys.clear();
         let b_values = &self.values[b_range.clone()];
         for a_row in a_values.chunks_exact(inner) {
-            dots_of_row(a_row, b_values, &mut ys);
+            if transposed {
+                dots_of_row_by_columns(a_row, b_values, &mut ys);
+            } else {
+                dots_of_row(a_row, b_values, &mut ys);
+            }
         }
         let dense = a_args.chunks_exact(inner).all(|row| {
             row.windows(2).all(|w| w[0] < w[1])
@@ -949,6 +1002,7 @@ impl Tape {
             b_first,
             a_start: self.block_args.len() as u32,
             dense,
+            transposed,
         });
         self.block_args.extend_from_slice(a_args);
         first as u32
