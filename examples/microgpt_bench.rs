@@ -172,4 +172,40 @@ fn parallel_table(
             100.0 * speedup / t as f64
         );
     }
+    let ceiling = two_cores_ceiling(&batches, model, initial, rounds);
+    println!(
+        "the machine's own ceiling: two independent one-thread trainers at once run {ceiling:.2}x \
+         the work of one (no sharing, no waiting; what any data parallelism here can reach)"
+    );
+}
+
+/// Two single-document trainers, each on its own thread with its own copy of everything,
+/// against one alone, alternating: the median throughput ratio of the pair over the one.
+fn two_cores_ceiling(
+    batches: &[Vec<Vec<usize>>],
+    model: &Microgpt,
+    initial: &Params,
+    rounds: usize,
+) -> f64 {
+    let docs: Vec<&Vec<usize>> = batches.iter().flatten().collect();
+    let run = |docs: &[&Vec<usize>]| {
+        let mut trainer = Trainer::from_params(model.clone(), initial.clone(), docs.len());
+        for d in docs {
+            trainer.step(d);
+        }
+    };
+    let mut ratios = Vec::new();
+    for _ in 0..rounds.max(3) {
+        let t0 = Instant::now();
+        run(&docs);
+        let alone = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| run(&docs));
+            run(&docs);
+        });
+        let pair = t0.elapsed().as_secs_f64();
+        ratios.push(2.0 * alone / pair);
+    }
+    median(&mut ratios)
 }

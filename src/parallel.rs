@@ -102,6 +102,56 @@ where
     E: Sync,
     F: for<'g> Fn(&View<'_, Var<'g>>, &E) -> Var<'g> + Sync,
 {
+    mean_value_and_grad_by_cost(params, batch, threads, |_| 0, loss)
+}
+
+/// [`mean_value_and_grad`] with the examples started longest first by `cost` (an estimate
+/// of each example's work, e.g. its length): the threads then finish together, where
+/// taking them in batch order can leave one thread idle while another works through a
+/// long example at the end. Only the order of the work changes: the sums still run in
+/// example order, so the result is the same bits as [`mean_value_and_grad`]'s, for every
+/// thread count.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::nn::{Param, Params, View};
+/// use tapegrad::{parallel, Scalar, Var};
+///
+/// // Documents of different lengths: loss = mean over the document of (w x - 1)^2.
+/// fn loss<'g>(p: &View<'_, Var<'g>>, w: Param, doc: &[f64]) -> Var<'g> {
+///     let terms: Vec<Var<'g>> = doc.iter().map(|&x| (p[w][0] * x - 1.0).powi(2)).collect();
+///     Var::sum(&terms) / doc.len() as f64
+/// }
+/// let mut params = Params::new();
+/// let w = params.add("w", &[1], vec![0.5]);
+/// let docs: Vec<Vec<f64>> = vec![vec![1.0], vec![1.0, 2.0, 3.0, 4.0], vec![2.0, 2.0]];
+/// let (m1, g1) =
+///     parallel::mean_value_and_grad_by_cost(&params, &docs, 2, Vec::len, |p, d| loss(p, w, d))
+///         .unwrap();
+/// let (m2, g2) = parallel::mean_value_and_grad(&params, &docs, 1, |p, d| loss(p, w, d)).unwrap();
+/// assert_eq!((m1.to_bits(), g1.as_slice()), (m2.to_bits(), g2.as_slice()));
+/// ```
+///
+/// # Errors
+///
+/// As [`mean_value_and_grad`].
+///
+/// # Panics
+///
+/// As [`mean_value_and_grad`].
+pub fn mean_value_and_grad_by_cost<E, C, F>(
+    params: &Params,
+    batch: &[E],
+    threads: usize,
+    cost: C,
+    loss: F,
+) -> Result<(f64, Grads), ParamError>
+where
+    E: Sync,
+    C: Fn(&E) -> usize,
+    F: for<'g> Fn(&View<'_, Var<'g>>, &E) -> Var<'g> + Sync,
+{
     if batch.is_empty() {
         return Err(ParamError::Engine(Error::BadOperands {
             op: "mean_value_and_grad",
@@ -117,12 +167,15 @@ where
     // One slot per example, filled by whichever worker takes it.
     let results: Vec<Mutex<Option<ExampleResult>>> =
         batch.iter().map(|_| Mutex::new(None)).collect();
+    // The order in which the examples are started: by decreasing cost, ties in batch
+    // order (a stable sort), so that the last examples taken are the shortest.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&batch[i])));
     let next = AtomicUsize::new(0);
     let work = || {
         let graph = Graph::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(example) = batch.get(i) else { break };
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let example = &batch[i];
             let result = params.value_and_grad(&graph, |p| loss(p, example));
             *results[i].lock().expect("a worker panicked holding a slot") = Some(result);
         }

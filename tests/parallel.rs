@@ -2,7 +2,7 @@
 //! same as a plain loop, and the gradient of the mean loss.
 
 use tapegrad::nn::{Grads, Linear, Mlp, Params, View, init};
-use tapegrad::parallel::mean_value_and_grad;
+use tapegrad::parallel::{mean_value_and_grad, mean_value_and_grad_by_cost};
 use tapegrad::pyrandom::PyRandom;
 use tapegrad::{Graph, Scalar, Var};
 
@@ -46,6 +46,32 @@ fn any_thread_count_gives_the_same_bits() {
             g1.as_slice().iter().map(|x| x.to_bits()).collect(),
         );
         assert_eq!(a, b, "{threads} threads");
+    }
+}
+
+/// Starting the examples in another order (by a cost, longest first) changes no bit:
+/// the sums still run in example order.
+#[test]
+fn scheduling_by_cost_gives_the_same_bits() {
+    let (params, mlp, batch) = setup();
+    let (l1, g1) = parallel(&params, &mlp, &batch, 1);
+    // Costs that reverse the batch, shuffle it, and tie everything.
+    type Cost = fn(&([f64; 3], f64)) -> usize;
+    let costs: [Cost; 3] = [
+        |e| (e.0[0] * 10.0).round() as usize,
+        |e| ((e.0[1] + 1.0) * 1000.0) as usize,
+        |_| 7,
+    ];
+    for cost in costs {
+        for threads in [1, 2, 3, 0] {
+            let (l, g) = mean_value_and_grad_by_cost(&params, &batch, threads, cost, |p, e| {
+                example_loss(&mlp, p, e)
+            })
+            .unwrap();
+            assert_eq!(l.to_bits(), l1.to_bits(), "{threads} threads");
+            let bits = |g: &Grads| g.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&g), bits(&g1), "{threads} threads");
+        }
     }
 }
 

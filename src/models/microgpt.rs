@@ -30,7 +30,7 @@ use std::hint::black_box;
 use crate::linalg::{Matrix, Pairing};
 use crate::nn::init::gauss;
 use crate::nn::{Embedding, Grads, Linear, Params, RmsNorm, View};
-use crate::parallel::mean_value_and_grad;
+use crate::parallel::mean_value_and_grad_by_cost;
 use crate::pyrandom::PyRandom;
 use crate::{Graph, Scalar};
 
@@ -1170,10 +1170,12 @@ impl Trainer {
     /// As [`Microgpt::loss`], or if `batch` is empty.
     pub fn step_batch(&mut self, batch: &[Vec<usize>], threads: usize) -> f64 {
         let model = &self.model;
-        let (value, grads) = mean_value_and_grad(&self.params, batch, threads, |p, tokens| {
-            model.loss(p, tokens)
-        })
-        .expect("a non-empty batch, each loss its step's own node");
+        // Longest documents first, so that the threads finish together.
+        let (value, grads) =
+            mean_value_and_grad_by_cost(&self.params, batch, threads, Vec::len, |p, tokens| {
+                model.loss(p, tokens)
+            })
+            .expect("a non-empty batch, each loss its step's own node");
         self.grads = Some(grads);
         self.update();
         value
