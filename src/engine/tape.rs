@@ -1095,6 +1095,20 @@ impl Tape {
     /// Frees every node at position `len` and above, in time independent of how many
     /// nodes the graph held before (the arrays' truncations drop plain numbers).
     pub(crate) fn truncate(&mut self, len: usize) {
+        // A release can fall inside the last block (to a mark taken before an earlier
+        // release): its outputs below `len` stay, so the block keeps its whole rows, and
+        // the outputs of a row it cuts get the edges `Nary::Dot` would have stored.
+        let cut = self
+            .blocks
+            .last()
+            .copied()
+            .filter(|b| (b.first as usize) < len && len < b.end());
+        let cut_row = cut.map(|block| {
+            let kept_rows = (len - block.first as usize) / block.outputs as usize;
+            let row_start = block.first as usize + kept_rows * block.outputs as usize;
+            let edges: Vec<_> = (row_start..len).map(|p| self.block_edges(p)).collect();
+            (kept_rows, row_start, edges)
+        });
         let edges = self.edge_start[len] as usize;
         self.values.truncate(len);
         self.ops.truncate(len);
@@ -1105,6 +1119,24 @@ impl Tape {
         while let Some(block) = self.blocks.last().filter(|b| b.first as usize >= len) {
             self.block_args.truncate(block.a_start as usize);
             self.blocks.pop();
+        }
+        if let Some((kept_rows, row_start, edges)) = cut_row {
+            let block = self.blocks.last_mut().expect("the cut block is kept");
+            if kept_rows == 0 {
+                self.block_args.truncate(block.a_start as usize);
+                self.blocks.pop();
+            } else {
+                block.rows = kept_rows as u32;
+                let a_end = block.a_range().end;
+                self.block_args.truncate(a_end);
+            }
+            for (pos, (args, weights)) in (row_start..).zip(edges) {
+                self.edge_start[pos] = self.args.len() as u32;
+                self.args.extend_from_slice(&args);
+                self.weights.extend_from_slice(&weights);
+                self.ops.0[pos] = OpCodes::code(Op::Nary(Nary::Dot));
+            }
+            self.edge_start[len] = self.args.len() as u32;
         }
         debug_assert!(self.blocks.last().is_none_or(|b| b.end() <= len));
         while self.guards.last().is_some_and(|g| g.at as usize > len) {
