@@ -37,7 +37,8 @@ fn a_release_inside_a_block_keeps_its_first_outputs_and_frees_the_rest() {
                     g.inputs(&w_values).to_vec()
                 } else {
                     // Not consecutive: every other input, so no block.
-                    let spread = g.vars(&w_values.iter().flat_map(|&v| [v, 0.0]).collect::<Vec<_>>());
+                    let spread =
+                        g.vars(&w_values.iter().flat_map(|&v| [v, 0.0]).collect::<Vec<_>>());
                     spread.iter().step_by(2).copied().collect()
                 };
                 let x = g.vars(&x_values);

@@ -913,7 +913,10 @@ impl Tape {
             Some(e) => Err(e),
             None => {
                 let (a_args, b_args) = positions.split_at(a.len());
-                let block_fits = (self.values.len() + rows * outputs) | self.args.len();
+                // The limits cover `block_args` too: a block's `a_start` is a `u32`.
+                let block_fits = (self.values.len() + rows * outputs)
+                    | self.args.len()
+                    | (self.block_args.len() + a.len());
                 // `b`'s own order is row-major; read by columns (`A W`), its parts are
                 // strided. Without a run, `b` read in pairing order may still be one
                 // (a matrix stored by columns): a block of rows.
@@ -1285,6 +1288,55 @@ const _: () = assert!(FIRST_CUSTOM < 256, "op codes are one byte");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handle for the tape alone: a key, and one made-up graph.
+    #[derive(Clone, Copy)]
+    struct Key(NodeKey);
+
+    const OWNER: Owner = Owner {
+        addr: 8 as *const (),
+        id: 1,
+    };
+
+    impl Handle for Key {
+        fn owner(self) -> *const () {
+            OWNER.addr
+        }
+        fn owner_id(self) -> u64 {
+            OWNER.id
+        }
+        fn key(self) -> NodeKey {
+            self.0
+        }
+    }
+
+    /// The first factors' positions of all blocks (`block_args`) count against the limits
+    /// as the nodes and edges do (a block's `a_start` is a `u32`): past them, the products
+    /// are recorded with edges. A lower limit stands in for 2^31 here.
+    #[test]
+    fn block_args_count_against_the_limits() {
+        let location = Location::caller();
+        let mut tape = Tape::with_capacity(0);
+        // One output per product: each block adds one node and `inner` positions of `a`.
+        let (inner, outputs) = (64, 1);
+        let first = tape.inputs(&[0.5; 64 * 2], location).unwrap();
+        let keys: Vec<Key> = tape.slots.keys_of_run(first, 64 * 2).map(Key).collect();
+        let (a, b) = keys.split_at(inner);
+        let product = |tape: &mut Tape| {
+            tape.matrix_dots(OWNER, (a, b), None, inner, Pairing::Rows, location)
+                .unwrap()
+        };
+        product(&mut tape);
+        product(&mut tape);
+        assert_eq!((tape.blocks.len(), tape.block_args.len()), (2, 2 * inner));
+        // Nodes (130, and 1 more) and edges (0) are below 150, the blocks' positions
+        // (128, and 64 more) are not.
+        tape.fast_limit = 150;
+        let third = product(&mut tape) as usize;
+        assert_eq!(tape.blocks.len(), 2);
+        assert_eq!(tape.args.len(), 2 * outputs * inner);
+        assert_eq!(tape.values[third], 64.0 * 0.25);
+    }
 
     /// Every op survives the trip through its one-byte code: the codes are the positions
     /// in `ALL_OPS`, which must list each op once.
