@@ -139,9 +139,9 @@ impl Gradients {
             return xs.iter().map(|&x| read(x)).collect();
         }
         // The usual case, these gradients' own graph with no release since. Handles bound
-        // together (`Graph::vars`: a model's parameters) are checked as one run and read
-        // as one slice; any others each read their adjoint (0 above the output) after one
-        // slot lookup.
+        // together (a slice of an `Inputs`, one lookup; or any run of consecutive handles,
+        // one pass: `Graph::vars`) are read as one slice; any others each read their
+        // adjoint (0 above the output) after one slot lookup.
         let run = graph.known_run(&tape.slots, xs);
         if let Some(first) = run.or_else(|| handle_run(graph.owner(), &tape.slots, xs)) {
             // Those at or below the root read their adjoints, the rest 0.

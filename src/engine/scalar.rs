@@ -80,9 +80,10 @@ pub trait Scalar:
     /// `self^p`, differentiable in both the base and the exponent.
     fn powf(self, p: Self) -> Self;
     /// `self^p` for a plain exponent: the same value and base partial as
-    /// [`Scalar::powf`], without an exponent to differentiate (on a tape, one node with
-    /// one edge, where `powf(x.lift(p))` records a constant node and a partial for it,
-    /// a logarithm).
+    /// [`Scalar::powf`], without an exponent to differentiate (on a tape, one node whose
+    /// exponent is an `f64` constant operand, with no partial taken for it, where
+    /// `powf(x.lift(p))` records a constant node too, and the exponent's partial, a
+    /// logarithm).
     ///
     /// # Examples
     ///
@@ -91,6 +92,7 @@ pub trait Scalar:
     /// let g = Graph::new();
     /// let x = g.var(4.0);
     /// let y = x.powf_f64(-0.5);
+    /// assert_eq!((g.len(), g.edge_count()), (2, 2)); // x, y; y's base and its constant
     /// assert_eq!(y.value(), 0.5);
     /// assert_eq!(y.backward()[x], -0.5 * 4f64.powf(-1.5));
     /// assert_eq!(Scalar::powf_f64(4.0, -0.5), 0.5);
@@ -228,11 +230,11 @@ pub trait Scalar:
     /// every row of `b` ([`Pairing::Rows`], `A B^T`), row-major: one [`Scalar::dot`] node
     /// per output. [`linalg`](crate::linalg)'s `mat_mul`, `mat_mul_t`, `mat_vec` and
     /// `vec_mat` are made of it. The default takes the dots one by one; `Var` looks each
-    /// handle up once for the whole product, and where `b`, read in pairing order, is a
-    /// run of consecutive inputs (a weight matrix bound with
-    /// [`Graph::inputs`](crate::Graph::inputs) or `Graph::vars`, used as `x W^T`), stores the
-    /// outputs as one block without edges: the same nodes and gradients, bit for bit, at
-    /// none of the 12 bytes per operand.
+    /// handle up once for the whole product, and where `b` is a run of consecutive nodes
+    /// in its own order (a weight matrix bound with
+    /// [`Graph::inputs`](crate::Graph::inputs) or `Graph::vars`, used as `x W^T` or as
+    /// `x W`) or read in pairing order, stores the outputs as one block without edges: the
+    /// same nodes and gradients, bit for bit, at none of the 12 bytes per operand.
     ///
     /// # Examples
     ///

@@ -872,11 +872,13 @@ impl Tape {
     /// [`Pairing::Columns`]), so that each dot's operands are contiguous. A bad handle
     /// anywhere is reported before anything is recorded.
     ///
-    /// When `b`, read in that order, is a run of consecutive positions (a weight matrix
-    /// bound as inputs), the outputs are recorded as one [`DotBlock`], which stores no
-    /// edges: `a`'s positions once, and `b`'s first position. `known_b` is that position
-    /// when the caller has proved it (`b` is part of an `Inputs`); otherwise the handles
-    /// of `b` are checked here.
+    /// When `b` is a run of consecutive positions in its own order (a weight matrix bound
+    /// as inputs; a `transposed` block for [`Pairing::Columns`]) or read in pairing order,
+    /// the outputs are recorded as one [`DotBlock`], which stores no edges: `a`'s positions
+    /// once, and `b`'s first position. `known_b` is that position when the caller has
+    /// proved `b` a run in its own order (`b` is part of an `Inputs`); otherwise the
+    /// handles of `b` are checked here. Near the limits and in anomaly mode the outputs
+    /// get their edges.
     pub(crate) fn matrix_dots<H: Handle>(
         &mut self,
         owner: Owner,
