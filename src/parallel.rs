@@ -194,10 +194,9 @@ where
     }
 
     // The reduction, in example order: every parameter's sum starts at 0 and adds the
-    // examples' gradients one after another (as `Grads::add_assign` in a loop would),
-    // then is divided by the batch size. On the calling thread: waking the pool again
-    // costs more than the pass (measured on the 2-core virtual machine).
-    let mut examples = Vec::with_capacity(batch.len());
+    // examples' gradients one after another, then is divided by the batch size. On the
+    // calling thread: waking the pool again costs more than the pass (measured on the
+    // 2-core virtual machine).
     let mut total_loss = 0.0;
     let mut total = params.zero_grads();
     for slot in results {
@@ -205,22 +204,12 @@ where
             .into_inner()
             .expect("a worker panicked holding a slot")
             .expect("every example was taken by a worker")?;
-        total.check_same_store(&grads)?;
         total_loss += loss;
-        examples.push(grads);
+        total.add_assign(&grads)?;
     }
     let n = batch.len() as f64;
-    let reduce = |first: usize, sums: &mut [f64]| {
-        for grads in &examples {
-            let part = &grads.as_slice()[first..first + sums.len()];
-            for (sum, &g) in sums.iter_mut().zip(part) {
-                *sum += g;
-            }
-        }
-        for sum in sums {
-            *sum /= n;
-        }
-    };
-    reduce(0, total.as_mut_slice());
+    for sum in total.as_mut_slice() {
+        *sum /= n;
+    }
     Ok((total_loss / n, total))
 }

@@ -1104,18 +1104,6 @@ impl Grads {
         norm
     }
 
-    /// `Ok` if `other` holds gradients of the same store, in the same state, as these
-    /// (what [`Grads::add_assign`] needs to add them).
-    pub(crate) fn check_same_store(&self, other: &Grads) -> Result<(), ParamError> {
-        if other.instance != self.instance {
-            return Err(ParamError::ForeignGradients);
-        }
-        if other.version != self.version {
-            return Err(ParamError::StaleGradients);
-        }
-        Ok(())
-    }
-
     /// Adds `other` entry by entry (e.g. to accumulate over micro-batches; scale the sum
     /// with [`Grads::scale`]).
     ///
@@ -1136,7 +1124,12 @@ impl Grads {
     /// [`ParamError::ForeignGradients`] or [`ParamError::StaleGradients`] unless both were
     /// computed for the same store at the same values; nothing is added then.
     pub fn add_assign(&mut self, other: &Grads) -> Result<(), ParamError> {
-        self.check_same_store(other)?;
+        if other.instance != self.instance {
+            return Err(ParamError::ForeignGradients);
+        }
+        if other.version != self.version {
+            return Err(ParamError::StaleGradients);
+        }
         for (g, o) in self.values.iter_mut().zip(&other.values) {
             *g += o;
         }
