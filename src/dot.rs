@@ -187,7 +187,7 @@ impl<'a, 'g> Dot<'a, 'g> {
         reachable[root] = true;
         for pos in (0..=root).rev() {
             if reachable[pos] {
-                for &arg in tape.edges(pos).0.iter() {
+                for arg in tape.operand_positions(pos) {
                     if arg != CONST_ARG {
                         reachable[arg as usize] = true;
                     }

@@ -708,7 +708,7 @@ fn anomaly_report(tape: &Tape, root: usize, non_finite: Option<NonFinite>) -> Op
     used[root] = true;
     for node in (0..=root).rev() {
         if used[node] {
-            for &arg in tape.edges(node).0.iter() {
+            for arg in tape.operand_positions(node) {
                 if arg != CONST_ARG {
                     used[arg as usize] = true;
                 }

@@ -134,8 +134,9 @@ fn differentiable_sweep<'g>(
         }
         for node in 0..=root {
             if !depends[node] {
-                let (args, _) = tape.edges(node);
-                depends[node] = args.iter().any(|&a| a != CONST_ARG && depends[a as usize]);
+                depends[node] = tape
+                    .operand_positions(node)
+                    .any(|a| a != CONST_ARG && depends[a as usize]);
             }
         }
     }

@@ -239,10 +239,8 @@ impl Replay {
         for pos in 0..=last {
             if flags[pos] & DEPENDS == 0
                 && tape
-                    .edges(pos)
-                    .0
-                    .iter()
-                    .any(|&a| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
+                    .operand_positions(pos)
+                    .any(|a| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
             {
                 flags[pos] |= DEPENDS;
             }
@@ -276,7 +274,7 @@ impl Replay {
         }
         for pos in (0..=last).rev() {
             if flags[pos] & (KEEP | DEPENDS) == KEEP | DEPENDS {
-                for &a in tape.edges(pos).0.iter() {
+                for a in tape.operand_positions(pos) {
                     if a != CONST_ARG {
                         flags[a as usize] |= KEEP;
                     }
@@ -331,10 +329,13 @@ impl Replay {
                     Op::Constant
                 });
             } else {
-                let (tape_args, weights) = tape.edges(pos);
                 let first = args.len();
-                for (k, (&a, &w)) in tape_args.iter().zip(weights.iter()).enumerate() {
+                let stored = tape.edge_start[pos] as usize;
+                for (k, a) in tape.operand_positions(pos).enumerate() {
                     if a == CONST_ARG {
+                        // Only stored edges hold constants (a dot block has none): the
+                        // constant is in the edge's weight slot.
+                        let w = tape.weights[stored + k];
                         flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
                         args.push(constant_slot(w, &mut constants));
                     } else {

@@ -513,6 +513,19 @@ impl Tape {
         )
     }
 
+    /// Node `pos`'s operand positions in operand order ([`CONST_ARG`] for a constant), as
+    /// [`Tape::edges`] lists them but without building a block node's edges: for the
+    /// passes that only follow the graph's structure.
+    pub(crate) fn operand_positions(&self, pos: usize) -> impl Iterator<Item = u32> + '_ {
+        let (a, b) = if self.ops.0[pos] == BLOCK_DOT_CODE {
+            self.block_of(pos).operands(pos, &self.block_args)
+        } else {
+            let range = self.edge_start[pos] as usize..self.edge_start[pos + 1] as usize;
+            (&self.args[range], (0..0).step_by(1))
+        };
+        a.iter().copied().chain(b.map(|p| p as u32))
+    }
+
     /// The block that holds node `pos`, which is a [`DotBlock`] node.
     pub(crate) fn block_of(&self, pos: usize) -> &DotBlock {
         let k = self.blocks.partition_point(|b| b.first as usize <= pos);

@@ -329,7 +329,7 @@ fn print_sizes() {
         size_of::<Var>()
     );
     println!(
-        "| `NodeKey` (slotmap key: index + version) | {} |",
+        "| `NodeKey` (tape position + generation) | {} |",
         size_of::<tapegrad::NodeKey>()
     );
     println!("| per node: value `f64` | {} |", size_of::<f64>());
@@ -340,8 +340,8 @@ fn print_sizes() {
     );
     println!("| per node: edge start `u32` | {} |", size_of::<u32>());
     println!(
-        "| per node: slot (`u32` position + `u32` version) | {} |",
-        2 * size_of::<u32>()
+        "| per node: generation `u32` (which recording the position holds) | {} |",
+        size_of::<u32>()
     );
     println!(
         "| per operand edge (an `f64` operand too): position `u32` + partial `f64` | {} |",
@@ -352,7 +352,7 @@ fn print_sizes() {
         size_of::<f64>()
     );
     // W2's ops: mul and add by a constant (two edges each), exp and ln (one each).
-    let node = size_of::<f64>() + size_of::<u8>() + size_of::<u32>() + 2 * size_of::<u32>();
+    let node = size_of::<f64>() + size_of::<u8>() + size_of::<u32>() + size_of::<u32>();
     let edges = 1.5 * (size_of::<u32>() + size_of::<f64>()) as f64;
     println!(
         "| W2 per op: node {node} + 1.5 edges {edges} + adjoint {} | {} |",
