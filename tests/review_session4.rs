@@ -68,11 +68,14 @@ fn a_release_inside_a_block_keeps_its_first_outputs_and_frees_the_rest() {
                     .map(|v| v.value().to_bits())
                     .collect();
                 let last = y[cut - 1];
+                // The differentiable sweep and the structure passes read the cut tape too.
+                let second: Vec<u64> = loss.grad(&w).iter().map(|d| d.value().to_bits()).collect();
                 (
                     values,
                     grad_bits(loss, &x),
                     grad_bits(loss, &w),
                     grad_bits(last, &x),
+                    second,
                     g.edge_count(),
                 )
             };
