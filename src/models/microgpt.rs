@@ -1146,9 +1146,10 @@ impl Trainer {
     }
 
     /// One training step on a batch of documents: the mean loss of `batch` and its mean
-    /// gradient, computed by [`mean_value_and_grad`] on `threads` worker threads (one graph
-    /// each, reduced in document order, so the bits are the same for any number of
-    /// threads; 0 for one per core), then the Adam update. Returns the mean loss.
+    /// gradient, computed by [`mean_value_and_grad_by_cost`] on `threads` worker threads
+    /// (one graph each, the longest documents started first, reduced in document order, so
+    /// the bits are the same for any number of threads; 0 for one per core), then the Adam
+    /// update. Returns the mean loss.
     ///
     /// # Examples
     ///
