@@ -191,7 +191,7 @@ impl DotBlock {
     }
 
     /// How many edges its outputs have (two per product).
-    fn edges(&self) -> usize {
+    fn edge_count(&self) -> usize {
         2 * self.rows as usize * self.outputs as usize * self.inner as usize
     }
 
@@ -568,7 +568,7 @@ impl Tape {
 
     /// The number of edges of every node: those stored, and those of the blocks.
     pub(crate) fn edge_count(&self) -> usize {
-        self.args.len() + self.blocks.iter().map(DotBlock::edges).sum::<usize>()
+        self.args.len() + self.blocks.iter().map(DotBlock::edge_count).sum::<usize>()
     }
 
     /// Node `pos`'s operand values in operand order (constants included).
