@@ -17,10 +17,24 @@ fn grad_bits(loss: Var<'_>, xs: &[Var<'_>]) -> Vec<u64> {
 /// since: the block's outputs below the mark stay (their handles are valid), and what is
 /// recorded next at the freed positions must be read as what it is, not as the block's.
 /// Checked against the same steps with the dots recorded one by one (edges), for both
-/// pairings and for cuts inside the first row, at a row's end and inside a later row.
+/// pairings, small shapes and every cut.
 #[test]
 fn a_release_inside_a_block_keeps_its_first_outputs_and_frees_the_rest() {
-    let (rows, outputs, inner) = (3usize, 4usize, 5usize);
+    for rows in 1..=3 {
+        for outputs in 1..=4 {
+            for inner in 1..=3 {
+                for cut in 1..rows * outputs {
+                    cut_block(rows, outputs, inner, cut);
+                }
+            }
+        }
+    }
+    cut_block(3, 4, 5, 5);
+}
+
+/// One case of [`a_release_inside_a_block_keeps_its_first_outputs_and_frees_the_rest`]:
+/// `cut` outputs of a `rows x outputs` block over `inner` kept.
+fn cut_block(rows: usize, outputs: usize, inner: usize, cut: usize) {
     let w_values: Vec<f64> = (0..outputs * inner)
         .map(|k| 0.25 + k as f64 * 0.375)
         .collect();
@@ -30,7 +44,7 @@ fn a_release_inside_a_block_keeps_its_first_outputs_and_frees_the_rest() {
             Pairing::Rows => (outputs, inner),
             Pairing::Columns => (inner, outputs),
         };
-        for cut in [1, outputs - 1, outputs, outputs + 2, 2 * outputs + 1] {
+        {
             let run = |blocked: bool| {
                 let g = Graph::new();
                 let w = if blocked {
@@ -59,7 +73,10 @@ fn a_release_inside_a_block_keeps_its_first_outputs_and_frees_the_rest() {
                 assert!(y[..cut].iter().all(|v| v.try_value().is_ok()));
                 assert!(y[cut..].iter().all(|v| v.try_value().is_err()));
                 // New nodes at the freed positions, and a loss over both.
-                let z: Vec<Var> = (0..outputs + 3).map(|k| x[k] * x[k + 1] + 0.5).collect();
+                let n = x.len();
+                let z: Vec<Var> = (0..outputs + 3)
+                    .map(|k| x[k % n] * x[(k + 1) % n] + 0.5)
+                    .collect();
                 let loss = Var::sum(&y[..cut]) * 1.25 + Var::sum(&z);
                 let values: Vec<u64> = y[..cut]
                     .iter()
