@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
+use tapegrad::Graph;
 use tapegrad::models::microgpt::{self, Microgpt, Trainer};
 use tapegrad::nn::{Params, StateDict};
 
@@ -181,7 +182,8 @@ fn train(
     model: Microgpt,
     initial: Params,
 ) -> Result<Params, String> {
-    let mut trainer = Trainer::from_params(model, initial, o.steps);
+    let graph = Graph::new();
+    let mut trainer = Trainer::from_params(&graph, model, initial, o.steps);
     let bar = if o.progress {
         ProgressBar::new(o.steps as u64)
     } else {

@@ -16,21 +16,23 @@ fn reference_trace() -> Vec<f64> {
 }
 
 fn trainer(
+    graph: &Graph,
     steps: usize,
 ) -> (
     Vec<String>,
     microgpt::Tokenizer,
     tapegrad::pyrandom::PyRandom,
-    Trainer,
+    Trainer<'_>,
 ) {
     let (docs, tokenizer, mut rng) = microgpt::prepare(NAMES, 42);
-    let t = Trainer::new(&tokenizer, &mut rng, steps);
+    let t = Trainer::new(graph, &tokenizer, &mut rng, steps);
     (docs, tokenizer, rng, t)
 }
 
 #[test]
 fn data_vocabulary_and_parameter_counts_are_the_references() {
-    let (docs, tokenizer, _, t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, _, t) = trainer(&graph, 1000);
     // MICROGPT.md: num docs: 32033, vocab size: 27, num params: 4192.
     assert_eq!(docs.len(), 32_033);
     assert_eq!(tokenizer.vocab_size(), 27);
@@ -43,7 +45,8 @@ fn data_vocabulary_and_parameter_counts_are_the_references() {
 
 #[test]
 fn first_steps_print_the_references_losses_and_match_its_trace() {
-    let (docs, tokenizer, _, mut t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, _, mut t) = trainer(&graph, 1000);
     let trace = reference_trace();
     let printed = ["3.3660", "3.4243", "3.1778"];
     for (step, want) in printed.iter().enumerate() {
@@ -63,7 +66,8 @@ fn first_steps_print_the_references_losses_and_match_its_trace() {
 #[test]
 fn every_step_matches_the_reference_trace_and_the_samples_are_its_names() {
     let steps = if cfg!(debug_assertions) { 100 } else { 1000 };
-    let (docs, tokenizer, mut rng, mut t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, mut rng, mut t) = trainer(&graph, 1000);
     let trace = reference_trace();
     let mut worst: f64 = 0.0;
     for (step, &want) in trace.iter().enumerate().take(steps) {
@@ -114,7 +118,8 @@ fn first_gradient_matches_the_references() {
         (2144, 0.0017137791989707178),
         (3168, 0.003950607158603551),
     ];
-    let (docs, tokenizer, _, mut t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, _, mut t) = trainer(&graph, 1000);
     t.gradient(&tokenizer.encode(&docs[0]));
     let g = t.last_gradient();
     // The reference has 464 exact zeros (rows of wte no token of "yuheng" uses, and more).
@@ -131,7 +136,8 @@ fn first_gradient_matches_the_references() {
 
 #[test]
 fn gradient_matches_central_differences() {
-    let (docs, tokenizer, _, mut t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, _, mut t) = trainer(&graph, 1000);
     let tokens = tokenizer.encode(&docs[1]);
     let loss = t.gradient(&tokens);
     let grad = t.last_gradient().to_vec();
@@ -170,7 +176,8 @@ fn gradient_matches_central_differences() {
 
 #[test]
 fn training_runs_in_constant_memory() {
-    let (docs, tokenizer, _, mut t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, _, mut t) = trainer(&graph, 1000);
     for doc in &docs[..20] {
         t.step(&tokenizer.encode(doc));
     }
@@ -190,7 +197,8 @@ fn training_runs_in_constant_memory() {
 
 #[test]
 fn forward_on_a_tape_and_in_f64_agree() {
-    let (docs, tokenizer, _, t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, _, t) = trainer(&graph, 1000);
     let tokens = tokenizer.encode(&docs[2]);
     let g = Graph::new();
     let bound = t.params().bind(&g);
@@ -201,7 +209,8 @@ fn forward_on_a_tape_and_in_f64_agree() {
 
 #[test]
 fn trained_parameters_round_trip_through_safetensors() {
-    let (docs, tokenizer, mut rng, mut t) = trainer(1000);
+    let graph = Graph::new();
+    let (docs, tokenizer, mut rng, mut t) = trainer(&graph, 1000);
     for doc in &docs[..3] {
         t.step(&tokenizer.encode(doc));
     }
@@ -286,7 +295,8 @@ fn batches_give_the_same_bits_on_1_2_and_4_threads() {
     let runs: Vec<(Vec<u64>, Vec<u64>)> = [1, 2, 4]
         .iter()
         .map(|&threads| {
-            let mut t = Trainer::from_params(model.clone(), initial.clone(), 100);
+            let graph = Graph::new();
+            let mut t = Trainer::from_params(&graph, model.clone(), initial.clone(), 100);
             let losses = (0..3)
                 .map(|step| {
                     let batch: Vec<Vec<usize>> = (0..batch_size)
@@ -307,9 +317,10 @@ fn batches_give_the_same_bits_on_1_2_and_4_threads() {
 fn a_batch_of_one_gives_the_single_document_losses() {
     let (docs, tokenizer, mut rng) = microgpt::prepare(NAMES, 42);
     let (model, initial) = Microgpt::init(tokenizer.vocab_size(), &mut rng);
+    let (ga, gb) = (Graph::new(), Graph::new());
     let (mut a, mut b) = (
-        Trainer::from_params(model.clone(), initial.clone(), 1000),
-        Trainer::from_params(model, initial, 1000),
+        Trainer::from_params(&ga, model.clone(), initial.clone(), 1000),
+        Trainer::from_params(&gb, model, initial, 1000),
     );
     let trace = reference_trace();
     for (doc, want) in docs[..5].iter().zip(trace) {

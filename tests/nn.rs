@@ -604,3 +604,70 @@ fn the_series_transformer_trains_on_a_store_as_on_its_own_vars() {
         })
     );
 }
+
+/// A store bound once ([`Params::binding`]) gives, step after step, the same losses and
+/// gradients bit for bit as binding it every step, keeps one graph of constant size, and
+/// refuses another store or inputs released under it.
+#[test]
+fn a_binding_gives_every_steps_bits_and_refuses_misuse() {
+    let mut rng = PyRandom::seed(3);
+    let mut a = Params::new();
+    let mlp = Mlp::new(
+        &mut a,
+        "mlp",
+        &[3, 5, 1],
+        &mut init::uniform(&mut rng, -1.0, 1.0),
+    );
+    let mut b = a.clone();
+    fn loss<'g>(mlp: &Mlp, p: &View<'_, Var<'g>>, k: usize) -> Var<'g> {
+        let x = [k as f64 * 0.3, -0.5, 1.0 / (1.0 + k as f64)];
+        (mlp.forward_f64(p, &x)[0] - 0.25).powi(2)
+    }
+    let (ga, gb) = (Graph::new(), Graph::new());
+    let start = ga.mark();
+    let mut binding = a.binding(&ga);
+    let after_binding = ga.len();
+    for k in 0..20 {
+        let (la, da) = binding.value_and_grad(&a, |p| loss(&mlp, p, k)).unwrap();
+        let (lb, db) = b.value_and_grad(&gb, |p| loss(&mlp, p, k)).unwrap();
+        assert_eq!(la.to_bits(), lb.to_bits(), "step {k}");
+        let bits =
+            |g: &tapegrad::nn::Grads| g.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&da), bits(&db), "step {k}");
+        // Plain SGD on both stores, then the binding must see the new values.
+        let rate = 0.1;
+        a.update(&da, |v, g| {
+            v.iter_mut().zip(g).for_each(|(v, g)| *v -= rate * g)
+        })
+        .unwrap();
+        b.update(&db, |v, g| {
+            v.iter_mut().zip(g).for_each(|(v, g)| *v -= rate * g)
+        })
+        .unwrap();
+        assert_eq!(ga.len(), after_binding, "the step's nodes were released");
+    }
+    // Another store (a clone has another identity) is refused.
+    let c = a.clone();
+    assert_eq!(
+        binding
+            .value_and_grad(&c, |p| loss(&mlp, p, 0))
+            .unwrap_err(),
+        ParamError::ForeignStore
+    );
+    // Inputs released under the binding are an error, not stale numbers, whether or not
+    // the store changed since the last step.
+    ga.release(start);
+    assert_eq!(
+        binding
+            .value_and_grad(&a, |p| loss(&mlp, p, 0))
+            .unwrap_err(),
+        ParamError::Engine(Error::Released)
+    );
+    a[mlp.layers()[0].weight()][0] += 1.0;
+    assert_eq!(
+        binding
+            .value_and_grad(&a, |p| loss(&mlp, p, 0))
+            .unwrap_err(),
+        ParamError::Engine(Error::Released)
+    );
+}

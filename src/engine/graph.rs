@@ -267,6 +267,65 @@ impl<'g> std::ops::Deref for Inputs<'g> {
     }
 }
 
+impl Inputs<'_> {
+    /// Gives the inputs new values, in place: the same nodes and handles, for a new
+    /// evaluation (a model's parameters after an optimizer step, without binding them
+    /// again). Nodes recorded since that use them must have been released first, as for
+    /// [`Graph::set_value`]; gradients computed before keep the values they were computed at.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let w = g.inputs(&[1.0, 2.0]);
+    /// let mark = g.mark();
+    /// let y = w[0] * w[1];
+    /// assert_eq!(y.backward().wrt_all(&w), vec![2.0, 1.0]);
+    /// assert!(w.set_values(&[3.0, 4.0]).is_err()); // y still uses them
+    /// g.release(mark);
+    /// w.set_values(&[3.0, 4.0]).unwrap();
+    /// let y = w[0] * w[1];
+    /// assert_eq!((y.value(), y.backward().wrt_all(&w)), (12.0, vec![4.0, 3.0]));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadOperands`] if `values` is not one value per input, or a node recorded
+    /// after the inputs (and not released) uses one of them; [`Error::Released`] if the
+    /// inputs were released.
+    pub fn set_values(&self, values: &[f64]) -> Result<(), Error> {
+        if values.len() != self.vars.len() {
+            return Err(Error::BadOperands {
+                op: "Inputs::set_values",
+                why: format!(
+                    "{} values for {} inputs: give one value per input",
+                    values.len(),
+                    self.vars.len()
+                ),
+            });
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut tape = self.graph.tape.borrow_mut();
+        let first = self
+            .graph
+            .known_run(&tape.slots, &self.vars)
+            .ok_or(Error::Released)? as usize;
+        let run = first..first + values.len();
+        if tape.used_after(run.clone()) {
+            return Err(Error::BadOperands {
+                op: "Inputs::set_values",
+                why: "a node recorded after these inputs uses them and would keep the old \
+                      values; release those nodes (Graph::mark / Graph::release) first"
+                    .into(),
+            });
+        }
+        tape.values[run].copy_from_slice(values);
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Inputs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inputs")
@@ -1200,7 +1259,7 @@ impl Graph {
                 ),
             });
         }
-        if tape.used_after(pos) {
+        if tape.used_after(pos..pos + 1) {
             return Err(Error::BadOperands {
                 op: "set_value",
                 why: "a node recorded after this input uses it and would keep the old value; \

@@ -551,18 +551,21 @@ impl Tape {
         (args, weights)
     }
 
-    /// Whether a node recorded after `pos` uses it as an operand.
-    pub(crate) fn used_after(&self, pos: usize) -> bool {
-        let later_edges = self.edge_start[pos + 1] as usize;
-        let pos32 = pos as u32;
-        self.args[later_edges..].contains(&pos32)
+    /// Whether a node recorded after the positions of `run` uses one of them as an
+    /// operand.
+    pub(crate) fn used_after(&self, run: std::ops::Range<usize>) -> bool {
+        let later_edges = self.edge_start[run.end] as usize;
+        let inside = |p: u32| run.contains(&(p as usize));
+        self.args[later_edges..].iter().any(|&p| inside(p))
             || self
                 .blocks
                 .iter()
                 .rev()
-                .take_while(|b| b.first as usize > pos)
+                .take_while(|b| b.first as usize >= run.end)
                 .any(|b| {
-                    b.b_range().contains(&pos) || self.block_args[b.a_range()].contains(&pos32)
+                    let b_range = b.b_range();
+                    (b_range.start < run.end && run.start < b_range.end)
+                        || self.block_args[b.a_range()].iter().any(|&p| inside(p))
                 })
     }
 

@@ -17,7 +17,8 @@
 //!
 //! let text = "emma\nolivia\nava\n";
 //! let (docs, tokenizer, mut rng) = microgpt::prepare(text, 42);
-//! let mut trainer = Trainer::new(&tokenizer, &mut rng, 10);
+//! let graph = tapegrad::Graph::new();
+//! let mut trainer = Trainer::new(&graph, &tokenizer, &mut rng, 10);
 //! let first = trainer.step(&tokenizer.encode(&docs[0]));
 //! let second = trainer.step(&tokenizer.encode(&docs[0]));
 //! assert!(second < first); // Adam went downhill on the same document
@@ -29,7 +30,7 @@ use std::hint::black_box;
 
 use crate::linalg::{Matrix, Pairing};
 use crate::nn::init::gauss;
-use crate::nn::{Embedding, Grads, Linear, Params, RmsNorm, View};
+use crate::nn::{Binding, Embedding, Grads, Linear, Params, RmsNorm, View};
 use crate::parallel::mean_value_and_grad_by_cost;
 use crate::pyrandom::PyRandom;
 use crate::{Graph, Scalar};
@@ -935,21 +936,25 @@ fn fill_nans(xs: &mut [f64], exact: impl Fn(usize) -> f64) {
 /// use tapegrad::models::microgpt::{self, Trainer};
 ///
 /// let (docs, tokenizer, mut rng) = microgpt::prepare("anna\nbob\n", 1);
-/// let mut trainer = Trainer::new(&tokenizer, &mut rng, 2);
+/// let graph = tapegrad::Graph::new();
+/// let mut trainer = Trainer::new(&graph, &tokenizer, &mut rng, 2);
 /// let loss = trainer.step(&tokenizer.encode(&docs[0]));
 /// assert!(loss > 0.0);
 /// assert_eq!(trainer.steps_done(), 1);
 /// ```
-pub struct Trainer {
+pub struct Trainer<'g> {
     model: Microgpt,
     params: Params,
     adam: Adam,
-    graph: Graph,
+    graph: &'g Graph,
+    /// The store bound to `graph` once for the run: each step writes the new values into
+    /// the same input nodes.
+    binding: Binding<'g>,
     grads: Option<Grads>,
     last_nodes: usize,
 }
 
-impl Trainer {
+impl<'g> Trainer<'g> {
     /// A trainer for a run of `steps` steps, from the reference's initial weights drawn
     /// from `rng` (which must be just after [`prepare`]'s shuffle to be the reference's).
     ///
@@ -958,11 +963,11 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).params().len(), microgpt::n_params(3));
+    /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).params().len(), microgpt::n_params(3));
     /// ```
-    pub fn new(tokenizer: &Tokenizer, rng: &mut PyRandom, steps: usize) -> Self {
+    pub fn new(graph: &'g Graph, tokenizer: &Tokenizer, rng: &mut PyRandom, steps: usize) -> Self {
         let (model, params) = Microgpt::init(tokenizer.vocab_size(), rng);
-        Trainer::from_params(model, params, steps)
+        Trainer::from_params(graph, model, params, steps)
     }
 
     /// A trainer for `model` starting from `params`, for a run of `steps` steps.
@@ -973,15 +978,16 @@ impl Trainer {
     /// use tapegrad::{models::microgpt::{Microgpt, Trainer}, nn::Params};
     /// let mut params = Params::new();
     /// let model = Microgpt::new(&mut params, 3, &mut || 0.0);
-    /// assert_eq!(Trainer::from_params(model, params, 10).steps_done(), 0);
+    /// assert_eq!(Trainer::from_params(&tapegrad::Graph::new(), model, params, 10).steps_done(), 0);
     /// ```
-    pub fn from_params(model: Microgpt, params: Params, steps: usize) -> Self {
+    pub fn from_params(graph: &'g Graph, model: Microgpt, params: Params, steps: usize) -> Self {
         let adam = Adam::new(params.len(), ADAM, steps);
         Trainer {
             model,
+            binding: params.binding(graph),
             params,
             adam,
-            graph: Graph::new(),
+            graph,
             grads: None,
             last_nodes: 0,
         }
@@ -994,7 +1000,7 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).model().vocab_size(), 3);
+    /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).model().vocab_size(), 3);
     /// ```
     pub fn model(&self) -> &Microgpt {
         &self.model
@@ -1007,7 +1013,7 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).params().num_tensors(), 9);
+    /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).params().num_tensors(), 9);
     /// ```
     pub fn params(&self) -> &Params {
         &self.params
@@ -1020,7 +1026,7 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// let (model, params) = Trainer::new(&tokenizer, &mut rng, 1).into_parts();
+    /// let (model, params) = Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).into_parts();
     /// assert_eq!(params.len(), tapegrad::models::microgpt::n_params(model.vocab_size()));
     /// ```
     pub fn into_parts(self) -> (Microgpt, Params) {
@@ -1034,7 +1040,7 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// assert_eq!(Trainer::new(&tokenizer, &mut rng, 1).steps_done(), 0);
+    /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).steps_done(), 0);
     /// ```
     pub fn steps_done(&self) -> usize {
         self.adam.step()
@@ -1048,7 +1054,8 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// let mut t = Trainer::new(&tokenizer, &mut rng, 1);
+    /// let graph = tapegrad::Graph::new();
+    /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 1);
     /// t.step(&[2, 0, 2]);
     /// assert!(t.last_nodes() > microgpt::n_params(3));
     /// ```
@@ -1064,7 +1071,8 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// let mut t = Trainer::new(&tokenizer, &mut rng, 2);
+    /// let graph = tapegrad::Graph::new();
+    /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 2);
     /// t.step(&[2, 0, 2]);
     /// let bytes = t.tape_bytes();
     /// t.step(&[2, 0, 2]);
@@ -1082,7 +1090,8 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// let mut t = Trainer::new(&tokenizer, &mut rng, 1);
+    /// let graph = tapegrad::Graph::new();
+    /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 1);
     /// t.gradient(&[2, 0, 2]);
     /// assert_eq!(t.last_gradient().len(), microgpt::n_params(3));
     /// ```
@@ -1099,7 +1108,8 @@ impl Trainer {
     /// use tapegrad::{models::microgpt::{Microgpt, Trainer}, nn::Params};
     /// let mut params = Params::new();
     /// let model = Microgpt::new(&mut params, 3, &mut || 0.0);
-    /// let mut t = Trainer::from_params(model, params, 1);
+    /// let graph = tapegrad::Graph::new();
+    /// let mut t = Trainer::from_params(&graph, model, params, 1);
     /// // All-zero weights: uniform predictions, loss ln 3.
     /// approx::assert_relative_eq!(t.gradient(&[2, 0, 2]), 3f64.ln(), epsilon = 1e-15);
     /// ```
@@ -1108,11 +1118,11 @@ impl Trainer {
     ///
     /// As [`Microgpt::loss`].
     pub fn gradient(&mut self, tokens: &[usize]) -> f64 {
-        let (g, model) = (&self.graph, &self.model);
+        let (g, model, params) = (self.graph, &self.model, &self.params);
         let mut nodes = 0;
         let (value, grads) = self
-            .params
-            .value_and_grad(g, |p| {
+            .binding
+            .value_and_grad(params, |p| {
                 let loss = model.loss(p, tokens);
                 nodes = g.len();
                 loss
@@ -1131,7 +1141,8 @@ impl Trainer {
     /// ```
     /// use tapegrad::models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
-    /// let mut t = Trainer::new(&tokenizer, &mut rng, 1);
+    /// let graph = tapegrad::Graph::new();
+    /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 1);
     /// t.step(&[2, 0, 2]);
     /// assert_eq!(t.steps_done(), 1);
     /// ```
@@ -1158,8 +1169,10 @@ impl Trainer {
     ///
     /// let (_, tokenizer, rng) = microgpt::prepare("ab\n", 1);
     /// let batch = vec![vec![2, 0, 2], vec![2, 1, 0, 2]];
-    /// let mut a = Trainer::new(&tokenizer, &mut rng.clone(), 5);
-    /// let mut b = Trainer::new(&tokenizer, &mut rng.clone(), 5);
+    /// let g_a = tapegrad::Graph::new();
+    /// let mut a = Trainer::new(&g_a, &tokenizer, &mut rng.clone(), 5);
+    /// let g_b = tapegrad::Graph::new();
+    /// let mut b = Trainer::new(&g_b, &tokenizer, &mut rng.clone(), 5);
     /// let la = a.step_batch(&batch, 1);
     /// let lb = b.step_batch(&batch, 2);
     /// assert_eq!(la.to_bits(), lb.to_bits());

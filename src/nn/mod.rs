@@ -54,7 +54,7 @@ mod safetensors;
 pub mod init;
 
 pub use layers::{Embedding, LayerNorm, Linear, Mlp, RmsNorm, layer_norm};
-pub use params::{Bound, Grads, Param, ParamError, Params, View};
+pub use params::{Binding, Bound, Grads, Param, ParamError, Params, View};
 pub use safetensors::{StateDict, Tensor};
 
 #[cfg(doc)]

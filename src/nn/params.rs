@@ -40,6 +40,8 @@ pub enum ParamError {
     /// Gradients computed before the store last changed (an optimizer step, a load, an
     /// edit): applying them would step from values they were not computed at.
     StaleGradients,
+    /// A [`Binding`] made for one store was given another.
+    ForeignStore,
     /// A tensor the store (or optimizer) needs is not in the file or state dict.
     Missing {
         /// The tensor's name.
@@ -84,6 +86,10 @@ impl fmt::Display for ParamError {
             ParamError::StaleGradients => f.write_str(
                 "tapegrad::nn: these gradients are stale: the parameters changed (a step, a \
                  load or an edit) after they were computed; compute them again",
+            ),
+            ParamError::ForeignStore => f.write_str(
+                "tapegrad::nn: this binding was made for another parameter store (or the \
+                 same store before its tensors changed); bind this one",
             ),
             ParamError::Missing { name } => {
                 write!(f, "tapegrad::nn: tensor {name:?} is missing")
@@ -551,6 +557,48 @@ impl Params {
         }
     }
 
+    /// The store's values bound to `graph` once for a whole training run: each
+    /// [`Binding::value_and_grad`] writes the store's current values into the same input
+    /// nodes (no new nodes or handles, where [`Params::value_and_grad`] binds the store
+    /// again every step) and releases the step's nodes after it. The graph is then the
+    /// binding's workspace: anything recorded on it after the binding is released by the
+    /// next step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, Graph};
+    /// let mut params = Params::new();
+    /// let w = params.add("w", &[1], vec![3.0]);
+    /// let g = Graph::new();
+    /// let mut binding = params.binding(&g);
+    /// for _ in 0..3 {
+    ///     let (loss, grads) = binding.value_and_grad(&params, |p| (p[w][0] - 1.0).powi(2)).unwrap();
+    ///     assert_eq!(grads[w][0], 2.0 * (params[w][0] - 1.0));
+    ///     let step = 0.25 * grads[w][0];
+    ///     params.update(&grads, |v, _| v[0] -= step).unwrap();
+    ///     assert!(loss > 0.0);
+    /// }
+    /// assert_eq!(params[w][0], 1.25); // 3 -> 2 -> 1.5 -> 1.25
+    /// assert_eq!(g.len(), 1); // the bound parameter, nothing else
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the graph is full.
+    #[track_caller]
+    pub fn binding<'g>(&self, graph: &'g Graph) -> Binding<'g> {
+        let inputs = graph.inputs(&self.values);
+        Binding {
+            layout: Arc::clone(&self.layout),
+            instance: self.instance,
+            version: self.version,
+            step: graph.mark(),
+            graph,
+            inputs,
+        }
+    }
+
     /// One step's forward and backward: binds the values to `graph`, runs `f` on the
     /// bound view to record the loss, and returns the loss's value and its gradients with
     /// respect to every parameter. The step's nodes (parameters included) are released
@@ -879,6 +927,122 @@ impl<T: Copy> Index<Param> for View<'_, T> {
     #[track_caller]
     fn index(&self, p: Param) -> &[T] {
         self.get(p)
+    }
+}
+
+/// A store's values bound to a graph once for many steps ([`Params::binding`]): the
+/// input nodes stay on the graph between steps, and each step writes the store's current
+/// values into them ([`Inputs::set_values`](crate::Inputs::set_values)) if the store
+/// changed, records the loss, reads the gradients as one range and releases everything
+/// recorded after the inputs.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{nn::Params, Graph};
+/// let mut params = Params::new();
+/// let w = params.add("w", &[2], vec![1.0, 2.0]);
+/// let g = Graph::new();
+/// let mut binding = params.binding(&g);
+/// let (loss, grads) = binding.value_and_grad(&params, |p| p[w][0] * p[w][1]).unwrap();
+/// assert_eq!((loss, &grads[w]), (2.0, &[2.0, 1.0][..]));
+/// // Another store is refused.
+/// let other = params.clone();
+/// assert!(binding.value_and_grad(&other, |p| p[w][0]).is_err());
+/// ```
+pub struct Binding<'g> {
+    graph: &'g Graph,
+    layout: Arc<Layout>,
+    instance: u64,
+    /// The store's version whose values the inputs hold.
+    version: u64,
+    inputs: Inputs<'g>,
+    /// Just after the inputs: each step releases back to it.
+    step: Mark,
+}
+
+impl fmt::Debug for Binding<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Binding")
+            .field("graph", &self.graph.id())
+            .field("params", &self.inputs.len())
+            .finish()
+    }
+}
+
+impl<'g> Binding<'g> {
+    /// One step's loss and gradients at `params`' current values, as
+    /// [`Params::value_and_grad`] gives them, on the bound inputs; the step's nodes are
+    /// released before it returns (the inputs stay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{nn::Params, Graph};
+    /// let mut params = Params::new();
+    /// let w = params.add("w", &[1], vec![2.0]);
+    /// let g = Graph::new();
+    /// let mut binding = params.binding(&g);
+    /// let (loss, grads) = binding.value_and_grad(&params, |p| p[w][0].exp()).unwrap();
+    /// assert_eq!((loss, grads[w][0]), (2f64.exp(), 2f64.exp()));
+    /// params[w][0] = 0.0; // the next step sees the new value
+    /// let (loss, _) = binding.value_and_grad(&params, |p| p[w][0].exp()).unwrap();
+    /// assert_eq!(loss, 1.0);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::ForeignStore`] if `params` is not the store the binding was made for
+    /// (or its tensors changed since); [`ParamError::Engine`] if the loss is a released
+    /// `Var` or one of another graph, the backward fails (anomaly mode), or the inputs
+    /// were released by the caller.
+    ///
+    /// # Panics
+    ///
+    /// Where `f` panics; if the graph is full.
+    #[track_caller]
+    pub fn value_and_grad(
+        &mut self,
+        params: &Params,
+        f: impl FnOnce(&View<'_, Var<'g>>) -> Var<'g>,
+    ) -> Result<(f64, Grads), ParamError> {
+        if params.instance != self.instance || !Arc::ptr_eq(&params.layout, &self.layout) {
+            return Err(ParamError::ForeignStore);
+        }
+        // Whatever the last step (or the caller) left after the inputs goes first.
+        self.graph.try_release(self.step)?;
+        if params.version != self.version {
+            self.inputs.set_values(&params.values)?;
+            self.version = params.version;
+        } else if let Some(last) = self.inputs.last() {
+            // The inputs were recorded together and a release frees everything after its
+            // mark, so if the last is still there, all are.
+            last.try_value()?;
+        }
+        let view = View {
+            layout: &self.layout,
+            values: &self.inputs,
+        };
+        let loss = f(&view);
+        let result = self
+            .gradients(loss)
+            .map(|(value, values)| (value, params.grads_from(values)));
+        self.graph.try_release(self.step)?;
+        result
+    }
+
+    /// The loss's value and the gradients with respect to the inputs.
+    fn gradients(&self, loss: Var<'g>) -> Result<(f64, Vec<f64>), ParamError> {
+        if loss.graph().id() != self.graph.id() {
+            return Err(ParamError::Engine(Error::ForeignHandle {
+                what: "Var (the loss)",
+                owner: loss.graph().id(),
+                used_with: self.graph.id(),
+            }));
+        }
+        let value = loss.try_value()?;
+        let gradients = loss.try_backward()?;
+        Ok((value, read_all(&gradients, &self.inputs)?))
     }
 }
 
