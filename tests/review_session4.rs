@@ -39,7 +39,12 @@ fn cut_block(rows: usize, outputs: usize, inner: usize, cut: usize) {
         .map(|k| 0.25 + k as f64 * 0.375)
         .collect();
     let x_values: Vec<f64> = (0..rows * inner).map(|k| 1.5 - k as f64 * 0.125).collect();
-    for pairing in [Pairing::Rows, Pairing::Columns] {
+    for (pairing, another) in [
+        (Pairing::Rows, false),
+        (Pairing::Columns, false),
+        (Pairing::Rows, true),
+        (Pairing::Columns, true),
+    ] {
         let (b_rows, b_cols) = match pairing {
             Pairing::Rows => (outputs, inner),
             Pairing::Columns => (inner, outputs),
@@ -68,6 +73,16 @@ fn cut_block(rows: usize, outputs: usize, inner: usize, cut: usize) {
                     pairing,
                 );
                 assert_eq!(y.len(), rows * outputs);
+                if another {
+                    // A later block too, which the release frees whole: the cut block is
+                    // then not the tape's last.
+                    let again = Scalar::dots(
+                        Matrix::new(&x, rows, inner),
+                        Matrix::new(&w, b_rows, b_cols),
+                        pairing,
+                    );
+                    assert_eq!(again.len(), rows * outputs);
+                }
                 g.release(stale);
                 // The outputs below the mark survive, those above are freed.
                 assert!(y[..cut].iter().all(|v| v.try_value().is_ok()));
@@ -96,7 +111,11 @@ fn cut_block(rows: usize, outputs: usize, inner: usize, cut: usize) {
                     g.edge_count(),
                 )
             };
-            assert_eq!(run(true), run(false), "{pairing:?}, cut after {cut}");
+            assert_eq!(
+                run(true),
+                run(false),
+                "{pairing:?}, cut after {cut}, another block after: {another}"
+            );
         }
     }
 }

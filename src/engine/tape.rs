@@ -1119,11 +1119,13 @@ impl Tape {
         // A release can fall inside the last block (to a mark taken before an earlier
         // release): its outputs below `len` stay, so the block keeps its whole rows, and
         // the outputs of a row it cuts get the edges `Nary::Dot` would have stored.
-        let cut = self
-            .blocks
-            .last()
-            .copied()
-            .filter(|b| (b.first as usize) < len && len < b.end());
+        // (The last block that starts below `len`: blocks after it start at or above
+        // `len` and go entirely.)
+        let below = self.blocks.partition_point(|b| (b.first as usize) < len);
+        let cut = below
+            .checked_sub(1)
+            .map(|k| self.blocks[k])
+            .filter(|b| len < b.end());
         let cut_row = cut.map(|block| {
             let kept_rows = (len - block.first as usize) / block.outputs as usize;
             let row_start = block.first as usize + kept_rows * block.outputs as usize;
