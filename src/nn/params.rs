@@ -1033,13 +1033,7 @@ impl<'g> Binding<'g> {
 
     /// The loss's value and the gradients with respect to the inputs.
     fn gradients(&self, loss: Var<'g>) -> Result<(f64, Vec<f64>), ParamError> {
-        if loss.graph().id() != self.graph.id() {
-            return Err(ParamError::Engine(Error::ForeignHandle {
-                what: "Var (the loss)",
-                owner: loss.graph().id(),
-                used_with: self.graph.id(),
-            }));
-        }
+        check_loss_graph(loss, self.graph)?;
         let value = loss.try_value()?;
         let gradients = loss.try_backward()?;
         Ok((value, read_all(&gradients, &self.inputs)?))
@@ -1135,18 +1129,24 @@ impl<'p, 'g> Bound<'p, 'g> {
     /// [`ParamError::Engine`] if `output` is released or of another graph, or the backward
     /// fails in anomaly mode. The step is released in every case.
     pub fn gradients(self, output: Var<'g>) -> Result<Grads, ParamError> {
-        if output.graph().id() != self.graph.id() {
-            return Err(ParamError::Engine(Error::ForeignHandle {
-                what: "Var (the loss)",
-                owner: output.graph().id(),
-                used_with: self.graph.id(),
-            }));
-        }
+        check_loss_graph(output, self.graph)?;
         let gradients = output.try_backward()?;
         let values = read_all(&gradients, &self.vars)?;
         Ok(self.params.grads_from(values))
         // `self` drops here and releases the step.
     }
+}
+
+/// `Ok` if `loss` was recorded on `graph` (the graph its parameters are bound to).
+fn check_loss_graph(loss: Var<'_>, graph: &Graph) -> Result<(), ParamError> {
+    if loss.graph().id() == graph.id() {
+        return Ok(());
+    }
+    Err(ParamError::Engine(Error::ForeignHandle {
+        what: "Var (the loss)",
+        owner: loss.graph().id(),
+        used_with: graph.id(),
+    }))
 }
 
 /// Every `x`'s gradient; the handles are this step's, so reading cannot fail but on a
