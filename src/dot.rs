@@ -31,11 +31,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::engine::CONST_ARG;
-use crate::engine::Error;
-use crate::engine::Gradients;
-use crate::engine::Op;
-use crate::engine::Var;
+use crate::engine::{Error, Gradients, Node, Op, Operand, Var};
 
 /// A DOT drawing of everything `root` depends on, with optional gradients and names.
 ///
@@ -179,34 +175,23 @@ impl<'a, 'g> Dot<'a, 'g> {
             names.insert(x.try_position()?, name);
         }
 
-        let tape = graph.tape.borrow();
-
-        // Reverse sweep over positions: a node's operands precede it, so when we reach a
-        // position every consumer of it has been seen.
-        let mut reachable = vec![false; root + 1];
-        reachable[root] = true;
-        for pos in (0..=root).rev() {
-            if reachable[pos] {
-                for arg in tape.operand_positions(pos) {
-                    if arg != CONST_ARG {
-                        reachable[arg as usize] = true;
-                    }
+        // Every node the root depends on, found through the public read API (`Var::node`)
+        // with an explicit stack, not recursion; drawn in tape order.
+        let mut nodes: Vec<Option<(Var<'g>, Node<'g>)>> = vec![None; root + 1];
+        let mut stack = vec![(root, self.root)];
+        while let Some((pos, x)) = stack.pop() {
+            if nodes[pos].is_some() {
+                continue;
+            }
+            let node = x.try_node()?;
+            for operand in &node.operands {
+                if let Operand::Scalar(y) = *operand {
+                    stack.push((y.try_position()?, y));
                 }
             }
+            nodes[pos] = Some((x, node));
         }
-
-        // Gradients are read through handles: find one key per reachable position.
-        let grads: Option<Vec<f64>> = match self.grads {
-            None => None,
-            Some(grads) => {
-                let mut by_pos = vec![0.0; root + 1];
-                for pos in (0..=root).filter(|&p| reachable[p]) {
-                    let key = tape.slots.key(pos as u32);
-                    by_pos[pos] = grads.try_wrt(Var::from_parts(graph, key))?;
-                }
-                Some(by_pos)
-            }
-        };
+        let grad = |x: Var<'g>| self.grads.map(|grads| grads.try_wrt(x)).transpose();
 
         let mut out = String::new();
         out.push_str("digraph tapegrad {\n");
@@ -221,34 +206,40 @@ impl<'a, 'g> Dot<'a, 'g> {
                 escape_string(title)
             );
         }
-        for pos in (0..=root).filter(|&p| reachable[p]) {
-            let op = tape.ops[pos];
+        for (pos, (x, node)) in nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, n)| Some((pos, n.as_ref()?)))
+        {
             let mut fields = Vec::with_capacity(4);
             if let Some(name) = names.get(&pos) {
                 fields.push(escape_record(name));
             }
-            fields.push(escape_record(tape.op_name(pos)));
-            fields.push(format!("value {}", number(tape.values[pos])));
-            if let Some(g) = &grads {
-                fields.push(format!("grad {}", number(g[pos])));
+            fields.push(escape_record(node.name));
+            fields.push(format!("value {}", number(node.value)));
+            if let Some(g) = grad(*x)? {
+                fields.push(format!("grad {}", number(g)));
             }
-            let style = match op {
+            let style = match node.op {
                 Op::Input => ", style=filled, fillcolor=\"#dbe9f6\"",
                 Op::Constant => ", style=filled, fillcolor=\"#eeeeee\"",
                 _ if pos == root => ", style=filled, fillcolor=\"#f6e0c8\"",
                 _ => "",
             };
             let _ = writeln!(out, "  n{pos} [label=\"{}\"{style}];", fields.join(" | "));
-            let (args, weights) = tape.edges(pos);
-            for (k, (&arg, &w)) in args.iter().zip(weights.iter()).enumerate() {
-                if arg == CONST_ARG {
-                    // The weight slot of a constant operand holds the constant itself.
-                    let _ = writeln!(
-                        out,
-                        "  c{pos}_{k} [shape=plaintext, label=\"{w}\"];\n  c{pos}_{k} -> n{pos};"
-                    );
-                } else {
-                    let _ = writeln!(out, "  n{arg} -> n{pos} [label=\"∂ {}\"];", number(w));
+            for (k, (operand, &partial)) in node.operands.iter().zip(&node.partials).enumerate() {
+                match *operand {
+                    Operand::Const(c) => {
+                        let _ = writeln!(
+                            out,
+                            "  c{pos}_{k} [shape=plaintext, label=\"{c}\"];\n  c{pos}_{k} -> n{pos};"
+                        );
+                    }
+                    Operand::Scalar(y) => {
+                        let arg = y.try_position()?;
+                        let _ =
+                            writeln!(out, "  n{arg} -> n{pos} [label=\"∂ {}\"];", number(partial));
+                    }
                 }
             }
         }

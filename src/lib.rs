@@ -116,7 +116,7 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, BranchChanged, CustomFn, Error, Gradients, Graph, Inputs, Mark, Nary, NodeKey,
-    Op, Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement, Unary, Var, atan2, hypot,
-    max, min, powf,
+    Anomaly, Binary, BranchChanged, CustomFn, Dual, Error, Gradients, Graph, Inputs, LeftOperand,
+    Mark, Nary, Node, NodeKey, Op, Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement,
+    Unary, Var, atan2, hypot, max, min, powf, xlogy,
 };

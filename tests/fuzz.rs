@@ -128,7 +128,8 @@ fn tame(kind: &Kind, xs: &[f64]) -> bool {
     match kind {
         Kind::Unary(Unary::Ln | Unary::Sqrt) => xs[0] >= 0.01,
         Kind::Unary(Unary::Recip | Unary::Abs | Unary::Relu | Unary::Cbrt) => away(xs[0]),
-        Kind::Unary(Unary::Asin | Unary::Acos) => xs[0].abs() <= 0.99,
+        Kind::Unary(Unary::Asin | Unary::Acos | Unary::Atanh) => xs[0].abs() <= 0.99,
+        Kind::Unary(Unary::Acosh) => xs[0] >= 1.01,
         Kind::Unary(Unary::Ln1p) => xs[0] >= -0.99,
         Kind::Unary(Unary::Log2 | Unary::Log10) => xs[0] >= 0.01,
         Kind::Unary(Unary::Tan) => away(xs[0].cos()),
@@ -491,6 +492,9 @@ impl<'g, 'b> Machine<'g, 'b> {
                 Unary::Softplus => x.var.softplus(),
                 Unary::Erf => x.var.erf(),
                 Unary::Erfc => x.var.erfc(),
+                Unary::Asinh => x.var.asinh(),
+                Unary::Acosh => x.var.acosh(),
+                Unary::Atanh => x.var.atanh(),
             };
             self.operator(x.side, f, expected)
         }
@@ -1101,20 +1105,20 @@ impl<'g, 'b> Machine<'g, 'b> {
         let mut vars: Vec<Var<'_>> = Vec::with_capacity(root + 1);
         for n in &self.sides[side].nodes[..=root] {
             let operand = |o: &Operand| match *o {
-                Operand::Pos(q) => tapegrad::Operand::Var(vars[q]),
+                Operand::Pos(q) => tapegrad::Operand::Scalar(vars[q]),
                 Operand::Const(c) => tapegrad::Operand::Const(c),
             };
-            let ops: Vec<tapegrad::Operand<'_>> = n.operands.iter().map(operand).collect();
+            let ops: Vec<tapegrad::Operand<Var<'_>>> = n.operands.iter().map(operand).collect();
             let var = match &n.kind {
                 Kind::Input => g.var(n.value),
                 Kind::Constant => g.constant(n.value),
                 Kind::Unary(op) => match ops[0] {
-                    tapegrad::Operand::Var(x) => x.apply(*op),
+                    tapegrad::Operand::Scalar(x) => x.apply(*op),
                     tapegrad::Operand::Const(_) => unreachable!("a unary op's operand is a node"),
                 },
                 Kind::Binary(op) => match (ops[0], ops[1]) {
-                    (tapegrad::Operand::Var(a), b) => a.try_binary(*op, b).expect("valid"),
-                    (tapegrad::Operand::Const(c), tapegrad::Operand::Var(b)) => match op {
+                    (tapegrad::Operand::Scalar(a), b) => a.try_binary(*op, b).expect("valid"),
+                    (tapegrad::Operand::Const(c), tapegrad::Operand::Scalar(b)) => match op {
                         Binary::Add => c + b,
                         Binary::Sub => c - b,
                         Binary::Mul => c * b,
@@ -1132,26 +1136,26 @@ impl<'g, 'b> Machine<'g, 'b> {
                     g.dot(a, b)
                 }
                 Kind::Custom => match ops[..] {
-                    [tapegrad::Operand::Var(a), tapegrad::Operand::Var(b)] => {
+                    [tapegrad::Operand::Scalar(a), tapegrad::Operand::Scalar(b)] => {
                         g.custom(&WAVE, &[a, b])
                     }
                     _ => unreachable!("wave's operands are two nodes"),
                 },
                 Kind::Nary(Nary::Clamp) => match ops[..] {
                     [
-                        tapegrad::Operand::Var(x),
+                        tapegrad::Operand::Scalar(x),
                         tapegrad::Operand::Const(lo),
                         tapegrad::Operand::Const(hi),
                     ] => x.clamp(lo, hi),
                     _ => unreachable!("clamp's operands are a node and two constants"),
                 },
                 Kind::Nary(Nary::Max) => g.amax(ops.iter().map(|o| match o {
-                    tapegrad::Operand::Var(x) => *x,
+                    tapegrad::Operand::Scalar(x) => *x,
                     tapegrad::Operand::Const(_) => unreachable!("amax operands are nodes"),
                 })),
                 Kind::Nary(op) => {
                     let xs = ops.iter().map(|o| match o {
-                        tapegrad::Operand::Var(x) => *x,
+                        tapegrad::Operand::Scalar(x) => *x,
                         tapegrad::Operand::Const(_) => unreachable!("sum operands are nodes"),
                     });
                     if *op == Nary::Sum {
@@ -1273,7 +1277,7 @@ fn powi_with_a_non_integer_or_variable_exponent_is_refused() {
     let len = g.len();
     for exponent in [
         tapegrad::Operand::Const(2.5),
-        tapegrad::Operand::Var(g.var(2.0)),
+        tapegrad::Operand::Scalar(g.var(2.0)),
     ] {
         let err = x.try_binary(Binary::Powi, exponent).expect_err("refused");
         assert!(

@@ -377,6 +377,33 @@ fn unary_table() -> Vec<UnaryCase> {
             points: ERF_POINTS,
             kinks: &[],
         },
+        UnaryCase {
+            op: Unary::Asinh,
+            record: |x| x.asinh(),
+            value: f64::asinh,
+            // d asinh x = 1 / sqrt(1 + x^2)
+            derivative: |x| 1.0 / (1.0 + x * x).sqrt(),
+            points: &[-3.0, -0.5, 0.0, 1e-8, 2.0, 1e6],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Acosh,
+            record: |x| x.acosh(),
+            value: |x| (x + (x * x - 1.0).sqrt()).ln(),
+            // d acosh x = 1 / sqrt(x^2 - 1)
+            derivative: |x| 1.0 / (x * x - 1.0).sqrt(),
+            points: &[1.01, 1.5, 2.0, 10.0, 1e6],
+            kinks: &[],
+        },
+        UnaryCase {
+            op: Unary::Atanh,
+            record: |x| x.atanh(),
+            value: |x| 0.5 * ((1.0 + x) / (1.0 - x)).ln(),
+            // d atanh x = 1 / (1 - x^2)
+            derivative: |x| 1.0 / (1.0 - x * x),
+            points: &[-0.9, -0.3, 0.0, 0.5, 0.95],
+            kinks: &[],
+        },
     ]
 }
 
@@ -633,6 +660,17 @@ fn binary_table() -> Vec<BinaryCase> {
             d_a: |a, b| if a < b { 1.0 } else { 0.0 },
             d_b: |a, b| if b < a { 1.0 } else { 0.0 },
             points: &[(1.0, 2.0), (3.0, -1.0), (-2.0, -2.5)],
+        },
+        BinaryCase {
+            op: Binary::Xlogy,
+            var_var: |a, b| a.xlogy(b),
+            var_const: |a, b| a.xlogy(b),
+            const_var: tapegrad::xlogy,
+            value: |a, b| a * b.ln(),
+            // d(a ln b)/da = ln b, d/db = a / b
+            d_a: |_, b| b.ln(),
+            d_b: |a, b| a / b,
+            points: &[(2.0, 3.0), (-1.5, 0.25), (0.5, 1.0), (3.0, 1e-3)],
         },
     ]
 }

@@ -157,7 +157,8 @@ fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
                 Unary::Ln | Unary::Sqrt => x >= 0.1,
                 Unary::Recip => x.abs() >= 0.1,
                 Unary::Abs | Unary::Relu | Unary::Cbrt => x.abs() >= 0.01,
-                Unary::Asin | Unary::Acos => x.abs() <= 0.9,
+                Unary::Asin | Unary::Acos | Unary::Atanh => x.abs() <= 0.9,
+                Unary::Acosh => x >= 1.1,
                 Unary::Ln1p => x >= -0.9,
                 Unary::Log2 | Unary::Log10 => x >= 0.1,
                 Unary::Tan => x.cos().abs() >= 0.1,
@@ -339,6 +340,9 @@ fn unary_method(op: Unary, x: Var<'_>) -> Var<'_> {
         Unary::Softplus => x.softplus(),
         Unary::Erf => x.erf(),
         Unary::Erfc => x.erfc(),
+        Unary::Asinh => x.asinh(),
+        Unary::Acosh => x.acosh(),
+        Unary::Atanh => x.atanh(),
     }
 }
 

@@ -106,7 +106,7 @@ fn record<'g>(g: &'g Graph, p: &Program, x: &[f64]) -> (Var<'g>, Vec<Var<'g>>, V
                     }
                 };
                 let b = match *b {
-                    Arg::Node(r) if *op != Binary::Powi => tapegrad::Operand::Var(at(&v, r)),
+                    Arg::Node(r) if *op != Binary::Powi => tapegrad::Operand::Scalar(at(&v, r)),
                     Arg::Node(_) => tapegrad::Operand::Const(2.0),
                     Arg::Const(c) if *op == Binary::Powi => {
                         tapegrad::Operand::Const((c * 2.0).round())
@@ -142,7 +142,7 @@ fn record<'g>(g: &'g Graph, p: &Program, x: &[f64]) -> (Var<'g>, Vec<Var<'g>>, V
             } => {
                 let a = at(&v, *a);
                 let b = match *b {
-                    Arg::Node(r) => tapegrad::Operand::Var(at(&v, r)),
+                    Arg::Node(r) => tapegrad::Operand::Scalar(at(&v, r)),
                     Arg::Const(c) => tapegrad::Operand::Const(c),
                 };
                 let taken = match cmp {

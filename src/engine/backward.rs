@@ -361,7 +361,7 @@ impl<'g> Var<'g> {
 /// leaves the sum unchanged, and on graph terms a node whose own derivative (the other
 /// factor times the derivative of the zero one) a second-order sweep needs.
 #[inline]
-pub(crate) fn chain<T: Scalar>(adjoint: T, partial: T) -> Option<T> {
+pub(in crate::engine) fn chain<T: Scalar>(adjoint: T, partial: T) -> Option<T> {
     let (a, p) = (adjoint.value(), partial.value());
     if (a == 0.0 || p == 0.0) && !(a.is_finite() && p.is_finite()) {
         return None;
@@ -378,7 +378,7 @@ pub(crate) fn chain<T: Scalar>(adjoint: T, partial: T) -> Option<T> {
 ///
 /// `operands` are the node's operand values (or terms) in order, `y` its value, `k` the
 /// edge, `partial` that edge's partial as evaluated.
-pub(crate) fn rescue<T: Scalar>(
+pub(in crate::engine) fn rescue<T: Scalar>(
     op: Op,
     operands: &[T],
     y: T,
@@ -401,7 +401,7 @@ pub(crate) fn rescue<T: Scalar>(
 
 /// [`chain`] for an edge that [`rescue`] gave a quotient for.
 #[inline]
-pub(crate) fn chain_quotient<T: Scalar>(adjoint: T, (num, den): (T, T)) -> Option<T> {
+pub(in crate::engine) fn chain_quotient<T: Scalar>(adjoint: T, (num, den): (T, T)) -> Option<T> {
     // The partial is infinite, so only a zero adjoint can win.
     (adjoint.value() != 0.0).then(|| (adjoint * num) / den)
 }
@@ -631,7 +631,7 @@ fn add_scaled(sums: &mut [f64], scale: f64, xs: &[f64]) {
 
 /// The bits of `+inf` shifted past the sign: every non-finite `f64`, so shifted, is at
 /// least this. The plain sweep and the replay's sweep test adjoints against it.
-pub(crate) const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
+pub(in crate::engine) const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
 
 /// A non-finite adjoint sum met by [`sweep_careful`] in checking mode: the node whose
 /// edge produced it, and the sum.

@@ -136,7 +136,7 @@ impl Graph {
             y
         };
         let pos = tape.computed(Op::Custom(index as u8), &operands, eval, location)?;
-        Ok(self.handle(&mut tape, pos))
+        Ok(self.handle(&tape, pos))
     }
 
     /// Preaccumulation: records the sub-computation `f` of `inputs` as ONE node that
@@ -268,7 +268,7 @@ impl Graph {
             y
         };
         let pos = tape.computed(Op::Fused, operands, eval, location)?;
-        Ok(self.handle(&mut tape, pos))
+        Ok(self.handle(&tape, pos))
     }
 }
 

@@ -5,6 +5,7 @@
 //! It evaluates the same generic rules of `op.rs` as the plain backward, but on [`Term`]s
 //! (graph nodes addressed by tape position, or folded constants) instead of `f64`s.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
@@ -14,7 +15,7 @@ use super::backward::{chain, chain_quotient, rescue};
 use super::error::{Error, or_panic};
 use super::graph::{Graph, Var};
 use super::op::{Binary, Nary, Op, Unary};
-use super::scalar::Scalar;
+use super::scalar::{Operand, Scalar};
 use super::tape::{CONST_ARG, Resolved, Tape};
 
 impl<'g> Var<'g> {
@@ -97,7 +98,7 @@ impl<'g> Var<'g> {
         let grads = positions
             .iter()
             .map(|&p| match adjoints.get(p).copied().flatten() {
-                Some(Term::Node(_, pos)) => graph.handle(&mut tape, pos),
+                Some(Term::Node(_, pos)) => graph.handle(&tape, pos),
                 Some(Term::Const(c)) => constant(graph, &mut tape, c),
                 None => constant(graph, &mut tape, 0.0),
             })
@@ -245,9 +246,9 @@ fn custom_partials<'g>(
 ) -> Option<Vec<Term<'g>>> {
     let f = Arc::clone(&graph.customs.borrow()[k]);
     let (xs, y) = {
-        let mut tape = graph.tape.borrow_mut();
-        let xs: Vec<Var<'g>> = args.iter().map(|&a| graph.handle(&mut tape, a)).collect();
-        (xs, graph.handle(&mut tape, node as u32))
+        let tape = graph.tape.borrow();
+        let xs: Vec<Var<'g>> = args.iter().map(|&a| graph.handle(&tape, a)).collect();
+        (xs, graph.handle(&tape, node as u32))
     };
     let partials = f.graph_partials(&xs, y)?;
     let tape = graph.tape.borrow();
@@ -265,7 +266,7 @@ fn custom_partials<'g>(
 /// of the graph addressed by tape position. Recording by position skips the slot map: only
 /// the gradients handed back to the user get keys.
 #[derive(Clone, Copy)]
-pub(crate) enum Term<'g> {
+pub(in crate::engine) enum Term<'g> {
     Const(f64),
     Node(&'g Graph, u32),
 }
@@ -426,6 +427,24 @@ impl Neg for Term<'_> {
     }
 }
 
+impl<'g> From<Term<'g>> for Operand<Term<'g>> {
+    fn from(t: Term<'g>) -> Self {
+        Operand::Scalar(t)
+    }
+}
+
+impl<'g> std::iter::Sum for Term<'g> {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        Scalar::sum(iter)
+    }
+}
+
+impl<'a, 'g> std::iter::Sum<&'a Term<'g>> for Term<'g> {
+    fn sum<I: Iterator<Item = &'a Self>>(iter: I) -> Self {
+        Scalar::sum(iter)
+    }
+}
+
 impl Scalar for Term<'_> {
     fn value(&self) -> f64 {
         match *self {
@@ -436,27 +455,20 @@ impl Scalar for Term<'_> {
     fn lift(&self, c: f64) -> Self {
         Term::Const(c)
     }
-    super::scalar::unary_methods_by_table!();
+    fn unary(self, op: Unary) -> Self {
+        Term::unary(self, op)
+    }
+    fn binary(self, op: Binary, other: Self) -> Self {
+        Term::binary(op, self, other)
+    }
+    fn binary_f64(self, op: Binary, c: f64) -> Self {
+        Term::binary(op, self, Term::Const(c))
+    }
     fn powi(self, n: i32) -> Self {
         match n {
             1 => self,
             _ => Term::binary(Binary::Powi, self, Term::Const(f64::from(n))),
         }
-    }
-    fn powf(self, p: Self) -> Self {
-        Term::binary(Binary::Powf, self, p)
-    }
-    fn atan2(self, other: Self) -> Self {
-        Term::binary(Binary::Atan2, self, other)
-    }
-    fn hypot(self, other: Self) -> Self {
-        Term::binary(Binary::Hypot, self, other)
-    }
-    fn max(self, other: Self) -> Self {
-        Term::binary(Binary::Max, self, other)
-    }
-    fn min(self, other: Self) -> Self {
-        Term::binary(Binary::Min, self, other)
     }
     fn clamp(self, lo: f64, hi: f64) -> Self {
         Term::nary(Nary::Clamp, &[self, Term::Const(lo), Term::Const(hi)])
@@ -464,8 +476,13 @@ impl Scalar for Term<'_> {
     fn amax(terms: &[Self]) -> Self {
         Term::nary(Nary::Max, terms)
     }
-    fn sum(terms: &[Self]) -> Self {
-        Term::nary(Nary::Sum, terms)
+    fn sum<I>(terms: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Self>,
+    {
+        let terms: Vec<Self> = terms.into_iter().map(|t| *t.borrow()).collect();
+        Term::nary(Nary::Sum, &terms)
     }
     fn dot(a: &[Self], b: &[Self]) -> Self {
         assert_eq!(a.len(), b.len(), "dot of slices of different lengths");

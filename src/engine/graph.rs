@@ -1,5 +1,5 @@
 //! The [`Graph`] API and its handles: [`Graph`] (recording, marks, release, anomaly mode,
-//! parameter updates), [`Var`] (a `Copy` handle to a node) and [`Operand`]. The arithmetic
+//! parameter updates) and [`Var`] (a `Copy` handle to a node). The arithmetic
 //! on `Var` lives in `var.rs`, the sweeps in `backward.rs` and `differentiable.rs`; the
 //! storage in `tape.rs`. It may not use those files (they use it).
 
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::error::{Anomaly, Error, or_panic};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
-use super::scalar::Scalar;
+use super::scalar::{Operand, Scalar};
 use super::tape::{
     AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Slots, Tape, resolve_handle,
 };
@@ -52,46 +52,18 @@ std::thread_local! {
 /// ```
 #[derive(Clone, Copy)]
 pub struct Var<'g> {
-    pub(crate) graph: &'g Graph,
-    pub(crate) key: NodeKey,
+    pub(in crate::engine) graph: &'g Graph,
+    pub(in crate::engine) key: NodeKey,
 }
 
-/// An operand of a binary op: a `Var`, or a plain `f64` that is recorded as an untracked
-/// constant (no node, no gradient) and goes through the same derivative rule.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{Graph, Operand};
-///
-/// let g = Graph::new();
-/// let x = g.var(2.0);
-/// assert!(matches!(Operand::from(x), Operand::Var(_)));
-/// assert!(matches!(Operand::from(2.0), Operand::Const(c) if c == 2.0));
-/// assert_eq!(x.powf(3.0).value(), 8.0);
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub enum Operand<'g> {
-    /// A node of a graph.
-    Var(Var<'g>),
-    /// An untracked constant.
-    Const(f64),
-}
-
-impl<'g> From<Var<'g>> for Operand<'g> {
+impl<'g> From<Var<'g>> for Operand<Var<'g>> {
     fn from(x: Var<'g>) -> Self {
-        Operand::Var(x)
-    }
-}
-
-impl From<f64> for Operand<'_> {
-    fn from(c: f64) -> Self {
-        Operand::Const(c)
+        Operand::Scalar(x)
     }
 }
 
 impl<'g> Var<'g> {
-    pub(crate) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
+    pub(in crate::engine) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
         Var { graph, key }
     }
 
@@ -212,12 +184,12 @@ impl Handle for Var<'_> {
 #[derive(Debug)]
 pub struct Graph {
     id: u64,
-    pub(crate) tape: RefCell<Tape>,
+    pub(in crate::engine) tape: RefCell<Tape>,
     /// Operands of an n-ary node gathered from an iterator (kept to avoid reallocating).
     operands: RefCell<Vec<Resolved>>,
     /// The user-defined functions recorded on this graph, by [`Op::Custom`] index (their
     /// names are on the tape too, for the code that only sees the tape).
-    pub(crate) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
+    pub(in crate::engine) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
     /// The handle buffers of the live [`Inputs`] of this graph (see [`Graph::known_run`]).
     runs: RefCell<Vec<KnownRun>>,
 }
@@ -591,7 +563,7 @@ impl Graph {
     /// whose nodes are all still recorded (none released): then `xs` are handles to
     /// consecutive positions of this graph, and valid. `None` otherwise (which proves
     /// nothing about `xs`). One lookup, whatever the length of `xs`.
-    pub(crate) fn known_run(&self, slots: &Slots, xs: &[Var<'_>]) -> Option<u32> {
+    pub(in crate::engine) fn known_run(&self, slots: &Slots, xs: &[Var<'_>]) -> Option<u32> {
         if xs.is_empty() {
             return None;
         }
@@ -662,37 +634,46 @@ impl Graph {
     fn leaf(&self, op: Op, value: f64) -> Var<'_> {
         let mut tape = self.tape.borrow_mut();
         let pos = or_panic(tape.leaf(op, value, Location::caller()));
-        self.handle(&mut tape, pos)
+        self.handle(&tape, pos)
     }
 
     /// A new user-visible handle for the node at `pos`.
     #[inline]
-    pub(crate) fn handle(&self, tape: &mut Tape, pos: u32) -> Var<'_> {
+    pub(in crate::engine) fn handle(&self, tape: &Tape, pos: u32) -> Var<'_> {
         Var::from_parts(self, tape.slots.key(pos))
     }
 
     /// Resolves an operand of this graph to its tape position and value.
     #[inline]
-    pub(crate) fn resolve<'a>(
+    pub(in crate::engine) fn resolve<'a>(
         &self,
         tape: &Tape,
-        x: impl Into<Operand<'a>>,
+        x: impl Into<Operand<Var<'a>>>,
     ) -> Result<Resolved, Error> {
         self.resolve_in(&tape.slots, &tape.values, x.into())
     }
 
     /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
     #[inline]
-    fn resolve_in(&self, slots: &Slots, values: &[f64], x: Operand<'_>) -> Result<Resolved, Error> {
+    fn resolve_in(
+        &self,
+        slots: &Slots,
+        values: &[f64],
+        x: Operand<Var<'_>>,
+    ) -> Result<Resolved, Error> {
         match x {
-            Operand::Var(x) => self.resolve_var_in(slots, values, x),
+            Operand::Scalar(x) => self.resolve_var_in(slots, values, x),
             Operand::Const(c) => Ok(Resolved::constant(c)),
         }
     }
 
     /// Resolves a `Var` of this graph to its tape position and value.
     #[inline(always)]
-    pub(crate) fn resolve_var(&self, tape: &Tape, x: Var<'_>) -> Result<Resolved, Error> {
+    pub(in crate::engine) fn resolve_var(
+        &self,
+        tape: &Tape,
+        x: Var<'_>,
+    ) -> Result<Resolved, Error> {
         self.resolve_var_in(&tape.slots, &tape.values, x)
     }
 
@@ -703,7 +684,7 @@ impl Graph {
 
     /// This graph as the tape's handle resolution sees it.
     #[inline(always)]
-    pub(crate) fn owner(&self) -> Owner {
+    pub(in crate::engine) fn owner(&self) -> Owner {
         Owner {
             addr: std::ptr::from_ref(self).cast(),
             id: self.id,
@@ -770,8 +751,8 @@ impl Graph {
     #[track_caller]
     pub fn dot<'g, A, B>(&'g self, a: &[A], b: &[B]) -> Var<'g>
     where
-        A: Copy + Into<Operand<'g>>,
-        B: Copy + Into<Operand<'g>>,
+        A: Copy + Into<Operand<Var<'g>>>,
+        B: Copy + Into<Operand<Var<'g>>>,
     {
         or_panic(self.try_dot(a, b))
     }
@@ -793,8 +774,8 @@ impl Graph {
     #[track_caller]
     pub fn try_dot<'g, A, B>(&'g self, a: &[A], b: &[B]) -> Result<Var<'g>, Error>
     where
-        A: Copy + Into<Operand<'g>>,
-        B: Copy + Into<Operand<'g>>,
+        A: Copy + Into<Operand<Var<'g>>>,
+        B: Copy + Into<Operand<Var<'g>>>,
     {
         if a.len() != b.len() {
             return Err(Error::BadOperands {
@@ -956,13 +937,13 @@ impl Graph {
         let pos =
             result.and_then(|()| tape.nary(op, buffer.iter().copied(), |_, _, r| Ok(r), location));
         *self.operands.borrow_mut() = buffer;
-        Ok(self.handle(&mut tape, pos?))
+        Ok(self.handle(&tape, pos?))
     }
 
     /// The dot products of the rows of `a` with the columns or rows of `b` (see
     /// [`Tape::matrix_dots`]), as handles in output order.
     #[track_caller]
-    pub(crate) fn try_matrix_dots<'g>(
+    pub(in crate::engine) fn try_matrix_dots<'g>(
         &'g self,
         (a, b): (&[Var<'g>], &[Var<'g>]),
         inner: usize,
@@ -978,7 +959,7 @@ impl Graph {
 
     /// Records an n-ary node over the `Var`s of `parts`, in order (see [`Tape::nary_vars`]).
     #[track_caller]
-    pub(crate) fn try_nary_vars<'g>(
+    pub(in crate::engine) fn try_nary_vars<'g>(
         &'g self,
         op: Nary,
         parts: &[&[Var<'g>]],
@@ -986,20 +967,20 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let pos = tape.nary_vars(self.owner(), op, parts, location)?;
-        Ok(self.handle(&mut tape, pos))
+        Ok(self.handle(&tape, pos))
     }
 
     #[track_caller]
-    pub(crate) fn try_nary<'g>(
+    pub(in crate::engine) fn try_nary<'g>(
         &'g self,
         op: Nary,
-        operands: impl IntoIterator<Item = Operand<'g>>,
+        operands: impl IntoIterator<Item = Operand<Var<'g>>>,
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let resolve = |slots: &Slots, values: &[f64], x| self.resolve_in(slots, values, x);
         let pos = tape.nary(op, operands, resolve, location)?;
-        Ok(self.handle(&mut tape, pos))
+        Ok(self.handle(&tape, pos))
     }
 
     /// A mark at the current end of the tape, for [`Graph::release`].
@@ -1192,7 +1173,7 @@ impl Graph {
 
     /// With replay checks on, remembers that the node at `pos` was read at `location`.
     #[cold]
-    pub(crate) fn note_read(&self, pos: u32, location: &'static Location<'static>) {
+    pub(in crate::engine) fn note_read(&self, pos: u32, location: &'static Location<'static>) {
         let mut tape = self.tape.borrow_mut();
         let len = tape.len() as u32;
         if let Some(reads) = &mut tape.reads {

@@ -4,9 +4,33 @@
 
 use std::panic::Location;
 
+/// The value comparisons, one row each, handed to `$callback`: the method's name, the
+/// comparison, and an example `(x, y, x cmp y)`. `Scalar` and `Var` each make their six
+/// methods from these rows.
+macro_rules! comparisons {
+    ($callback:ident) => {
+        $callback! {
+            /// `self < other`, by value.
+            lt => Lt, (1.0, 2.0, true);
+            /// `self <= other`, by value.
+            le => Le, (2.0, 2.0, true);
+            /// `self > other`, by value.
+            gt => Gt, (1.0, 2.0, false);
+            /// `self >= other`, by value.
+            ge => Ge, (1.0, 2.0, false);
+            /// `self == other`, by value (`Var` has no `==`: see
+            /// [`Var::same_node`](crate::Var::same_node)).
+            eq_value => Eq, (2.0, 2.0, true);
+            /// `self != other`, by value.
+            ne_value => Ne, (2.0, 2.0, false);
+        }
+    };
+}
+pub(in crate::engine) use comparisons;
+
 /// A value comparison between two operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Comparison {
+pub(in crate::engine) enum Comparison {
     Lt,
     Le,
     Gt,
@@ -19,7 +43,7 @@ impl Comparison {
     /// The comparison of `a` and `b`, as `f64`'s operators make it (false with a NaN,
     /// except `!=`).
     #[inline]
-    pub(crate) fn holds(self, a: f64, b: f64) -> bool {
+    pub(in crate::engine) fn holds(self, a: f64, b: f64) -> bool {
         match self {
             Comparison::Lt => a < b,
             Comparison::Le => a <= b,
@@ -31,7 +55,7 @@ impl Comparison {
     }
 
     /// The operator's symbol, for messages.
-    pub(crate) fn symbol(self) -> &'static str {
+    pub(in crate::engine) fn symbol(self) -> &'static str {
         match self {
             Comparison::Lt => "<",
             Comparison::Le => "<=",
@@ -46,12 +70,12 @@ impl Comparison {
 /// One recorded comparison: `operands` are tape positions, or `CONST_ARG` with the
 /// constant in `constants`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Guard {
+pub(in crate::engine) struct Guard {
     /// The tape's length when the comparison was made: a release below it forgets it.
-    pub(crate) at: u32,
-    pub(crate) comparison: Comparison,
-    pub(crate) operands: [u32; 2],
-    pub(crate) constants: [f64; 2],
-    pub(crate) outcome: bool,
-    pub(crate) location: &'static Location<'static>,
+    pub(in crate::engine) at: u32,
+    pub(in crate::engine) comparison: Comparison,
+    pub(in crate::engine) operands: [u32; 2],
+    pub(in crate::engine) constants: [f64; 2],
+    pub(in crate::engine) outcome: bool,
+    pub(in crate::engine) location: &'static Location<'static>,
 }

@@ -1,18 +1,26 @@
-//! The one table of operations: each op's value and partials, side by side. Pure functions
-//! over [`Scalar`]: no storage, no graph.
+//! The one table of operations. Each op is one row, and the row holds everything about it:
+//! its name, its method (if it has one), its forward value, its local partial derivatives
+//! (written once over [`Scalar`](super::Scalar)), and, for partials that are quotients,
+//! the quotient they may be rescued as (see `backward::rescue`).
 //!
-//! Each op states its forward value and its local partial derivatives side by side, so
-//! adding an op is one edit here (plus, for a new method name, one line in `var.rs`).
-//! The partials are written once, generically over [`Scalar`]: the tape evaluates them with
-//! `f64` when it records a node (the plain backward then only multiplies and adds), and the
-//! differentiable backward evaluates the same rules with graph nodes, so gradients of
-//! gradients use exactly the rules the first gradient used.
+//! Every form of an op is generated from its row: the [`Unary`] and [`Binary`] enums and
+//! their values (here), their partials over `Scalar` (`rules.rs`), the `Scalar` trait's
+//! methods (`scalar.rs`, which `f64`, the differentiable sweep's terms and [`Dual`] numbers
+//! get by implementing `Scalar::unary` and `Scalar::binary` once), and `Var`'s methods and
+//! the constant-first functions such as [`atan2`](crate::atan2) (`var.rs`). So adding an op
+//! is one row below, plus its tests.
 //!
-//! In a partial, `y` is the op's own output. Rules use it where that is cheaper or more
-//! exact than recomputing (`d e^x = y`), which also means the differentiable backward
+//! The tape evaluates the partials with `f64` when it records a node (the plain backward
+//! then only multiplies and adds), and the differentiable backward evaluates the same rules
+//! with graph nodes, so gradients of gradients use exactly the rules the first gradient
+//! used. In a partial, `y` is the op's own output. Rules use it where that is cheaper or
+//! more exact than recomputing (`d e^x = y`), which also means the differentiable backward
 //! reuses the existing node instead of recording a new one.
-
-use super::scalar::{GELU_CUBIC, SQRT_2_OVER_PI, Scalar};
+//!
+//! This file holds the table, the ops' names and their `f64` values: it uses nothing else of
+//! the engine.
+//!
+//! [`Dual`]: crate::Dual
 
 /// What a node records: how its value was made from its operands.
 ///
@@ -62,16 +70,356 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// Declares the unary ops: for each, a name, its value and its derivative.
+/// The unary ops, one row each, handed to `$callback` (a macro that turns the rows into
+/// one form of the ops). A row is
+///
+/// ```text
+/// /// docs (for the enum variant and the method)
+/// Variant "name" [fn method(example input => example output)] {
+///     value: |x| f64 expression,
+///     partial: |x, y| expression over Scalar,
+///     [quotient: |x, y| (num, den),]   // for a partial num/den that may overflow
+/// }
+/// ```
+///
+/// An op without `fn method(..)` is reached through an operator (`-x`).
 macro_rules! unary_ops {
+    ($callback:ident) => {
+        $callback! {
+            /// `-x`.
+            Neg "neg" {
+                value: |x| -x,
+                partial: |x, y| x.lift(-1.0),
+            }
+            /// `1 / x`.
+            #[doc(alias = "reciprocal")]
+            #[doc(alias = "inv")]
+            Recip "recip" fn recip(4.0 => 0.25) {
+                value: |x| x.recip(),
+                partial: |x, y| -(y * y),
+                // -1/x^2 = -y/x
+                quotient: |x, y| (-y, x),
+            }
+            /// `e^x`.
+            Exp "exp" fn exp(1.0 => std::f64::consts::E) {
+                value: |x| x.exp(),
+                partial: |x, y| y,
+            }
+            /// The natural logarithm (named `ln` as in `f64`).
+            #[doc(alias = "log")]
+            Ln "ln" fn ln(std::f64::consts::E => 1.0) {
+                value: |x| x.ln(),
+                partial: |x, y| x.recip(),
+                quotient: |x, y| (x.lift(1.0), x),
+            }
+            /// The square root; its derivative `1 / (2 sqrt x)` is infinite at 0.
+            Sqrt "sqrt" fn sqrt(4.0 => 2.0) {
+                value: |x| x.sqrt(),
+                partial: |x, y| y.recip() * 0.5,
+            }
+            /// The sine.
+            Sin "sin" fn sin(0.0 => 0.0) {
+                value: |x| x.sin(),
+                partial: |x, y| x.cos(),
+            }
+            /// The cosine.
+            Cos "cos" fn cos(0.0 => 1.0) {
+                value: |x| x.cos(),
+                partial: |x, y| -x.sin(),
+            }
+            /// The hyperbolic tangent. Its derivative is written `sech^2 x` (computed stably
+            /// by `sech2` in `rules.rs`), not `1 - y^2`: `1 - tanh^2` rounds to 0 by `x = 20`,
+            /// where the true value is still about 1.7e-17.
+            Tanh "tanh" fn tanh(0.0 => 0.0) {
+                value: |x| x.tanh(),
+                partial: |x, y| sech2(x),
+            }
+            /// The hyperbolic sine.
+            Sinh "sinh" fn sinh(0.0 => 0.0) {
+                value: |x| x.sinh(),
+                partial: |x, y| x.cosh(),
+            }
+            /// The hyperbolic cosine.
+            Cosh "cosh" fn cosh(0.0 => 1.0) {
+                value: |x| x.cosh(),
+                partial: |x, y| x.sinh(),
+            }
+            /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose), NaN at NaN (see
+            /// [`kink`](crate::op::kink)).
+            Abs "abs" fn abs(-3.0 => 3.0) {
+                value: |x| x.abs(),
+                partial: |x, y| x.lift(kink::abs(x.value())),
+            }
+            /// `max(x, 0)`, with derivative 0 at and below 0 (a select: an exact 0 partial
+            /// passes nothing back, even an infinite adjoint), NaN at NaN (see
+            /// [`kink`](crate::op::kink)).
+            Relu "relu" fn relu(-3.0 => 0.0) {
+                // NaN passes through (NaN <= 0 is false), as in PyTorch and JAX.
+                value: |x| if x <= 0.0 { 0.0 } else { x },
+                partial: |x, y| x.lift(kink::relu(x.value())),
+            }
+            /// The logistic function `1 / (1 + e^-x)`. Its derivative is written
+            /// `y sigmoid(-x)`, not `y (1 - y)`, which would lose all precision where `y`
+            /// rounds to 1.
+            Sigmoid "sigmoid" fn sigmoid(0.0 => 0.5) {
+                value: |x| sigmoid_f64(x),
+                partial: |x, y| y * (-x).sigmoid(),
+            }
+            /// GELU, tanh form: `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`.
+            /// Derivative: `0.5 (1 + tanh u) + 0.5 x sech^2(u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
+            Gelu "gelu" fn gelu(0.0 => 0.0) {
+                value: |x| gelu_f64(x),
+                partial: |x, y| {
+                    let u = (x + x * x * x * GELU_CUBIC) * SQRT_2_OVER_PI;
+                    let du = (x * x * (3.0 * GELU_CUBIC) + 1.0) * SQRT_2_OVER_PI;
+                    (u.tanh() + 1.0) * 0.5 + x * 0.5 * sech2(u) * du
+                },
+            }
+            /// The arctangent: `d atan x = 1 / (1 + x^2)`.
+            #[doc(alias = "arctan")]
+            Atan "atan" fn atan(1.0 => std::f64::consts::FRAC_PI_4) {
+                value: |x| x.atan(),
+                partial: |x, y| (x * x + 1.0).recip(),
+            }
+            /// The arcsine on `[-1, 1]`: `d asin x = 1 / sqrt((1 - x)(1 + x))` (the product
+            /// keeps its precision near ±1, where `1 - x^2` cancels); infinite at ±1.
+            #[doc(alias = "arcsin")]
+            Asin "asin" fn asin(0.5 => std::f64::consts::FRAC_PI_6) {
+                value: |x| x.asin(),
+                partial: |x, y| ((-x + 1.0) * (x + 1.0)).sqrt().recip(),
+            }
+            /// The arccosine on `[-1, 1]`: `d acos x = -1 / sqrt((1 - x)(1 + x))`.
+            #[doc(alias = "arccos")]
+            Acos "acos" fn acos(0.5 => std::f64::consts::FRAC_PI_3) {
+                value: |x| x.acos(),
+                partial: |x, y| -((-x + 1.0) * (x + 1.0)).sqrt().recip(),
+            }
+            /// The tangent: `d tan x = 1 + tan^2 x`.
+            Tan "tan" fn tan(std::f64::consts::FRAC_PI_4 => 1.0) {
+                value: |x| x.tan(),
+                partial: |x, y| y * y + 1.0,
+            }
+            /// `ln(1 + x)`, accurate for tiny `x` (named as in `f64`): `d = 1 / (1 + x)`.
+            #[doc(alias = "log1p")]
+            Ln1p "ln_1p" fn ln_1p(1e-20 => 1e-20) {
+                value: |x| x.ln_1p(),
+                partial: |x, y| (x + 1.0).recip(),
+            }
+            /// `e^x - 1`, accurate for tiny `x` (named as in `f64`): `d = e^x` (recomputed,
+            /// not `y + 1`, which would be the same number but one more node in the
+            /// differentiable backward).
+            #[doc(alias = "expm1")]
+            ExpM1 "exp_m1" fn exp_m1(1e-20 => 1e-20) {
+                value: |x| x.exp_m1(),
+                partial: |x, y| x.exp(),
+            }
+            /// The base-2 logarithm: `d log2 x = 1 / (x ln 2)`.
+            Log2 "log2" fn log2(8.0 => 3.0) {
+                value: |x| x.log2(),
+                partial: |x, y| (x * std::f64::consts::LN_2).recip(),
+                quotient: |x, y| (x.lift(1.0), x * std::f64::consts::LN_2),
+            }
+            /// The base-10 logarithm: `d log10 x = 1 / (x ln 10)`.
+            Log10 "log10" fn log10(1000.0 => 3.0) {
+                value: |x| x.log10(),
+                partial: |x, y| (x * std::f64::consts::LN_10).recip(),
+                quotient: |x, y| (x.lift(1.0), x * std::f64::consts::LN_10),
+            }
+            /// `2^x`: `d = 2^x ln 2`.
+            Exp2 "exp2" fn exp2(3.0 => 8.0) {
+                value: |x| x.exp2(),
+                partial: |x, y| y * std::f64::consts::LN_2,
+            }
+            /// The real cube root (negative for negative `x`): `d cbrt x = 1 / (3 cbrt(x)^2)`,
+            /// written with `y` so that it is `+inf` at 0, not `0 / 0`.
+            Cbrt "cbrt" fn cbrt(-8.0 => -2.0) {
+                value: |x| x.cbrt(),
+                partial: |x, y| (y * y * 3.0).recip(),
+            }
+            /// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)` so that it never
+            /// overflows (the naive form is `inf` past `x = 709`): `d softplus x =
+            /// sigmoid(x)`.
+            Softplus "softplus" fn softplus(1000.0 => 1000.0) {
+                value: |x| softplus_f64(x),
+                partial: |x, y| x.sigmoid(),
+            }
+            /// The error function (from the `libm` crate: `std` has none):
+            /// `d erf x = 2/sqrt(pi) e^(-x^2)`.
+            Erf "erf" fn erf(0.0 => 0.0) {
+                value: |x| libm::erf(x),
+                partial: |x, y| (-(x * x)).exp() * std::f64::consts::FRAC_2_SQRT_PI,
+            }
+            /// The complementary error function `1 - erf x`, accurate where `erf` rounds to
+            /// 1: `d erfc x = -2/sqrt(pi) e^(-x^2)`.
+            Erfc "erfc" fn erfc(0.0 => 1.0) {
+                value: |x| libm::erfc(x),
+                partial: |x, y| (-(x * x)).exp() * -std::f64::consts::FRAC_2_SQRT_PI,
+            }
+            /// The inverse hyperbolic sine (`libm`'s, as C's `asinh`):
+            /// `d asinh x = 1 / sqrt(x^2 + 1)`, written `1 / hypot(x, 1)` so that it does
+            /// not overflow to 0 for huge `x`.
+            #[doc(alias = "arcsinh")]
+            Asinh "asinh" fn asinh(1.0 => 0.881373587019543) {
+                value: |x| libm::asinh(x),
+                partial: |x, y| x.hypot(x.lift(1.0)).recip(),
+            }
+            /// The inverse hyperbolic cosine on `[1, inf)` (`libm`'s):
+            /// `d acosh x = 1 / (sqrt(x - 1) sqrt(x + 1))` (two roots, not `sqrt(x^2 - 1)`,
+            /// which cancels near 1 and overflows for huge `x`); infinite at 1.
+            #[doc(alias = "arccosh")]
+            Acosh "acosh" fn acosh(2.0 => 1.3169578969248166) {
+                value: |x| libm::acosh(x),
+                partial: |x, y| ((x - 1.0).sqrt() * (x + 1.0).sqrt()).recip(),
+            }
+            /// The inverse hyperbolic tangent on `(-1, 1)` (`libm`'s):
+            /// `d atanh x = 1 / ((1 - x)(1 + x))` (the product keeps its precision near
+            /// ±1); infinite at ±1.
+            #[doc(alias = "arctanh")]
+            Atanh "atanh" fn atanh(0.5 => 0.5493061443340549) {
+                value: |x| libm::atanh(x),
+                partial: |x, y| ((-x + 1.0) * (x + 1.0)).recip(),
+            }
+        }
+    };
+}
+pub(in crate::engine) use unary_ops;
+
+/// The binary ops, one row each, handed to `$callback` as [`unary_ops!`] hands the unary
+/// ones. A row is
+///
+/// ```text
+/// /// docs
+/// Variant "name" [fn method(example a, example b => example output)] {
+///     value: |a, b| f64 expression,
+///     d_lhs: |a, b, y| d/da over Scalar,
+///     d_rhs: |a, b, y| d/db over Scalar,
+///     [quotient_lhs: |a, b, y| (num, den),]
+///     [quotient_rhs: |a, b, y| (num, den),]
+/// }
+/// ```
+///
+/// An `f64` operand (as in `2.0 / x`) is recorded as an untracked constant and uses exactly
+/// the rule written here for two variables: there are no hand-written variants per operand
+/// kind to get wrong. The ops without `fn method(..)` are operators (`+ - * /`) or, for
+/// `powi`, a method with an `i32` exponent.
+macro_rules! binary_ops {
+    ($callback:ident) => {
+        $callback! {
+            /// `a + b`.
+            Add "+" {
+                value: |a, b| a + b,
+                d_lhs: |a, b, y| a.lift(1.0),
+                d_rhs: |a, b, y| a.lift(1.0),
+            }
+            /// `a - b`.
+            Sub "-" {
+                value: |a, b| a - b,
+                d_lhs: |a, b, y| a.lift(1.0),
+                d_rhs: |a, b, y| a.lift(-1.0),
+            }
+            /// `a * b`.
+            Mul "*" {
+                value: |a, b| a * b,
+                d_lhs: |a, b, y| b,
+                d_rhs: |a, b, y| a,
+            }
+            /// `a / b`: `d/da = 1/b`, `d/db = -a/b^2 = -y/b`.
+            Div "/" {
+                value: |a, b| a / b,
+                d_lhs: |a, b, y| b.recip(),
+                d_rhs: |a, b, y| -(y / b),
+                quotient_lhs: |a, b, y| (a.lift(1.0), b),
+                quotient_rhs: |a, b, y| (-y, b),
+            }
+            /// `a^b` for real `b`, differentiable in both: `d/da = b a^(b-1)`,
+            /// `d/db = ln(a) a^b`. Where `a^b` is 0 (a zero base), `d/db` is taken as 0,
+            /// its limit, rather than `ln 0 * 0 = NaN`, and so it is for a zero base with
+            /// `b >= 0` (`d/db 0^b` at `b = 0` is 0, as in PyTorch, not `ln 0 * 1 = -inf`);
+            /// at `b = 0`, `d/da` is 0 at every `a` (`a^0` is the constant 1): written
+            /// `b a^(b-1)` wherever `a^(b-1)` is finite, so that its own derivative in `b`,
+            /// `a^(b-1)`, survives (the mixed second derivative, 1/2 at `(2, 0)`), and a
+            /// constant 0 only where `0 * a^-1` would be NaN (`a = 0`, subnormal, or NaN).
+            Powf "powf" fn powf(2.0, 3.0 => 8.0) {
+                value: |a, b| a.powf(b),
+                d_lhs: |a, b, y| if b.value() == 0.0 && !a.value().powf(b.value() - 1.0).is_finite() { a.lift(0.0) } else { b * a.powf(b - 1.0) },
+                d_rhs: |a, b, y| if y.value() == 0.0 || (a.value() == 0.0 && b.value() >= 0.0) { a.lift(0.0) } else { a.ln() * y },
+                // b a^(b-1) = b y / a
+                quotient_lhs: |a, b, y| (b * y, a),
+            }
+            /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`, and 0 for
+            /// `n = 0` (`a^0` is the constant 1; `0 * a^-1` would be NaN at `a = 0`).
+            Powi "powi" {
+                value: |a, n| a.powi(n as i32),
+                d_lhs: |a, n, y| match n.value() as i32 {
+                    // a^0 is the constant 1 (0 * a^-1 would be NaN at a = 0).
+                    0 => a.lift(0.0),
+                    // n - 1 is not an i32: take that power in f64.
+                    i32::MIN => n * a.powf(n - 1.0),
+                    m => n * a.powi(m - 1),
+                },
+                d_rhs: |a, n, y| a.lift(0.0),
+                quotient_lhs: |a, n, y| (n * y, a),
+            }
+            /// `atan2(a, b)`, the angle of the point `(b, a)`, in `(-pi, pi]`:
+            /// `d/da = b / r^2`, `d/db = -a / r^2` with `r = hypot(a, b)` (divided twice by
+            /// `r`, never squared, so it does not overflow for large operands). NaN at the
+            /// origin, as in PyTorch.
+            #[doc(alias = "arctan2")]
+            Atan2 "atan2" fn atan2(1.0, -1.0 => 3.0 * std::f64::consts::FRAC_PI_4) {
+                value: |a, b| a.atan2(b),
+                d_lhs: |a, b, y| { let r = a.hypot(b); b / r / r },
+                d_rhs: |a, b, y| { let r = a.hypot(b); -a / r / r },
+            }
+            /// `sqrt(a^2 + b^2)` without overflow: `d/da = a / y`, `d/db = b / y`. NaN at the
+            /// origin, as in PyTorch.
+            Hypot "hypot" fn hypot(3.0, 4.0 => 5.0) {
+                value: |a, b| a.hypot(b),
+                d_lhs: |a, b, y| a / y,
+                d_rhs: |a, b, y| b / y,
+            }
+            /// The larger operand (NaN if either is NaN; `f64`'s own `max` drops a NaN
+            /// instead): the derivative goes to the larger one, half to each at a tie (see
+            /// [`kink`](crate::op::kink)).
+            #[doc(alias = "maximum")]
+            Max "max" fn max(1.0, 2.0 => 2.0) {
+                value: |a, b| max_f64(a, b),
+                d_lhs: |a, b, y| a.lift(kink::max_share(a.value(), b.value())),
+                d_rhs: |a, b, y| a.lift(kink::max_share(b.value(), a.value())),
+            }
+            /// The smaller operand (NaN if either is NaN): the derivative goes to the smaller
+            /// one, half to each at a tie (see [`kink`](crate::op::kink)).
+            #[doc(alias = "minimum")]
+            Min "min" fn min(1.0, 2.0 => 1.0) {
+                value: |a, b| min_f64(a, b),
+                d_lhs: |a, b, y| a.lift(kink::min_share(a.value(), b.value())),
+                d_rhs: |a, b, y| a.lift(kink::min_share(b.value(), a.value())),
+            }
+            /// `a ln(b)`, and 0 where `a = 0` (whatever `b`, but NaN for a NaN `b`), as
+            /// PyTorch's `xlogy`: the entropy term `p ln p` with no `0 * -inf` at `p = 0`.
+            /// `d/da = ln(b)` where `a != 0`, else 0 (PyTorch's `xlogy(a != 0, b)`);
+            /// `d/db = a / b`.
+            Xlogy "xlogy" fn xlogy(2.0, std::f64::consts::E => 2.0) {
+                value: |a, b| if b.is_nan() { b } else if a == 0.0 { 0.0 } else { a * b.ln() },
+                d_lhs: |a, b, y| if a.value() == 0.0 && !b.value().is_nan() { a.lift(0.0) } else { b.ln() },
+                d_rhs: |a, b, y| a / b,
+                quotient_rhs: |a, b, y| (a, b),
+            }
+        }
+    };
+}
+pub(in crate::engine) use binary_ops;
+
+/// Declares [`Unary`] from the table: the enum, its names and its values.
+macro_rules! unary_enum {
     ($(
         $(#[$doc:meta])*
-        $variant:ident $name:literal {
+        $variant:ident $name:literal $(fn $method:ident($ex_x:expr => $ex_y:expr))? {
             value: |$x:ident| $value:expr,
-            partial: |$px:ident, $py:ident| $partial:expr $(,)?
+            partial: |$px:ident, $py:ident| $partial:expr,
+            $(quotient: |$qx:ident, $qy:ident| $quotient:expr,)?
         }
     )*) => {
-        /// The functions of one operand.
+        /// The functions of one operand: one row each of the op table.
         ///
         /// # Examples
         ///
@@ -82,6 +430,8 @@ macro_rules! unary_ops {
         /// let x = g.var(2.0);
         /// assert_eq!(x.apply(Unary::Sqrt).value(), 2.0_f64.sqrt());
         /// assert_eq!(Unary::Sqrt.name(), "sqrt");
+        /// assert_eq!(Unary::Sqrt.value(4.0), 2.0);
+        /// assert_eq!(Unary::Sqrt.partial(4.0, 2.0), 0.25); // 1 / (2 sqrt x)
         /// ```
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Unary {
@@ -102,142 +452,27 @@ macro_rules! unary_ops {
             pub fn value(self, x: f64) -> f64 {
                 match self { $( Unary::$variant => { let $x = x; $value } )* }
             }
-
-            /// `dy/dx` at `x`, where `y` is this op's value at `x`.
-            #[inline] // as `value`: recording a known op keeps only its own rule
-            pub fn partial<T: Scalar>(self, x: T, y: T) -> T {
-                match self { $( Unary::$variant => {
-                    #[allow(unused_variables, reason = "not every rule needs both x and y")]
-                    let ($px, $py) = (x, y);
-                    $partial
-                } )* }
-            }
         }
     };
 }
+unary_ops!(unary_enum);
 
-unary_ops! {
-    /// `-x`.
-    Neg "neg" { value: |x| -x, partial: |x, y| x.lift(-1.0) }
-    /// `1 / x`.
-    Recip "recip" { value: |x| x.recip(), partial: |x, y| -(y * y) }
-    /// `e^x`.
-    Exp "exp" { value: |x| x.exp(), partial: |x, y| y }
-    /// The natural logarithm.
-    Ln "ln" { value: |x| x.ln(), partial: |x, y| x.recip() }
-    /// The square root; its derivative `1 / (2 sqrt x)` is infinite at 0.
-    Sqrt "sqrt" { value: |x| x.sqrt(), partial: |x, y| y.recip() * 0.5 }
-    /// The sine.
-    Sin "sin" { value: |x| x.sin(), partial: |x, y| x.cos() }
-    /// The cosine.
-    Cos "cos" { value: |x| x.cos(), partial: |x, y| -x.sin() }
-    /// The hyperbolic tangent. Its derivative is written `sech^2 x` (computed stably by the
-    /// `sech2` helper in `op.rs`), not `1 - y^2`: `1 - tanh^2` rounds to 0 by `x = 20`, where
-    /// the true value is still about 1.7e-17.
-    Tanh "tanh" { value: |x| x.tanh(), partial: |x, y| sech2(x) }
-    /// The hyperbolic sine.
-    Sinh "sinh" { value: |x| x.sinh(), partial: |x, y| x.cosh() }
-    /// The hyperbolic cosine.
-    Cosh "cosh" { value: |x| x.cosh(), partial: |x, y| x.sinh() }
-    /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose), NaN at NaN (see
-    /// [`kink`]).
-    Abs "abs" { value: |x| x.abs(), partial: |x, y| x.lift(kink::abs(x.value())) }
-    /// `max(x, 0)`, with derivative 0 at and below 0 (a select: an exact 0 partial passes
-    /// nothing back, even an infinite adjoint), NaN at NaN (see [`kink`]).
-    Relu "relu" { value: |x| Scalar::relu(x), partial: |x, y| x.lift(kink::relu(x.value())) }
-    /// The logistic function. Its derivative is written `y sigmoid(-x)`, not `y (1 - y)`,
-    /// which would lose all precision where `y` rounds to 1.
-    Sigmoid "sigmoid" { value: |x| Scalar::sigmoid(x), partial: |x, y| y * (-x).sigmoid() }
-    /// GELU, tanh form: `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`.
-    /// Derivative: `0.5 (1 + tanh u) + 0.5 x sech^2(u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
-    Gelu "gelu" {
-        value: |x| Scalar::gelu(x),
-        partial: |x, y| {
-            let u = (x + x * x * x * GELU_CUBIC) * SQRT_2_OVER_PI;
-            let du = (x * x * (3.0 * GELU_CUBIC) + 1.0) * SQRT_2_OVER_PI;
-            (u.tanh() + 1.0) * 0.5 + x * 0.5 * sech2(u) * du
-        }
-    }
-    /// The arctangent: `d atan x = 1 / (1 + x^2)`.
-    Atan "atan" { value: |x| x.atan(), partial: |x, y| (x * x + 1.0).recip() }
-    /// The arcsine on `[-1, 1]`: `d asin x = 1 / sqrt((1 - x)(1 + x))` (the product keeps
-    /// its precision near ±1, where `1 - x^2` cancels); infinite at ±1.
-    Asin "asin" { value: |x| x.asin(), partial: |x, y| ((-x + 1.0) * (x + 1.0)).sqrt().recip() }
-    /// The arccosine on `[-1, 1]`: `d acos x = -1 / sqrt((1 - x)(1 + x))`.
-    Acos "acos" { value: |x| x.acos(), partial: |x, y| -((-x + 1.0) * (x + 1.0)).sqrt().recip() }
-    /// The tangent: `d tan x = 1 + tan^2 x`.
-    Tan "tan" { value: |x| x.tan(), partial: |x, y| y * y + 1.0 }
-    /// `ln(1 + x)`, accurate for tiny `x`: `d = 1 / (1 + x)`.
-    Ln1p "ln_1p" { value: |x| x.ln_1p(), partial: |x, y| (x + 1.0).recip() }
-    /// `e^x - 1`, accurate for tiny `x`: `d = e^x` (recomputed, not `y + 1`, which would be
-    /// the same number but one more node in the differentiable backward).
-    ExpM1 "exp_m1" { value: |x| x.exp_m1(), partial: |x, y| x.exp() }
-    /// The base-2 logarithm: `d log2 x = 1 / (x ln 2)`.
-    Log2 "log2" { value: |x| x.log2(), partial: |x, y| (x * std::f64::consts::LN_2).recip() }
-    /// The base-10 logarithm: `d log10 x = 1 / (x ln 10)`.
-    Log10 "log10" { value: |x| x.log10(), partial: |x, y| (x * std::f64::consts::LN_10).recip() }
-    /// `2^x`: `d = 2^x ln 2`.
-    Exp2 "exp2" { value: |x| x.exp2(), partial: |x, y| y * std::f64::consts::LN_2 }
-    /// The real cube root (negative for negative `x`): `d cbrt x = 1 / (3 cbrt(x)^2)`,
-    /// written with `y` so that it is `+inf` at 0, not `0 / 0`.
-    Cbrt "cbrt" { value: |x| x.cbrt(), partial: |x, y| (y * y * 3.0).recip() }
-    /// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)` so that it never overflows
-    /// (the naive form is `inf` past `x = 709`): `d softplus x = sigmoid(x)`.
-    Softplus "softplus" { value: |x| Scalar::softplus(x), partial: |x, y| x.sigmoid() }
-    /// The error function (from the `libm` crate: `std` has none):
-    /// `d erf x = 2/sqrt(pi) e^(-x^2)`.
-    Erf "erf" { value: |x| libm::erf(x), partial: |x, y| (-(x * x)).exp() * std::f64::consts::FRAC_2_SQRT_PI }
-    /// The complementary error function `1 - erf x`, accurate where erf rounds to 1:
-    /// `d erfc x = -2/sqrt(pi) e^(-x^2)`.
-    Erfc "erfc" { value: |x| libm::erfc(x), partial: |x, y| (-(x * x)).exp() * -std::f64::consts::FRAC_2_SQRT_PI }
-}
-
-/// `sech^2 x = 1 / cosh^2 x`, as `4 e / (1 + e)^2` with `e = e^(-2|x|)`; the branch on the
-/// sign picks one of two exact forms of the same function, so every derivative is right on
-/// both sides. Why not `cosh(x).powi(-2)`: past `|x| = 710` it is `inf^-2 = 0`, fine, but its
-/// derivative `-2 cosh^-3 sinh` is `0 * inf = NaN`, which made the second derivative of
-/// `tanh` at 800, and of `gelu` at 30 (where `u` passes 710), NaN instead of 0.
-fn sech2<T: Scalar>(x: T) -> T {
-    let e = if x.value() >= 0.0 {
-        (x * -2.0).exp()
-    } else {
-        (x * 2.0).exp()
-    };
-    e * 4.0 / (e + 1.0).powi(2)
-}
-
-impl Unary {
-    /// The partials that can overflow while the op's value is finite (`1/x` at a subnormal
-    /// `x`), as a quotient `(num, den)` of numbers that do not: the sweeps then form
-    /// `(adjoint * num) / den`, as dividing would, instead of `adjoint * inf` (see
-    /// `backward::rescue`). `None` for the ops whose partials cannot overflow so.
-    pub(crate) fn quotient<T: Scalar>(self, x: T, y: T) -> Option<(T, T)> {
-        match self {
-            Unary::Ln => Some((x.lift(1.0), x)),
-            Unary::Log2 => Some((x.lift(1.0), x * std::f64::consts::LN_2)),
-            Unary::Log10 => Some((x.lift(1.0), x * std::f64::consts::LN_10)),
-            // -1/x^2 = -y/x
-            Unary::Recip => Some((-y, x)),
-            _ => None,
-        }
-    }
-}
-
-/// Declares the binary ops: for each, a name, its value and its two partials.
-macro_rules! binary_ops {
+/// Declares [`Binary`] from the table: the enum, its names and its values.
+macro_rules! binary_enum {
     ($(
         $(#[$doc:meta])*
-        $variant:ident $name:literal {
+        $variant:ident $name:literal $(fn $method:ident($ex_a:expr, $ex_b:expr => $ex_y:expr))? {
             value: |$a:ident, $b:ident| $value:expr,
             d_lhs: |$la:ident, $lb:ident, $ly:ident| $d_lhs:expr,
-            d_rhs: |$ra:ident, $rb:ident, $ry:ident| $d_rhs:expr $(,)?
+            d_rhs: |$ra:ident, $rb:ident, $ry:ident| $d_rhs:expr,
+            $(quotient_lhs: |$qla:ident, $qlb:ident, $qly:ident| $quotient_lhs:expr,)?
+            $(quotient_rhs: |$qra:ident, $qrb:ident, $qry:ident| $quotient_rhs:expr,)?
         }
     )*) => {
-        /// The functions of two operands.
+        /// The functions of two operands: one row each of the op table.
         ///
         /// An `f64` operand (as in `2.0 / x`) is recorded as an untracked constant and uses
-        /// exactly the rule written here for two variables: there are no hand-written
-        /// variants per operand kind to get wrong.
+        /// exactly the rule written for two variables.
         ///
         /// # Examples
         ///
@@ -267,126 +502,114 @@ macro_rules! binary_ops {
             pub fn value(self, a: f64, b: f64) -> f64 {
                 match self { $( Binary::$variant => { let ($a, $b) = (a, b); $value } )* }
             }
-
-            /// The partial derivative of `y = op(a, b)` with respect to operand `k`
-            /// (0 for `a`, 1 for `b`).
-            #[inline] // as `value`: recording a known op keeps only its own rule
-            pub fn partial<T: Scalar>(self, a: T, b: T, y: T, k: usize) -> T {
-                match (self, k) {
-                    $(
-                        (Binary::$variant, 0) => {
-                            #[allow(unused_variables, reason = "not every rule needs a, b and y")]
-                            let ($la, $lb, $ly) = (a, b, y);
-                            $d_lhs
-                        }
-                        (Binary::$variant, _) => {
-                            #[allow(unused_variables, reason = "not every rule needs a, b and y")]
-                            let ($ra, $rb, $ry) = (a, b, y);
-                            $d_rhs
-                        }
-                    )*
-                }
-            }
         }
     };
 }
+binary_ops!(binary_enum);
 
-binary_ops! {
-    /// `a + b`.
-    Add "+" {
-        value: |a, b| a + b,
-        d_lhs: |a, b, y| a.lift(1.0),
-        d_rhs: |a, b, y| a.lift(1.0),
-    }
-    /// `a - b`.
-    Sub "-" {
-        value: |a, b| a - b,
-        d_lhs: |a, b, y| a.lift(1.0),
-        d_rhs: |a, b, y| a.lift(-1.0),
-    }
-    /// `a * b`.
-    Mul "*" {
-        value: |a, b| a * b,
-        d_lhs: |a, b, y| b,
-        d_rhs: |a, b, y| a,
-    }
-    /// `a / b`: `d/da = 1/b`, `d/db = -a/b^2 = -y/b`.
-    Div "/" {
-        value: |a, b| a / b,
-        d_lhs: |a, b, y| b.recip(),
-        d_rhs: |a, b, y| -(y / b),
-    }
-    /// `a^b` for real `b`: `d/da = b a^(b-1)`, `d/db = ln(a) a^b`. Where `a^b` is 0
-    /// (a zero base), `d/db` is taken as 0, its limit, rather than `ln 0 * 0 = NaN`, and so
-    /// it is for a zero base with `b >= 0` (`d/db 0^b` at `b = 0` is 0, as in PyTorch, not
-    /// `ln 0 * 1 = -inf`); at `b = 0`, `d/da` is 0 at every `a` (`a^0` is the constant 1):
-    /// written `b a^(b-1)` wherever `a^(b-1)` is finite, so that its own derivative in `b`,
-    /// `a^(b-1)`, survives (the mixed second derivative, 1/2 at `(2, 0)`), and a constant 0
-    /// only where `0 * a^-1` would be NaN (`a = 0`, subnormal, or NaN).
-    Powf "powf" {
-        value: |a, b| a.powf(b),
-        d_lhs: |a, b, y| if b.value() == 0.0 && !a.value().powf(b.value() - 1.0).is_finite() { a.lift(0.0) } else { b * a.powf(b - 1.0) },
-        d_rhs: |a, b, y| if y.value() == 0.0 || (a.value() == 0.0 && b.value() >= 0.0) { a.lift(0.0) } else { a.ln() * y },
-    }
-    /// `a^n` for an integer `n` (always a constant): `d/da = n a^(n-1)`, and 0 for
-    /// `n = 0` (`a^0` is the constant 1; `0 * a^-1` would be NaN at `a = 0`).
-    Powi "powi" {
-        value: |a, n| a.powi(n as i32),
-        d_lhs: |a, n, y| match n.value() as i32 {
-            // a^0 is the constant 1 (0 * a^-1 would be NaN at a = 0).
-            0 => a.lift(0.0),
-            // n - 1 is not an i32: take that power in f64.
-            i32::MIN => n * a.powf(n - 1.0),
-            m => n * a.powi(m - 1),
-        },
-        d_rhs: |a, n, y| a.lift(0.0),
-    }
-    /// `atan2(a, b)`, the angle of the point `(b, a)`: `d/da = b / r^2`, `d/db = -a / r^2`
-    /// with `r = hypot(a, b)` (divided twice by `r`, never squared, so it does not
-    /// overflow for large operands). NaN at the origin, as in PyTorch.
-    Atan2 "atan2" {
-        value: |a, b| a.atan2(b),
-        d_lhs: |a, b, y| { let r = a.hypot(b); b / r / r },
-        d_rhs: |a, b, y| { let r = a.hypot(b); -a / r / r },
-    }
-    /// `sqrt(a^2 + b^2)` without overflow: `d/da = a / y`, `d/db = b / y`. NaN at the
-    /// origin, as in PyTorch.
-    Hypot "hypot" {
-        value: |a, b| a.hypot(b),
-        d_lhs: |a, b, y| a / y,
-        d_rhs: |a, b, y| b / y,
-    }
-    /// The larger operand (NaN if either is NaN): the derivative goes to the larger one,
-    /// half to each at a tie (see [`kink`]).
-    Max "max" {
-        value: |a, b| super::scalar::max_f64(a, b),
-        d_lhs: |a, b, y| a.lift(kink::max_share(a.value(), b.value())),
-        d_rhs: |a, b, y| a.lift(kink::max_share(b.value(), a.value())),
-    }
-    /// The smaller operand (NaN if either is NaN): the derivative goes to the smaller one,
-    /// half to each at a tie (see [`kink`]).
-    Min "min" {
-        value: |a, b| super::scalar::min_f64(a, b),
-        d_lhs: |a, b, y| a.lift(kink::min_share(a.value(), b.value())),
-        d_rhs: |a, b, y| a.lift(kink::min_share(b.value(), a.value())),
+/// `sqrt(2 / pi)`, the constant in the tanh form of GELU, at full `f64` precision.
+pub(in crate::engine) const SQRT_2_OVER_PI: f64 =
+    std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+/// The cubic coefficient in the tanh form of GELU.
+pub(in crate::engine) const GELU_CUBIC: f64 = 0.044715;
+
+/// The stable logistic function on `f64` (no overflow of `e^-x` for very negative `x`).
+fn sigmoid_f64(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
     }
 }
 
-impl Binary {
-    /// [`Unary::quotient`] for operand `k`: `1/b` and `-y/b` of a division, `b y / a` of
-    /// a power (`b a^(b-1)`, `n a^(n-1)`).
-    pub(crate) fn quotient<T: Scalar>(self, a: T, b: T, y: T, k: usize) -> Option<(T, T)> {
-        match (self, k) {
-            (Binary::Div, 0) => Some((a.lift(1.0), b)),
-            (Binary::Div, _) => Some((-y, b)),
-            (Binary::Powf | Binary::Powi, 0) => Some((b * y, a)),
-            _ => None,
-        }
+/// `ln(1 + e^x)` on `f64` as `max(x, 0) + ln(1 + e^-|x|)`: no overflow past 709, full
+/// precision for very negative `x` (where it is about `e^x`). NaN stays NaN.
+fn softplus_f64(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
     }
+}
+
+/// GELU (tanh form) on `f64`.
+fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh())
+}
+
+/// `max(a, b)` on `f64`, NaN if either is NaN (`f64::max` would drop the NaN), and
+/// `+0` for `max(-0, +0)` either way round (IEEE 754-2019 `maximum`; PyTorch's
+/// `maximum` gives the same).
+fn max_f64(a: f64, b: f64) -> f64 {
+    if a > b || (a == b && b.is_sign_negative()) {
+        a
+    } else if a <= b {
+        b
+    } else {
+        a + b // a NaN
+    }
+}
+
+/// `min(a, b)` on `f64`, NaN if either is NaN, and `-0` for `min(-0, +0)` either way
+/// round (IEEE 754-2019 `minimum`).
+fn min_f64(a: f64, b: f64) -> f64 {
+    if a < b || (a == b && a.is_sign_negative()) {
+        a
+    } else if a >= b {
+        b
+    } else {
+        a + b // a NaN
+    }
+}
+
+/// The largest of `xs`, NaN if any is NaN (`-inf` for none).
+fn amax_f64(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::NEG_INFINITY, max_f64)
+}
+
+/// `x` limited to `[lo, hi]` (for `lo <= hi`); NaN stays NaN (`f64::clamp` panics on
+/// NaN bounds, so the bounds are checked where a clamp is recorded).
+fn clamp_f64(x: f64, lo: f64, hi: f64) -> f64 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
+/// Panics unless `lo <= hi`, the bounds of a clamp.
+#[track_caller]
+pub(in crate::engine) fn check_clamp_bounds(lo: f64, hi: f64) {
+    assert!(
+        lo <= hi,
+        "tapegrad: clamp needs lo <= hi (and neither NaN), got lo = {lo}, hi = {hi}"
+    );
+}
+
+/// `ln(sum e^x)` on `f64`, shifted by the maximum so that no term overflows.
+pub(in crate::engine) fn logsumexp_f64(xs: &[f64]) -> f64 {
+    assert!(
+        !xs.is_empty(),
+        "logsumexp of no terms is -infinity and has no gradient"
+    );
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max.is_infinite() {
+        // `f64::max` skips NaN, so `[NaN]` (or `[NaN, inf]`) lands here: a NaN must come
+        // out as NaN, not as an infinity that a later `exp` turns into a plausible 0.
+        return if xs.iter().any(|x| x.is_nan()) {
+            f64::NAN
+        } else {
+            max
+        };
+    }
+    max + xs.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
 }
 
 /// Why a dot's operands must come in pairs: they are `a`'s entries then `b`'s.
-const ODD_DOT: &str =
+pub(in crate::engine) const ODD_DOT: &str =
     "Nary::Dot needs an even number of operands: a's entries, then as many of b's";
 
 /// Functions of any number of operands, each recorded as one fused node.
@@ -446,73 +669,9 @@ impl Nary {
                 let (a, b) = xs.split_at(xs.len() / 2);
                 a.iter().zip(b).map(|(a, b)| a * b).sum()
             }
-            Nary::LogSumExp => super::scalar::logsumexp_f64(xs),
-            Nary::Max => super::scalar::amax_f64(xs),
-            Nary::Clamp => super::scalar::clamp_f64(xs[0], xs[1], xs[2]),
-        }
-    }
-
-    /// The partial derivative of `y = op(xs)` with respect to operand `k`.
-    ///
-    /// # Panics
-    ///
-    /// If `k >= xs.len()` (for `Dot` and `LogSumExp`; every sum partial is 1), or for
-    /// [`Nary::Dot`] with an odd number of operands.
-    pub fn partial<T: Scalar>(self, xs: &[T], y: T, k: usize) -> T {
-        match self {
-            Nary::Sum => y.lift(1.0),
-            Nary::Dot => {
-                assert!(xs.len() % 2 == 0, "{}", ODD_DOT);
-                xs[(k + xs.len() / 2) % xs.len()]
-            }
-            Nary::LogSumExp => self.partials(xs, y)[k],
-            Nary::Max => {
-                let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
-                y.lift(kink::amax_share(&values, y.value(), k))
-            }
-            Nary::Clamp => {
-                y.lift(kink::clamp_share(xs[0].value(), xs[1].value(), xs[2].value())[k])
-            }
-        }
-    }
-
-    /// Every partial at once, [`Nary::partial`] for each operand: the differentiable
-    /// backward's form. Logsumexp's softmax is `e^(x_k - m) / sum_j e^(x_j - m)` with `m`
-    /// the largest operand, held constant (so every derivative is unchanged): the same
-    /// operations, in the same order, as [`Nary::partials_f64`], so the two agree bit for
-    /// bit, and no precision is lost to a large `y` (`e^(x_k - y)` loses `|y| 2^-53`).
-    ///
-    /// At an infinite or NaN operand the softmax is the limit where there is one: a `+inf`
-    /// operand takes all the weight, so every finite (or `-inf`) operand's partial is 0 and
-    /// the infinite ones' NaN (as PyTorch gives); with a NaN operand (the value is NaN)
-    /// every partial is NaN; with every operand `-inf` too (`e^(-inf + inf)`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::Nary;
-    ///
-    /// let p = Nary::LogSumExp.partials(&[0.0, 2f64.ln()], 3f64.ln());
-    /// assert_eq!(p, vec![1.0 / 3.0, 2.0 / 3.0]);
-    /// let p = Nary::LogSumExp.partials(&[1.0, f64::INFINITY], f64::INFINITY);
-    /// assert_eq!(p[0], 0.0);
-    /// assert!(p[1].is_nan());
-    /// ```
-    ///
-    pub fn partials<T: Scalar>(self, xs: &[T], y: T) -> Vec<T> {
-        match self {
-            Nary::LogSumExp => {
-                let values: Vec<f64> = xs.iter().map(Scalar::value).collect();
-                if let Some(special) = softmax_at_infinity(&values) {
-                    return special.map(|p| y.lift(p)).collect();
-                }
-                let m = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let exps: Vec<T> = xs.iter().map(|&x| (x - m).exp()).collect();
-                let sum = T::sum(&exps);
-                exps.into_iter().map(|e| e / sum).collect()
-            }
-            // Each partial on its own costs nothing extra for the others.
-            _ => (0..xs.len()).map(|k| self.partial(xs, y, k)).collect(),
+            Nary::LogSumExp => logsumexp_f64(xs),
+            Nary::Max => amax_f64(xs),
+            Nary::Clamp => clamp_f64(xs[0], xs[1], xs[2]),
         }
     }
 
@@ -550,7 +709,7 @@ impl Nary {
     /// `out`), the same numbers bit for bit: what the tape records. Logsumexp's value
     /// `max + ln(sum_k e^(x_k - max))` and its softmax partials share the same exps, so
     /// here they are computed once, not once for each (exp is most of the node's cost).
-    pub(crate) fn value_and_partials_f64(self, xs: &[f64], out: &mut Vec<f64>) -> f64 {
+    pub(in crate::engine) fn value_and_partials_f64(self, xs: &[f64], out: &mut Vec<f64>) -> f64 {
         match self {
             Nary::Sum | Nary::Dot | Nary::Max | Nary::Clamp => {
                 let y = self.value(xs);
@@ -572,7 +731,7 @@ impl Nary {
                 } else {
                     // No terms (a panic), an infinity or only NaNs: the value's own special
                     // cases, which compute no exps.
-                    super::scalar::logsumexp_f64(xs)
+                    logsumexp_f64(xs)
                 }
             }
         }
@@ -582,7 +741,7 @@ impl Nary {
 /// Logsumexp's partials where the shifted form does not give them (see [`Nary::partials`]):
 /// at a `+inf` operand (0 for the others, NaN for the infinite ones) or a NaN one (NaN for
 /// all). `None` where every operand is finite or `-inf`.
-fn softmax_at_infinity(xs: &[f64]) -> Option<impl Iterator<Item = f64> + '_> {
+pub(in crate::engine) fn softmax_at_infinity(xs: &[f64]) -> Option<impl Iterator<Item = f64> + '_> {
     let nan = xs.iter().any(|x| x.is_nan());
     let inf = xs.contains(&f64::INFINITY);
     (nan || inf).then(move || {
@@ -598,7 +757,7 @@ fn softmax_at_infinity(xs: &[f64]) -> Option<impl Iterator<Item = f64> + '_> {
 
 /// Appends `e^(x_k - max)` for every `x_k` to `out`; returns `max` (which skips NaNs, as
 /// `f64::max` does) and the sum of the appended exps, summed in operand order as
-/// [`super::scalar::logsumexp_f64`] sums them.
+/// [`logsumexp_f64`] sums them.
 fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let start = out.len();

@@ -12,16 +12,16 @@
 //! fresh recording bit for bit. No slot map, no `RefCell`, and, once a
 //! [`ReplayWorkspace`] has been used, no allocation.
 
-use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::backward::{NON_FINITE, chain, chain_quotient, rescue};
+use super::dual::Dual;
 use super::error::{BranchChanged, Error, or_panic};
-use super::graph::{Operand, Var};
-use super::guard::{Comparison, Guard};
+use super::graph::Var;
+use super::guard::{Comparison, Guard, comparisons};
 use super::op::{Binary, Nary, Op, Unary};
-use super::scalar::{Scalar, logsumexp_f64};
+use super::scalar::Operand;
 use super::tape::CONST_ARG;
 
 /// A unique id per replay, so that a workspace knows which replay it was prepared for.
@@ -723,10 +723,7 @@ impl Replay {
         for (&i, &v) in self.inputs.iter().zip(v) {
             tangents[i as usize] = v;
         }
-        let dual = |a: u32, tangents: &[f64]| Dual {
-            v: values[a as usize],
-            t: tangents[a as usize],
-        };
+        let dual = |a: u32, tangents: &[f64]| Dual::new(values[a as usize], [tangents[a as usize]]);
         for (node, &op) in self.ops.iter().enumerate() {
             let (start, end) = (
                 self.edge_start[node] as usize,
@@ -744,19 +741,19 @@ impl Replay {
                 .filter_map(|(&a, &p)| chain(p, tangents[a as usize]))
                 .sum();
             tangents[node] = t;
-            let y = Dual { v: values[node], t };
+            let y = Dual::new(values[node], [t]);
             let dp = &mut ws.partial_tangents[start..end];
             let constant = self.constant_operands[node];
             match op {
                 Op::Input | Op::Constant => {}
-                Op::Unary(op) => dp[0] = op.partial(dual(args[0], tangents), y).t,
+                Op::Unary(op) => dp[0] = op.partial(dual(args[0], tangents), y).tangents[0],
                 Op::Binary(op) => {
                     let (a, b) = (dual(args[0], tangents), dual(args[1], tangents));
                     if constant & FIRST_CONST == 0 {
-                        dp[0] = op.partial(a, b, y, 0).t;
+                        dp[0] = op.partial(a, b, y, 0).tangents[0];
                     }
                     if constant & SECOND_CONST == 0 {
-                        dp[1] = op.partial(a, b, y, 1).t;
+                        dp[1] = op.partial(a, b, y, 1).tangents[0];
                     }
                 }
                 Op::Custom(_) | Op::Fused => unreachable!("refused by Replay::try_new"),
@@ -764,7 +761,7 @@ impl Replay {
                     ws.duals.clear();
                     ws.duals.extend(args.iter().map(|&a| dual(a, tangents)));
                     for (k, dp) in dp.iter_mut().enumerate() {
-                        *dp = op.partial(&ws.duals, y, k).t;
+                        *dp = op.partial(&ws.duals, y, k).tangents[0];
                     }
                 }
             }
@@ -952,34 +949,21 @@ macro_rules! guard_methods {
                 ///
                 /// If a handle is released or of another graph.
                 #[track_caller]
-                pub fn $method(self, rhs: impl Into<Operand<'g>>) -> bool {
-                    self.compare(Comparison::$cmp, rhs.into(), Location::caller())
+                pub fn $method(self, other: impl Into<Operand<Var<'g>>>) -> bool {
+                    self.compare(Comparison::$cmp, other.into(), Location::caller())
                 }
             )*
         }
     };
 }
 
-guard_methods! {
-    /// `self < rhs`, recorded as a guard.
-    lt => Lt, (1.0, 2.0, true);
-    /// `self <= rhs`, recorded as a guard.
-    le => Le, (2.0, 2.0, true);
-    /// `self > rhs`, recorded as a guard.
-    gt => Gt, (1.0, 2.0, false);
-    /// `self >= rhs`, recorded as a guard.
-    ge => Ge, (1.0, 2.0, false);
-    /// `self == rhs` by value, recorded as a guard (`==` on `Var`s compares handles).
-    eq_value => Eq, (2.0, 2.0, true);
-    /// `self != rhs` by value, recorded as a guard.
-    ne_value => Ne, (2.0, 2.0, false);
-}
+comparisons!(guard_methods);
 
 impl Var<'_> {
     fn compare(
         self,
         comparison: Comparison,
-        rhs: Operand<'_>,
+        rhs: Operand<Var<'_>>,
         location: &'static Location<'static>,
     ) -> bool {
         let graph = self.graph();
@@ -997,211 +981,5 @@ impl Var<'_> {
             location,
         });
         outcome
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Dual numbers, for the Hessian-vector product
-// ---------------------------------------------------------------------------------------
-
-/// A value and its derivative along a direction: the op table's rules evaluated on these
-/// give each partial's directional derivative.
-#[derive(Clone, Copy, Debug, Default)]
-struct Dual {
-    v: f64,
-    t: f64,
-}
-
-/// A tangent `t` times a derivative `d`, by the sweeps' rule (`backward::chain`): a zero
-/// tangent passes nothing, even through an infinite or NaN derivative.
-fn term(t: f64, d: f64) -> f64 {
-    if t == 0.0 { 0.0 } else { t * d }
-}
-
-impl Dual {
-    /// A unary op of the table: its value, and its derivative by the op's own partial.
-    fn unary(self, op: Unary) -> Dual {
-        let v = op.value(self.v);
-        Dual {
-            v,
-            t: term(self.t, op.partial(self.v, v)),
-        }
-    }
-}
-
-impl Dual {
-    /// A binary op of the table on two duals, by its own partials.
-    fn binary(self, op: Binary, other: Dual) -> Dual {
-        let v = op.value(self.v, other.v);
-        let (da, db) = (
-            op.partial(self.v, other.v, v, 0),
-            op.partial(self.v, other.v, v, 1),
-        );
-        Dual {
-            v,
-            t: term(self.t, da) + term(other.t, db),
-        }
-    }
-}
-
-impl Add for Dual {
-    type Output = Dual;
-    fn add(self, o: Dual) -> Dual {
-        Dual {
-            v: self.v + o.v,
-            t: self.t + o.t,
-        }
-    }
-}
-
-impl Sub for Dual {
-    type Output = Dual;
-    fn sub(self, o: Dual) -> Dual {
-        Dual {
-            v: self.v - o.v,
-            t: self.t - o.t,
-        }
-    }
-}
-
-impl Mul for Dual {
-    type Output = Dual;
-    fn mul(self, o: Dual) -> Dual {
-        self.binary(Binary::Mul, o)
-    }
-}
-
-impl Div for Dual {
-    type Output = Dual;
-    fn div(self, o: Dual) -> Dual {
-        self.binary(Binary::Div, o)
-    }
-}
-
-impl Neg for Dual {
-    type Output = Dual;
-    fn neg(self) -> Dual {
-        Dual {
-            v: -self.v,
-            t: -self.t,
-        }
-    }
-}
-
-impl Add<f64> for Dual {
-    type Output = Dual;
-    fn add(self, c: f64) -> Dual {
-        Dual {
-            v: self.v + c,
-            t: self.t,
-        }
-    }
-}
-
-impl Sub<f64> for Dual {
-    type Output = Dual;
-    fn sub(self, c: f64) -> Dual {
-        Dual {
-            v: self.v - c,
-            t: self.t,
-        }
-    }
-}
-
-impl Mul<f64> for Dual {
-    type Output = Dual;
-    fn mul(self, c: f64) -> Dual {
-        Dual {
-            v: self.v * c,
-            t: term(self.t, c),
-        }
-    }
-}
-
-impl Div<f64> for Dual {
-    type Output = Dual;
-    fn div(self, c: f64) -> Dual {
-        Dual {
-            v: self.v / c,
-            t: term(self.t, c.recip()),
-        }
-    }
-}
-
-impl Scalar for Dual {
-    fn value(&self) -> f64 {
-        self.v
-    }
-    fn lift(&self, c: f64) -> Self {
-        Dual { v: c, t: 0.0 }
-    }
-    super::scalar::unary_methods_by_table!();
-    fn powi(self, n: i32) -> Self {
-        let p = Binary::Powi;
-        let v = p.value(self.v, f64::from(n));
-        Dual {
-            v,
-            t: self.t * p.partial(self.v, f64::from(n), v, 0),
-        }
-    }
-    fn powf(self, e: Self) -> Self {
-        let p = Binary::Powf;
-        let v = p.value(self.v, e.v);
-        let (da, db) = (p.partial(self.v, e.v, v, 0), p.partial(self.v, e.v, v, 1));
-        // A zero tangent contributes nothing, even against an infinite partial.
-        Dual {
-            v,
-            t: term(self.t, da) + term(e.t, db),
-        }
-    }
-    fn atan2(self, other: Self) -> Self {
-        self.binary(Binary::Atan2, other)
-    }
-    fn hypot(self, other: Self) -> Self {
-        self.binary(Binary::Hypot, other)
-    }
-    fn max(self, other: Self) -> Self {
-        self.binary(Binary::Max, other)
-    }
-    fn min(self, other: Self) -> Self {
-        self.binary(Binary::Min, other)
-    }
-    fn clamp(self, lo: f64, hi: f64) -> Self {
-        let xs = [self.v, lo, hi];
-        let v = Nary::Clamp.value(&xs);
-        Dual {
-            v,
-            t: self.t * Nary::Clamp.partial(&xs, v, 0),
-        }
-    }
-    fn amax(terms: &[Self]) -> Self {
-        let values: Vec<f64> = terms.iter().map(|d| d.v).collect();
-        let v = Nary::Max.value(&values);
-        Dual {
-            v,
-            t: (0..terms.len())
-                .map(|k| Nary::Max.partial(&values, v, k) * terms[k].t)
-                .sum(),
-        }
-    }
-    fn sum(terms: &[Self]) -> Self {
-        Dual {
-            v: terms.iter().map(|d| d.v).sum(),
-            t: terms.iter().map(|d| d.t).sum(),
-        }
-    }
-    fn dot(a: &[Self], b: &[Self]) -> Self {
-        assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
-        a.iter()
-            .zip(b)
-            .fold(Dual::default(), |acc, (&x, &y)| acc + x * y)
-    }
-    fn logsumexp(terms: &[Self]) -> Self {
-        let values: Vec<f64> = terms.iter().map(|d| d.v).collect();
-        let v = logsumexp_f64(&values);
-        Dual {
-            v,
-            t: terms.iter().map(|d| (d.v - v).exp() * d.t).sum(),
-        }
     }
 }

@@ -1,27 +1,193 @@
-//! [`Scalar`]: the small numeric trait that both `f64` and [`Var`](crate::Var) implement.
+//! [`Scalar`]: the small numeric trait that `f64`, [`Var`](crate::Var) and
+//! [`Dual`](crate::Dual) implement, with [`Operand`], the other side of its binary methods.
 //! The trait and its `f64` form only; `Var`'s form is in `var.rs`.
 //!
-//! Every derivative rule in [`op`](crate::op) is written once over this trait: the plain
-//! backward evaluates the rules with `f64` at record time, and the differentiable backward
-//! evaluates the very same rules with graph nodes, which is what makes gradients of
+//! Every derivative rule of the op table is written once over this trait (`rules.rs`): the
+//! plain backward evaluates the rules with `f64` at record time, and the differentiable
+//! backward evaluates the very same rules with graph nodes, which is what makes gradients of
 //! gradients possible. Users can write their own functions over `Scalar` too, and run them
-//! with `f64` (plain evaluation) or with `Var` (recorded on a tape).
+//! with `f64` (plain evaluation), with `Var` (recorded on a tape) or with `Dual` (forward
+//! mode).
+//!
+//! The trait's methods for the ops of the table are generated from the table's rows and
+//! provided: an implementation gives `value`, `lift`, `unary` and `binary` (and the n-ary
+//! ops), and gets `exp`, `ln`, `atan2`, ... from them.
 
+use std::borrow::Borrow;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use super::guard::{Comparison, comparisons};
 use super::matrix::{Matrix, Pairing};
+use super::op::{Binary, Nary, Unary, binary_ops, check_clamp_bounds, logsumexp_f64, unary_ops};
 
-/// `sqrt(2 / pi)`, the constant in the tanh form of GELU, at full `f64` precision.
-pub(crate) const SQRT_2_OVER_PI: f64 =
-    std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
-/// The cubic coefficient in the tanh form of GELU.
-pub(crate) const GELU_CUBIC: f64 = 0.044715;
-
-/// A real number that tapegrad can differentiate through: `f64` or [`Var`](crate::Var).
+/// The other operand of a binary op or a comparison: a scalar of the same kind, or a plain
+/// `f64`, an untracked constant that goes through the same rule (`x.max(0.0)`,
+/// `x.powf(y)`, `x.gt(0.5)` all work in code generic over [`Scalar`]).
 ///
-/// Method names follow `f64` (`ln`, not `log`; `powi`, `powf`, `recip`). The n-ary
-/// functions ([`Scalar::sum`], [`Scalar::dot`], [`Scalar::logsumexp`]) record one fused
-/// node on a tape instead of a chain of binary ones.
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, Operand};
+///
+/// let g = Graph::new();
+/// let x = g.var(2.0);
+/// assert!(matches!(Operand::from(x), Operand::Scalar(_)));
+/// assert!(matches!(Operand::<f64>::from(2.0), Operand::Const(c) if c == 2.0));
+/// assert_eq!(x.powf(3.0).value(), 8.0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<T> {
+    /// A scalar of the same kind: for a `Var`, a node of a graph.
+    Scalar(T),
+    /// An untracked constant.
+    Const(f64),
+}
+
+impl<T> From<f64> for Operand<T> {
+    fn from(c: f64) -> Self {
+        Operand::Const(c)
+    }
+}
+
+impl<T: Scalar> Operand<T> {
+    /// The operand's value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Operand;
+    /// assert_eq!(Operand::<f64>::Const(2.5).value(), 2.5);
+    /// ```
+    pub fn value(&self) -> f64 {
+        match self {
+            Operand::Scalar(x) => x.value(),
+            Operand::Const(c) => *c,
+        }
+    }
+}
+
+/// `f64` on the left of `+ - * /` with `T` on the right: a bound to add to code generic over
+/// [`Scalar`] that wants to write `1.0 - y * s` as it reads. Rust does not carry such a bound
+/// through `T: Scalar` (it constrains `f64`, not `T`), so it is spelt once in the
+/// `where` clause; every `Scalar` of the crate meets it.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::{Graph, LeftOperand, Scalar};
+///
+/// /// The logistic loss `ln(1 + e^(-y s))`, and `1 - y s` for a hinge.
+/// fn hinge<T: Scalar>(y: T, s: T) -> T
+/// where
+///     f64: LeftOperand<T>,
+/// {
+///     (1.0 - y * s).relu()
+/// }
+///
+/// assert_eq!(hinge(1.0, 0.25), 0.75);
+/// let g = Graph::new();
+/// let s = g.var(0.25);
+/// let loss = hinge(g.constant(1.0), s);
+/// assert_eq!((loss.value(), loss.backward()[s]), (0.75, -1.0));
+/// ```
+pub trait LeftOperand<T>:
+    Add<T, Output = T> + Sub<T, Output = T> + Mul<T, Output = T> + Div<T, Output = T>
+{
+}
+
+impl<T, U> LeftOperand<T> for U where
+    U: Add<T, Output = T> + Sub<T, Output = T> + Mul<T, Output = T> + Div<T, Output = T>
+{
+}
+
+/// The provided unary methods of [`Scalar`], one per row of the table with a method name.
+macro_rules! scalar_unary_methods {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $name:literal $(fn $method:ident($ex_x:expr => $ex_y:expr))? {
+            value: |$x:ident| $value:expr,
+            partial: |$px:ident, $py:ident| $partial:expr,
+            $(quotient: |$qx:ident, $qy:ident| $quotient:expr,)?
+        }
+    )*) => {
+        $( scalar_unary_methods!(@row [$(#[$doc])*] $variant $(fn $method)?); )*
+    };
+    (@row [$($doc:tt)*] $variant:ident fn $method:ident) => {
+        $($doc)*
+        #[track_caller]
+        #[inline(always)]
+        fn $method(self) -> Self {
+            self.unary(Unary::$variant)
+        }
+    };
+    (@row [$($doc:tt)*] $variant:ident) => {};
+}
+
+/// The provided binary methods of [`Scalar`], one per row of the table with a method name:
+/// the other operand is a scalar of the same kind or an `f64`.
+macro_rules! scalar_binary_methods {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $name:literal $(fn $method:ident($ex_a:expr, $ex_b:expr => $ex_y:expr))? {
+            value: |$a:ident, $b:ident| $value:expr,
+            d_lhs: |$la:ident, $lb:ident, $ly:ident| $d_lhs:expr,
+            d_rhs: |$ra:ident, $rb:ident, $ry:ident| $d_rhs:expr,
+            $(quotient_lhs: |$qla:ident, $qlb:ident, $qly:ident| $quotient_lhs:expr,)?
+            $(quotient_rhs: |$qra:ident, $qrb:ident, $qry:ident| $quotient_rhs:expr,)?
+        }
+    )*) => {
+        $( scalar_binary_methods!(@row [$(#[$doc])*] $variant $(fn $method)?); )*
+    };
+    (@row [$($doc:tt)*] $variant:ident fn $method:ident) => {
+        $($doc)*
+        #[track_caller]
+        #[inline(always)]
+        fn $method(self, other: impl Into<Operand<Self>>) -> Self {
+            self.binary_with(Binary::$variant, other)
+        }
+    };
+    (@row [$($doc:tt)*] $variant:ident) => {};
+}
+
+/// The provided comparisons of [`Scalar`]: of the values, as `f64` compares (a `Var`
+/// records each as a guard instead).
+macro_rules! scalar_comparisons {
+    ($($(#[$doc:meta])* $method:ident => $cmp:ident, ($x:expr, $y:expr, $want:expr);)*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use tapegrad::Scalar;
+            #[doc = concat!("assert_eq!(Scalar::", stringify!($method), "(", stringify!($x), ", ", stringify!($y), "), ", stringify!($want), ");")]
+            /// ```
+            #[track_caller]
+            fn $method(self, other: impl Into<Operand<Self>>) -> bool {
+                Comparison::$cmp.holds(self.value(), other.into().value())
+            }
+        )*
+    };
+}
+
+/// A real number that tapegrad can differentiate through: `f64` (plain evaluation),
+/// [`Var`](crate::Var) (recorded on a tape), [`Dual`](crate::Dual) (forward mode).
+///
+/// Method names follow `f64` (`ln`, not `log`; `powi`, `powf`, `recip`). The other operand
+/// of a binary method may be a scalar of the same kind or a plain `f64` ([`Operand`]); for
+/// `f64` on the left of an operator, see [`LeftOperand`]. The n-ary functions
+/// ([`Scalar::sum`], [`Scalar::dot`], [`Scalar::logsumexp`]) record one fused node on a tape
+/// instead of a chain of binary ones; [`Scalar::sum`] takes a slice or any iterator.
+///
+/// Comparisons ([`Scalar::lt`] and its siblings) compare values; on a `Var` they are
+/// recorded as guards that a [`Replay`](crate::Replay) re-checks.
+///
+/// # Implementing it
+///
+/// A type gives its value ([`Scalar::value`]), constants ([`Scalar::lift`]), the op
+/// table's unary and binary ops ([`Scalar::unary`], [`Scalar::binary`]) and the n-ary ones;
+/// every method named after an op of the table (`exp`, `ln`, `atan2`, ...) is provided from
+/// those.
 ///
 /// # Examples
 ///
@@ -62,28 +228,71 @@ pub trait Scalar:
     + Sub<f64, Output = Self>
     + Mul<f64, Output = Self>
     + Div<f64, Output = Self>
+    + Into<Operand<Self>>
 {
     /// The plain value.
     fn value(&self) -> f64;
     /// A constant in the same context as `self` (for a `Var`, a constant node of its graph).
     fn lift(&self, c: f64) -> Self;
-    /// `e^self`.
-    fn exp(self) -> Self;
-    /// The natural logarithm.
-    fn ln(self) -> Self;
-    /// The square root.
-    fn sqrt(self) -> Self;
-    /// `1 / self`.
-    fn recip(self) -> Self;
+    /// `op(self)`, an op of the table: what every unary method (`exp`, `ln`, ...) calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Scalar, Unary};
+    /// assert_eq!(4.0.unary(Unary::Sqrt), 2.0);
+    /// ```
+    fn unary(self, op: Unary) -> Self;
+    /// `op(self, other)`, an op of the table: what every binary method calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Scalar};
+    /// assert_eq!(2.0.binary(Binary::Powf, 3.0), 8.0);
+    /// ```
+    fn binary(self, op: Binary, other: Self) -> Self;
+    /// `op(self, c)` with a plain `f64` on the right, an untracked constant (on a tape,
+    /// an operand without a node). The default lifts `c`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Graph, Scalar};
+    /// let g = Graph::new();
+    /// let x = g.var(3.0);
+    /// let y = x.binary_f64(Binary::Mul, 2.0);
+    /// assert_eq!((y.value(), g.len()), (6.0, 2)); // no node for the 2
+    /// ```
+    fn binary_f64(self, op: Binary, c: f64) -> Self {
+        let c = self.lift(c);
+        self.binary(op, c)
+    }
+    /// `op(self, other)` for either kind of [`Operand`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Scalar};
+    /// assert_eq!(1.0.binary_with(Binary::Max, 2.0), 2.0);
+    /// ```
+    #[track_caller]
+    #[inline(always)]
+    fn binary_with(self, op: Binary, other: impl Into<Operand<Self>>) -> Self {
+        match other.into() {
+            Operand::Scalar(o) => self.binary(op, o),
+            Operand::Const(c) => self.binary_f64(op, c),
+        }
+    }
     /// `self^n` for an integer `n`.
-    fn powi(self, n: i32) -> Self;
-    /// `self^p`, differentiable in both the base and the exponent.
-    fn powf(self, p: Self) -> Self;
+    #[track_caller]
+    #[inline(always)]
+    fn powi(self, n: i32) -> Self {
+        self.binary_f64(Binary::Powi, f64::from(n))
+    }
     /// `self^p` for a plain exponent: the same value and base partial as
-    /// [`Scalar::powf`], without an exponent to differentiate (on a tape, one node whose
-    /// exponent is an `f64` constant operand, with no partial taken for it, where
-    /// `powf(x.lift(p))` records a constant node too, and the exponent's partial, a
-    /// logarithm).
+    /// [`Scalar::powf`] with a `Var` exponent, without an exponent to differentiate (on a
+    /// tape, one node whose exponent is an `f64` constant operand).
     ///
     /// # Examples
     ///
@@ -97,72 +306,15 @@ pub trait Scalar:
     /// assert_eq!(y.backward()[x], -0.5 * 4f64.powf(-1.5));
     /// assert_eq!(Scalar::powf_f64(4.0, -0.5), 0.5);
     /// ```
+    #[track_caller]
+    #[inline(always)]
     fn powf_f64(self, p: f64) -> Self {
-        let p = self.lift(p);
-        self.powf(p)
+        self.binary_f64(Binary::Powf, p)
     }
-    /// The sine.
-    fn sin(self) -> Self;
-    /// The cosine.
-    fn cos(self) -> Self;
-    /// The hyperbolic tangent.
-    fn tanh(self) -> Self;
-    /// The hyperbolic sine.
-    fn sinh(self) -> Self;
-    /// The hyperbolic cosine.
-    fn cosh(self) -> Self;
-    /// The absolute value (derivative 0 at 0).
-    fn abs(self) -> Self;
-    /// `max(self, 0)` (derivative 0 at 0).
-    fn relu(self) -> Self;
-    /// The logistic function `1 / (1 + e^-self)`.
-    fn sigmoid(self) -> Self;
-    /// GELU in its tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
-    fn gelu(self) -> Self;
-    /// The arctangent.
-    #[doc(alias = "arctan")]
-    fn atan(self) -> Self;
-    /// The arcsine, on `[-1, 1]`.
-    #[doc(alias = "arcsin")]
-    fn asin(self) -> Self;
-    /// The arccosine, on `[-1, 1]`.
-    #[doc(alias = "arccos")]
-    fn acos(self) -> Self;
-    /// The tangent.
-    fn tan(self) -> Self;
-    /// `ln(1 + self)`, accurate for tiny `self`.
-    #[doc(alias = "log1p")]
-    fn ln_1p(self) -> Self;
-    /// `e^self - 1`, accurate for tiny `self`.
-    #[doc(alias = "expm1")]
-    fn exp_m1(self) -> Self;
-    /// The base-2 logarithm.
-    fn log2(self) -> Self;
-    /// The base-10 logarithm.
-    fn log10(self) -> Self;
-    /// `2^self`.
-    fn exp2(self) -> Self;
-    /// The real cube root.
-    fn cbrt(self) -> Self;
-    /// `ln(1 + e^self)`, computed without overflow for large `self`.
-    fn softplus(self) -> Self;
-    /// The error function.
-    fn erf(self) -> Self;
-    /// The complementary error function `1 - erf(self)`.
-    fn erfc(self) -> Self;
-    /// The angle of the point `(other, self)`: `atan(self / other)` in the right quadrant.
-    #[doc(alias = "arctan2")]
-    fn atan2(self, other: Self) -> Self;
-    /// `sqrt(self^2 + other^2)`, without overflow.
-    fn hypot(self, other: Self) -> Self;
-    /// The larger of the two (NaN if either is NaN; `f64`'s inherent `max` instead drops
-    /// a NaN). At a tie each gets half the derivative ([`op::kink`](crate::op::kink)).
-    #[doc(alias = "maximum")]
-    fn max(self, other: Self) -> Self;
-    /// The smaller of the two (NaN if either is NaN). At a tie each gets half the
-    /// derivative.
-    #[doc(alias = "minimum")]
-    fn min(self, other: Self) -> Self;
+    // The methods of the table's ops: `exp`, `ln`, ..., `atan2`, `max`, ...
+    unary_ops!(scalar_unary_methods);
+    binary_ops!(scalar_binary_methods);
+    comparisons!(scalar_comparisons);
     /// `self` limited to `[lo, hi]`; the derivative passes at the ends.
     ///
     /// # Panics
@@ -178,12 +330,33 @@ pub trait Scalar:
     /// If `terms` is empty, or for `Var` if they mix graphs.
     #[doc(alias = "max")]
     fn amax(terms: &[Self]) -> Self;
-    /// The sum of `terms`, one n-ary node on a tape.
+    /// The sum of `terms` (a slice, or any iterator of scalars), one n-ary node on a tape,
+    /// summed in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Scalar};
+    ///
+    /// fn sum_of_squares<T: Scalar>(xs: &[T]) -> T {
+    ///     T::sum(xs.iter().map(|&x| x * x))
+    /// }
+    ///
+    /// assert_eq!(sum_of_squares(&[1.0, 2.0]), 5.0);
+    /// assert_eq!(f64::sum(&[1.0, 2.0]), 3.0);
+    /// let g = Graph::new();
+    /// let xs = g.vars(&[1.0, 2.0]);
+    /// assert_eq!(sum_of_squares(&xs).backward()[xs[1]], 4.0);
+    /// ```
     ///
     /// # Panics
     ///
-    /// For `Var`, if `terms` is empty (an empty sum has no graph to live on) or mixes graphs.
-    fn sum(terms: &[Self]) -> Self;
+    /// For `Var`, if `terms` is empty (an empty sum of `Var`s has no graph to live on: use
+    /// [`Graph::sum`](crate::Graph::sum), which gives a constant 0 there) or mixes graphs.
+    fn sum<I>(terms: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Self>;
     /// `sum_i a[i] * b[i]`, one n-ary node on a tape.
     ///
     /// # Panics
@@ -303,7 +476,7 @@ pub trait Statement {
 }
 
 /// [`Scalar::dots`]'s default: one [`Scalar::dot`] per output.
-pub(crate) fn dots_one_by_one<T: Scalar>(
+pub(in crate::engine) fn dots_one_by_one<T: Scalar>(
     a: Matrix<'_, T>,
     b: Matrix<'_, T>,
     pairing: Pairing,
@@ -330,125 +503,6 @@ pub(crate) fn dots_one_by_one<T: Scalar>(
     out
 }
 
-/// The [`Scalar`] methods that are one unary op of the table each, written as
-/// `self.unary(Unary::Op)`: for the scalar types inside the engine that evaluate the table
-/// themselves (the differentiable sweep's terms, the replay's dual numbers), which have an
-/// inherent `fn unary(self, Unary) -> Self`. Invoked inside their `impl Scalar` blocks.
-macro_rules! unary_methods_by_table {
-    () => {
-        super::scalar::unary_methods_by_table!(@methods
-            exp => Exp, ln => Ln, sqrt => Sqrt, recip => Recip, sin => Sin, cos => Cos,
-            tanh => Tanh, sinh => Sinh, cosh => Cosh, abs => Abs, relu => Relu,
-            sigmoid => Sigmoid, gelu => Gelu, atan => Atan, asin => Asin, acos => Acos,
-            tan => Tan, ln_1p => Ln1p, exp_m1 => ExpM1, log2 => Log2, log10 => Log10,
-            exp2 => Exp2, cbrt => Cbrt, softplus => Softplus, erf => Erf, erfc => Erfc
-        );
-    };
-    (@methods $($method:ident => $op:ident),*) => {
-        $(
-            fn $method(self) -> Self {
-                self.unary(Unary::$op)
-            }
-        )*
-    };
-}
-pub(crate) use unary_methods_by_table;
-
-/// The stable logistic function on `f64` (no overflow of `e^-x` for very negative `x`).
-pub(crate) fn sigmoid_f64(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
-/// `ln(1 + e^x)` on `f64` as `max(x, 0) + ln(1 + e^-|x|)`: no overflow past 709, full
-/// precision for very negative `x` (where it is about `e^x`). NaN stays NaN.
-pub(crate) fn softplus_f64(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
-}
-
-/// `max(a, b)` on `f64`, NaN if either is NaN (`f64::max` would drop the NaN), and
-/// `+0` for `max(-0, +0)` either way round (IEEE 754-2019 `maximum`; PyTorch's
-/// `maximum` gives the same).
-pub(crate) fn max_f64(a: f64, b: f64) -> f64 {
-    if a > b || (a == b && b.is_sign_negative()) {
-        a
-    } else if a <= b {
-        b
-    } else {
-        a + b // a NaN
-    }
-}
-
-/// `min(a, b)` on `f64`, NaN if either is NaN, and `-0` for `min(-0, +0)` either way
-/// round (IEEE 754-2019 `minimum`).
-pub(crate) fn min_f64(a: f64, b: f64) -> f64 {
-    if a < b || (a == b && a.is_sign_negative()) {
-        a
-    } else if a >= b {
-        b
-    } else {
-        a + b // a NaN
-    }
-}
-
-/// The largest of `xs`, NaN if any is NaN (`-inf` for none).
-pub(crate) fn amax_f64(xs: &[f64]) -> f64 {
-    xs.iter().copied().fold(f64::NEG_INFINITY, max_f64)
-}
-
-/// `x` limited to `[lo, hi]` (for `lo <= hi`); NaN stays NaN (`f64::clamp` panics on
-/// NaN bounds, so the bounds are checked where a clamp is recorded).
-pub(crate) fn clamp_f64(x: f64, lo: f64, hi: f64) -> f64 {
-    if x < lo {
-        lo
-    } else if x > hi {
-        hi
-    } else {
-        x
-    }
-}
-
-/// Panics unless `lo <= hi`, the bounds of a clamp.
-#[track_caller]
-pub(crate) fn check_clamp_bounds(lo: f64, hi: f64) {
-    assert!(
-        lo <= hi,
-        "tapegrad: clamp needs lo <= hi (and neither NaN), got lo = {lo}, hi = {hi}"
-    );
-}
-
-/// GELU (tanh form) on `f64`.
-pub(crate) fn gelu_f64(x: f64) -> f64 {
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh())
-}
-
-/// `ln(sum e^x)` on `f64`, shifted by the maximum so that no term overflows.
-pub(crate) fn logsumexp_f64(xs: &[f64]) -> f64 {
-    assert!(
-        !xs.is_empty(),
-        "logsumexp of no terms is -infinity and has no gradient"
-    );
-    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if max.is_infinite() {
-        // `f64::max` skips NaN, so `[NaN]` (or `[NaN, inf]`) lands here: a NaN must come
-        // out as NaN, not as an infinity that a later `exp` turns into a plausible 0.
-        return if xs.iter().any(|x| x.is_nan()) {
-            f64::NAN
-        } else {
-            max
-        };
-    }
-    max + xs.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
-}
-
 impl Scalar for f64 {
     fn value(&self) -> f64 {
         *self
@@ -456,118 +510,33 @@ impl Scalar for f64 {
     fn lift(&self, c: f64) -> Self {
         c
     }
-    fn exp(self) -> Self {
-        f64::exp(self)
+    #[inline(always)]
+    fn unary(self, op: Unary) -> Self {
+        op.value(self)
     }
-    fn ln(self) -> Self {
-        f64::ln(self)
+    #[inline(always)]
+    fn binary(self, op: Binary, other: Self) -> Self {
+        op.value(self, other)
     }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    fn recip(self) -> Self {
-        f64::recip(self)
-    }
-    fn powi(self, n: i32) -> Self {
-        f64::powi(self, n)
-    }
-    fn powf(self, p: Self) -> Self {
-        f64::powf(self, p)
-    }
-    fn powf_f64(self, p: f64) -> Self {
-        f64::powf(self, p)
-    }
-    fn sin(self) -> Self {
-        f64::sin(self)
-    }
-    fn cos(self) -> Self {
-        f64::cos(self)
-    }
-    fn tanh(self) -> Self {
-        f64::tanh(self)
-    }
-    fn sinh(self) -> Self {
-        f64::sinh(self)
-    }
-    fn cosh(self) -> Self {
-        f64::cosh(self)
-    }
-    fn abs(self) -> Self {
-        f64::abs(self)
-    }
-    fn relu(self) -> Self {
-        // Written so that NaN passes through (NaN <= 0 is false), as in PyTorch and JAX:
-        // `if self > 0.0 { self } else { 0.0 }` would silently turn a NaN into 0.
-        if self <= 0.0 { 0.0 } else { self }
-    }
-    fn sigmoid(self) -> Self {
-        sigmoid_f64(self)
-    }
-    fn gelu(self) -> Self {
-        gelu_f64(self)
-    }
-    fn atan(self) -> Self {
-        f64::atan(self)
-    }
-    fn asin(self) -> Self {
-        f64::asin(self)
-    }
-    fn acos(self) -> Self {
-        f64::acos(self)
-    }
-    fn tan(self) -> Self {
-        f64::tan(self)
-    }
-    fn ln_1p(self) -> Self {
-        f64::ln_1p(self)
-    }
-    fn exp_m1(self) -> Self {
-        f64::exp_m1(self)
-    }
-    fn log2(self) -> Self {
-        f64::log2(self)
-    }
-    fn log10(self) -> Self {
-        f64::log10(self)
-    }
-    fn exp2(self) -> Self {
-        f64::exp2(self)
-    }
-    fn cbrt(self) -> Self {
-        f64::cbrt(self)
-    }
-    fn softplus(self) -> Self {
-        softplus_f64(self)
-    }
-    fn erf(self) -> Self {
-        libm::erf(self)
-    }
-    fn erfc(self) -> Self {
-        libm::erfc(self)
-    }
-    fn atan2(self, other: Self) -> Self {
-        f64::atan2(self, other)
-    }
-    fn hypot(self, other: Self) -> Self {
-        f64::hypot(self, other)
-    }
-    fn max(self, other: Self) -> Self {
-        max_f64(self, other)
-    }
-    fn min(self, other: Self) -> Self {
-        min_f64(self, other)
+    #[inline(always)]
+    fn binary_f64(self, op: Binary, c: f64) -> Self {
+        op.value(self, c)
     }
     #[track_caller]
     fn clamp(self, lo: f64, hi: f64) -> Self {
         check_clamp_bounds(lo, hi);
-        clamp_f64(self, lo, hi)
+        Nary::Clamp.value(&[self, lo, hi])
     }
     fn amax(terms: &[Self]) -> Self {
         assert!(!terms.is_empty(), "amax of no terms has no value");
-        amax_f64(terms)
+        Nary::Max.value(terms)
     }
-    fn sum(terms: &[Self]) -> Self {
-        terms.iter().sum()
+    fn sum<I>(terms: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Self>,
+    {
+        terms.into_iter().map(|x| *x.borrow()).sum()
     }
     fn dot(a: &[Self], b: &[Self]) -> Self {
         assert_eq!(a.len(), b.len(), "dot of slices of different lengths");

@@ -49,7 +49,7 @@ pub struct NodeKey {
 
 impl NodeKey {
     /// The key `k` positions after this one, in the same generation.
-    pub(crate) fn advanced(self, k: usize) -> NodeKey {
+    pub(in crate::engine) fn advanced(self, k: usize) -> NodeKey {
         NodeKey {
             pos: self.pos + k as u32,
             generation: self.generation,
@@ -57,7 +57,7 @@ impl NodeKey {
     }
 
     /// The node's tape position.
-    pub(crate) fn position(self) -> u32 {
+    pub(in crate::engine) fn position(self) -> u32 {
         self.pos
     }
 }
@@ -72,20 +72,20 @@ impl NodeKey {
 /// after exactly a multiple of 2^32 releases, at a position re-recorded in that very
 /// generation (a slot map's `u32` versions wrap after 2^31 reuses of one slot).
 #[derive(Debug, Default)]
-pub(crate) struct Slots {
+pub(in crate::engine) struct Slots {
     generations: Vec<u32>,
 }
 
 impl Slots {
     /// The position `key` names, if that position still holds the node it was issued for.
     #[inline(always)]
-    pub(crate) fn get(&self, key: NodeKey) -> Option<u32> {
+    pub(in crate::engine) fn get(&self, key: NodeKey) -> Option<u32> {
         (self.generations.get(key.pos as usize) == Some(&key.generation)).then_some(key.pos)
     }
 
     /// The key of the node now at `pos`.
     #[inline(always)]
-    pub(crate) fn key(&self, pos: u32) -> NodeKey {
+    pub(in crate::engine) fn key(&self, pos: u32) -> NodeKey {
         NodeKey {
             pos,
             generation: self.generations[pos as usize],
@@ -95,7 +95,11 @@ impl Slots {
     /// The keys of the `n` nodes from `first` on, recorded together (in one generation):
     /// the generation is read once.
     #[inline]
-    pub(crate) fn keys_of_run(&self, first: u32, n: usize) -> impl Iterator<Item = NodeKey> {
+    pub(in crate::engine) fn keys_of_run(
+        &self,
+        first: u32,
+        n: usize,
+    ) -> impl Iterator<Item = NodeKey> {
         let generation = self
             .generations
             .get(first as usize)
@@ -111,29 +115,29 @@ impl Slots {
             .map(move |pos| NodeKey { pos, generation })
     }
 
-    pub(crate) fn capacity(&self) -> usize {
+    pub(in crate::engine) fn capacity(&self) -> usize {
         self.generations.capacity()
     }
 }
 
 /// The `arg` of an edge whose operand is an untracked `f64` constant.
-pub(crate) const CONST_ARG: u32 = u32::MAX;
+pub(in crate::engine) const CONST_ARG: u32 = u32::MAX;
 /// Positions are `u32`, and `u32::MAX` is [`CONST_ARG`].
 const MAX_NODES: usize = (u32::MAX - 1) as usize;
 
 /// Below this many nodes and edges, [`Tape::finish`] needs no exact test of the limits.
-pub(crate) const FAST_LIMIT: usize = 1 << 31;
+pub(in crate::engine) const FAST_LIMIT: usize = 1 << 31;
 const _: () = assert!(FAST_LIMIT <= MAX_NODES);
 
 /// An operand as the tape sees it: its value, and its position (or [`CONST_ARG`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Resolved {
-    pub(crate) value: f64,
-    pub(crate) arg: u32,
+pub(in crate::engine) struct Resolved {
+    pub(in crate::engine) value: f64,
+    pub(in crate::engine) arg: u32,
 }
 
 impl Resolved {
-    pub(crate) fn constant(value: f64) -> Self {
+    pub(in crate::engine) fn constant(value: f64) -> Self {
         Resolved {
             value,
             arg: CONST_ARG,
@@ -152,40 +156,40 @@ impl Resolved {
 /// recorded; so nothing per edge is stored, and the sweep reads the weights and their
 /// adjoints in place.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct DotBlock {
-    pub(crate) first: u32,
-    pub(crate) rows: u32,
-    pub(crate) outputs: u32,
-    pub(crate) inner: u32,
-    pub(crate) b_first: u32,
+pub(in crate::engine) struct DotBlock {
+    pub(in crate::engine) first: u32,
+    pub(in crate::engine) rows: u32,
+    pub(in crate::engine) outputs: u32,
+    pub(in crate::engine) inner: u32,
+    pub(in crate::engine) b_first: u32,
     /// Where the first factor's positions start in `Tape::block_args`.
-    pub(crate) a_start: u32,
+    pub(in crate::engine) a_start: u32,
     /// Within each row of the first factor the positions are distinct and none is in
     /// the second factor's range: the sweep may gather that row's adjoints, add every
     /// output's contributions to them in order and scatter them back, with the same sums
     /// (in the same order) as edge by edge.
-    pub(crate) dense: bool,
+    pub(in crate::engine) dense: bool,
     /// The second factor is `inner x outputs`, each part one of its columns.
-    pub(crate) transposed: bool,
+    pub(in crate::engine) transposed: bool,
 }
 
 impl DotBlock {
     /// One past the position of the last output.
     #[inline]
-    pub(crate) fn end(&self) -> usize {
+    pub(in crate::engine) fn end(&self) -> usize {
         self.first as usize + self.rows as usize * self.outputs as usize
     }
 
     /// The positions of the second factor, every part.
     #[inline]
-    pub(crate) fn b_range(&self) -> std::ops::Range<usize> {
+    pub(in crate::engine) fn b_range(&self) -> std::ops::Range<usize> {
         let b = self.b_first as usize;
         b..b + self.outputs as usize * self.inner as usize
     }
 
     /// The first factor's positions, as a range of `Tape::block_args`.
     #[inline]
-    pub(crate) fn a_range(&self) -> std::ops::Range<usize> {
+    pub(in crate::engine) fn a_range(&self) -> std::ops::Range<usize> {
         let a = self.a_start as usize;
         a..a + self.rows as usize * self.inner as usize
     }
@@ -197,7 +201,7 @@ impl DotBlock {
 
     /// Where part `j` of the second factor starts and the step between its positions.
     #[inline]
-    pub(crate) fn part(&self, j: usize) -> (usize, usize) {
+    pub(in crate::engine) fn part(&self, j: usize) -> (usize, usize) {
         let (b, inner, outputs) = (
             self.b_first as usize,
             self.inner as usize,
@@ -212,7 +216,7 @@ impl DotBlock {
 
     /// The operands of output node `pos`: the positions of its row of the first factor
     /// (in `block_args`) and of its part of the second.
-    pub(crate) fn operands<'a>(
+    pub(in crate::engine) fn operands<'a>(
         &self,
         pos: usize,
         block_args: &'a [u32],
@@ -228,7 +232,7 @@ impl DotBlock {
 
 /// A handle to a node, as the tape sees it: which graph made it and its key. The tape
 /// resolves handles itself on its many-operand paths, without knowing the handle type.
-pub(crate) trait Handle: Copy {
+pub(in crate::engine) trait Handle: Copy {
     /// The address of the graph that made the handle: compared, never read.
     fn owner(self) -> *const ();
     /// That graph's id, for error messages (the cold path).
@@ -239,15 +243,15 @@ pub(crate) trait Handle: Copy {
 
 /// Who is resolving handles: the address and id of the graph that owns this tape.
 #[derive(Clone, Copy)]
-pub(crate) struct Owner {
-    pub(crate) addr: *const (),
-    pub(crate) id: u64,
+pub(in crate::engine) struct Owner {
+    pub(in crate::engine) addr: *const (),
+    pub(in crate::engine) id: u64,
 }
 
 /// Resolves `x` against the tape's slots and values, or explains why it cannot: a handle
 /// of another graph, or one whose node was released.
 #[inline(always)]
-pub(crate) fn resolve_handle(
+pub(in crate::engine) fn resolve_handle(
     owner: Owner,
     slots: &Slots,
     values: &[f64],
@@ -309,7 +313,11 @@ fn dots_of_row_by_columns(a: &[f64], b: &[f64], out: &mut Vec<f64>) {
 /// the first and last are checked. That proves the rest: positions between two that
 /// hold nodes of one generation were recorded in that generation (a release starts a new
 /// one) and not released since (that would have released the last).
-pub(crate) fn handle_run<H: Handle>(owner: Owner, slots: &Slots, run: &[H]) -> Option<u32> {
+pub(in crate::engine) fn handle_run<H: Handle>(
+    owner: Owner,
+    slots: &Slots,
+    run: &[H],
+) -> Option<u32> {
     let (first, last) = (run.first()?.key(), run.last()?.key());
     slots.get(first)?;
     slots.get(last)?;
@@ -382,56 +390,56 @@ fn note_error<H: Handle>(
 
 /// The nodes, struct-of-arrays (see the module docs).
 #[derive(Debug)]
-pub(crate) struct Tape {
-    pub(crate) slots: Slots,
-    pub(crate) values: Vec<f64>,
-    pub(crate) ops: OpCodes,
+pub(in crate::engine) struct Tape {
+    pub(in crate::engine) slots: Slots,
+    pub(in crate::engine) values: Vec<f64>,
+    pub(in crate::engine) ops: OpCodes,
     /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; always one longer than `values`.
-    pub(crate) edge_start: Vec<u32>,
-    pub(crate) args: Vec<u32>,
-    pub(crate) weights: Vec<f64>,
+    pub(in crate::engine) edge_start: Vec<u32>,
+    pub(in crate::engine) args: Vec<u32>,
+    pub(in crate::engine) weights: Vec<f64>,
     /// Counts releases, so a `Gradients` knows which positions were re-recorded after it.
-    pub(crate) epoch: u64,
+    pub(in crate::engine) epoch: u64,
     /// `epoch` truncated to 32 bits: the generation of the nodes recorded now.
     generation: u32,
     /// `(epoch, mark)` of past releases, kept as a stack whose marks increase: the first
     /// entry after a given epoch holds the lowest mark released since then.
-    pub(crate) releases: Vec<(u64, u32)>,
-    pub(crate) anomaly: Option<Box<AnomalyLog>>,
+    pub(in crate::engine) releases: Vec<(u64, u32)>,
+    pub(in crate::engine) anomaly: Option<Box<AnomalyLog>>,
     /// The value comparisons made through `Var`'s guard methods, in order.
-    pub(crate) guards: Vec<Guard>,
+    pub(in crate::engine) guards: Vec<Guard>,
     /// With replay checks on: every `Var::value` read, as (position, the tape's length
     /// then, where).
-    pub(crate) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
+    pub(in crate::engine) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
     /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
     /// while `pos | edges` is below it, so one comparison covers both the limits and the
     /// mode.
-    pub(crate) fast_limit: usize,
+    pub(in crate::engine) fast_limit: usize,
     /// Operand values of the n-ary node being recorded (kept to avoid reallocating).
-    pub(crate) scratch: Vec<f64>,
+    pub(in crate::engine) scratch: Vec<f64>,
     /// The resolved operands of a matrix product ([`Tape::matrix_dots`]): positions and
     /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
-    pub(crate) matrix_args: Vec<u32>,
-    pub(crate) matrix_values: Vec<f64>,
+    pub(in crate::engine) matrix_args: Vec<u32>,
+    pub(in crate::engine) matrix_values: Vec<f64>,
     /// The blocks of dot products recorded without edges ([`DotBlock`]), in tape order,
     /// and the operand positions of their first factors.
-    pub(crate) blocks: Vec<DotBlock>,
-    pub(crate) block_args: Vec<u32>,
+    pub(in crate::engine) blocks: Vec<DotBlock>,
+    pub(in crate::engine) block_args: Vec<u32>,
     /// The names of the graph's user-defined functions, by [`Op::Custom`] index (the
     /// functions themselves are on the `Graph`).
-    pub(crate) custom_names: Vec<&'static str>,
+    pub(in crate::engine) custom_names: Vec<&'static str>,
 }
 
 /// What anomaly mode keeps: where each node was recorded, and every node recorded with a
 /// non-finite value (position and that value, in tape order; a short list in practice).
 #[derive(Debug, Default)]
-pub(crate) struct AnomalyLog {
-    pub(crate) locations: Vec<Option<&'static Location<'static>>>,
-    pub(crate) anomalous: Vec<(u32, f64)>,
+pub(in crate::engine) struct AnomalyLog {
+    pub(in crate::engine) locations: Vec<Option<&'static Location<'static>>>,
+    pub(in crate::engine) anomalous: Vec<(u32, f64)>,
 }
 
 impl Tape {
-    pub(crate) fn with_capacity(nodes: usize) -> Self {
+    pub(in crate::engine) fn with_capacity(nodes: usize) -> Self {
         let mut edge_start = Vec::with_capacity(nodes + 1);
         edge_start.push(0);
         Tape {
@@ -459,20 +467,20 @@ impl Tape {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub(in crate::engine) fn len(&self) -> usize {
         self.values.len()
     }
 
     /// A tape that holds no memory (and is not valid to record on: `edge_start` lacks its
     /// leading 0); what a dropped graph leaves behind after giving its tape away.
-    pub(crate) fn hollow() -> Self {
+    pub(in crate::engine) fn hollow() -> Self {
         let mut tape = Tape::with_capacity(0);
         tape.edge_start = Vec::new();
         tape
     }
 
     /// Empties the tape for a new graph, keeping its arrays' memory.
-    pub(crate) fn reset(&mut self) {
+    pub(in crate::engine) fn reset(&mut self) {
         self.slots.generations.clear();
         self.values.clear();
         self.ops.0.clear();
@@ -493,7 +501,7 @@ impl Tape {
     }
 
     /// The nodes the arrays have room for (the smallest of their capacities).
-    pub(crate) fn capacity(&self) -> usize {
+    pub(in crate::engine) fn capacity(&self) -> usize {
         self.values.capacity().min(self.ops.0.capacity())
     }
 
@@ -501,7 +509,7 @@ impl Tape {
     /// node of a [`DotBlock`] (which stores none) made from the block, exactly the edges
     /// [`Nary::Dot`] would have stored.
     #[inline]
-    pub(crate) fn edges(&self, pos: usize) -> (Cow<'_, [u32]>, Cow<'_, [f64]>) {
+    pub(in crate::engine) fn edges(&self, pos: usize) -> (Cow<'_, [u32]>, Cow<'_, [f64]>) {
         if self.ops.0[pos] == BLOCK_DOT_CODE {
             let (args, weights) = self.block_edges(pos);
             return (Cow::Owned(args), Cow::Owned(weights));
@@ -516,7 +524,10 @@ impl Tape {
     /// Node `pos`'s operand positions in operand order ([`CONST_ARG`] for a constant), as
     /// [`Tape::edges`] lists them but without building a block node's edges: for the
     /// passes that only follow the graph's structure.
-    pub(crate) fn operand_positions(&self, pos: usize) -> impl Iterator<Item = u32> + '_ {
+    pub(in crate::engine) fn operand_positions(
+        &self,
+        pos: usize,
+    ) -> impl Iterator<Item = u32> + '_ {
         let (a, b) = if self.ops.0[pos] == BLOCK_DOT_CODE {
             self.block_of(pos).operands(pos, &self.block_args)
         } else {
@@ -527,7 +538,7 @@ impl Tape {
     }
 
     /// The block that holds node `pos`, which is a [`DotBlock`] node.
-    pub(crate) fn block_of(&self, pos: usize) -> &DotBlock {
+    pub(in crate::engine) fn block_of(&self, pos: usize) -> &DotBlock {
         let k = self.blocks.partition_point(|b| b.first as usize <= pos);
         let block = &self.blocks[k - 1];
         debug_assert!(pos < block.end());
@@ -553,7 +564,7 @@ impl Tape {
 
     /// Whether a node recorded after the positions of `run` uses one of them as an
     /// operand.
-    pub(crate) fn used_after(&self, run: std::ops::Range<usize>) -> bool {
+    pub(in crate::engine) fn used_after(&self, run: std::ops::Range<usize>) -> bool {
         let later_edges = self.edge_start[run.end] as usize;
         let inside = |p: u32| run.contains(&(p as usize));
         self.args[later_edges..].iter().any(|&p| inside(p))
@@ -570,17 +581,20 @@ impl Tape {
     }
 
     /// The number of edges of every node: those stored, and those of the blocks.
-    pub(crate) fn edge_count(&self) -> usize {
+    pub(in crate::engine) fn edge_count(&self) -> usize {
         self.args.len() + self.blocks.iter().map(DotBlock::edge_count).sum::<usize>()
     }
 
     /// Node `pos`'s operand values in operand order (constants included).
-    pub(crate) fn operand_values(&self, pos: usize) -> Vec<f64> {
+    pub(in crate::engine) fn operand_values(&self, pos: usize) -> Vec<f64> {
         self.operand_values_iter(pos).collect()
     }
 
     /// [`Tape::operand_values`] without collecting them.
-    pub(crate) fn operand_values_iter(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
+    pub(in crate::engine) fn operand_values_iter(
+        &self,
+        pos: usize,
+    ) -> impl Iterator<Item = f64> + '_ {
         let (args, weights) = self.edges(pos);
         (0..args.len()).map(move |k| {
             if args[k] == CONST_ARG {
@@ -655,7 +669,7 @@ impl Tape {
     }
 
     /// The forward anomaly of node `pos`, recorded with a non-finite value.
-    pub(crate) fn anomaly_at(&self, pos: usize) -> Anomaly {
+    pub(in crate::engine) fn anomaly_at(&self, pos: usize) -> Anomaly {
         let output = self
             .anomaly
             .as_ref()
@@ -670,7 +684,7 @@ impl Tape {
         }
     }
 
-    pub(crate) fn op_name(&self, pos: usize) -> &'static str {
+    pub(in crate::engine) fn op_name(&self, pos: usize) -> &'static str {
         match self.ops[pos] {
             Op::Input => "input",
             Op::Constant => "constant",
@@ -683,14 +697,14 @@ impl Tape {
     }
 
     /// Where node `pos` was recorded, if anomaly mode was on then.
-    pub(crate) fn location(&self, pos: usize) -> Option<&'static Location<'static>> {
+    pub(in crate::engine) fn location(&self, pos: usize) -> Option<&'static Location<'static>> {
         self.anomaly
             .as_ref()
             .and_then(|log| log.locations.get(pos).copied().flatten())
     }
 
     /// The first forward anomaly at or before `pos`, in tape order.
-    pub(crate) fn anomaly_up_to(&self, pos: u32) -> Option<Anomaly> {
+    pub(in crate::engine) fn anomaly_up_to(&self, pos: u32) -> Option<Anomaly> {
         let &(at, _) = self.anomaly.as_ref()?.anomalous.first()?;
         (at <= pos).then(|| self.anomaly_at(at as usize))
     }
@@ -698,7 +712,11 @@ impl Tape {
     /// In anomaly mode, attributes the nodes from position `start` on, which tapegrad
     /// recorded on the user's behalf (the differentiable backward), to the user's call at
     /// `location`.
-    pub(crate) fn adopt_from(&mut self, start: usize, location: &'static Location<'static>) {
+    pub(in crate::engine) fn adopt_from(
+        &mut self,
+        start: usize,
+        location: &'static Location<'static>,
+    ) {
         if let Some(log) = self.anomaly.as_mut() {
             log.locations
                 .iter_mut()
@@ -711,7 +729,7 @@ impl Tape {
     ///
     /// Inputs have no edges, so they go on in bulk: a model's thousands of parameters cost
     /// one capacity test per array, not one per parameter and array.
-    pub(crate) fn inputs(
+    pub(in crate::engine) fn inputs(
         &mut self,
         xs: &[f64],
         location: &'static Location<'static>,
@@ -738,7 +756,7 @@ impl Tape {
     }
 
     #[inline]
-    pub(crate) fn leaf(
+    pub(in crate::engine) fn leaf(
         &mut self,
         op: Op,
         value: f64,
@@ -749,7 +767,7 @@ impl Tape {
 
     /// Records `op(x)`; `x` is a tracked operand.
     #[inline(always)]
-    pub(crate) fn unary(
+    pub(in crate::engine) fn unary(
         &mut self,
         op: Unary,
         x: Resolved,
@@ -763,7 +781,7 @@ impl Tape {
 
     /// Records `op(a, b)`.
     #[inline(always)]
-    pub(crate) fn binary(
+    pub(in crate::engine) fn binary(
         &mut self,
         op: Binary,
         a: Resolved,
@@ -777,7 +795,7 @@ impl Tape {
     /// [`Tape::binary`] with each operand's kind (constant or not) given, so that the
     /// operators, which know it at compile time, record without testing it.
     #[inline(always)]
-    pub(crate) fn binary_of_kinds(
+    pub(in crate::engine) fn binary_of_kinds(
         &mut self,
         op: Binary,
         (a, a_const): (Resolved, bool),
@@ -802,7 +820,7 @@ impl Tape {
 
     /// Records an n-ary node over `operands`, each turned into a [`Resolved`] by `resolve`
     /// (which may fail, e.g. on a released handle, in which case nothing is recorded).
-    pub(crate) fn nary<X>(
+    pub(in crate::engine) fn nary<X>(
         &mut self,
         op: Nary,
         operands: impl IntoIterator<Item = X>,
@@ -842,7 +860,7 @@ impl Tape {
     /// stores, without the operand enum, the chained iterator and the capacity check per
     /// push of the general path (those were about half of the transformer's recording).
     /// A bad handle is remembered and reported after the loop, the first in operand order.
-    pub(crate) fn nary_vars<H: Handle>(
+    pub(in crate::engine) fn nary_vars<H: Handle>(
         &mut self,
         owner: Owner,
         op: Nary,
@@ -895,7 +913,7 @@ impl Tape {
     /// proved `b` a run in its own order (`b` is part of an `Inputs`); otherwise the
     /// handles of `b` are checked here. Near the limits and in anomaly mode the outputs
     /// get their edges.
-    pub(crate) fn matrix_dots<H: Handle>(
+    pub(in crate::engine) fn matrix_dots<H: Handle>(
         &mut self,
         owner: Owner,
         (a, b): (&[H], &[H]),
@@ -1094,7 +1112,7 @@ impl Tape {
     /// a user-defined function or a fused sub-computation. `eval` gets the values and the
     /// node's weight slots (one per operand, zeroed) and returns the value. The operands
     /// are all tracked (no constants).
-    pub(crate) fn computed(
+    pub(in crate::engine) fn computed(
         &mut self,
         op: Op,
         operands: &[Resolved],
@@ -1115,7 +1133,7 @@ impl Tape {
 
     /// Frees every node at position `len` and above, in time independent of how many
     /// nodes the graph held before (the arrays' truncations drop plain numbers).
-    pub(crate) fn truncate(&mut self, len: usize) {
+    pub(in crate::engine) fn truncate(&mut self, len: usize) {
         // A release can fall inside the last block (to a mark taken before an earlier
         // release): its outputs below `len` stay, so the block keeps its whole rows, and
         // the outputs of a row it cuts get the edges `Nary::Dot` would have stored.
@@ -1185,7 +1203,7 @@ impl Tape {
     }
 
     /// The lowest position released (and so possibly re-recorded) since `epoch`.
-    pub(crate) fn released_since(&self, epoch: u64) -> u32 {
+    pub(in crate::engine) fn released_since(&self, epoch: u64) -> u32 {
         let first_after = self.releases.partition_point(|&(e, _)| e <= epoch);
         self.releases
             .get(first_after)
@@ -1198,7 +1216,7 @@ impl Tape {
 /// `ops[pos]` gives the `Op` itself. On the W2 chain this byte is what keeps peak memory
 /// under 48 bytes per recorded op (47, with the adjoints; it was 48).
 #[derive(Debug, Default)]
-pub(crate) struct OpCodes(pub(crate) Vec<u8>);
+pub(in crate::engine) struct OpCodes(pub(in crate::engine) Vec<u8>);
 
 const N_UNARY: usize = Unary::ALL.len();
 const N_BINARY: usize = Binary::ALL.len();
@@ -1244,11 +1262,11 @@ static ALL_OPS: [Op; 256] = {
 const FUSED_CODE: usize = 2 + N_UNARY + N_BINARY + NARY.len();
 /// The code of a [`DotBlock`]'s nodes: [`Nary::Dot`] to everyone who reads the op, a
 /// node whose edges are its block's to the tape.
-pub(crate) const BLOCK_DOT_CODE: u8 = (FUSED_CODE + 1) as u8;
+pub(in crate::engine) const BLOCK_DOT_CODE: u8 = (FUSED_CODE + 1) as u8;
 /// The first code of [`Op::Custom`]; the rest of the byte is theirs.
 const FIRST_CUSTOM: usize = BLOCK_DOT_CODE as usize + 1;
 /// How many user-defined functions one graph can hold (the op codes left in a byte).
-pub(crate) const MAX_CUSTOM: usize = 256 - FIRST_CUSTOM;
+pub(in crate::engine) const MAX_CUSTOM: usize = 256 - FIRST_CUSTOM;
 
 impl OpCodes {
     /// `op`'s index in [`ALL_OPS`]. The unary and binary tables list their ops in
@@ -1278,16 +1296,16 @@ impl OpCodes {
     }
 
     #[inline(always)]
-    pub(crate) fn push(&mut self, op: Op) {
+    pub(in crate::engine) fn push(&mut self, op: Op) {
         self.0.push(Self::code(op));
     }
 
     /// Pushes `op` `n` times.
-    pub(crate) fn push_n(&mut self, op: Op, n: usize) {
+    pub(in crate::engine) fn push_n(&mut self, op: Op, n: usize) {
         self.0.resize(self.0.len() + n, Self::code(op));
     }
 
-    pub(crate) fn truncate(&mut self, len: usize) {
+    pub(in crate::engine) fn truncate(&mut self, len: usize) {
         self.0.truncate(len);
     }
 }

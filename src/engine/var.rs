@@ -3,15 +3,17 @@
 //! every operator is inlined into the user's code and records one node, allocating nothing.
 //! Holds no rule: values and partials come from the op table (`op.rs`).
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 use std::panic::Location;
 
 use super::error::{Error, or_panic};
-use super::graph::{Graph, Operand, Var};
+use super::graph::{Graph, Var};
+use super::guard::comparisons;
 use super::matrix::{Matrix, Pairing};
-use super::op::{Binary, Nary, Op, Unary};
-use super::scalar::{Scalar, Statement, dots_one_by_one};
+use super::op::{Binary, Nary, Op, Unary, binary_ops, unary_ops};
+use super::scalar::{Operand, Scalar, Statement, dots_one_by_one};
 use super::tape::{Resolved, Tape};
 
 impl<'g> Var<'g> {
@@ -137,7 +139,7 @@ impl<'g> Var<'g> {
         let mut tape = graph.tape.borrow_mut();
         let x = graph.resolve_var(&tape, self)?;
         let pos = tape.unary(op, x, location)?;
-        Ok(graph.handle(&mut tape, pos))
+        Ok(graph.handle(&tape, pos))
     }
 
     /// Records `op(self, rhs)`, or returns the error that prevented it.
@@ -158,7 +160,11 @@ impl<'g> Var<'g> {
     /// assert!(x.try_binary(Binary::Add, h.var(1.0)).is_err());
     /// ```
     #[track_caller]
-    pub fn try_binary(self, op: Binary, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+    pub fn try_binary(
+        self,
+        op: Binary,
+        rhs: impl Into<Operand<Var<'g>>>,
+    ) -> Result<Var<'g>, Error> {
         let rhs = rhs.into();
         if op == Binary::Powi {
             // powi's rule takes the exponent as a fixed integer: with 2.5 it would record
@@ -166,7 +172,7 @@ impl<'g> Var<'g> {
             let exponent = match rhs {
                 Operand::Const(n) if n.fract() == 0.0 && n.abs() <= f64::from(i32::MAX) => None,
                 Operand::Const(n) => Some(n.to_string()),
-                Operand::Var(_) => Some("a Var".to_string()),
+                Operand::Scalar(_) => Some("a Var".to_string()),
             };
             if let Some(exponent) = exponent {
                 return Err(Error::BadOperands {
@@ -194,7 +200,7 @@ impl<'g> Var<'g> {
     /// assert_eq!(g.var(1.0).try_add(2.0).unwrap().value(), 3.0);
     /// ```
     #[track_caller]
-    pub fn try_add(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+    pub fn try_add(self, rhs: impl Into<Operand<Var<'g>>>) -> Result<Var<'g>, Error> {
         self.try_binary(Binary::Add, rhs)
     }
 
@@ -211,7 +217,7 @@ impl<'g> Var<'g> {
     /// assert_eq!(g.var(1.0).try_sub(2.0).unwrap().value(), -1.0);
     /// ```
     #[track_caller]
-    pub fn try_sub(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+    pub fn try_sub(self, rhs: impl Into<Operand<Var<'g>>>) -> Result<Var<'g>, Error> {
         self.try_binary(Binary::Sub, rhs)
     }
 
@@ -228,7 +234,7 @@ impl<'g> Var<'g> {
     /// assert_eq!(g.var(3.0).try_mul(2.0).unwrap().value(), 6.0);
     /// ```
     #[track_caller]
-    pub fn try_mul(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+    pub fn try_mul(self, rhs: impl Into<Operand<Var<'g>>>) -> Result<Var<'g>, Error> {
         self.try_binary(Binary::Mul, rhs)
     }
 
@@ -245,35 +251,8 @@ impl<'g> Var<'g> {
     /// assert_eq!(g.var(3.0).try_div(2.0).unwrap().value(), 1.5);
     /// ```
     #[track_caller]
-    pub fn try_div(self, rhs: impl Into<Operand<'g>>) -> Result<Var<'g>, Error> {
+    pub fn try_div(self, rhs: impl Into<Operand<Var<'g>>>) -> Result<Var<'g>, Error> {
         self.try_binary(Binary::Div, rhs)
-    }
-
-    /// `self^exponent`, differentiable in the base and, if it is a `Var`, the exponent.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let g = tapegrad::Graph::new();
-    /// let (x, p) = (g.var(2.0), g.var(3.0));
-    /// let y = x.powf(p);
-    /// let grads = y.backward();
-    /// assert_eq!(grads[x], 3.0 * 4.0); // p x^(p-1)
-    /// approx::assert_relative_eq!(grads[p], 2f64.ln() * 8.0); // ln(x) x^p
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// On a released or foreign handle (see [`Var::try_binary`] with [`Binary::Powf`]).
-    #[track_caller]
-    #[inline(always)]
-    pub fn powf(self, exponent: impl Into<Operand<'g>>) -> Var<'g> {
-        or_panic(binary(
-            Binary::Powf,
-            self,
-            exponent.into(),
-            Location::caller(),
-        ))
     }
 
     /// `self^n` for an integer `n`.
@@ -298,32 +277,11 @@ impl<'g> Var<'g> {
     }
 }
 
-/// `base^exponent` for a constant base: the `Var`-with-`Var` rule with an untracked base,
-/// so `d/dx 2^x = ln(2) 2^x`.
-///
-/// # Examples
-///
-/// ```
-/// let g = tapegrad::Graph::new();
-/// let x = g.var(3.0);
-/// let y = tapegrad::powf(2.0, x);
-/// assert_eq!(y.value(), 8.0);
-/// approx::assert_relative_eq!(y.backward()[x], 2f64.ln() * 8.0);
-/// ```
-///
-/// # Panics
-///
-/// If `exponent` was released.
-#[track_caller]
-pub fn powf(base: f64, exponent: Var<'_>) -> Var<'_> {
-    or_panic(binary(Binary::Powf, base, exponent, Location::caller()))
-}
-
 /// One side of a binary op, of a kind known at compile time: a `Var`, an `f64` constant,
 /// or an [`Operand`] (either, decided at run time). The operators are generic over it, so
 /// that `x * y`, `x * 2.0` and `2.0 * x` each get straight-line code with no test of which
 /// operand is a constant.
-pub(crate) trait Side<'g>: Copy {
+pub(in crate::engine) trait Side<'g>: Copy {
     /// The operand's `Var`, if it is one.
     fn var(self) -> Option<Var<'g>>;
     /// Whether the operand is an untracked constant.
@@ -362,11 +320,11 @@ impl<'g> Side<'g> for f64 {
     }
 }
 
-impl<'g> Side<'g> for Operand<'g> {
+impl<'g> Side<'g> for Operand<Var<'g>> {
     #[inline(always)]
     fn var(self) -> Option<Var<'g>> {
         match self {
-            Operand::Var(x) => Some(x),
+            Operand::Scalar(x) => Some(x),
             Operand::Const(_) => None,
         }
     }
@@ -377,7 +335,7 @@ impl<'g> Side<'g> for Operand<'g> {
     #[inline(always)]
     fn resolve(self, graph: &Graph, tape: &Tape) -> Result<Resolved, Error> {
         match self {
-            Operand::Var(x) => x.resolve(graph, tape),
+            Operand::Scalar(x) => x.resolve(graph, tape),
             Operand::Const(c) => c.resolve(graph, tape),
         }
     }
@@ -402,146 +360,110 @@ fn binary<'g>(
     let a = a.resolve(graph, &tape)?;
     let b = b.resolve(graph, &tape)?;
     let pos = tape.binary_of_kinds(op, (a, a_const), (b, b_const), location)?;
-    Ok(graph.handle(&mut tape, pos))
+    Ok(graph.handle(&tape, pos))
 }
 
-/// The unary methods, each one line of the op table in `op.rs`.
-macro_rules! unary_methods {
-    ($($(#[$doc:meta])* $method:ident => $op:ident, ($x:expr, $y:expr);)*) => {
+/// `Var`'s unary methods, one per row of the op table with a method name.
+macro_rules! var_unary_methods {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $name:literal $(fn $method:ident($ex_x:expr => $ex_y:expr))? {
+            value: |$x:ident| $value:expr,
+            partial: |$px:ident, $py:ident| $partial:expr,
+            $(quotient: |$qx:ident, $qy:ident| $quotient:expr,)?
+        }
+    )*) => {
         impl<'g> Var<'g> {
-            $(
-                $(#[$doc])*
-                ///
-                /// # Examples
-                ///
-                /// ```
-                /// let g = tapegrad::Graph::new();
-                #[doc = concat!("let x = g.var(", stringify!($x), ");")]
-                #[doc = concat!("approx::assert_relative_eq!(x.", stringify!($method), "().value(), ", stringify!($y), ");")]
-                /// ```
-                ///
-                /// # Panics
-                ///
-                /// If the node was released (see [`Var::try_apply`]).
-                #[track_caller]
-                #[inline(always)]
-                pub fn $method(self) -> Var<'g> {
-                    or_panic(self.try_apply(Unary::$op))
-                }
-            )*
+            $( var_unary_methods!(@row [$(#[$doc])*] $variant $(fn $method($ex_x => $ex_y))?); )*
         }
     };
-}
-
-unary_methods! {
-    /// `e^self`.
-    exp => Exp, (1.0, std::f64::consts::E);
-    /// The natural logarithm (named `ln` as in `f64`).
-    #[doc(alias = "log")]
-    ln => Ln, (std::f64::consts::E, 1.0);
-    /// The square root.
-    sqrt => Sqrt, (4.0, 2.0);
-    /// `1 / self`.
-    #[doc(alias = "reciprocal")]
-    #[doc(alias = "inv")]
-    recip => Recip, (4.0, 0.25);
-    /// The sine.
-    sin => Sin, (0.0, 0.0);
-    /// The cosine.
-    cos => Cos, (0.0, 1.0);
-    /// The hyperbolic tangent.
-    tanh => Tanh, (0.0, 0.0);
-    /// The hyperbolic sine.
-    sinh => Sinh, (0.0, 0.0);
-    /// The hyperbolic cosine.
-    cosh => Cosh, (0.0, 1.0);
-    /// The absolute value (derivative 0 at 0).
-    abs => Abs, (-3.0, 3.0);
-    /// `max(self, 0)` (derivative 0 at 0).
-    relu => Relu, (-3.0, 0.0);
-    /// The logistic function `1 / (1 + e^-self)`.
-    sigmoid => Sigmoid, (0.0, 0.5);
-    /// GELU, tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
-    gelu => Gelu, (0.0, 0.0);
-    /// The arctangent.
-    #[doc(alias = "arctan")]
-    atan => Atan, (1.0, std::f64::consts::FRAC_PI_4);
-    /// The arcsine, on `[-1, 1]` (infinite derivative at the ends).
-    #[doc(alias = "arcsin")]
-    asin => Asin, (0.5, std::f64::consts::FRAC_PI_6);
-    /// The arccosine, on `[-1, 1]` (infinite derivative at the ends).
-    #[doc(alias = "arccos")]
-    acos => Acos, (0.5, std::f64::consts::FRAC_PI_3);
-    /// The tangent.
-    tan => Tan, (std::f64::consts::FRAC_PI_4, 1.0);
-    /// `ln(1 + self)`, accurate for tiny `self` (named as in `f64`).
-    #[doc(alias = "log1p")]
-    ln_1p => Ln1p, (1e-20, 1e-20);
-    /// `e^self - 1`, accurate for tiny `self` (named as in `f64`).
-    #[doc(alias = "expm1")]
-    exp_m1 => ExpM1, (1e-20, 1e-20);
-    /// The base-2 logarithm.
-    log2 => Log2, (8.0, 3.0);
-    /// The base-10 logarithm.
-    log10 => Log10, (1000.0, 3.0);
-    /// `2^self`.
-    exp2 => Exp2, (3.0, 8.0);
-    /// The real cube root (negative for negative `self`).
-    cbrt => Cbrt, (-8.0, -2.0);
-    /// `ln(1 + e^self)`, without the overflow of that form past 709; its derivative is the
-    /// sigmoid.
-    softplus => Softplus, (1000.0, 1000.0);
-    /// The error function (`libm`'s).
-    erf => Erf, (0.0, 0.0);
-    /// The complementary error function `1 - erf(self)`, accurate where `erf` rounds to 1.
-    erfc => Erfc, (0.0, 1.0);
-}
-
-/// The binary methods with a named function (the operators are below), each one line of
-/// the op table; the other operand may be a `Var` or an `f64`.
-macro_rules! binary_methods {
-    ($($(#[$doc:meta])* $method:ident => $op:ident, ($a:expr, $b:expr, $y:expr);)*) => {
-        impl<'g> Var<'g> {
-            $(
-                $(#[$doc])*
-                ///
-                /// # Examples
-                ///
-                /// ```
-                /// let g = tapegrad::Graph::new();
-                #[doc = concat!("let (a, b) = (g.var(", stringify!($a), "), g.var(", stringify!($b), "));")]
-                #[doc = concat!("approx::assert_relative_eq!(a.", stringify!($method), "(b).value(), ", stringify!($y), ");")]
-                #[doc = concat!("approx::assert_relative_eq!(a.", stringify!($method), "(", stringify!($b), ").value(), ", stringify!($y), ");")]
-                /// ```
-                ///
-                /// # Panics
-                ///
-                /// On a released or foreign handle (see [`Var::try_binary`]).
-                #[track_caller]
-                #[inline(always)]
-                pub fn $method(self, other: impl Into<Operand<'g>>) -> Var<'g> {
-                    or_panic(binary(Binary::$op, self, other.into(), Location::caller()))
-                }
-            )*
+    (@row [$($doc:tt)*] $variant:ident fn $method:ident($ex_x:expr => $ex_y:expr)) => {
+        $($doc)*
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let g = tapegrad::Graph::new();
+        #[doc = concat!("let x = g.var(", stringify!($ex_x), ");")]
+        #[doc = concat!("approx::assert_relative_eq!(x.", stringify!($method), "().value(), ", stringify!($ex_y), ");")]
+        /// ```
+        ///
+        /// # Panics
+        ///
+        /// If the node was released (see [`Var::try_apply`]).
+        #[track_caller]
+        #[inline(always)]
+        pub fn $method(self) -> Var<'g> {
+            or_panic(self.try_apply(Unary::$variant))
         }
     };
+    (@row [$($doc:tt)*] $variant:ident) => {};
 }
+unary_ops!(var_unary_methods);
 
-binary_methods! {
-    /// `atan2(self, other)`: the angle of the point `(other, self)`, in `(-pi, pi]`.
-    #[doc(alias = "arctan2")]
-    atan2 => Atan2, (1.0, -1.0, 3.0 * std::f64::consts::FRAC_PI_4);
-    /// `sqrt(self^2 + other^2)`, without overflow.
-    hypot => Hypot, (3.0, 4.0, 5.0);
-    /// The larger of the two (NaN if either is NaN); at a tie each gets half the
-    /// derivative, as in PyTorch ([`op::kink`](crate::op::kink)).
-    #[doc(alias = "maximum")]
-    max => Max, (1.0, 2.0, 2.0);
-    /// The smaller of the two (NaN if either is NaN); at a tie each gets half the
-    /// derivative, as in PyTorch ([`op::kink`](crate::op::kink)).
-    #[doc(alias = "minimum")]
-    min => Min, (1.0, 2.0, 1.0);
+/// `Var`'s binary methods with a name (the operators are below), one per row of the op
+/// table with a method name, the other operand a `Var` or an `f64`; and the same ops with
+/// a constant first operand, as functions (`tapegrad::atan2(1.0, x)`).
+macro_rules! var_binary_methods {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $name:literal $(fn $method:ident($ex_a:expr, $ex_b:expr => $ex_y:expr))? {
+            value: |$a:ident, $b:ident| $value:expr,
+            d_lhs: |$la:ident, $lb:ident, $ly:ident| $d_lhs:expr,
+            d_rhs: |$ra:ident, $rb:ident, $ry:ident| $d_rhs:expr,
+            $(quotient_lhs: |$qla:ident, $qlb:ident, $qly:ident| $quotient_lhs:expr,)?
+            $(quotient_rhs: |$qra:ident, $qrb:ident, $qry:ident| $quotient_rhs:expr,)?
+        }
+    )*) => {
+        impl<'g> Var<'g> {
+            $( var_binary_methods!(@method [$(#[$doc])*] $variant $(fn $method($ex_a, $ex_b => $ex_y))?); )*
+        }
+        $( var_binary_methods!(@function $variant $(fn $method($ex_a, $ex_b => $ex_y))?); )*
+    };
+    (@method [$($doc:tt)*] $variant:ident fn $method:ident($ex_a:expr, $ex_b:expr => $ex_y:expr)) => {
+        $($doc)*
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let g = tapegrad::Graph::new();
+        #[doc = concat!("let (a, b) = (g.var(", stringify!($ex_a), "), g.var(", stringify!($ex_b), "));")]
+        #[doc = concat!("approx::assert_relative_eq!(a.", stringify!($method), "(b).value(), ", stringify!($ex_y), ");")]
+        #[doc = concat!("approx::assert_relative_eq!(a.", stringify!($method), "(", stringify!($ex_b), ").value(), ", stringify!($ex_y), ");")]
+        /// ```
+        ///
+        /// # Panics
+        ///
+        /// On a released or foreign handle (see [`Var::try_binary`]).
+        #[track_caller]
+        #[inline(always)]
+        pub fn $method(self, other: impl Into<Operand<Var<'g>>>) -> Var<'g> {
+            or_panic(binary(Binary::$variant, self, other.into(), Location::caller()))
+        }
+    };
+    (@method [$($doc:tt)*] $variant:ident) => {};
+    (@function $variant:ident fn $method:ident($ex_a:expr, $ex_b:expr => $ex_y:expr)) => {
+        #[doc = concat!("`", stringify!($method), "(a, b)` for a constant `a`: the same rule as [`Var::", stringify!($method), "`], with an untracked first operand.")]
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let g = tapegrad::Graph::new();
+        #[doc = concat!("let b = g.var(", stringify!($ex_b), ");")]
+        #[doc = concat!("approx::assert_relative_eq!(tapegrad::", stringify!($method), "(", stringify!($ex_a), ", b).value(), ", stringify!($ex_y), ");")]
+        /// ```
+        ///
+        /// # Panics
+        ///
+        /// If `b` was released.
+        #[track_caller]
+        pub fn $method(a: f64, b: Var<'_>) -> Var<'_> {
+            or_panic(binary(Binary::$variant, a, b, Location::caller()))
+        }
+    };
+    (@function $variant:ident) => {};
 }
+binary_ops!(var_binary_methods);
 
 impl<'g> Var<'g> {
     /// `self` limited to `[lo, hi]` (constants). The derivative is 1 inside the interval,
@@ -590,45 +512,13 @@ impl<'g> Var<'g> {
                 why: format!("needs lo <= hi (and neither NaN), got lo = {lo}, hi = {hi}"),
             });
         }
-        let operands = [Operand::Var(self), Operand::Const(lo), Operand::Const(hi)];
+        let operands = [
+            Operand::Scalar(self),
+            Operand::Const(lo),
+            Operand::Const(hi),
+        ];
         self.graph.try_nary(Nary::Clamp, operands)
     }
-}
-
-macro_rules! const_first {
-    ($($(#[$doc:meta])* $name:ident => $op:ident, ($a:expr, $b:expr, $y:expr);)*) => {
-        $(
-            $(#[$doc])*
-            ///
-            /// # Examples
-            ///
-            /// ```
-            /// let g = tapegrad::Graph::new();
-            #[doc = concat!("let b = g.var(", stringify!($b), ");")]
-            #[doc = concat!("approx::assert_relative_eq!(tapegrad::", stringify!($name), "(", stringify!($a), ", b).value(), ", stringify!($y), ");")]
-            /// ```
-            ///
-            /// # Panics
-            ///
-            /// If `b` was released.
-            #[track_caller]
-            pub fn $name(a: f64, b: Var<'_>) -> Var<'_> {
-                or_panic(binary(Binary::$op, a, b, Location::caller()))
-            }
-        )*
-    };
-}
-
-const_first! {
-    /// `atan2(a, b)` for a constant `a`: the same rule as [`Var::atan2`], with an
-    /// untracked first operand.
-    atan2 => Atan2, (1.0, -1.0, 3.0 * std::f64::consts::FRAC_PI_4);
-    /// `hypot(a, b)` for a constant `a` (see [`Var::hypot`]).
-    hypot => Hypot, (3.0, 4.0, 5.0);
-    /// `max(a, b)` for a constant `a` (see [`Var::max`]).
-    max => Max, (1.0, 2.0, 2.0);
-    /// `min(a, b)` for a constant `a` (see [`Var::min`]).
-    min => Min, (1.0, 2.0, 1.0);
 }
 
 impl<'g> Neg for Var<'g> {
@@ -710,6 +600,18 @@ impl fmt::Display for Var<'_> {
     }
 }
 
+/// `Var`'s comparisons in [`Scalar`]: each forwards to the guard-recording method.
+macro_rules! var_scalar_comparisons {
+    ($($(#[$doc:meta])* $method:ident => $cmp:ident, ($x:expr, $y:expr, $want:expr);)*) => {
+        $(
+            #[track_caller]
+            fn $method(self, other: impl Into<Operand<Self>>) -> bool {
+                Var::$method(self, other)
+            }
+        )*
+    };
+}
+
 impl<'g> Scalar for Var<'g> {
     #[track_caller]
     #[inline(always)]
@@ -723,169 +625,20 @@ impl<'g> Scalar for Var<'g> {
     }
     #[track_caller]
     #[inline(always)]
-    fn exp(self) -> Self {
-        Var::exp(self)
+    fn unary(self, op: Unary) -> Self {
+        or_panic(self.try_apply(op))
     }
     #[track_caller]
     #[inline(always)]
-    fn ln(self) -> Self {
-        Var::ln(self)
+    fn binary(self, op: Binary, other: Self) -> Self {
+        or_panic(binary(op, self, other, Location::caller()))
     }
     #[track_caller]
     #[inline(always)]
-    fn sqrt(self) -> Self {
-        Var::sqrt(self)
+    fn binary_f64(self, op: Binary, c: f64) -> Self {
+        or_panic(binary(op, self, c, Location::caller()))
     }
-    #[track_caller]
-    #[inline(always)]
-    fn recip(self) -> Self {
-        Var::recip(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn powi(self, n: i32) -> Self {
-        Var::powi(self, n)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn powf(self, p: Self) -> Self {
-        Var::powf(self, p)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn powf_f64(self, p: f64) -> Self {
-        Var::powf(self, p)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn sin(self) -> Self {
-        Var::sin(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn cos(self) -> Self {
-        Var::cos(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn tanh(self) -> Self {
-        Var::tanh(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn sinh(self) -> Self {
-        Var::sinh(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn cosh(self) -> Self {
-        Var::cosh(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn abs(self) -> Self {
-        Var::abs(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn relu(self) -> Self {
-        Var::relu(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn sigmoid(self) -> Self {
-        Var::sigmoid(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn gelu(self) -> Self {
-        Var::gelu(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn atan(self) -> Self {
-        Var::atan(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn asin(self) -> Self {
-        Var::asin(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn acos(self) -> Self {
-        Var::acos(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn tan(self) -> Self {
-        Var::tan(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn ln_1p(self) -> Self {
-        Var::ln_1p(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn exp_m1(self) -> Self {
-        Var::exp_m1(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn log2(self) -> Self {
-        Var::log2(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn log10(self) -> Self {
-        Var::log10(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn exp2(self) -> Self {
-        Var::exp2(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn cbrt(self) -> Self {
-        Var::cbrt(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn softplus(self) -> Self {
-        Var::softplus(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn erf(self) -> Self {
-        Var::erf(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn erfc(self) -> Self {
-        Var::erfc(self)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn atan2(self, other: Self) -> Self {
-        Var::atan2(self, other)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn hypot(self, other: Self) -> Self {
-        Var::hypot(self, other)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn max(self, other: Self) -> Self {
-        Var::max(self, other)
-    }
-    #[track_caller]
-    #[inline(always)]
-    fn min(self, other: Self) -> Self {
-        Var::min(self, other)
-    }
+    comparisons!(var_scalar_comparisons);
     #[track_caller]
     fn clamp(self, lo: f64, hi: f64) -> Self {
         Var::clamp(self, lo, hi)
@@ -896,10 +649,19 @@ impl<'g> Scalar for Var<'g> {
         or_panic(graph.try_nary_vars(Nary::Max, &[terms]))
     }
     #[track_caller]
-    fn sum(terms: &[Self]) -> Self {
-        // A slice cannot record nodes while it is read, so the terms are resolved under one
-        // borrow of the tape (`Graph::sum` takes any iterator and must not hold it).
-        or_panic(first_graph(terms, "sum").try_nary_vars(Nary::Sum, &[terms]))
+    fn sum<I>(terms: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Self>,
+    {
+        // The iterator may record nodes itself (`xs.iter().map(|x| x.exp())`), so each term
+        // is resolved on its own, with no borrow of the tape held while it runs.
+        let mut terms = terms.into_iter().map(|x| *x.borrow());
+        let Some(first) = terms.next() else {
+            first_graph(&[], "sum");
+            unreachable!("first_graph panics on no terms");
+        };
+        or_panic(first.graph.try_sum(std::iter::once(first).chain(terms)))
     }
     #[track_caller]
     fn dot(a: &[Self], b: &[Self]) -> Self {
@@ -938,6 +700,38 @@ impl<'g> Scalar for Var<'g> {
         let graph = first_graph(a.as_slice(), "dot");
         let operands = (a.as_slice(), b.as_slice());
         or_panic(graph.try_matrix_dots(operands, a.cols(), pairing))
+    }
+}
+
+/// `xs.into_iter().sum()`: one n-ary sum node over the `Var`s.
+///
+/// # Examples
+///
+/// ```
+/// let g = tapegrad::Graph::new();
+/// let xs = g.vars(&[1.0, 2.0, 3.0]);
+/// let s: tapegrad::Var = xs.iter().map(|x| x.powi(2)).sum();
+/// assert_eq!(s.value(), 14.0);
+/// let t: tapegrad::Var = xs.iter().sum();
+/// assert_eq!((t.value(), g.len()), (6.0, 8)); // 3 inputs, 3 squares, 2 sums
+/// ```
+///
+/// # Panics
+///
+/// If the iterator is empty (an empty sum of `Var`s has no graph to live on: use
+/// [`Graph::sum`], which gives a constant 0 there), or on a released or foreign handle.
+impl<'g> std::iter::Sum for Var<'g> {
+    #[track_caller]
+    fn sum<I: Iterator<Item = Var<'g>>>(iter: I) -> Var<'g> {
+        Scalar::sum(iter)
+    }
+}
+
+/// `xs.iter().sum()`: as summing the `Var`s themselves.
+impl<'a, 'g> std::iter::Sum<&'a Var<'g>> for Var<'g> {
+    #[track_caller]
+    fn sum<I: Iterator<Item = &'a Var<'g>>>(iter: I) -> Var<'g> {
+        Scalar::sum(iter)
     }
 }
 

@@ -92,6 +92,13 @@ pub fn unary(op: Unary, x: f64) -> f64 {
         // (central differences) all the same.
         Unary::Erf => libm::erf(x),
         Unary::Erfc => libm::erfc(x),
+        // libm's, as for erf: std's asinh overflows past about 9e307 and its acosh loses
+        // precision near 1, and an ulp of difference in a value grows through a later
+        // power (`x^1000`) past `same_value`'s tolerance. The derivatives are checked
+        // independently all the same.
+        Unary::Asinh => libm::asinh(x),
+        Unary::Acosh => libm::acosh(x),
+        Unary::Atanh => libm::atanh(x),
     }
 }
 
@@ -107,6 +114,16 @@ pub fn binary(op: Binary, a: f64, b: f64) -> f64 {
         Binary::Atan2 => a.atan2(b),
         Binary::Hypot => a.hypot(b),
         Binary::Max => maximum(a, b),
+        // PyTorch's xlogy: NaN for a NaN b, else 0 where a = 0, else a ln b.
+        Binary::Xlogy => {
+            if b.is_nan() {
+                f64::NAN
+            } else if a == 0.0 {
+                0.0
+            } else {
+                a * b.ln()
+            }
+        }
         Binary::Min => {
             // IEEE 754-2019 minimum: NaN if either is NaN, and -0 < +0.
             if a.is_nan() || b.is_nan() {
