@@ -1,7 +1,7 @@
 //! Reverse mode: the plain sweep that fills [`Gradients`]. (The differentiable sweep,
 //! [`Var::grad`], is in `differentiable.rs`.) Hot path: one multiply-add loop over the tape's
-//! arrays; no allocation per node, no handle lookups. Holds the one rule at singular points
-//! (`chain`) that every sweep calls; may not record nodes.
+//! arrays; no allocation per node, no handle lookups. Applies the one rule at singular
+//! points (`chain.rs`) that every sweep applies; may not record nodes.
 //!
 //! Because a node can only refer to nodes recorded before it, tape order is a topological
 //! order: one reverse pass over positions `root..=0`, no recursion, visits every consumer
@@ -9,11 +9,11 @@
 
 use std::ops::Index;
 
+use super::blocks::sweep_block;
+use super::chain::{chain, chain_quotient, ordinary, rescue};
 use super::error::{Anomaly, Error};
 use super::graph::Var;
-use super::op::Op;
-use super::scalar::Scalar;
-use super::tape::{CONST_ARG, DotBlock, Tape, handle_run};
+use super::tape::{CONST_ARG, Tape};
 
 /// The derivatives of one output with respect to every node recorded before it, held
 /// apart from the graph: computing them twice, or for two outputs, just works, and there
@@ -139,11 +139,9 @@ impl Gradients {
             return xs.iter().map(|&x| read(x)).collect();
         }
         // The usual case, these gradients' own graph with no release since. Handles bound
-        // together (a slice of an `Inputs`, one lookup; or any run of consecutive handles,
-        // one pass: `Graph::vars`) are read as one slice; any others each read their
-        // adjoint (0 above the output) after one slot lookup.
-        let run = graph.known_run(&tape.slots, xs);
-        if let Some(first) = run.or_else(|| handle_run(graph.owner(), &tape.slots, xs)) {
+        // together (a slice of an `Inputs`: one lookup) are read as one slice; any others
+        // each read their adjoint (0 above the output) after one key lookup.
+        if let Some(first) = graph.runs.borrow().find(&tape.keys, xs) {
             // Those at or below the root read their adjoints, the rest 0.
             let first = first as usize;
             let at_or_below_root = (self.root as usize + 1).saturating_sub(first);
@@ -158,7 +156,7 @@ impl Gradients {
         xs.iter()
             .map(|&x| {
                 if std::ptr::eq(x.graph(), graph)
-                    && let Some(pos) = tape.slots.get(x.key())
+                    && let Some(pos) = tape.keys.position(x.key())
                 {
                     return if pos <= self.root {
                         self.adjoints[pos as usize]
@@ -185,9 +183,9 @@ impl Gradients {
         if graph.id() != self.graph {
             return Err(self.not_from_this_graph(graph.id()));
         }
-        // The slot lookup of `Graph::resolve` without reading the value (this is on the
+        // The key lookup of `Graph::resolve` without reading the value (this is on the
         // path of every gradient read).
-        let pos = tape.slots.get(x.key()).ok_or(Error::Released)?;
+        let pos = tape.keys.position(x.key()).ok_or(Error::Released)?;
         // With no release since the backward (the usual case) nothing was re-recorded.
         let valid = pos <= self.root && (tape.epoch == self.epoch || self.survived(tape, pos));
         Ok(valid.then_some(pos as usize))
@@ -347,65 +345,6 @@ impl<'g> Var<'g> {
     }
 }
 
-/// The one rule at singular points, shared by every sweep (the plain one here, the
-/// differentiable one, and any other that propagates adjoints): the contribution of an
-/// edge is `adjoint * partial`, except that **a zero factor wins**: when either is exactly 0
-/// and the other is infinite or NaN, nothing passes (`None`). So a zero adjoint passes
-/// nothing back (a node that does not reach the output cannot poison one that does), and
-/// a zero partial passes nothing either, whatever reaches it: that is how a kink acts as
-/// a select (`relu` below 0, `x^0`, `|x|` at 0), so `sqrt(relu(x))` at 0 has gradient 0.
-///
-/// Written over [`Scalar`], it runs with `f64` in the plain sweep and with graph terms in
-/// the differentiable one, so the two cannot disagree on which products are taken. Where
-/// both factors are finite the product is taken even if one is 0: on `f64` it is a ±0 that
-/// leaves the sum unchanged, and on graph terms a node whose own derivative (the other
-/// factor times the derivative of the zero one) a second-order sweep needs.
-#[inline]
-pub(in crate::engine) fn chain<T: Scalar>(adjoint: T, partial: T) -> Option<T> {
-    let (a, p) = (adjoint.value(), partial.value());
-    if (a == 0.0 || p == 0.0) && !(a.is_finite() && p.is_finite()) {
-        return None;
-    }
-    Some(adjoint * partial)
-}
-
-/// For an edge whose partial overflowed when it was evaluated (an infinity from a finite
-/// quotient, as `1/x` at a subnormal `x`), the partial as `(num, den)`, so that the
-/// contribution can be formed as `(adjoint * num) / den`, the finite number that dividing
-/// gives (`exp(ln x)` at `5e-324` has gradient 1). `None` for every other edge: an op
-/// without a quotient form, a partial that is finite, or a derivative that is really
-/// infinite (its value, an operand or the denominator is not finite and nonzero).
-///
-/// `operands` are the node's operand values (or terms) in order, `y` its value, `k` the
-/// edge, `partial` that edge's partial as evaluated.
-pub(in crate::engine) fn rescue<T: Scalar>(
-    op: Op,
-    operands: &[T],
-    y: T,
-    k: usize,
-    partial: f64,
-) -> Option<(T, T)> {
-    if !partial.is_infinite()
-        || !y.value().is_finite()
-        || operands.iter().any(|x| !x.value().is_finite())
-    {
-        return None;
-    }
-    let (num, den) = match op {
-        Op::Unary(u) => u.quotient(operands[0], y)?,
-        Op::Binary(b) => b.quotient(operands[0], operands[1], y, k)?,
-        _ => return None,
-    };
-    (den.value() != 0.0 && num.value().is_finite()).then_some((num, den))
-}
-
-/// [`chain`] for an edge that [`rescue`] gave a quotient for.
-#[inline]
-pub(in crate::engine) fn chain_quotient<T: Scalar>(adjoint: T, (num, den): (T, T)) -> Option<T> {
-    // The partial is infinite, so only a zero adjoint can win.
-    (adjoint.value() != 0.0).then(|| (adjoint * num) / den)
-}
-
 /// The reverse sweep: `adjoint[arg] += adjoint[node] * partial` over every edge, from the
 /// root down, by the rule of [`chain`] (and [`rescue`] for overflowed partials).
 ///
@@ -504,134 +443,6 @@ impl Nodes<'_> {
         true
     }
 }
-
-/// Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0 wraps to
-/// the top and the infinities and NaNs are the largest patterns.
-#[inline(always)]
-fn ordinary(adjoint: f64) -> bool {
-    (adjoint.to_bits() << 1).wrapping_sub(1) < NON_FINITE - 1
-}
-
-/// [`sweep_fast`] over the nodes of `block` from `top` down to its first: each output's
-/// edges in the order [`Nary::Dot`](super::op::Nary::Dot) stores them (its row of the
-/// first factor, then its part of the second), so every sum is the one the edge-by-edge
-/// sweep makes, bit for bit. `false` at a non-finite adjoint.
-///
-/// The partials are the operands' values (a product's partial is the other factor), read
-/// from the tape: the second factor's part and its adjoints are runs of the tape's arrays
-/// (contiguous, or strided for a block read by columns). In a dense block, each row of the
-/// first factor has its values and adjoints gathered once (into `scratch`) and its
-/// adjoints scattered back after its outputs, so that (by rows) both inner loops run over
-/// contiguous memory.
-#[inline(never)] // called once per block: kept out of the node loops' registers
-fn sweep_block(
-    tape: &Tape,
-    block: &DotBlock,
-    top: usize,
-    adjoints: &mut [f64],
-    scratch: &mut Vec<f64>,
-) -> bool {
-    let (inner, outputs) = (block.inner as usize, block.outputs as usize);
-    let first = block.first as usize;
-    let a_all = &tape.block_args[block.a_range()];
-    let b_first = block.b_first as usize;
-    let values = tape.values.as_slice();
-    let b_values = &values[block.b_range()];
-    let top_output = top - first;
-    for i in (0..=top_output / outputs).rev() {
-        let a_pos = &a_all[i * inner..(i + 1) * inner];
-        let last_j = if i == top_output / outputs {
-            top_output % outputs
-        } else {
-            outputs - 1
-        };
-        let row_outputs = first + i * outputs;
-        if block.dense {
-            scratch.clear();
-            scratch.extend(a_pos.iter().map(|&p| values[p as usize]));
-            scratch.extend(a_pos.iter().map(|&p| adjoints[p as usize]));
-            let (a_values, a_adjoints) = scratch.split_at_mut(inner);
-            for j in (0..=last_j).rev() {
-                let adjoint = adjoints[row_outputs + j];
-                if !ordinary(adjoint) {
-                    if adjoint.is_finite() {
-                        continue;
-                    }
-                    return false;
-                }
-                if block.transposed {
-                    // Part j is column j of the `inner x outputs` second factor.
-                    let column = b_values[j..].iter().step_by(outputs);
-                    for (sum, &w) in a_adjoints.iter_mut().zip(column) {
-                        *sum += adjoint * w;
-                    }
-                    let column = adjoints[b_first + j..].iter_mut().step_by(outputs);
-                    for (sum, &x) in column.zip(a_values.iter()) {
-                        *sum += adjoint * x;
-                    }
-                } else {
-                    let part = &b_values[j * inner..(j + 1) * inner];
-                    add_scaled(a_adjoints, adjoint, part);
-                    add_scaled(
-                        &mut adjoints[b_first + j * inner..][..inner],
-                        adjoint,
-                        a_values,
-                    );
-                }
-            }
-            for (&p, &sum) in a_pos.iter().zip(a_adjoints.iter()) {
-                adjoints[p as usize] = sum;
-            }
-        } else {
-            for j in (0..=last_j).rev() {
-                let adjoint = adjoints[row_outputs + j];
-                if !ordinary(adjoint) {
-                    if adjoint.is_finite() {
-                        continue;
-                    }
-                    return false;
-                }
-                let (start, step) = block.part(j);
-                for (k, &p) in a_pos.iter().enumerate() {
-                    adjoints[p as usize] += adjoint * values[start + k * step];
-                }
-                for (k, &p) in a_pos.iter().enumerate() {
-                    adjoints[start + k * step] += adjoint * values[p as usize];
-                }
-            }
-        }
-    }
-    true
-}
-
-/// `sums[k] += scale * xs[k]` for every `k`, four at a time (each sum on its own, so the
-/// bits are those of the plain loop; the compiler makes vector code of the fours).
-#[inline(always)]
-fn add_scaled(sums: &mut [f64], scale: f64, xs: &[f64]) {
-    let mut sum_fours = sums.chunks_exact_mut(4);
-    let mut x_fours = xs.chunks_exact(4);
-    for (s, x) in (&mut sum_fours).zip(&mut x_fours) {
-        let s: &mut [f64; 4] = s.try_into().expect("chunks of 4");
-        let x: &[f64; 4] = x.try_into().expect("chunks of 4");
-        *s = [
-            s[0] + scale * x[0],
-            s[1] + scale * x[1],
-            s[2] + scale * x[2],
-            s[3] + scale * x[3],
-        ];
-    }
-    for (s, &x) in sum_fours
-        .into_remainder()
-        .iter_mut()
-        .zip(x_fours.remainder())
-    {
-        *s += scale * x;
-    }
-}
-
-/// The bits of `+inf` shifted past the sign: every non-finite `f64`, so shifted, is at
-/// least this. The plain sweep and the replay's sweep test adjoints against it.
-pub(in crate::engine) const NON_FINITE: u64 = f64::INFINITY.to_bits() << 1;
 
 /// A non-finite adjoint sum met by [`sweep_careful`] in checking mode: the node whose
 /// edge produced it, and the sum.

@@ -12,7 +12,8 @@ use super::backward::Gradients;
 use super::error::{Error, or_panic};
 use super::graph::{CustomFn, Graph, Var};
 use super::op::Op;
-use super::tape::{MAX_CUSTOM, Resolved};
+use super::opcodes::MAX_CUSTOM;
+use super::tape::Resolved;
 
 /// What [`Graph::fuse`] reuses from call to call: the scratch graph, its gradient store and
 /// the buffers of operand values, partials and resolved operands.
@@ -136,7 +137,7 @@ impl Graph {
             y
         };
         let pos = tape.computed(Op::Custom(index as u8), &operands, eval, location)?;
-        Ok(self.handle(&tape, pos))
+        Ok(Var::recorded(self, pos))
     }
 
     /// Preaccumulation: records the sub-computation `f` of `inputs` as ONE node that
@@ -268,7 +269,7 @@ impl Graph {
             y
         };
         let pos = tape.computed(Op::Fused, operands, eval, location)?;
-        Ok(self.handle(&tape, pos))
+        Ok(Var::recorded(self, pos))
     }
 }
 

@@ -11,7 +11,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::backward::{chain, chain_quotient, rescue};
+use super::chain::{chain, chain_quotient, rescue};
 use super::error::{Error, or_panic};
 use super::graph::{Graph, Var};
 use super::op::{Binary, Nary, Op, Unary};
@@ -112,10 +112,10 @@ impl<'g> Var<'g> {
 }
 
 fn constant<'g>(graph: &'g Graph, tape: &mut Tape, c: f64) -> Var<'g> {
-    let pos = tape
+    let node = tape
         .leaf(Op::Constant, c, Location::caller())
         .unwrap_or_else(|e| panic!("{e}"));
-    graph.handle(tape, pos)
+    Var::recorded(graph, node)
 }
 
 /// The adjoint of every node up to `root` that depends on one of `inputs`, as terms
@@ -332,7 +332,7 @@ impl<'g> Term<'g> {
                 let pos = tape
                     .unary(op, x, Location::caller())
                     .unwrap_or_else(|e| panic!("{e}"));
-                Term::Node(graph, pos)
+                Term::Node(graph, pos.pos)
             }
         }
     }
@@ -373,7 +373,7 @@ impl<'g> Term<'g> {
         let pos = tape
             .binary(op, x, y, Location::caller())
             .unwrap_or_else(|e| panic!("{e}"));
-        Term::Node(graph, pos)
+        Term::Node(graph, pos.pos)
     }
 
     fn nary(op: Nary, terms: &[Self]) -> Self {
@@ -394,7 +394,7 @@ impl<'g> Term<'g> {
         let pos = tape
             .nary(op, terms, resolve, Location::caller())
             .unwrap_or_else(|e| panic!("{e}"));
-        Term::Node(graph, pos)
+        Term::Node(graph, pos.pos)
     }
 }
 

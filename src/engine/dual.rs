@@ -6,6 +6,7 @@
 use std::borrow::Borrow;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use super::chain::term;
 use super::op::{Binary, Nary, Unary, check_clamp_bounds, logsumexp_f64};
 use super::scalar::{Operand, Scalar};
 
@@ -125,13 +126,6 @@ impl Dual<1> {
     pub fn tangent(&self) -> f64 {
         self.tangents[0]
     }
-}
-
-/// A tangent `t` times a derivative `d`, by the sweeps' rule (`backward::chain`): a zero
-/// tangent passes nothing, even through an infinite or NaN derivative.
-#[inline(always)]
-pub(in crate::engine) fn term(t: f64, d: f64) -> f64 {
-    if t == 0.0 { 0.0 } else { t * d }
 }
 
 /// `a + b` lane by lane.

@@ -1,7 +1,10 @@
-//! The [`Graph`] API and its handles: [`Graph`] (recording, marks, release, anomaly mode,
-//! parameter updates) and [`Var`] (a `Copy` handle to a node). The arithmetic
-//! on `Var` lives in `var.rs`, the sweeps in `backward.rs` and `differentiable.rs`; the
-//! storage in `tape.rs`. It may not use those files (they use it).
+//! The types a graph is made of and its recording API: [`Graph`] (recording, marks,
+//! release, anomaly mode, parameter updates), [`Var`] (a `Copy` handle to a node), [`Mark`],
+//! and the traits of the user-defined functions a graph holds ([`CustomFn`], [`ScalarFn`]:
+//! a graph stores them and they take `Var`s, so they live beside both). The arithmetic on
+//! `Var` lives in `var.rs`, the sweeps in `backward.rs` and `differentiable.rs`, `Inputs` in
+//! `inputs.rs`, the thread's pool of tapes in `pool.rs`; the storage in `tape.rs`. It may
+//! not use those files but `pool.rs` (they use it).
 
 use std::cell::RefCell;
 use std::panic::Location;
@@ -9,34 +12,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{Anomaly, Error, or_panic};
+use super::keys::{Handle, Keys, KnownRuns, NodeKey, Owner, READ_THE_TAPE};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
 use super::scalar::{Operand, Scalar};
-use super::tape::{
-    AnomalyLog, FAST_LIMIT, Handle, NodeKey, Owner, Resolved, Slots, Tape, resolve_handle,
-};
+use super::tape::{AnomalyLog, FAST_LIMIT, Recorded, Resolved, Tape, resolve};
 
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How many dropped graphs' tapes a thread keeps for its next [`Graph::new`] calls.
-const POOLED_TAPES: usize = 4;
-/// The largest tape (in nodes of capacity) that is kept: about 4 MiB; a larger one is freed
-/// on drop, so a one-off huge graph does not pin its memory.
-const POOLED_NODES: usize = 1 << 17;
-
-std::thread_local! {
-    /// Tapes of graphs dropped on this thread, emptied, for [`Graph::new`] to reuse: a
-    /// fresh graph per call (`Graph::new()` inside the function, as a newcomer writes it)
-    /// then allocates nothing after the first call.
-    static TAPE_POOL: RefCell<Vec<Tape>> = const { RefCell::new(Vec::new()) };
-}
-
 /// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
 ///
-/// `Var` is `Copy` and cheap (16 bytes); arithmetic on it records new nodes. Using a `Var`
-/// whose node was released, or combining `Var`s of two graphs, panics with a message that
-/// says so (operators cannot return `Result`); the `try_` methods return the [`Error`].
+/// `Var` is `Copy` and cheap (24 bytes: the graph, the node's key, and the node's value,
+/// carried so that a chain of operations does not read each value back from the tape);
+/// arithmetic on it records new nodes. Using a `Var` whose node was released, or combining
+/// `Var`s of two graphs, panics with a message that says so (operators cannot return
+/// `Result`); the `try_` methods return the [`Error`].
 ///
 /// # Examples
 ///
@@ -54,6 +45,8 @@ std::thread_local! {
 pub struct Var<'g> {
     pub(in crate::engine) graph: &'g Graph,
     pub(in crate::engine) key: NodeKey,
+    /// The node's value, or [`READ_THE_TAPE`] for an input (whose value can change).
+    carried: f64,
 }
 
 impl<'g> From<Var<'g>> for Operand<Var<'g>> {
@@ -63,8 +56,23 @@ impl<'g> From<Var<'g>> for Operand<Var<'g>> {
 }
 
 impl<'g> Var<'g> {
-    pub(in crate::engine) fn from_parts(graph: &'g Graph, key: NodeKey) -> Self {
-        Var { graph, key }
+    /// The handle of a node just recorded (not an input, which carries no value).
+    #[inline(always)]
+    pub(in crate::engine) fn recorded(graph: &'g Graph, node: Recorded) -> Self {
+        Var {
+            graph,
+            key: node.key,
+            carried: node.value,
+        }
+    }
+
+    /// The handle of an input node.
+    pub(in crate::engine) fn input(graph: &'g Graph, key: NodeKey) -> Self {
+        Var {
+            graph,
+            key,
+            carried: READ_THE_TAPE,
+        }
     }
 
     /// The graph this handle belongs to.
@@ -131,6 +139,10 @@ impl Handle for Var<'_> {
     fn key(self) -> NodeKey {
         self.key
     }
+    #[inline(always)]
+    fn carried(self) -> f64 {
+        self.carried
+    }
 }
 
 /// A computation graph: owns every node, records operations in order (the tape), and
@@ -183,138 +195,16 @@ impl Handle for Var<'_> {
 /// ```
 #[derive(Debug)]
 pub struct Graph {
-    id: u64,
+    pub(in crate::engine) id: u64,
     pub(in crate::engine) tape: RefCell<Tape>,
-    /// Operands of an n-ary node gathered from an iterator (kept to avoid reallocating).
-    operands: RefCell<Vec<Resolved>>,
+    /// The keys of an n-ary node's terms gathered from an iterator (kept to avoid
+    /// reallocating).
+    terms: RefCell<Vec<NodeKey>>,
     /// The user-defined functions recorded on this graph, by [`Op::Custom`] index (their
     /// names are on the tape too, for the code that only sees the tape).
     pub(in crate::engine) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
-    /// The handle buffers of the live [`Inputs`] of this graph (see [`Graph::known_run`]).
-    runs: RefCell<Vec<KnownRun>>,
-}
-
-/// The handle buffer of a live [`Inputs`]: its address, its length and its first node's key
-/// (the others' are the next positions, in the same generation).
-#[derive(Clone, Copy, Debug)]
-struct KnownRun {
-    addr: usize,
-    len: usize,
-    first: NodeKey,
-}
-
-/// Differentiable inputs recorded together by [`Graph::inputs`]: their `Var`s, which it
-/// derefs to, in a buffer that cannot change and that the graph knows while it lives.
-///
-/// A matrix product with a slice of it as its second factor (a model's weights, as
-/// [`nn::Linear`](crate::nn::Linear) uses them) and a gradient read of a slice of it
-/// ([`Gradients::wrt_all`](crate::Gradients::wrt_all)) then check the slice's handles with
-/// one lookup, instead of one per handle: a `Vec<Var>` may have been edited since it was
-/// made, this buffer may not. [`nn::Params::bind`](crate::nn::Params::bind) binds a store
-/// this way.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::{Graph, Scalar, linalg::{Matrix, Pairing}};
-///
-/// let g = Graph::new();
-/// let w = g.inputs(&[1.0, 2.0, 3.0, 4.0]); // a 2 x 2 weight matrix
-/// let x = g.vars(&[5.0, 6.0]);
-/// let y = Scalar::dots(Matrix::new(&x, 1, 2), Matrix::new(&w, 2, 2), Pairing::Rows);
-/// assert_eq!((y[0].value(), y[1].value()), (17.0, 39.0));
-/// let grads = (y[0] + y[1]).backward();
-/// assert_eq!(grads.wrt_all(&w), vec![5.0, 6.0, 5.0, 6.0]);
-/// ```
-pub struct Inputs<'g> {
-    graph: &'g Graph,
-    vars: Box<[Var<'g>]>,
-}
-
-impl<'g> std::ops::Deref for Inputs<'g> {
-    type Target = [Var<'g>];
-
-    fn deref(&self) -> &[Var<'g>] {
-        &self.vars
-    }
-}
-
-impl Inputs<'_> {
-    /// Gives the inputs new values, in place: the same nodes and handles, for a new
-    /// evaluation (a model's parameters after an optimizer step, without binding them
-    /// again). Nodes recorded since that use them must have been released first, as for
-    /// [`Graph::set_value`]; gradients computed before keep the values they were computed at.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let g = tapegrad::Graph::new();
-    /// let w = g.inputs(&[1.0, 2.0]);
-    /// let mark = g.mark();
-    /// let y = w[0] * w[1];
-    /// assert_eq!(y.backward().wrt_all(&w), vec![2.0, 1.0]);
-    /// assert!(w.set_values(&[3.0, 4.0]).is_err()); // y still uses them
-    /// g.release(mark);
-    /// w.set_values(&[3.0, 4.0]).unwrap();
-    /// let y = w[0] * w[1];
-    /// assert_eq!((y.value(), y.backward().wrt_all(&w)), (12.0, vec![4.0, 3.0]));
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BadOperands`] if `values` is not one value per input, or a node recorded
-    /// after the inputs (and not released) uses one of them; [`Error::Released`] if the
-    /// inputs were released.
-    pub fn set_values(&self, values: &[f64]) -> Result<(), Error> {
-        if values.len() != self.vars.len() {
-            return Err(Error::BadOperands {
-                op: "Inputs::set_values",
-                why: format!(
-                    "{} values for {} inputs: give one value per input",
-                    values.len(),
-                    self.vars.len()
-                ),
-            });
-        }
-        if values.is_empty() {
-            return Ok(());
-        }
-        let mut tape = self.graph.tape.borrow_mut();
-        let first = self
-            .graph
-            .known_run(&tape.slots, &self.vars)
-            .ok_or(Error::Released)? as usize;
-        let run = first..first + values.len();
-        if tape.used_after(run.clone()) {
-            return Err(Error::BadOperands {
-                op: "Inputs::set_values",
-                why: "a node recorded after these inputs uses them and would keep the old \
-                      values; release those nodes (Graph::mark / Graph::release) first"
-                    .into(),
-            });
-        }
-        tape.values[run].copy_from_slice(values);
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for Inputs<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inputs")
-            .field("graph", &self.graph.id)
-            .field("len", &self.vars.len())
-            .finish()
-    }
-}
-
-impl Drop for Inputs<'_> {
-    fn drop(&mut self) {
-        // Forget the buffer before it is freed: its address may hold other handles next.
-        let addr = self.vars.as_ptr() as usize;
-        if !self.vars.is_empty() {
-            self.graph.runs.borrow_mut().retain(|run| run.addr != addr);
-        }
-    }
+    /// The handle buffers of the live [`Inputs`](super::Inputs) of this graph.
+    pub(in crate::engine) runs: RefCell<KnownRuns>,
 }
 
 /// A point on the tape: [`Graph::release`] frees every node recorded after it.
@@ -344,17 +234,7 @@ impl Drop for Graph {
     /// Gives the tape's memory to this thread's pool for the next [`Graph::new`], if it is
     /// not too large and the pool not full.
     fn drop(&mut self) {
-        let mut tape = std::mem::replace(self.tape.get_mut(), Tape::hollow());
-        if tape.capacity() == 0 || tape.capacity() > POOLED_NODES {
-            return;
-        }
-        tape.reset();
-        let _ = TAPE_POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.len() < POOLED_TAPES {
-                pool.push(tape);
-            }
-        });
+        super::pool::give_back(std::mem::replace(self.tape.get_mut(), Tape::hollow()));
     }
 }
 
@@ -374,19 +254,9 @@ impl Graph {
     /// assert!(g.is_empty());
     /// ```
     pub fn new() -> Self {
-        // A tape given back by a dropped graph of this thread, if any (see `TAPE_POOL`).
-        let pooled = TAPE_POOL
-            .try_with(|pool| pool.borrow_mut().pop())
-            .ok()
-            .flatten();
-        match pooled {
-            Some(tape) => Graph {
-                id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
-                tape: RefCell::new(tape),
-                operands: RefCell::new(Vec::new()),
-                customs: RefCell::new(Vec::new()),
-                runs: RefCell::new(Vec::new()),
-            },
+        // A tape given back by a dropped graph of this thread, if any.
+        match super::pool::take() {
+            Some(tape) => Graph::on(tape),
             None => Graph::with_capacity(0),
         }
     }
@@ -406,12 +276,17 @@ impl Graph {
     /// assert_eq!(g.len(), 0);
     /// ```
     pub fn with_capacity(nodes: usize) -> Self {
+        Graph::on(Tape::with_capacity(nodes))
+    }
+
+    /// A graph recording on `tape` (empty).
+    fn on(tape: Tape) -> Self {
         Graph {
             id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
-            tape: RefCell::new(Tape::with_capacity(nodes)),
-            operands: RefCell::new(Vec::new()),
+            tape: RefCell::new(tape),
+            terms: RefCell::new(Vec::new()),
             customs: RefCell::new(Vec::new()),
-            runs: RefCell::new(Vec::new()),
+            runs: RefCell::new(KnownRuns::default()),
         }
     }
 
@@ -493,20 +368,19 @@ impl Graph {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let t = self.tape.borrow();
-        // A slot is the u32 generation of the node at its position.
-        t.slots.capacity() * size_of::<u32>()
+        t.keys.heap_bytes()
             + t.values.capacity() * size_of::<f64>()
-            + t.ops.0.capacity() * size_of::<u8>()
+            + t.ops.capacity() * size_of::<u8>()
             + t.edge_start.capacity() * size_of::<u32>()
             + t.args.capacity() * size_of::<u32>()
             + t.weights.capacity() * size_of::<f64>()
             + t.scratch.capacity() * size_of::<f64>()
             + t.matrix_args.capacity() * size_of::<u32>()
             + t.matrix_values.capacity() * size_of::<f64>()
-            + t.blocks.capacity() * size_of::<super::tape::DotBlock>()
+            + t.blocks.capacity() * size_of::<super::blocks::DotBlock>()
             + t.block_args.capacity() * size_of::<u32>()
             + t.releases.capacity() * size_of::<(u64, u32)>()
-            + self.operands.borrow().capacity() * size_of::<Resolved>()
+            + self.terms.borrow().capacity() * size_of::<NodeKey>()
             + t.anomaly.as_ref().map_or(0, |a| {
                 a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
             })
@@ -530,58 +404,6 @@ impl Graph {
         self.leaf(Op::Input, x)
     }
 
-    /// Differentiable inputs, one per value, held as [`Inputs`]: in a buffer the graph
-    /// knows, so that matrix products and gradient reads check a slice of them in one
-    /// lookup (what a model's weights want; [`Graph::vars`] gives a plain `Vec`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let g = tapegrad::Graph::new();
-    /// let w = g.inputs(&[1.0, 2.0]);
-    /// assert_eq!(w[1].value(), 2.0);
-    /// assert_eq!((w[0] * w[1]).backward().wrt_all(&w), vec![2.0, 1.0]);
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If the graph is full.
-    #[track_caller]
-    pub fn inputs(&self, xs: &[f64]) -> Inputs<'_> {
-        let vars = self.vars(xs).into_boxed_slice();
-        if let Some(first) = vars.first() {
-            self.runs.borrow_mut().push(KnownRun {
-                addr: vars.as_ptr() as usize,
-                len: vars.len(),
-                first: first.key,
-            });
-        }
-        Inputs { graph: self, vars }
-    }
-
-    /// The position of `xs[0]` if `xs` is a slice of one of this graph's live [`Inputs`]
-    /// whose nodes are all still recorded (none released): then `xs` are handles to
-    /// consecutive positions of this graph, and valid. `None` otherwise (which proves
-    /// nothing about `xs`). One lookup, whatever the length of `xs`.
-    pub(in crate::engine) fn known_run(&self, slots: &Slots, xs: &[Var<'_>]) -> Option<u32> {
-        if xs.is_empty() {
-            return None;
-        }
-        let size = std::mem::size_of::<Var<'_>>();
-        let start = xs.as_ptr() as usize;
-        let end = start + std::mem::size_of_val(xs);
-        let runs = self.runs.borrow();
-        let run = runs
-            .iter()
-            .find(|run| run.addr <= start && end <= run.addr + run.len * size)?;
-        // The buffer's nodes were recorded together: if its first and last are still the
-        // nodes it names, so is every one between (see `tape::handle_run`).
-        slots.get(run.first)?;
-        slots.get(run.first.advanced(run.len - 1))?;
-        debug_assert_eq!((start - run.addr) % size, 0);
-        Some(run.first.advanced((start - run.addr) / size).position())
-    }
-
     /// Differentiable inputs, one per value, as a `Vec` (see [`Graph::inputs`] for a model's
     /// parameters).
     ///
@@ -602,8 +424,8 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let first = or_panic(tape.inputs(xs, location));
-        let keys = tape.slots.keys_of_run(first, xs.len());
-        keys.map(|key| Var::from_parts(self, key)).collect()
+        let keys = tape.keys.keys(first, xs.len());
+        keys.iter().map(|&key| Var::input(self, key)).collect()
     }
 
     /// A constant: a node with value `c` that is never differentiated (its gradient is
@@ -633,14 +455,28 @@ impl Graph {
     #[track_caller]
     fn leaf(&self, op: Op, value: f64) -> Var<'_> {
         let mut tape = self.tape.borrow_mut();
-        let pos = or_panic(tape.leaf(op, value, Location::caller()));
-        self.handle(&tape, pos)
+        let node = or_panic(tape.leaf(op, value, Location::caller()));
+        match op {
+            Op::Input => Var::input(self, node.key),
+            _ => Var::recorded(self, node),
+        }
     }
 
-    /// A new user-visible handle for the node at `pos`.
-    #[inline]
+    /// A handle for the node at `pos`, which need not be the last recorded (the
+    /// differentiable sweep's gradients, a node's operands).
     pub(in crate::engine) fn handle(&self, tape: &Tape, pos: u32) -> Var<'_> {
-        Var::from_parts(self, tape.slots.key(pos))
+        let key = tape.keys.key(pos);
+        match tape.ops[pos as usize] {
+            Op::Input => Var::input(self, key),
+            _ => Var::recorded(
+                self,
+                Recorded {
+                    pos,
+                    key,
+                    value: tape.values[pos as usize],
+                },
+            ),
+        }
     }
 
     /// Resolves an operand of this graph to its tape position and value.
@@ -650,19 +486,19 @@ impl Graph {
         tape: &Tape,
         x: impl Into<Operand<Var<'a>>>,
     ) -> Result<Resolved, Error> {
-        self.resolve_in(&tape.slots, &tape.values, x.into())
+        self.resolve_in(&tape.keys, &tape.values, x.into())
     }
 
     /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
     #[inline]
     fn resolve_in(
         &self,
-        slots: &Slots,
+        keys: &Keys,
         values: &[f64],
         x: Operand<Var<'_>>,
     ) -> Result<Resolved, Error> {
         match x {
-            Operand::Scalar(x) => self.resolve_var_in(slots, values, x),
+            Operand::Scalar(x) => self.resolve_var_in(keys, values, x),
             Operand::Const(c) => Ok(Resolved::constant(c)),
         }
     }
@@ -674,12 +510,12 @@ impl Graph {
         tape: &Tape,
         x: Var<'_>,
     ) -> Result<Resolved, Error> {
-        self.resolve_var_in(&tape.slots, &tape.values, x)
+        self.resolve_var_in(&tape.keys, &tape.values, x)
     }
 
     #[inline(always)]
-    fn resolve_var_in(&self, slots: &Slots, values: &[f64], x: Var<'_>) -> Result<Resolved, Error> {
-        resolve_handle(self.owner(), slots, values, x)
+    fn resolve_var_in(&self, keys: &Keys, values: &[f64], x: Var<'_>) -> Result<Resolved, Error> {
+        resolve(self.owner(), keys, values, x)
     }
 
     /// This graph as the tape's handle resolution sees it.
@@ -900,8 +736,9 @@ impl Graph {
     }
 
     /// Records an n-ary node over operands produced by an arbitrary iterator. The iterator
-    /// may itself record nodes (`g.sum(xs.iter().map(|x| x.exp()))`), so each item is
-    /// resolved on its own, with no tape borrow held while the iterator runs.
+    /// may itself record nodes (`g.sum(xs.iter().map(|x| x.exp()))`), so no borrow of the
+    /// tape is held while it runs: each term's key is set aside (its graph checked), and
+    /// the keys are resolved together once it is done.
     #[track_caller]
     fn try_nary_iter<'g>(
         &'g self,
@@ -911,21 +748,23 @@ impl Graph {
         let location = Location::caller();
         // Reuse one buffer across calls; a nested call (from inside the iterator) finds it
         // taken and uses a fresh one.
-        let mut buffer = std::mem::take(&mut *self.operands.borrow_mut());
-        buffer.clear();
+        let mut keys = std::mem::take(&mut *self.terms.borrow_mut());
+        keys.clear();
         let epoch = self.tape.borrow().epoch;
+        let owner = self.owner();
         let mut result = Ok(());
         for x in terms {
-            let resolved = self.resolve(&self.tape.borrow(), x);
-            match resolved {
-                Ok(r) => buffer.push(r),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            if !std::ptr::eq(x.owner(), owner.addr) {
+                result = Err(owner.foreign(x));
+                break;
             }
+            keys.push(x.key);
         }
         let mut tape = self.tape.borrow_mut();
+        if result.is_err() && keys.iter().any(|&key| tape.keys.position(key).is_none()) {
+            // The first bad term in order is reported: a released one before the foreign.
+            result = Err(Error::Released);
+        }
         if result.is_ok() && tape.epoch != epoch {
             result = Err(Error::BadOperands {
                 op: op.name(),
@@ -934,10 +773,9 @@ impl Graph {
                     .into(),
             });
         }
-        let pos =
-            result.and_then(|()| tape.nary(op, buffer.iter().copied(), |_, _, r| Ok(r), location));
-        *self.operands.borrow_mut() = buffer;
-        Ok(self.handle(&tape, pos?))
+        let node = result.and_then(|()| tape.nary_keys(op, &keys, location));
+        *self.terms.borrow_mut() = keys;
+        Ok(Var::recorded(self, node?))
     }
 
     /// The dot products of the rows of `a` with the columns or rows of `b` (see
@@ -951,10 +789,15 @@ impl Graph {
     ) -> Result<Vec<Var<'g>>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let known = self.known_run(&tape.slots, b);
+        let known = self.runs.borrow().find(&tape.keys, b);
         let first = tape.matrix_dots(self.owner(), (a, b), known, inner, pairing, location)?;
-        let keys = tape.slots.keys_of_run(first, tape.len() - first as usize);
-        Ok(keys.map(|key| Var::from_parts(self, key)).collect())
+        let n = tape.len() - first as usize;
+        let keys = tape.keys.keys(first, n);
+        let values = &tape.values[first as usize..];
+        let outputs = keys.iter().zip(values).zip(first..);
+        Ok(outputs
+            .map(|((&key, &value), pos)| Var::recorded(self, Recorded { pos, key, value }))
+            .collect())
     }
 
     /// Records an n-ary node over the `Var`s of `parts`, in order (see [`Tape::nary_vars`]).
@@ -966,8 +809,8 @@ impl Graph {
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let pos = tape.nary_vars(self.owner(), op, parts, location)?;
-        Ok(self.handle(&tape, pos))
+        let node = tape.nary_vars(self.owner(), op, parts, location)?;
+        Ok(Var::recorded(self, node))
     }
 
     #[track_caller]
@@ -978,9 +821,9 @@ impl Graph {
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
-        let resolve = |slots: &Slots, values: &[f64], x| self.resolve_in(slots, values, x);
-        let pos = tape.nary(op, operands, resolve, location)?;
-        Ok(self.handle(&tape, pos))
+        let resolve = |keys: &Keys, values: &[f64], x| self.resolve_in(keys, values, x);
+        let node = tape.nary(op, operands, resolve, location)?;
+        Ok(Var::recorded(self, node))
     }
 
     /// A mark at the current end of the tape, for [`Graph::release`].

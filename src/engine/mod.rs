@@ -13,15 +13,21 @@
 //! inputs, without the graph).
 
 mod backward;
+mod blocks;
+mod chain;
 mod custom;
 mod differentiable;
 mod dual;
 mod error;
 mod graph;
 mod guard;
+mod inputs;
+mod keys;
 mod matrix;
 mod node;
 pub mod op;
+mod opcodes;
+mod pool;
 mod replay;
 mod rules;
 mod scalar;
@@ -32,11 +38,12 @@ pub use backward::Gradients;
 pub use dual::Dual;
 pub(crate) use error::or_panic;
 pub use error::{Anomaly, BranchChanged, Error};
-pub use graph::{CustomFn, Graph, Inputs, Mark, ScalarFn, Var};
+pub use graph::{CustomFn, Graph, Mark, ScalarFn, Var};
+pub use inputs::Inputs;
+pub use keys::NodeKey;
 pub use matrix::{Matrix, Pairing};
 pub use node::Node;
 pub use op::{Binary, Nary, Op, Unary};
 pub use replay::{Replay, ReplayWorkspace};
 pub use scalar::{LeftOperand, Operand, Scalar, Statement};
-pub use tape::NodeKey;
 pub use var::{atan2, hypot, max, min, powf, xlogy};

@@ -15,7 +15,7 @@
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::backward::{NON_FINITE, chain, chain_quotient, rescue};
+use super::chain::{NON_FINITE, chain, chain_quotient, rescue};
 use super::dual::Dual;
 use super::error::{BranchChanged, Error, or_panic};
 use super::graph::Var;

@@ -139,7 +139,7 @@ impl<'g> Var<'g> {
         let mut tape = graph.tape.borrow_mut();
         let x = graph.resolve_var(&tape, self)?;
         let pos = tape.unary(op, x, location)?;
-        Ok(graph.handle(&tape, pos))
+        Ok(Var::recorded(graph, pos))
     }
 
     /// Records `op(self, rhs)`, or returns the error that prevented it.
@@ -359,8 +359,8 @@ fn binary<'g>(
     let (a_const, b_const) = (a.is_const(), b.is_const());
     let a = a.resolve(graph, &tape)?;
     let b = b.resolve(graph, &tape)?;
-    let pos = tape.binary_of_kinds(op, (a, a_const), (b, b_const), location)?;
-    Ok(graph.handle(&tape, pos))
+    let node = tape.binary_of_kinds(op, (a, a_const), (b, b_const), location)?;
+    Ok(Var::recorded(graph, node))
 }
 
 /// `Var`'s unary methods, one per row of the op table with a method name.

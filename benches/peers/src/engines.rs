@@ -397,14 +397,72 @@ pub(crate) mod composed {
     }
 }
 
-/// The elementary functions through `f64`'s `Scalar` and tapegrad's own op table, each as
-/// its tangent line (see `composed::tangent1`).
-macro_rules! tangent_scalar_methods {
-    () => {
-        tangent_scalar_methods!(@unary atan Atan, asin Asin, acos Acos, tan Tan, ln_1p Ln1p,
-            exp_m1 ExpM1, log2 Log2, log10 Log10, exp2 Exp2, cbrt Cbrt, softplus Softplus,
-            erf Erf, erfc Erfc);
-        tangent_scalar_methods!(@binary atan2 Atan2, hypot Hypot, max Max, min Min);
+/// `Scalar` for a peer newtype: the ops its engine has go to its own operations, the
+/// compound and n-ary ones are composed from binary ops (`composed`), and the elementary
+/// functions the workloads never call, which these engines do not all have, are tangent
+/// lines (see `composed::tangent1`). `$powf` is the engine's own `a^b`. Every method is
+/// `#[inline(always)]` so that a constant op folds its `match` away, as in tapegrad's own
+/// forms.
+macro_rules! peer_scalar_methods {
+    ($name:ident, |$a:ident, $b:ident| $powf:expr) => {
+        #[inline(always)]
+        fn unary(self, op: tapegrad::Unary) -> Self {
+            use tapegrad::Unary;
+            match op {
+                Unary::Neg => -self,
+                Unary::Exp => $name(self.0.exp()),
+                Unary::Ln => $name(self.0.ln()),
+                Unary::Sqrt => $name(self.0.sqrt()),
+                Unary::Recip => $name(self.0.recip()),
+                Unary::Sin => $name(self.0.sin()),
+                Unary::Cos => $name(self.0.cos()),
+                Unary::Tanh => $name(self.0.tanh()),
+                Unary::Sinh => $name(self.0.sinh()),
+                Unary::Cosh => $name(self.0.cosh()),
+                Unary::Abs => $name(self.0.abs()),
+                Unary::Relu => composed::relu(self),
+                Unary::Sigmoid => composed::sigmoid(self),
+                Unary::Gelu => composed::gelu(self),
+                _ => {
+                    let x = self.value();
+                    let y = op.value(x);
+                    composed::tangent1(self, y, op.partial(x, y))
+                }
+            }
+        }
+        #[inline(always)]
+        fn binary(self, op: tapegrad::Binary, other: Self) -> Self {
+            use tapegrad::Binary;
+            match op {
+                Binary::Add => self + other,
+                Binary::Sub => self - other,
+                Binary::Mul => self * other,
+                Binary::Div => self / other,
+                Binary::Powf => {
+                    let ($a, $b) = (self.0, other.0);
+                    $name($powf)
+                }
+                Binary::Powi => $name(self.0.powi(other.value() as i32)),
+                _ => {
+                    let (a, b) = (self.value(), other.value());
+                    let y = op.value(a, b);
+                    let slopes = (op.partial(a, b, y, 0), op.partial(a, b, y, 1));
+                    composed::tangent2(self, other, y, slopes)
+                }
+            }
+        }
+        #[inline(always)]
+        fn binary_f64(self, op: tapegrad::Binary, c: f64) -> Self {
+            use tapegrad::Binary;
+            match op {
+                Binary::Add => self + c,
+                Binary::Sub => self - c,
+                Binary::Mul => self * c,
+                Binary::Div => self / c,
+                Binary::Powi => $name(self.0.powi(c as i32)),
+                _ => self.binary(op, self.lift(c)),
+            }
+        }
         fn clamp(self, lo: f64, hi: f64) -> Self {
             let x = self.value();
             let slope = tapegrad::op::kink::clamp_share(x, lo, hi)[0];
@@ -414,51 +472,13 @@ macro_rules! tangent_scalar_methods {
             let (first, rest) = terms.split_first().expect("an amax of no terms");
             rest.iter().fold(*first, |m, &t| m.max(t))
         }
-    };
-    (@unary $($method:ident $op:ident),*) => {
-        $(
-            fn $method(self) -> Self {
-                let x = self.value();
-                let y = tapegrad::Unary::$op.value(x);
-                composed::tangent1(self, y, tapegrad::Unary::$op.partial(x, y))
-            }
-        )*
-    };
-    (@binary $($method:ident $op:ident),*) => {
-        $(
-            fn $method(self, other: Self) -> Self {
-                let (a, b) = (self.value(), other.value());
-                let op = tapegrad::Binary::$op;
-                let y = op.value(a, b);
-                composed::tangent2(self, other, y, (op.partial(a, b, y, 0), op.partial(a, b, y, 1)))
-            }
-        )*
-    };
-}
-
-/// The `Scalar` methods every peer newtype forwards unchanged: the unary functions its
-/// engine has, and the compound or n-ary ones composed from binary ops (`composed`).
-macro_rules! forwarded_scalar_methods {
-    ($name:ident) => {
-        forwarded_scalar_methods!(@unary $name: exp ln sqrt recip sin cos tanh sinh cosh abs);
-        #[inline(always)]
-        fn powi(self, n: i32) -> Self {
-            $name(self.0.powi(n))
-        }
-        #[inline(always)]
-        fn relu(self) -> Self {
-            composed::relu(self)
-        }
-        #[inline(always)]
-        fn sigmoid(self) -> Self {
-            composed::sigmoid(self)
-        }
-        #[inline(always)]
-        fn gelu(self) -> Self {
-            composed::gelu(self)
-        }
-        fn sum(terms: &[Self]) -> Self {
-            composed::sum(terms)
+        fn sum<I>(terms: I) -> Self
+        where
+            I: IntoIterator,
+            I::Item: std::borrow::Borrow<Self>,
+        {
+            let terms: Vec<Self> = terms.into_iter().map(|t| *std::borrow::Borrow::borrow(&t)).collect();
+            composed::sum(&terms)
         }
         fn dot(a: &[Self], b: &[Self]) -> Self {
             composed::dot(a, b)
@@ -467,14 +487,24 @@ macro_rules! forwarded_scalar_methods {
             composed::logsumexp(terms)
         }
     };
-    (@unary $name:ident: $($method:ident)*) => {
-        $(
-            #[inline(always)]
-            fn $method(self) -> Self {
-                $name(self.0.$method())
-            }
-        )*
-    };
+}
+
+impl<'g> From<BinaryOnly<'g>> for tapegrad::Operand<BinaryOnly<'g>> {
+    fn from(x: BinaryOnly<'g>) -> Self {
+        tapegrad::Operand::Scalar(x)
+    }
+}
+
+impl From<Echidna> for tapegrad::Operand<Echidna> {
+    fn from(x: Echidna) -> Self {
+        tapegrad::Operand::Scalar(x)
+    }
+}
+
+impl<'t> From<Rev<'t>> for tapegrad::Operand<Rev<'t>> {
+    fn from(x: Rev<'t>) -> Self {
+        tapegrad::Operand::Scalar(x)
+    }
 }
 
 impl Scalar for BinaryOnly<'_> {
@@ -484,11 +514,7 @@ impl Scalar for BinaryOnly<'_> {
     fn lift(&self, c: f64) -> Self {
         BinaryOnly(self.0.graph().constant(c))
     }
-    fn powf(self, p: Self) -> Self {
-        BinaryOnly(self.0.powf(p.0))
-    }
-    forwarded_scalar_methods!(BinaryOnly);
-    tangent_scalar_methods!();
+    peer_scalar_methods!(BinaryOnly, |a, b| a.powf(b));
 }
 
 impl Scalar for Echidna {
@@ -498,11 +524,7 @@ impl Scalar for Echidna {
     fn lift(&self, c: f64) -> Self {
         Echidna(echidna::Reverse::constant(c))
     }
-    fn powf(self, p: Self) -> Self {
-        Echidna(self.0.powf(p.0))
-    }
-    forwarded_scalar_methods!(Echidna);
-    tangent_scalar_methods!();
+    peer_scalar_methods!(Echidna, |a, b| a.powf(b));
 }
 
 impl Scalar for Rev<'_> {
@@ -513,13 +535,11 @@ impl Scalar for Rev<'_> {
         // reverse has no untracked constant type: a constant is a node without operands.
         Rev(self.0.tape.add_var(c))
     }
-    fn powf(self, p: Self) -> Self {
+    peer_scalar_methods!(Rev, |a, b| {
         use reverse::Powf as _;
-        Rev(self.0.powf(p.0))
-    }
-    forwarded_scalar_methods!(Rev);
-    tangent_scalar_methods!();
+        a.powf(b)
+    });
 }
 
 // For the record-once table's echidna variable (`replay_table.rs`).
-pub(crate) use {forward_operators, forwarded_scalar_methods, tangent_scalar_methods};
+pub(crate) use {forward_operators, peer_scalar_methods};

@@ -12,8 +12,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Scalar};
 
 use crate::engines::{
-    Buffers, EchidnaEngine, Engine, composed, forward_operators, forwarded_scalar_methods,
-    tangent_scalar_methods,
+    Buffers, EchidnaEngine, Engine, composed, forward_operators, peer_scalar_methods,
 };
 use crate::workloads::{Chain, Rosenbrock, Transformer, Workload};
 use crate::{Settings, median, time_per_call};
@@ -32,11 +31,13 @@ impl Scalar for EchidnaB {
     fn lift(&self, c: f64) -> Self {
         EchidnaB(echidna::BReverse::constant(c))
     }
-    fn powf(self, p: Self) -> Self {
-        EchidnaB(self.0.powf(p.0))
+    peer_scalar_methods!(EchidnaB, |a, b| a.powf(b));
+}
+
+impl From<EchidnaB> for tapegrad::Operand<EchidnaB> {
+    fn from(x: EchidnaB) -> Self {
+        tapegrad::Operand::Scalar(x)
     }
-    forwarded_scalar_methods!(EchidnaB);
-    tangent_scalar_methods!();
 }
 
 /// Prints the table for W2, W3 and W4.
