@@ -100,15 +100,6 @@ pub mod parallel;
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;
 
-// The tutorials' models, out of the general API.
-pub mod models;
-
-/// The series' tiny transformer, now at [`models::transformer`].
-#[deprecated(since = "0.2.0", note = "moved to tapegrad::models::transformer")]
-pub mod transformer {
-    pub use crate::models::transformer::*;
-}
-
 /// The README's code blocks, compiled and run as doctests so the tour stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

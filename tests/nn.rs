@@ -549,62 +549,6 @@ fn json_state_dicts_round_trip_and_refuse_non_finite_values() {
     assert!(err.to_string().contains("\"bad\""), "{err}");
 }
 
-#[test]
-fn the_series_transformer_trains_on_a_store_as_on_its_own_vars() {
-    use tapegrad::Gradients;
-    use tapegrad::models::transformer::{self, N_PARAMS, Params as Series, SENTENCE};
-    use tapegrad::optim::{AdamW, AdamWConfig};
-    const STEPS: usize = 3;
-    let init = Series::series_init();
-    // The series' loop: parameter Vars kept before a mark, AdamW writing into them.
-    let g = Graph::new();
-    let vars = init.map(|x| g.var(x));
-    let mark = g.mark();
-    let mut adamw = AdamW::new(N_PARAMS, AdamWConfig::default());
-    let mut grads = Gradients::new();
-    for _ in 0..STEPS {
-        transformer::loss(&vars, &SENTENCE)
-            .mean
-            .backward_into(&mut grads);
-        g.release(mark);
-        adamw.step(vars.as_slice(), &grads);
-    }
-    let series: Vec<f64> = vars.as_slice().iter().map(|v| v.value()).collect();
-    // The store's loop: bound for each step, the same AdamW on the plain values.
-    let mut store = init.to_store();
-    let mut adamw = AdamW::new(N_PARAMS, AdamWConfig::default());
-    let h = Graph::new();
-    for _ in 0..STEPS {
-        let (_, grads) = store
-            .value_and_grad(&h, |p| {
-                let p = Series::from_flat(p.as_slice().to_vec());
-                transformer::loss(&p, &SENTENCE).mean
-            })
-            .unwrap();
-        store.update(&grads, |v, g| adamw.update(v, g)).unwrap();
-    }
-    // The same tape in the same order: the same bits.
-    assert_eq!(store.as_slice(), &series[..]);
-    // Saved as safetensors and read back, it is the same model.
-    let bytes = store.state_dict().to_safetensors();
-    let mut loaded = Series::series_init().to_store();
-    loaded
-        .load_state_dict(&StateDict::from_safetensors(&bytes).unwrap())
-        .unwrap();
-    let back = Series::from_store(&loaded).unwrap();
-    assert_eq!(back.as_slice(), &series[..]);
-    let mut wrong = Params::new();
-    wrong.zeros("E_token", &[16, 6]);
-    assert_eq!(
-        Series::from_store(&wrong),
-        Err(ParamError::Shape {
-            name: "E_token".into(),
-            expected: vec![6, 16],
-            found: vec![16, 6]
-        })
-    );
-}
-
 /// A store bound once ([`Params::binding`]) gives, step after step, the same losses and
 /// gradients bit for bit as binding it every step, keeps one graph of constant size, and
 /// refuses another store or inputs released under it.

@@ -3,14 +3,15 @@
 //! of MICROGPT.md), central finite differences, and its sampled names.
 
 use tapegrad::Graph;
-use tapegrad::models::microgpt::{self, Microgpt, Trainer};
 use tapegrad::nn::{Params, StateDict};
+use tapegrad_models::microgpt::{self, Microgpt, Trainer};
 
 const NAMES: &str = include_str!("../data/names.txt");
 
 /// Every step's loss of the reference's 1,000-step run, printed (with `repr`, which
 /// round-trips the exact `f64`) by CPython 3.11.7:
 /// `nice python3 tools/microgpt_reference.py data/names.txt --trace tests/data/microgpt_trace.json`
+/// (run in `models/`)
 fn reference_trace() -> Vec<f64> {
     serde_json::from_str(include_str!("data/microgpt_trace.json")).unwrap()
 }
@@ -237,8 +238,8 @@ fn trained_parameters_round_trip_through_safetensors() {
 
 #[test]
 fn fast_squares_and_roots_are_c_pows_bits() {
-    use tapegrad::models::microgpt::{c_pow, pow_half, pow2};
     use tapegrad::pyrandom::PyRandom;
+    use tapegrad_models::microgpt::{c_pow, pow_half, pow2};
     // Random mantissas over 200 binades, across both ends of the ranges where the fast
     // paths apply (2^-64..2^64 for squares, 2^-128..2^128 for roots); about 3% of those
     // inside take the slow path, and pow differs from x * x or sqrt(x) on about 1 in 1200

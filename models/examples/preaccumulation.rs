@@ -16,9 +16,9 @@
 
 use std::time::Instant;
 
-use tapegrad::models::transformer::{self, Params, SENTENCE};
 use tapegrad::pyrandom::PyRandom;
 use tapegrad::{Gradients, Graph, Scalar, Statement, Var};
+use tapegrad_models::transformer::{self, Params, SENTENCE};
 
 /// A tape's size: nodes, edges, and the bytes they take in the tape's arrays (value 8, op
 /// code 1 and edge offset 4 per node; operand 4 and partial 8 per edge).

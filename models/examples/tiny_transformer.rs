@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
 use serde_json::{Map, Value, json};
-use tapegrad::models::transformer::{self, N_PARAMS, Params, SENTENCE, VOCAB};
-use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{Gradients, Graph};
+use tapegrad_models::transformer::{self, N_PARAMS, Params, SENTENCE, VOCAB};
+use tapegrad_models::transformer::{AdamW, AdamWConfig};
 
 /// Training stops once the loss is below this and greedy generation is the sentence.
 const TARGET_LOSS: f64 = 0.01;

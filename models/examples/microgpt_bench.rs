@@ -12,8 +12,8 @@
 use std::time::Instant;
 
 use tapegrad::Graph;
-use tapegrad::models::microgpt::{self, ADAM, Adam, Microgpt, Trainer};
 use tapegrad::nn::Params;
+use tapegrad_models::microgpt::{self, ADAM, Adam, Microgpt, Trainer};
 
 const NAMES: &str = include_str!("../data/names.txt");
 

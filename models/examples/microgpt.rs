@@ -14,8 +14,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use tapegrad::Graph;
-use tapegrad::models::microgpt::{self, Microgpt, Trainer};
 use tapegrad::nn::{Params, StateDict};
+use tapegrad_models::microgpt::{self, Microgpt, Trainer};
 
 const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
 
