@@ -20,7 +20,7 @@
 //! assert_eq!(&params[w], &[3.0 / 8.0, -2.0 / 8.0]);
 //! ```
 
-use crate::nn::{Grads, ParamError, Params, StateDict};
+use crate::nn::{ParamError, ParamGrads, Params, StateDict, StoreId};
 
 #[track_caller]
 fn check_lr(who: &str, lr: f64) {
@@ -122,8 +122,13 @@ impl Default for AdamConfig {
     }
 }
 
-/// The learning rate as a function of the step (0 for the first step). It can be changed
-/// between steps ([`Optimizer::set_schedule`], [`Optimizer::set_lr`]).
+/// The learning rate as a function of the step `k` (0 for the first step). It can be
+/// changed between steps ([`Optimizer::set_schedule`], [`Optimizer::set_lr`]).
+///
+/// `k` counts optimizer steps. PyTorch's schedulers count calls to `scheduler.step()`,
+/// usually one per epoch: with `e` steps per epoch, PyTorch's `StepLR(step_size=s)` is
+/// [`Schedule::Step`] with `step_size` `s * e`, and its `ExponentialLR` stepped per epoch is
+/// `Step` with `step_size` `e`.
 ///
 /// # Examples
 ///
@@ -134,6 +139,9 @@ impl Default for AdamConfig {
 /// assert_eq!(decay.lr(0), 1.0);
 /// assert_eq!(decay.lr(50), 1.0 - 0.9 * 50.0 / 100.0);
 /// assert_eq!(decay.lr(1000), 0.1);
+/// // PyTorch's StepLR(lr=0.05, step_size=30, gamma=0.1).
+/// let step = Schedule::step(0.05, 30, 0.1);
+/// assert_eq!((step.lr(29), step.lr(30), step.lr(60)), (0.05, 0.05 * 0.1, 0.05 * 0.1 * 0.1));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Schedule {
@@ -162,6 +170,27 @@ pub enum Schedule {
         warmup: u64,
         /// The step where the decay ends.
         steps: u64,
+    },
+    /// PyTorch's `StepLR`: `start`, multiplied by `gamma` every `step_size` steps. As
+    /// PyTorch computes it (its chainable form), the rate is the previous rate times
+    /// `gamma`, one rounding per decay, not `start * gamma^n`.
+    #[doc(alias = "StepLR")]
+    Step {
+        /// The rate at step 0.
+        start: f64,
+        /// The number of steps between decays.
+        step_size: u64,
+        /// The factor of each decay.
+        gamma: f64,
+    },
+    /// PyTorch's `ExponentialLR`: `start`, multiplied by `gamma` at every step (the
+    /// previous rate times `gamma`, as PyTorch computes it).
+    #[doc(alias = "ExponentialLR")]
+    Exponential {
+        /// The rate at step 0.
+        start: f64,
+        /// The factor of each step.
+        gamma: f64,
     },
 }
 
@@ -198,7 +227,46 @@ impl Schedule {
         }
     }
 
-    /// The learning rate of step `k` (0-based).
+    /// [`Schedule::Step`]: `start`, times `gamma` every `step_size` steps.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// let s = Schedule::step(1.0, 2, 0.5);
+    /// assert_eq!([s.lr(0), s.lr(1), s.lr(2), s.lr(3), s.lr(4)], [1.0, 1.0, 0.5, 0.5, 0.25]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `step_size` is 0.
+    #[track_caller]
+    pub fn step(start: f64, step_size: u64, gamma: f64) -> Self {
+        assert!(step_size > 0, "Schedule::step: step_size must be > 0");
+        Schedule::Step {
+            start,
+            step_size,
+            gamma,
+        }
+    }
+
+    /// [`Schedule::Exponential`]: `start`, times `gamma` at every step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// let s = Schedule::exponential(1.0, 0.5);
+    /// assert_eq!([s.lr(0), s.lr(1), s.lr(3)], [1.0, 0.5, 0.125]);
+    /// ```
+    pub fn exponential(start: f64, gamma: f64) -> Self {
+        Schedule::Exponential { start, gamma }
+    }
+
+    /// The learning rate of step `k` (0-based). For [`Schedule::Step`] and
+    /// [`Schedule::Exponential`] this repeats PyTorch's multiplications from `start` (one
+    /// per decay, so it takes time in proportion to their number; an [`Optimizer`] keeps
+    /// its current rate and multiplies once per decay instead).
     ///
     /// # Examples
     ///
@@ -210,6 +278,11 @@ impl Schedule {
     /// approx::assert_relative_eq!(s.lr(2), 0.55, max_relative = 1e-15); // half way
     /// assert_eq!(s.lr(3), 0.1);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// For a [`Schedule::Step`] with `step_size` 0.
+    #[track_caller]
     pub fn lr(&self, k: u64) -> f64 {
         match *self {
             Schedule::Constant(lr) => lr,
@@ -235,6 +308,29 @@ impl Schedule {
                     min + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (peak - min)
                 }
             }
+            Schedule::Step {
+                start,
+                step_size,
+                gamma,
+            } => {
+                assert!(step_size > 0, "Schedule::Step: step_size must be > 0");
+                (0..k / step_size).fold(start, |lr, _| lr * gamma)
+            }
+            Schedule::Exponential { start, gamma } => (0..k).fold(start, |lr, _| lr * gamma),
+        }
+    }
+
+    /// The rate of step `k + 1` given `lr`, the rate of step `k`: PyTorch's chainable form,
+    /// one multiplication per decay for [`Schedule::Step`] and [`Schedule::Exponential`]
+    /// (the same bits as [`Schedule::lr`]), the closed form for the others.
+    fn next_lr(&self, k: u64, lr: f64) -> f64 {
+        match *self {
+            Schedule::Step {
+                step_size, gamma, ..
+            } if (k + 1) % step_size == 0 => lr * gamma,
+            Schedule::Step { .. } => lr,
+            Schedule::Exponential { gamma, .. } => lr * gamma,
+            _ => self.lr(k + 1),
         }
     }
 }
@@ -251,9 +347,11 @@ enum Rule {
 /// PyTorch defines it, with a learning rate that follows a [`Schedule`] and state that is
 /// saved and restored by name ([`Optimizer::state_dict`]).
 ///
-/// [`Optimizer::step`] takes the [`Grads`] of the store's current values and refuses
-/// anything else (gradients of another store, or stale ones computed before the last
-/// step), so a loop in the wrong order fails loudly.
+/// An optimizer serves the store it was made for, and [`Optimizer::step`] takes the
+/// [`ParamGrads`] of that store's current values: another store (a clone included, whose
+/// values would silently leave this optimizer's momenta behind), gradients of another
+/// store, or stale ones computed before the last step are refused, so a loop in the wrong
+/// order fails loudly.
 ///
 /// # Examples
 ///
@@ -272,9 +370,14 @@ enum Rule {
 #[derive(Clone, Debug)]
 pub struct Optimizer {
     rule: Rule,
+    /// The store it was made for.
+    store: StoreId,
     schedule: Schedule,
     /// Steps taken.
     t: u64,
+    /// The learning rate of step `t`, `schedule.lr(t)`, kept so that a multiplicative
+    /// schedule costs one multiplication per step.
+    lr: f64,
     /// SGD: the momentum buffer; Adam(W): the first and second moments.
     state: Vec<Vec<f64>>,
 }
@@ -394,8 +497,10 @@ impl Optimizer {
     fn with_rule(params: &Params, rule: Rule, lr: f64, vectors: usize) -> Self {
         Optimizer {
             rule,
+            store: params.id(),
             schedule: Schedule::Constant(lr),
             t: 0,
+            lr,
             state: vec![vec![0.0; params.len()]; vectors],
         }
     }
@@ -423,7 +528,7 @@ impl Optimizer {
     /// assert_eq!(opt.lr(), 0.5);
     /// ```
     pub fn lr(&self) -> f64 {
-        self.schedule.lr(self.t)
+        self.lr
     }
 
     /// A constant learning rate from the next step on.
@@ -444,6 +549,7 @@ impl Optimizer {
     pub fn set_lr(&mut self, lr: f64) {
         check_lr("Optimizer::set_lr", lr);
         self.schedule = Schedule::Constant(lr);
+        self.lr = lr;
     }
 
     /// The learning rate from the next step on follows `schedule`, read at the number of
@@ -457,8 +563,17 @@ impl Optimizer {
     /// opt.set_schedule(Schedule::Linear { start: 1.0, end: 0.0, steps: 4 });
     /// assert_eq!(opt.lr(), 1.0);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// For a [`Schedule::Step`] with `step_size` 0, or if the rate it gives now is negative
+    /// or not finite.
+    #[track_caller]
     pub fn set_schedule(&mut self, schedule: Schedule) {
+        let lr = schedule.lr(self.t);
+        check_lr("Optimizer::set_schedule", lr);
         self.schedule = schedule;
+        self.lr = lr;
     }
 
     /// The schedule.
@@ -492,12 +607,13 @@ impl Optimizer {
     ///
     /// # Errors
     ///
+    /// [`ParamError::ForeignStore`] if `params` is not the store the optimizer was made for
+    /// (a clone included; or it gained tensors since), naming both;
     /// [`ParamError::ForeignGradients`] or [`ParamError::StaleGradients`] (see
-    /// [`Params::check_grads`]); [`ParamError::Shape`] if the store grew since the
-    /// optimizer was made. Nothing is changed then.
-    pub fn step(&mut self, params: &mut Params, grads: &Grads) -> Result<(), ParamError> {
-        self.check_len(params)?;
-        let lr = self.lr();
+    /// [`Params::check_grads`]). Nothing is changed then.
+    pub fn step(&mut self, params: &mut Params, grads: &ParamGrads) -> Result<(), ParamError> {
+        self.store.check(params, "optimizer")?;
+        let lr = self.lr;
         let first = self.t == 0;
         let t = self.t + 1;
         let rule = self.rule;
@@ -510,6 +626,7 @@ impl Optimizer {
                 adam_step(&c, decoupled, lr, t, theta, g, &mut m[0], &mut v[0]);
             }
         })?;
+        self.lr = self.schedule.next_lr(self.t, self.lr);
         self.t = t;
         Ok(())
     }
@@ -533,10 +650,10 @@ impl Optimizer {
     ///
     /// # Panics
     ///
-    /// If `params` is not the store (or layout) the optimizer was made for.
+    /// If `params` is not the store the optimizer was made for (naming both).
     #[track_caller]
     pub fn state_dict(&self, params: &Params) -> StateDict {
-        if let Err(e) = self.check_len(params) {
+        if let Err(e) = self.store.check(params, "optimizer") {
             panic!("Optimizer::state_dict: {e}");
         }
         let mut sd = StateDict::new();
@@ -551,8 +668,9 @@ impl Optimizer {
         sd
     }
 
-    /// Restores [`Optimizer::state_dict`]'s state (made for a store with the same names
-    /// and shapes as `params`).
+    /// Restores [`Optimizer::state_dict`]'s state, saved from a store with the same names
+    /// and shapes as `params` (the store this optimizer was made for). The learning rate
+    /// is then the schedule's at the restored step.
     ///
     /// # Examples
     ///
@@ -571,22 +689,27 @@ impl Optimizer {
     ///
     /// # Errors
     ///
-    /// [`ParamError::Missing`], [`ParamError::Shape`] or [`ParamError::Unexpected`] naming
-    /// the tensor; [`ParamError::Format`] if `step` is not a whole number. Nothing is
+    /// [`ParamError::ForeignStore`] if `params` is not the store the optimizer was made
+    /// for; else [`ParamError::Load`] listing every problem: each [`ParamError::Missing`]
+    /// or [`ParamError::Shape`] in the store's order, a [`ParamError::Format`] if `step` is
+    /// not a whole number, each [`ParamError::Unexpected`] in `sd`'s order. Nothing is
     /// changed then.
     pub fn load_state_dict(&mut self, params: &Params, sd: &StateDict) -> Result<(), ParamError> {
-        self.check_len(params)?;
-        let missing = |name: &str| ParamError::Missing {
-            name: name.to_owned(),
-        };
-        let step = sd.get("step").ok_or_else(|| missing("step"))?;
-        let t = match step.data[..] {
-            [t] if t >= 0.0 && t.fract() == 0.0 && t < 2f64.powi(53) => t as u64,
-            _ => {
-                return Err(ParamError::Format(format!(
-                    "tensor \"step\" is {:?}, not one whole number",
-                    step.data
+        self.store.check(params, "optimizer")?;
+        let mut problems = Vec::new();
+        let t = match sd.get("step").map(|step| &step.data[..]) {
+            None => {
+                problems.push(ParamError::Missing {
+                    name: "step".into(),
+                });
+                0
+            }
+            Some(&[t]) if t >= 0.0 && t.fract() == 0.0 && t < 2f64.powi(53) => t as u64,
+            Some(data) => {
+                problems.push(ParamError::Format(format!(
+                    "tensor \"step\" is {data:?}, not one whole number"
                 )));
+                0
             }
         };
         let mut state = Vec::with_capacity(self.state.len());
@@ -595,25 +718,33 @@ impl Optimizer {
             let mut values = Vec::with_capacity(params.len());
             for p in params.params() {
                 let tensor = format!("{name}.{}", params.name(p));
-                let found = sd.get(&tensor).ok_or_else(|| missing(&tensor))?;
-                if found.shape != params.shape(p) {
-                    return Err(ParamError::Shape {
-                        name: tensor,
-                        expected: params.shape(p).to_vec(),
-                        found: found.shape.clone(),
-                    });
+                match sd.get(&tensor) {
+                    None => problems.push(ParamError::Missing {
+                        name: tensor.clone(),
+                    }),
+                    Some(found) if found.shape != params.shape(p) => {
+                        problems.push(ParamError::Shape {
+                            name: tensor.clone(),
+                            expected: params.shape(p).to_vec(),
+                            found: found.shape.clone(),
+                        });
+                    }
+                    Some(found) => values.extend_from_slice(&found.data),
                 }
-                values.extend_from_slice(&found.data);
                 expected.push(tensor);
             }
             state.push(values);
         }
-        if let Some(t) = sd.tensors().iter().find(|t| !expected.contains(&t.name)) {
-            return Err(ParamError::Unexpected {
+        for t in sd.tensors().iter().filter(|t| !expected.contains(&t.name)) {
+            problems.push(ParamError::Unexpected {
                 name: t.name.clone(),
             });
         }
+        if !problems.is_empty() {
+            return Err(ParamError::Load(problems));
+        }
         self.t = t;
+        self.lr = self.schedule.lr(t);
         self.state = state;
         Ok(())
     }
@@ -623,18 +754,6 @@ impl Optimizer {
             Rule::Sgd(_) => &SGD_STATE,
             Rule::Adam(_) | Rule::AdamW(_) => &ADAM_STATE,
         }
-    }
-
-    fn check_len(&self, params: &Params) -> Result<(), ParamError> {
-        let len = self.state.first().map_or(0, Vec::len);
-        if len != params.len() {
-            return Err(ParamError::Shape {
-                name: "(all parameters)".into(),
-                expected: vec![len],
-                found: vec![params.len()],
-            });
-        }
-        Ok(())
     }
 }
 

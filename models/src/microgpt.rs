@@ -29,8 +29,7 @@
 use std::hint::black_box;
 
 use tapegrad::linalg::{Matrix, Pairing};
-use tapegrad::nn::init::gauss;
-use tapegrad::nn::{Binding, Embedding, Grads, Linear, Params, RmsNorm, View};
+use tapegrad::nn::{Binding, Embedding, Linear, ParamGrads, Params, RmsNorm, View};
 use tapegrad::parallel::mean_value_and_grad_by_cost;
 use tapegrad::pyrandom::PyRandom;
 use tapegrad::{Graph, Scalar};
@@ -501,7 +500,7 @@ impl Microgpt {
     /// ```
     pub fn init(vocab: usize, rng: &mut PyRandom) -> (Self, Params) {
         let mut params = Params::new();
-        let model = Microgpt::new(&mut params, vocab, &mut gauss(rng, 0.0, INIT_STD));
+        let model = Microgpt::new(&mut params, vocab, &mut || rng.gauss(0.0, INIT_STD));
         (model, params)
     }
 
@@ -957,7 +956,7 @@ pub struct Trainer<'g> {
     /// The store bound to `graph` once for the run: each step writes the new values into
     /// the same input nodes.
     binding: Binding<'g>,
-    grads: Option<Grads>,
+    grads: Option<ParamGrads>,
     last_nodes: usize,
 }
 
@@ -1104,7 +1103,7 @@ impl<'g> Trainer<'g> {
     /// assert_eq!(t.last_gradient().len(), microgpt::n_params(3));
     /// ```
     pub fn last_gradient(&self) -> &[f64] {
-        self.grads.as_ref().map_or(&[], Grads::as_slice)
+        self.grads.as_ref().map_or(&[], ParamGrads::as_slice)
     }
 
     /// The loss of one document (its tokens, `[BOS] + chars + [BOS]`) and its gradient,

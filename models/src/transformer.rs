@@ -675,7 +675,7 @@ fn forward<T: Scalar>(p: &Params<T>, tokens: &[usize], fuse: bool) -> Vec<Vec<T>
             if fuse {
                 layer_norm_fused(&residual, p.at(GAMMA), p.at(BETA))
             } else {
-                nn::layer_norm(&residual, p.at(GAMMA), p.at(BETA), LN_EPS)
+                nn::LayerNorm::normalize(&residual, p.at(GAMMA), p.at(BETA), LN_EPS)
             }
         })
         .collect();
@@ -736,7 +736,7 @@ impl Statement for Mean {
     }
 }
 
-/// `1 / sqrt(var + eps)` of a row, as [`nn::layer_norm`] computes it.
+/// `1 / sqrt(var + eps)` of a row, as [`nn::LayerNorm::normalize`] computes it.
 struct InvStd;
 
 impl Statement for InvStd {
@@ -758,7 +758,7 @@ impl Statement for NormOutput {
     }
 }
 
-/// [`nn::layer_norm`] preaccumulated: the mean and the inverse deviation are one node each,
+/// [`nn::LayerNorm::normalize`] preaccumulated: the mean and the inverse deviation are one node each,
 /// and each output one node over its five operands.
 fn layer_norm_fused<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
     let (mean, inv_std) = (T::fused(&Mean, x), T::fused(&InvStd, x));
