@@ -107,7 +107,10 @@ struct ReadmeDoctests;
 
 pub use engine::op;
 pub use engine::{
-    Anomaly, Binary, BranchChanged, CustomFn, Error, Gradients, Graph, Inputs, Mark, Nary, NodeKey,
-    Op, Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement, Unary, Var, atan2, hypot,
-    max, min, powf,
+    Anomaly, BranchChanged, CustomFn, Error, Gradients, Graph, Inputs, Mark, NodeKey, Operand,
+    Replay, ReplayWorkspace, Scalar, ScalarFn, Statement, Var, atan2, hypot, max, min, powf,
 };
+// The op table's enums are documented once, in `op` (`tapegrad::op::Op`); the root paths
+// stay for code written against them.
+#[doc(hidden)]
+pub use engine::{Binary, Nary, Op, Unary};

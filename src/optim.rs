@@ -469,8 +469,9 @@ impl Optimizer {
     }
 
     /// AdamW as PyTorch's `torch.optim.AdamW`: Adam without the L2 penalty, and before
-    /// each step `theta = theta (1 - lr weight_decay)`. (The series' [`AdamW`] is the
-    /// same rule with another order of operations, kept for its printed numbers.)
+    /// each step `theta = theta (1 - lr weight_decay)`. (The tutorial series' AdamW, in
+    /// `tapegrad-models`, is the same rule with another order of operations, kept for its
+    /// printed numbers.)
     ///
     /// # Examples
     ///

@@ -28,7 +28,7 @@ fn setup() -> (Params, Mlp) {
     (params, mlp)
 }
 
-/// A store bound once ([`Params::binding`]) gives, step after step, the same losses,
+/// A store bound once ([`Params::bind`]) gives, step after step, the same losses,
 /// auxiliary values and gradients bit for bit as binding it every step, with AdamW and a
 /// schedule stepping both stores, and keeps one graph of constant size.
 #[test]
@@ -45,7 +45,7 @@ fn a_binding_gives_every_steps_bits() {
         opt.set_schedule(Schedule::exponential(0.05, 0.9));
     }
     let (ga, gb) = (Graph::new(), Graph::new());
-    let mut binding = a.binding(&ga);
+    let mut binding = a.bind(&ga);
     let after_binding = ga.len();
     for k in 0..20 {
         // Both forms of both methods, alternating.
@@ -76,7 +76,7 @@ fn a_binding_refuses_another_store_and_released_inputs() {
     let (mut a, mlp) = setup();
     let ga = Graph::new();
     let start = ga.mark();
-    let mut binding = a.binding(&ga);
+    let mut binding = a.bind(&ga);
     // Another store (a clone is one) is refused, naming both.
     let c = a.clone();
     let err = binding
@@ -117,7 +117,7 @@ fn a_binding_refuses_another_store_and_released_inputs() {
 fn a_panicking_forward_releases_the_step_in_both_forms() {
     let (params, mlp) = setup();
     let (g, h) = (Graph::new(), Graph::new());
-    let mut binding = params.binding(&h);
+    let mut binding = params.bind(&h);
     let bound = h.len();
     let fail = |p: &View<'_, Var<'_>>| -> Var<'_> {
         let _ = loss(&mlp, p, 1);

@@ -67,7 +67,7 @@ fn main() {
         let mut params = initial.clone();
         let mut adam = Adam::new(params.len(), ADAM, steps);
         let g = Graph::new();
-        let mut binding = params.binding(&g);
+        let mut binding = params.bind(&g);
         for t in &tokens {
             let t0 = Instant::now();
             let (_, grads) = binding

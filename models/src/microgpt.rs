@@ -991,7 +991,7 @@ impl<'g> Trainer<'g> {
         let adam = Adam::new(params.len(), ADAM, steps);
         Trainer {
             model,
-            binding: params.binding(graph),
+            binding: params.bind(graph),
             params,
             adam,
             graph,

@@ -14,7 +14,7 @@
 //! releases everything it recorded, and returns the loss and a [`ParamGrads`];
 //! [`value_and_grad_aux`](Params::value_and_grad_aux) returns something else beside the
 //! loss. An [`optim::Optimizer`](crate::optim::Optimizer) then updates the store. A
-//! [`Binding`] ([`Params::binding`]) is the same step made faster for a whole run, with
+//! [`Binding`] ([`Params::bind`]) is the same step made faster for a whole run, with
 //! the same method names and the same results, bit for bit.
 //!
 //! **Two gradient stores**, by what they are keyed by: [`Gradients`](crate::Gradients),

@@ -584,8 +584,9 @@ impl Params {
         // `step` drops here (or during a panic) and releases everything after its mark.
     }
 
-    /// The store's values bound to `graph` once for a whole training run: a [`Binding`]
-    /// whose [`value_and_grad`](Binding::value_and_grad) and
+    /// Binds the store's values to `graph` once for a whole training run, as inputs
+    /// recorded together ([`Graph::inputs`]): a [`Binding`] whose
+    /// [`value_and_grad`](Binding::value_and_grad) and
     /// [`value_and_grad_aux`](Binding::value_and_grad_aux) are this store's, with the same
     /// results bit for bit, but write the store's current values into the same input nodes
     /// instead of binding them again every step. The graph is then the binding's
@@ -598,7 +599,7 @@ impl Params {
     /// let mut params = Params::new();
     /// let w = params.add("w", &[1], vec![3.0]);
     /// let g = Graph::new();
-    /// let mut binding = params.binding(&g);
+    /// let mut binding = params.bind(&g);
     /// for _ in 0..3 {
     ///     let (loss, grads) = binding.value_and_grad(&params, |p| (p[w][0] - 1.0).powi(2)).unwrap();
     ///     assert_eq!(grads[w][0], 2.0 * (params[w][0] - 1.0));
@@ -614,7 +615,7 @@ impl Params {
     ///
     /// If the graph is full.
     #[track_caller]
-    pub fn binding<'g>(&self, graph: &'g Graph) -> Binding<'g> {
+    pub fn bind<'g>(&self, graph: &'g Graph) -> Binding<'g> {
         let inputs = graph.inputs(&self.values);
         Binding {
             store: self.id(),
@@ -916,7 +917,7 @@ impl<T: Copy> Index<Param> for View<'_, T> {
     }
 }
 
-/// A store's values bound to a graph once for a whole run ([`Params::binding`]): the
+/// A store's values bound to a graph once for a whole run ([`Params::bind`]): the
 /// training step of [`Params::value_and_grad`] made faster, with the same method names
 /// and the same results, bit for bit. The input nodes stay on the graph between steps;
 /// each step writes the store's current values into them
@@ -937,7 +938,7 @@ impl<T: Copy> Index<Param> for View<'_, T> {
 /// let mut params = Params::new();
 /// let w = params.add("w", &[2], vec![1.0, 2.0]);
 /// let (g, h) = (Graph::new(), Graph::new());
-/// let mut binding = params.binding(&g);
+/// let mut binding = params.bind(&g);
 /// // The same step as params.value_and_grad, to the bit.
 /// let (value, grads) = binding.value_and_grad(&params, |p| loss(p, w)).unwrap();
 /// let (again, regrads) = params.value_and_grad(&h, |p| loss(p, w)).unwrap();
@@ -979,7 +980,7 @@ impl<'g> Binding<'g> {
     /// let mut params = Params::new();
     /// let w = params.add("w", &[1], vec![2.0]);
     /// let g = Graph::new();
-    /// let mut binding = params.binding(&g);
+    /// let mut binding = params.bind(&g);
     /// let (loss, grads) = binding.value_and_grad(&params, |p| p[w][0].exp()).unwrap();
     /// assert_eq!((loss, grads[w][0]), (2f64.exp(), 2f64.exp()));
     /// params[w][0] = 0.0; // the next step sees the new value
@@ -1019,7 +1020,7 @@ impl<'g> Binding<'g> {
     /// let mut params = Params::new();
     /// let w = params.add("w", &[1], vec![3.0]);
     /// let g = Graph::new();
-    /// let mut binding = params.binding(&g);
+    /// let mut binding = params.bind(&g);
     /// let (loss, cube, grads) = binding
     ///     .value_and_grad_aux(&params, |p| {
     ///         let x = p[w][0];
