@@ -100,6 +100,9 @@ pub mod parallel;
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;
 
+// Documentation only: the longer explanations, their examples doctests.
+pub mod guide;
+
 /// The README's code blocks, compiled and run as doctests so the tour stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

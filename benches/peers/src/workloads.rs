@@ -1,4 +1,4 @@
-//! The benchmark workloads of issue 6, written once over [`tapegrad::Scalar`], so the
+//! The benchmark workloads W1 to W4, written once over [`tapegrad::Scalar`], so the
 //! same code runs with plain `f64`, with tapegrad's `Var`, and with the peers' types
 //! (see `engines.rs`).
 //!
