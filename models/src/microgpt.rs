@@ -932,9 +932,10 @@ fn fill_nans(xs: &mut [f64], exact: impl Fn(usize) -> f64) {
 }
 
 /// Trains microgpt one document per step on one [`Graph`] that is reused every step, so
-/// memory stays constant: each step binds the store's values as inputs
-/// ([`Params::value_and_grad`]), records the loss, runs backward, releases the step's nodes
-/// and lets [`Adam`] update the store.
+/// memory stays constant: the store is bound to the graph once ([`Params::bind`]); each
+/// step writes its current values into the bound inputs, records the loss, runs backward,
+/// releases the step's nodes ([`Binding::value_and_grad`], the same bits as
+/// [`Params::value_and_grad`]) and lets [`Adam`] update the store.
 ///
 /// # Examples
 ///

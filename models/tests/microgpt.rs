@@ -337,3 +337,29 @@ fn a_batch_of_one_gives_the_single_document_losses() {
     // Adam makes the same update from either.
     assert_eq!(a.params().as_slice(), b.params().as_slice());
 }
+
+/// The trainer keeps its store bound for the run (`nn::Binding`); binding the store afresh
+/// every step (`Params::value_and_grad`) gives the same losses and weights, bit for bit.
+#[test]
+fn a_bound_store_trains_to_the_same_bits_as_binding_every_step() {
+    use tapegrad_models::microgpt::{ADAM, Adam};
+    let graph = Graph::new();
+    let (docs, tokenizer, _, mut t) = trainer(&graph, 20);
+    let mut params = t.params().clone();
+    let model = t.model().clone();
+    let mut adam = Adam::new(params.len(), ADAM, 20);
+    let g = Graph::new();
+    for doc in &docs[..5] {
+        let tokens = tokenizer.encode(doc);
+        let bound = t.step(&tokens);
+        let (fresh, grads) = params
+            .value_and_grad(&g, |p| model.loss(p, &tokens))
+            .unwrap();
+        params
+            .update(&grads, |values, g| adam.update(values, g))
+            .unwrap();
+        assert_eq!(bound.to_bits(), fresh.to_bits());
+        let bits = |p: &Params| p.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(t.params()), bits(&params));
+    }
+}
