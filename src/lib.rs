@@ -17,6 +17,9 @@
 //! approx::assert_relative_eq!(grads[y], -2f64.exp() / (3.0 * 3f64.ln().powi(2)), max_relative = 1e-15);
 //! ```
 //!
+//! The [`guide`] explains the rest: training a model with [`nn`] and [`optim`], checkpoints,
+//! gradients of gradients, your own functions, replay, anomaly mode.
+//!
 //! ## Vocabulary
 //!
 //! - [`Graph`]: owns every node; the order in which nodes were recorded is the **tape**.
