@@ -77,6 +77,20 @@ struct Position<'g> {
     loss: Var<'g>,
 }
 
+/// Where to write the DOT file: the one optional argument, else the temporary directory.
+fn dot_path() -> Result<std::path::PathBuf, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut path = std::env::temp_dir().join("position0_loss.dot");
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(p) => path = p.into(),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(path)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let g = Graph::new();
 
@@ -392,10 +406,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for (j, &l) in pos0.logits.iter().enumerate() {
         dot = dot.label(l, format!("logit[{}]", TOKEN_NAMES[j]));
     }
-    let path = std::env::args_os()
-        .nth(1)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("position0_loss.dot"));
+    let path = dot_path()?;
     std::fs::write(&path, dot.render())?;
     println!(
         "Wrote position 0's loss graph (exp -> sum -> div -> ln -> neg, values and gradients) to {}",

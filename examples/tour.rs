@@ -32,7 +32,8 @@ fn main() {
     println!("at x = 2: d(x^3)/dx = {}, d2(x^3)/dx2 = {}", d.value(), d2.value());
     assert_eq!((d.value(), d2.value()), (12.0, 12.0));
 
-    // A training loop in constant memory: parameters before a mark, each step's nodes after it.
+    // Constant memory: release what was recorded after a mark, keep what came before it
+    // (nn's training step, Params::value_and_grad, does this for you).
     let p = g.var(0.0);
     let mark = g.mark();
     let nodes = g.len();

@@ -17,13 +17,18 @@
 //! approx::assert_relative_eq!(grads[y], -2f64.exp() / (3.0 * 3f64.ln().powi(2)), max_relative = 1e-15);
 //! ```
 //!
+//! The [`guide`] explains the rest: training a model with [`nn`] and [`optim`], checkpoints,
+//! gradients of gradients, your own functions, replay, anomaly mode.
+//!
 //! ## Vocabulary
 //!
 //! - [`Graph`]: owns every node; the order in which nodes were recorded is the **tape**.
-//! - [`Var`]: a `Copy` handle to a node (the graph's reference plus a [`NodeKey`]).
-//! - A node is a value plus the [`Op`] that made it from its operands.
+//! - [`Var`]: a `Copy` handle to a node (the graph's reference, the node's [`NodeKey`] and
+//!   its value).
+//! - A [`Node`] is a value plus the [`Op`] that made it from its operands
+//!   ([`Var::node`] reads it).
 //! - **partials**: one op's local derivatives, computed when the node is recorded, from the
-//!   one rule per op in [`op`].
+//!   one row per op of the op table ([`Unary`], [`Binary`], [`Nary`]).
 //! - **adjoint**: inside the reverse sweep, the derivative of the output with respect to
 //!   a node, accumulated over all the node's uses.
 //! - **gradients**: what the user gets, a [`Gradients`] store (or, from [`Var::grad`],
@@ -36,13 +41,14 @@
 //! ## What it costs
 //!
 //! A node is stored struct-of-arrays: its value (8 bytes), a one-byte op code, an edge
-//! offset (4) and its generation (4: which recording of that position a handle names); each
-//! operand edge adds a position (4) and a partial (8), an `f64` constant operand too. A unary
-//! node is therefore 29 bytes, a binary one 41; backward adds an 8-byte adjoint per node.
-//! Backward is one loop of multiply-adds over those arrays, with one test per node that
-//! sends the rare sweep that meets an infinity or a NaN to a careful loop (see the singular
-//! points below). Releasing to a mark truncates the arrays: its time does not depend on how
-//! many nodes the graph held before.
+//! offset (4), and its identity: its [`NodeKey`]'s slot in the graph's `slotmap` (8: the
+//! position the key names and slotmap's version) and the key in a column by position (8);
+//! each operand edge adds a position (4) and a partial (8), an `f64` constant operand too. A
+//! unary node is therefore 41 bytes, a binary one 53; backward adds an 8-byte adjoint per
+//! node. Backward is one loop of multiply-adds over those arrays, with one test per node
+//! that sends the rare sweep that meets an infinity or a NaN to a careful loop (see the
+//! singular points below). Releasing to a mark removes the freed nodes' keys and truncates
+//! the arrays: its time is proportional to what it frees, whatever the graph held before.
 //!
 //! ## Singular points: one rule in every sweep
 //!
@@ -100,21 +106,14 @@ pub mod parallel;
 // Python-compatible randomness (the tutorials draw their weights with Python's `random`).
 pub mod pyrandom;
 
-// The tutorials' models, out of the general API.
-pub mod models;
-
-/// The series' tiny transformer, now at [`models::transformer`].
-#[deprecated(since = "0.2.0", note = "moved to tapegrad::models::transformer")]
-pub mod transformer {
-    pub use crate::models::transformer::*;
-}
+// Documentation only: the longer explanations, their examples doctests.
+pub mod guide;
 
 /// The README's code blocks, compiled and run as doctests so the tour stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use engine::op;
 pub use engine::{
     Anomaly, Binary, BranchChanged, CustomFn, Dual, Error, Gradients, Graph, Inputs, LeftOperand,
     Mark, Nary, Node, NodeKey, Op, Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement,

@@ -1,56 +1,26 @@
-//! Optimizers: [`Optimizer`] (SGD with momentum, Adam, AdamW as PyTorch defines them, with
-//! learning-rate [`Schedule`]s and saved state) over an [`nn::Params`](crate::nn::Params)
-//! store; and the series' [`Sgd`] and [`AdamW`] over plain values or parameter [`Var`]s.
-//! Built on the engine and `nn`'s store; nothing below uses it.
-//!
-//! Each optimizer updates parameters from their gradients in two forms: [`Sgd::update`] /
-//! [`AdamW::update`] on `f64` slices, and [`Sgd::step`] / [`AdamW::step`] on parameter
-//! `Var`s that live across training steps, reading each gradient from a [`Gradients`] store
-//! and writing the new value with [`Graph::set_value`](crate::Graph::set_value). A
-//! training loop that runs in constant memory looks like this:
+//! Optimizers over an [`nn::Params`](crate::nn::Params) store: [`Optimizer`] runs SGD (with
+//! momentum, dampening, Nesterov and weight decay), Adam or AdamW as PyTorch defines them,
+//! with a learning rate that follows a [`Schedule`], and saves its state by PyTorch's names.
+//! Built on `nn`'s store; nothing below uses it.
 //!
 //! ```
-//! use tapegrad::{optim::Sgd, Gradients, Graph};
+//! use tapegrad::nn::Params;
+//! use tapegrad::optim::{Optimizer, SgdConfig};
+//! use tapegrad::Graph;
 //!
-//! let g = Graph::new();
-//! let w = g.vars(&[3.0, -2.0]); // the parameters, created before the mark
-//! let mark = g.mark();
-//! let mut sgd = Sgd::new(0.25);
-//! let mut grads = Gradients::new();
+//! let mut params = Params::new();
+//! let w = params.add("w", &[2], vec![3.0, -2.0]);
+//! let mut sgd = Optimizer::sgd(&params, SgdConfig::new(0.25));
+//! let graph = Graph::new();
 //! for _ in 0..3 {
-//!     let loss = w[0] * w[0] + w[1] * w[1];
-//!     loss.backward_into(&mut grads);
-//!     g.release(mark); // drop the step's nodes first ...
-//!     sgd.step(&w, &grads); // ... then update the parameters
-//!     assert_eq!(g.len(), 2);
+//!     let (_loss, grads) = params.value_and_grad(&graph, |p| p[w][0] * p[w][0] + p[w][1] * p[w][1]).unwrap();
+//!     sgd.step(&mut params, &grads).unwrap();
 //! }
 //! // Each step multiplies w by 1 - 0.25 * 2 = 0.5 (the gradient of w^2 is 2w).
-//! assert_eq!((w[0].value(), w[1].value()), (3.0 / 8.0, -2.0 / 8.0));
+//! assert_eq!(&params[w], &[3.0 / 8.0, -2.0 / 8.0]);
 //! ```
 
-use crate::engine::{Gradients, Var};
-use crate::nn::{Grads, ParamError, Params, StateDict};
-
-/// Applies `update(i, value, gradient) -> new value` to every parameter `Var`.
-#[track_caller]
-fn step_vars(
-    params: &[Var<'_>],
-    grads: &Gradients,
-    mut update: impl FnMut(usize, f64, f64) -> f64,
-) {
-    for (i, &x) in params.iter().enumerate() {
-        let new = update(i, x.value(), grads[x]);
-        x.graph().set_value(x, new);
-    }
-}
-
-#[track_caller]
-fn check_lengths(who: &str, params: usize, grads: usize) {
-    assert_eq!(
-        params, grads,
-        "{who}: {params} parameters but {grads} gradients; give one gradient per parameter"
-    );
-}
+use crate::nn::{ParamError, ParamGrads, Params, StateDict, StoreId};
 
 #[track_caller]
 fn check_lr(who: &str, lr: f64) {
@@ -58,365 +28,6 @@ fn check_lr(who: &str, lr: f64) {
         lr.is_finite() && lr >= 0.0,
         "{who}: the learning rate must be finite and >= 0, got {lr}"
     );
-}
-
-/// Plain gradient descent: `theta = theta - lr g`.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::optim::Sgd;
-/// let mut theta = [1.0, 2.0];
-/// Sgd::new(0.1).update(&mut theta, &[10.0, -10.0]);
-/// assert_eq!(theta, [0.0, 3.0]);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sgd {
-    lr: f64,
-}
-
-impl Sgd {
-    /// Gradient descent with learning rate `lr`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(tapegrad::optim::Sgd::new(0.1).lr(), 0.1);
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If `lr` is negative or not finite.
-    #[track_caller]
-    pub fn new(lr: f64) -> Self {
-        check_lr("Sgd", lr);
-        Sgd { lr }
-    }
-
-    /// The learning rate.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(tapegrad::optim::Sgd::new(0.5).lr(), 0.5);
-    /// ```
-    pub fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    /// One step on plain values: `params[i] -= lr grads[i]`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let mut theta = [1.0];
-    /// tapegrad::optim::Sgd::new(0.5).update(&mut theta, &[1.0]);
-    /// assert_eq!(theta, [0.5]);
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If the slices' lengths differ.
-    #[track_caller]
-    pub fn update(&mut self, params: &mut [f64], grads: &[f64]) {
-        check_lengths("Sgd::update", params.len(), grads.len());
-        for (theta, g) in params.iter_mut().zip(grads) {
-            *theta -= self.lr * g;
-        }
-    }
-
-    /// One step on parameter `Var`s: each takes its gradient from `grads` and its new value
-    /// through [`Graph::set_value`](crate::Graph::set_value).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let g = tapegrad::Graph::new();
-    /// let w = g.var(1.0);
-    /// let mark = g.mark();
-    /// let grads = (w * 4.0).backward();
-    /// g.release(mark);
-    /// tapegrad::optim::Sgd::new(0.5).step(&[w], &grads);
-    /// assert_eq!(w.value(), -1.0);
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If a parameter was released, is not an input made by
-    /// [`Graph::var`](crate::Graph::var), belongs to another graph than `grads`, or is still
-    /// used by a recorded node (release the step's nodes before stepping). Parameters before
-    /// the offending one have been updated by then.
-    #[track_caller]
-    pub fn step(&mut self, params: &[Var<'_>], grads: &Gradients) {
-        let lr = self.lr;
-        step_vars(params, grads, |_, theta, g| theta - lr * g);
-    }
-}
-
-/// AdamW's hyperparameters; the default is the series' optimizer chapter.
-///
-/// # Examples
-///
-/// ```
-/// use tapegrad::optim::AdamWConfig;
-/// let c = AdamWConfig::default();
-/// assert_eq!((c.lr, c.beta1, c.beta2, c.eps, c.weight_decay), (0.001, 0.9, 0.999, 1e-8, 0.01));
-/// let fast = AdamWConfig { lr: 0.01, ..AdamWConfig::default() };
-/// assert_eq!(fast.beta1, 0.9);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWConfig {
-    /// The learning rate.
-    pub lr: f64,
-    /// The decay of the first moment (the gradient's running mean).
-    pub beta1: f64,
-    /// The decay of the second moment (the squared gradient's running mean).
-    pub beta2: f64,
-    /// Added to `sqrt(v_hat)` so the step is finite where the gradient is 0.
-    pub eps: f64,
-    /// Decoupled weight decay: each step first scales `theta` by `1 - lr weight_decay`.
-    pub weight_decay: f64,
-}
-
-impl Default for AdamWConfig {
-    /// The series' values: lr 0.001, beta1 0.9, beta2 0.999, eps 1e-8, weight decay 0.01.
-    fn default() -> Self {
-        AdamWConfig {
-            lr: 0.001,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        }
-    }
-}
-
-/// AdamW exactly as the series' optimizer chapter defines it, per scalar parameter, with
-/// step `t` counted from 1:
-///
-/// ```text
-/// m = beta1 m + (1 - beta1) g          m_hat = m / (1 - beta1^t)
-/// v = beta2 v + (1 - beta2) g^2        v_hat = v / (1 - beta2^t)
-/// theta = theta (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps)
-/// ```
-///
-/// # Examples
-///
-/// The series' worked example: `E_token[<BOS>][0] = 0.024634` with gradient `-0.352893`
-/// becomes `0.025634` after one step (the first step moves by almost exactly `lr` against
-/// the gradient's sign, since `m_hat / sqrt(v_hat) = g / |g|`).
-///
-/// ```
-/// use tapegrad::optim::{AdamW, AdamWConfig};
-/// let mut adamw = AdamW::new(1, AdamWConfig::default());
-/// let mut theta = [0.024634];
-/// adamw.update(&mut theta, &[-0.352893]);
-/// assert_eq!(format!("{:.6}", theta[0]), "0.025634");
-/// ```
-#[derive(Clone, Debug)]
-pub struct AdamW {
-    config: AdamWConfig,
-    t: u64,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    /// Reused buffers for [`AdamW::step`]: the parameters' values and gradients.
-    scratch: (Vec<f64>, Vec<f64>),
-}
-
-impl AdamW {
-    /// AdamW for `n_params` parameters, with zero moments and no step taken.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::optim::{AdamW, AdamWConfig};
-    /// let adamw = AdamW::new(3, AdamWConfig::default());
-    /// assert_eq!((adamw.len(), adamw.steps()), (3, 0));
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If a hyperparameter is out of range: `lr` and `weight_decay` must be finite and
-    /// `>= 0`, the betas in `[0, 1)`, `eps` finite and `> 0`.
-    #[track_caller]
-    pub fn new(n_params: usize, config: AdamWConfig) -> Self {
-        let AdamWConfig {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = config;
-        check_lr("AdamW", lr);
-        for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
-            assert!(
-                (0.0..1.0).contains(&beta),
-                "AdamW: {name} must be in [0, 1), got {beta}"
-            );
-        }
-        assert!(
-            eps.is_finite() && eps > 0.0,
-            "AdamW: eps must be finite and > 0, got {eps}"
-        );
-        assert!(
-            weight_decay.is_finite() && weight_decay >= 0.0,
-            "AdamW: the weight decay must be finite and >= 0, got {weight_decay}"
-        );
-        AdamW {
-            config,
-            t: 0,
-            m: vec![0.0; n_params],
-            v: vec![0.0; n_params],
-            scratch: (Vec::new(), Vec::new()),
-        }
-    }
-
-    /// The hyperparameters.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::optim::{AdamW, AdamWConfig};
-    /// assert_eq!(AdamW::new(1, AdamWConfig::default()).config().lr, 0.001);
-    /// ```
-    pub fn config(&self) -> &AdamWConfig {
-        &self.config
-    }
-
-    /// The number of parameters it was made for.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::optim::{AdamW, AdamWConfig};
-    /// assert_eq!(AdamW::new(5, AdamWConfig::default()).len(), 5);
-    /// ```
-    pub fn len(&self) -> usize {
-        self.m.len()
-    }
-
-    /// Whether it was made for no parameters.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::optim::{AdamW, AdamWConfig};
-    /// assert!(AdamW::new(0, AdamWConfig::default()).is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.m.is_empty()
-    }
-
-    /// The number of steps taken (`t` of the last step).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::optim::{AdamW, AdamWConfig};
-    /// let mut adamw = AdamW::new(1, AdamWConfig::default());
-    /// adamw.update(&mut [1.0], &[1.0]);
-    /// assert_eq!(adamw.steps(), 1);
-    /// ```
-    pub fn steps(&self) -> u64 {
-        self.t
-    }
-
-    /// One step on plain values.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::optim::{AdamW, AdamWConfig};
-    /// let config = AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() };
-    /// let mut adamw = AdamW::new(1, config);
-    /// let mut theta = [1.0];
-    /// adamw.update(&mut theta, &[0.5]);
-    /// // First step: m_hat = g, v_hat = g^2, so theta moves by lr g / (|g| + eps).
-    /// approx::assert_relative_eq!(theta[0], 1.0 - 0.001 * 0.5 / (0.5 + 1e-8));
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If `params` or `grads` does not have [`AdamW::len`] entries.
-    #[track_caller]
-    pub fn update(&mut self, params: &mut [f64], grads: &[f64]) {
-        check_lengths("AdamW::update", params.len(), grads.len());
-        self.check_len("AdamW::update", params.len());
-        self.t += 1;
-        let AdamWConfig {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.config;
-        // beta^t as Python's `beta ** t` computes it (C's pow), once per step.
-        let t = self.t as f64;
-        let (correction1, correction2) = (1.0 - beta1.powf(t), 1.0 - beta2.powf(t));
-        let decay = 1.0 - lr * weight_decay;
-        // One pass over plain slices: each element's chain of divisions and a square root
-        // is long, and independent elements let the processor overlap those chains.
-        for (((theta, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            *m = beta1 * *m + (1.0 - beta1) * g;
-            *v = beta2 * *v + (1.0 - beta2) * g * g;
-            let m_hat = *m / correction1;
-            let v_hat = *v / correction2;
-            *theta = *theta * decay - lr * m_hat / (v_hat.sqrt() + eps);
-        }
-    }
-
-    /// One step on parameter `Var`s: each takes its gradient from `grads` and its new value
-    /// through [`Graph::set_value`](crate::Graph::set_value). The values and gradients are
-    /// gathered into buffers kept inside the optimizer, so after the first step this
-    /// allocates nothing.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::{optim::{AdamW, AdamWConfig}, Graph};
-    /// let g = Graph::new();
-    /// let w = g.vars(&[0.024634]);
-    /// let mark = g.mark();
-    /// let grads = (w[0] * -0.352893).backward(); // d/dw = -0.352893
-    /// g.release(mark);
-    /// let mut adamw = AdamW::new(1, AdamWConfig::default());
-    /// adamw.step(&w, &grads);
-    /// assert_eq!(format!("{:.6}", w[0].value()), "0.025634");
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If `params` does not have [`AdamW::len`] entries; and as [`Sgd::step`], except that
-    /// nothing is updated if reading a parameter or its gradient fails.
-    #[track_caller]
-    pub fn step(&mut self, params: &[Var<'_>], grads: &Gradients) {
-        self.check_len("AdamW::step", params.len());
-        let (mut values, mut gradients) = std::mem::take(&mut self.scratch);
-        values.clear();
-        values.extend(params.iter().map(|x| x.value()));
-        gradients.clear();
-        gradients.extend(params.iter().map(|&x| grads[x]));
-        self.update(&mut values, &gradients);
-        for (&x, &value) in params.iter().zip(&values) {
-            x.graph().set_value(x, value);
-        }
-        self.scratch = (values, gradients);
-    }
-
-    #[track_caller]
-    fn check_len(&self, who: &str, n: usize) {
-        assert_eq!(
-            n,
-            self.len(),
-            "{who}: this AdamW was made for {} parameters, got {n}",
-            self.len()
-        );
-    }
 }
 
 /// Stochastic gradient descent's hyperparameters, as PyTorch's `torch.optim.SGD` defines
@@ -511,8 +122,13 @@ impl Default for AdamConfig {
     }
 }
 
-/// The learning rate as a function of the step (0 for the first step). It can be changed
-/// between steps ([`Optimizer::set_schedule`], [`Optimizer::set_lr`]).
+/// The learning rate as a function of the step `k` (0 for the first step). It can be
+/// changed between steps ([`Optimizer::set_schedule`], [`Optimizer::set_lr`]).
+///
+/// `k` counts optimizer steps. PyTorch's schedulers count calls to `scheduler.step()`,
+/// usually one per epoch: with `e` steps per epoch, PyTorch's `StepLR(step_size=s)` is
+/// [`Schedule::Step`] with `step_size` `s * e`, and its `ExponentialLR` stepped per epoch is
+/// `Step` with `step_size` `e`.
 ///
 /// # Examples
 ///
@@ -523,6 +139,9 @@ impl Default for AdamConfig {
 /// assert_eq!(decay.lr(0), 1.0);
 /// assert_eq!(decay.lr(50), 1.0 - 0.9 * 50.0 / 100.0);
 /// assert_eq!(decay.lr(1000), 0.1);
+/// // PyTorch's StepLR(lr=0.05, step_size=30, gamma=0.1).
+/// let step = Schedule::step(0.05, 30, 0.1);
+/// assert_eq!((step.lr(29), step.lr(30), step.lr(60)), (0.05, 0.05 * 0.1, 0.05 * 0.1 * 0.1));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Schedule {
@@ -551,6 +170,27 @@ pub enum Schedule {
         warmup: u64,
         /// The step where the decay ends.
         steps: u64,
+    },
+    /// PyTorch's `StepLR`: `start`, multiplied by `gamma` every `step_size` steps. As
+    /// PyTorch computes it (its chainable form), the rate is the previous rate times
+    /// `gamma`, one rounding per decay, not `start * gamma^n`.
+    #[doc(alias = "StepLR")]
+    Step {
+        /// The rate at step 0.
+        start: f64,
+        /// The number of steps between decays.
+        step_size: u64,
+        /// The factor of each decay.
+        gamma: f64,
+    },
+    /// PyTorch's `ExponentialLR`: `start`, multiplied by `gamma` at every step (the
+    /// previous rate times `gamma`, as PyTorch computes it).
+    #[doc(alias = "ExponentialLR")]
+    Exponential {
+        /// The rate at step 0.
+        start: f64,
+        /// The factor of each step.
+        gamma: f64,
     },
 }
 
@@ -587,7 +227,46 @@ impl Schedule {
         }
     }
 
-    /// The learning rate of step `k` (0-based).
+    /// [`Schedule::Step`]: `start`, times `gamma` every `step_size` steps.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// let s = Schedule::step(1.0, 2, 0.5);
+    /// assert_eq!([s.lr(0), s.lr(1), s.lr(2), s.lr(3), s.lr(4)], [1.0, 1.0, 0.5, 0.5, 0.25]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `step_size` is 0.
+    #[track_caller]
+    pub fn step(start: f64, step_size: u64, gamma: f64) -> Self {
+        assert!(step_size > 0, "Schedule::step: step_size must be > 0");
+        Schedule::Step {
+            start,
+            step_size,
+            gamma,
+        }
+    }
+
+    /// [`Schedule::Exponential`]: `start`, times `gamma` at every step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::optim::Schedule;
+    /// let s = Schedule::exponential(1.0, 0.5);
+    /// assert_eq!([s.lr(0), s.lr(1), s.lr(3)], [1.0, 0.5, 0.125]);
+    /// ```
+    pub fn exponential(start: f64, gamma: f64) -> Self {
+        Schedule::Exponential { start, gamma }
+    }
+
+    /// The learning rate of step `k` (0-based). For [`Schedule::Step`] and
+    /// [`Schedule::Exponential`] this repeats PyTorch's multiplications from `start` (one
+    /// per decay, so it takes time in proportion to their number; an [`Optimizer`] keeps
+    /// its current rate and multiplies once per decay instead).
     ///
     /// # Examples
     ///
@@ -599,6 +278,11 @@ impl Schedule {
     /// approx::assert_relative_eq!(s.lr(2), 0.55, max_relative = 1e-15); // half way
     /// assert_eq!(s.lr(3), 0.1);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// For a [`Schedule::Step`] with `step_size` 0.
+    #[track_caller]
     pub fn lr(&self, k: u64) -> f64 {
         match *self {
             Schedule::Constant(lr) => lr,
@@ -624,6 +308,29 @@ impl Schedule {
                     min + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (peak - min)
                 }
             }
+            Schedule::Step {
+                start,
+                step_size,
+                gamma,
+            } => {
+                assert!(step_size > 0, "Schedule::Step: step_size must be > 0");
+                (0..k / step_size).fold(start, |lr, _| lr * gamma)
+            }
+            Schedule::Exponential { start, gamma } => (0..k).fold(start, |lr, _| lr * gamma),
+        }
+    }
+
+    /// The rate of step `k + 1` given `lr`, the rate of step `k`: PyTorch's chainable form,
+    /// one multiplication per decay for [`Schedule::Step`] and [`Schedule::Exponential`]
+    /// (the same bits as [`Schedule::lr`]), the closed form for the others.
+    fn next_lr(&self, k: u64, lr: f64) -> f64 {
+        match *self {
+            Schedule::Step {
+                step_size, gamma, ..
+            } if (k + 1) % step_size == 0 => lr * gamma,
+            Schedule::Step { .. } => lr,
+            Schedule::Exponential { gamma, .. } => lr * gamma,
+            _ => self.lr(k + 1),
         }
     }
 }
@@ -640,9 +347,11 @@ enum Rule {
 /// PyTorch defines it, with a learning rate that follows a [`Schedule`] and state that is
 /// saved and restored by name ([`Optimizer::state_dict`]).
 ///
-/// [`Optimizer::step`] takes the [`Grads`] of the store's current values and refuses
-/// anything else (gradients of another store, or stale ones computed before the last
-/// step), so a loop in the wrong order fails loudly.
+/// An optimizer serves the store it was made for, and [`Optimizer::step`] takes the
+/// [`ParamGrads`] of that store's current values: another store (a clone included, whose
+/// values would silently leave this optimizer's momenta behind), gradients of another
+/// store, or stale ones computed before the last step are refused, so a loop in the wrong
+/// order fails loudly.
 ///
 /// # Examples
 ///
@@ -661,9 +370,14 @@ enum Rule {
 #[derive(Clone, Debug)]
 pub struct Optimizer {
     rule: Rule,
+    /// The store it was made for.
+    store: StoreId,
     schedule: Schedule,
     /// Steps taken.
     t: u64,
+    /// The learning rate of step `t`, `schedule.lr(t)`, kept so that a multiplicative
+    /// schedule costs one multiplication per step.
+    lr: f64,
     /// SGD: the momentum buffer; Adam(W): the first and second moments.
     state: Vec<Vec<f64>>,
 }
@@ -755,8 +469,9 @@ impl Optimizer {
     }
 
     /// AdamW as PyTorch's `torch.optim.AdamW`: Adam without the L2 penalty, and before
-    /// each step `theta = theta (1 - lr weight_decay)`. (The series' [`AdamW`] is the
-    /// same rule with another order of operations, kept for its printed numbers.)
+    /// each step `theta = theta (1 - lr weight_decay)`. (The tutorial series' AdamW, in
+    /// `tapegrad-models`, is the same rule with another order of operations, kept for its
+    /// printed numbers.)
     ///
     /// # Examples
     ///
@@ -783,8 +498,10 @@ impl Optimizer {
     fn with_rule(params: &Params, rule: Rule, lr: f64, vectors: usize) -> Self {
         Optimizer {
             rule,
+            store: params.id(),
             schedule: Schedule::Constant(lr),
             t: 0,
+            lr,
             state: vec![vec![0.0; params.len()]; vectors],
         }
     }
@@ -812,7 +529,7 @@ impl Optimizer {
     /// assert_eq!(opt.lr(), 0.5);
     /// ```
     pub fn lr(&self) -> f64 {
-        self.schedule.lr(self.t)
+        self.lr
     }
 
     /// A constant learning rate from the next step on.
@@ -833,6 +550,7 @@ impl Optimizer {
     pub fn set_lr(&mut self, lr: f64) {
         check_lr("Optimizer::set_lr", lr);
         self.schedule = Schedule::Constant(lr);
+        self.lr = lr;
     }
 
     /// The learning rate from the next step on follows `schedule`, read at the number of
@@ -846,8 +564,17 @@ impl Optimizer {
     /// opt.set_schedule(Schedule::Linear { start: 1.0, end: 0.0, steps: 4 });
     /// assert_eq!(opt.lr(), 1.0);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// For a [`Schedule::Step`] with `step_size` 0, or if the rate it gives now is negative
+    /// or not finite.
+    #[track_caller]
     pub fn set_schedule(&mut self, schedule: Schedule) {
+        let lr = schedule.lr(self.t);
+        check_lr("Optimizer::set_schedule", lr);
         self.schedule = schedule;
+        self.lr = lr;
     }
 
     /// The schedule.
@@ -881,12 +608,13 @@ impl Optimizer {
     ///
     /// # Errors
     ///
+    /// [`ParamError::ForeignStore`] if `params` is not the store the optimizer was made for
+    /// (a clone included; or it gained tensors since), naming both;
     /// [`ParamError::ForeignGradients`] or [`ParamError::StaleGradients`] (see
-    /// [`Params::check_grads`]); [`ParamError::Shape`] if the store grew since the
-    /// optimizer was made. Nothing is changed then.
-    pub fn step(&mut self, params: &mut Params, grads: &Grads) -> Result<(), ParamError> {
-        self.check_len(params)?;
-        let lr = self.lr();
+    /// [`Params::check_grads`]). Nothing is changed then.
+    pub fn step(&mut self, params: &mut Params, grads: &ParamGrads) -> Result<(), ParamError> {
+        self.store.check(params, "optimizer")?;
+        let lr = self.lr;
         let first = self.t == 0;
         let t = self.t + 1;
         let rule = self.rule;
@@ -899,6 +627,7 @@ impl Optimizer {
                 adam_step(&c, decoupled, lr, t, theta, g, &mut m[0], &mut v[0]);
             }
         })?;
+        self.lr = self.schedule.next_lr(self.t, self.lr);
         self.t = t;
         Ok(())
     }
@@ -922,10 +651,10 @@ impl Optimizer {
     ///
     /// # Panics
     ///
-    /// If `params` is not the store (or layout) the optimizer was made for.
+    /// If `params` is not the store the optimizer was made for (naming both).
     #[track_caller]
     pub fn state_dict(&self, params: &Params) -> StateDict {
-        if let Err(e) = self.check_len(params) {
+        if let Err(e) = self.store.check(params, "optimizer") {
             panic!("Optimizer::state_dict: {e}");
         }
         let mut sd = StateDict::new();
@@ -940,8 +669,9 @@ impl Optimizer {
         sd
     }
 
-    /// Restores [`Optimizer::state_dict`]'s state (made for a store with the same names
-    /// and shapes as `params`).
+    /// Restores [`Optimizer::state_dict`]'s state, saved from a store with the same names
+    /// and shapes as `params` (the store this optimizer was made for). The learning rate
+    /// is then the schedule's at the restored step.
     ///
     /// # Examples
     ///
@@ -960,22 +690,27 @@ impl Optimizer {
     ///
     /// # Errors
     ///
-    /// [`ParamError::Missing`], [`ParamError::Shape`] or [`ParamError::Unexpected`] naming
-    /// the tensor; [`ParamError::Format`] if `step` is not a whole number. Nothing is
+    /// [`ParamError::ForeignStore`] if `params` is not the store the optimizer was made
+    /// for; else [`ParamError::Load`] listing every problem: each [`ParamError::Missing`]
+    /// or [`ParamError::Shape`] in the store's order, a [`ParamError::Format`] if `step` is
+    /// not a whole number, each [`ParamError::Unexpected`] in `sd`'s order. Nothing is
     /// changed then.
     pub fn load_state_dict(&mut self, params: &Params, sd: &StateDict) -> Result<(), ParamError> {
-        self.check_len(params)?;
-        let missing = |name: &str| ParamError::Missing {
-            name: name.to_owned(),
-        };
-        let step = sd.get("step").ok_or_else(|| missing("step"))?;
-        let t = match step.data[..] {
-            [t] if t >= 0.0 && t.fract() == 0.0 && t < 2f64.powi(53) => t as u64,
-            _ => {
-                return Err(ParamError::Format(format!(
-                    "tensor \"step\" is {:?}, not one whole number",
-                    step.data
+        self.store.check(params, "optimizer")?;
+        let mut problems = Vec::new();
+        let t = match sd.get("step").map(|step| &step.data[..]) {
+            None => {
+                problems.push(ParamError::Missing {
+                    name: "step".into(),
+                });
+                0
+            }
+            Some(&[t]) if t >= 0.0 && t.fract() == 0.0 && t < 2f64.powi(53) => t as u64,
+            Some(data) => {
+                problems.push(ParamError::Format(format!(
+                    "tensor \"step\" is {data:?}, not one whole number"
                 )));
+                0
             }
         };
         let mut state = Vec::with_capacity(self.state.len());
@@ -984,25 +719,33 @@ impl Optimizer {
             let mut values = Vec::with_capacity(params.len());
             for p in params.params() {
                 let tensor = format!("{name}.{}", params.name(p));
-                let found = sd.get(&tensor).ok_or_else(|| missing(&tensor))?;
-                if found.shape != params.shape(p) {
-                    return Err(ParamError::Shape {
-                        name: tensor,
-                        expected: params.shape(p).to_vec(),
-                        found: found.shape.clone(),
-                    });
+                match sd.get(&tensor) {
+                    None => problems.push(ParamError::Missing {
+                        name: tensor.clone(),
+                    }),
+                    Some(found) if found.shape != params.shape(p) => {
+                        problems.push(ParamError::Shape {
+                            name: tensor.clone(),
+                            expected: params.shape(p).to_vec(),
+                            found: found.shape.clone(),
+                        });
+                    }
+                    Some(found) => values.extend_from_slice(&found.data),
                 }
-                values.extend_from_slice(&found.data);
                 expected.push(tensor);
             }
             state.push(values);
         }
-        if let Some(t) = sd.tensors().iter().find(|t| !expected.contains(&t.name)) {
-            return Err(ParamError::Unexpected {
+        for t in sd.tensors().iter().filter(|t| !expected.contains(&t.name)) {
+            problems.push(ParamError::Unexpected {
                 name: t.name.clone(),
             });
         }
+        if !problems.is_empty() {
+            return Err(ParamError::Load(problems));
+        }
         self.t = t;
+        self.lr = self.schedule.lr(t);
         self.state = state;
         Ok(())
     }
@@ -1012,18 +755,6 @@ impl Optimizer {
             Rule::Sgd(_) => &SGD_STATE,
             Rule::Adam(_) | Rule::AdamW(_) => &ADAM_STATE,
         }
-    }
-
-    fn check_len(&self, params: &Params) -> Result<(), ParamError> {
-        let len = self.state.first().map_or(0, Vec::len);
-        if len != params.len() {
-            return Err(ParamError::Shape {
-                name: "(all parameters)".into(),
-                expected: vec![len],
-                found: vec![params.len()],
-            });
-        }
-        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{Error, Graph, Var};
-use crate::nn::{Grads, ParamError, Params, View};
+use crate::nn::{ParamError, ParamGrads, Params, View};
 
 /// A pool of `threads` worker threads, made once per thread count and kept: its threads
 /// live across calls, so each keeps its graph's memory warm (a `Graph` made on a thread
@@ -46,7 +46,7 @@ fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
 }
 
 /// One example's loss and gradient, or why it has none.
-type ExampleResult = Result<(f64, Grads), ParamError>;
+type ExampleResult = Result<(f64, ParamGrads), ParamError>;
 
 /// The mean of `loss(params, example)` over `batch` and its gradient with respect to
 /// every parameter, computed on `threads` worker threads (0: as many as the machine has
@@ -97,7 +97,7 @@ pub fn mean_value_and_grad<E, F>(
     batch: &[E],
     threads: usize,
     loss: F,
-) -> Result<(f64, Grads), ParamError>
+) -> Result<(f64, ParamGrads), ParamError>
 where
     E: Sync,
     F: for<'g> Fn(&View<'_, Var<'g>>, &E) -> Var<'g> + Sync,
@@ -146,7 +146,7 @@ pub fn mean_value_and_grad_by_cost<E, C, F>(
     threads: usize,
     cost: C,
     loss: F,
-) -> Result<(f64, Grads), ParamError>
+) -> Result<(f64, ParamGrads), ParamError>
 where
     E: Sync,
     C: Fn(&E) -> usize,

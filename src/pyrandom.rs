@@ -269,6 +269,23 @@ impl PyRandom {
         };
         mu + z * sigma
     }
+
+    /// Python's `random.uniform(a, b)`, as CPython computes it: `a + (b - a) * random()`.
+    /// micrograd draws every weight with `uniform(-1, 1)`; as an initialiser:
+    /// `Linear::new(&mut params, "fc", 2, 16, &mut || rng.uniform(-1.0, 1.0))`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::pyrandom::PyRandom;
+    /// // Python: random.seed(1337); [random.uniform(-1, 1) for _ in range(2)]
+    /// let mut rng = PyRandom::seed(1337);
+    /// assert_eq!(rng.uniform(-1.0, 1.0), 0.23550571390294128);
+    /// assert_eq!(rng.uniform(-1.0, 1.0), 0.06653114721000164);
+    /// ```
+    pub fn uniform(&mut self, a: f64, b: f64) -> f64 {
+        a + (b - a) * self.random()
+    }
 }
 
 /// Python's `bisect.bisect_right(a, x, 0, hi)`: the first index in `[0, hi]` whose entry

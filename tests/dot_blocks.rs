@@ -952,36 +952,37 @@ fn linear_layer_gradients_match_dots_per_output() {
             .collect();
         let run = |by_layer: bool| {
             let g = Graph::new();
-            let bound = params.bind(&g);
-            let p = bound.view();
-            let x = g.vars(&x_values);
-            let y = if by_layer {
-                layer.forward_rows(&p, Matrix::new(&x, rows, inputs))
-            } else {
-                let w = p.matrix(layer.weight());
-                let mut y = Vec::new();
-                for r in 0..rows {
-                    let xr = &x[r * inputs..][..inputs];
-                    for o in 0..outputs {
-                        y.push(match layer.bias() {
-                            // The layer sums from the bias: [b_o, W_o] . [1, x].
-                            Some(b) => {
-                                let mut wb = vec![p.get(b)[o]];
-                                wb.extend_from_slice(w.row(o));
-                                let mut xb = vec![g.constant(1.0)];
-                                xb.extend_from_slice(xr);
-                                Var::dot(&xb, &wb)
+            let (_, (y_bits, x_grads), grads) = params
+                .value_and_grad_aux(&g, |p| {
+                    let x = g.vars(&x_values);
+                    let y = if by_layer {
+                        layer.forward_rows(p, Matrix::new(&x, rows, inputs))
+                    } else {
+                        let w = p.matrix(layer.weight());
+                        let mut y = Vec::new();
+                        for r in 0..rows {
+                            let xr = &x[r * inputs..][..inputs];
+                            for o in 0..outputs {
+                                y.push(match layer.bias() {
+                                    // The layer sums from the bias: [b_o, W_o] . [1, x].
+                                    Some(b) => {
+                                        let mut wb = vec![p.get(b)[o]];
+                                        wb.extend_from_slice(w.row(o));
+                                        let mut xb = vec![g.constant(1.0)];
+                                        xb.extend_from_slice(xr);
+                                        Var::dot(&xb, &wb)
+                                    }
+                                    None => Var::dot(xr, w.row(o)),
+                                });
                             }
-                            None => Var::dot(xr, w.row(o)),
-                        });
-                    }
-                }
-                y
-            };
-            let loss = Var::dot_f64(&y, &c);
-            let x_grads = bits(loss.backward().wrt_all(&x));
-            let y_bits = values(&y);
-            let grads = bound.gradients(loss).unwrap();
+                        }
+                        y
+                    };
+                    let loss = Var::dot_f64(&y, &c);
+                    let x_grads = bits(loss.backward().wrt_all(&x));
+                    (loss, (values(&y), x_grads))
+                })
+                .unwrap();
             (y_bits, x_grads, bits(grads.as_slice().iter().copied()))
         };
         assert_eq!(

@@ -1227,7 +1227,7 @@ fn infinite_derivatives_at_domain_edges() {
     assert_eq!(zero.cbrt().backward()[zero], f64::INFINITY);
 }
 
-/// The kink convention (documented in `tapegrad::op::kink`), PyTorch's at every kink:
+/// The kink convention (documented in the guide, `tapegrad::guide#kinks`), PyTorch's at every kink:
 /// `maximum`/`minimum` split a tie 1/2 and 1/2, `amax` shares it evenly among ties,
 /// `clamp` passes the gradient at both ends, `relu'(0) = abs'(0) = 0`. Checked by both
 /// sweeps.

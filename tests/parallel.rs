@@ -1,7 +1,7 @@
 //! Data-parallel gradients (`tapegrad::parallel`): the same bits for any thread count, the
 //! same as a plain loop, and the gradient of the mean loss.
 
-use tapegrad::nn::{Grads, Linear, Mlp, Params, View, init};
+use tapegrad::nn::{Linear, Mlp, ParamGrads, Params, View};
 use tapegrad::parallel::{mean_value_and_grad, mean_value_and_grad_by_cost};
 use tapegrad::pyrandom::PyRandom;
 use tapegrad::{Graph, Scalar, Var};
@@ -10,12 +10,9 @@ use tapegrad::{Graph, Scalar, Var};
 fn setup() -> (Params, Mlp, Vec<([f64; 3], f64)>) {
     let mut params = Params::new();
     let mut rng = PyRandom::seed(7);
-    let mlp = Mlp::new(
-        &mut params,
-        "mlp",
-        &[3, 8, 8, 1],
-        &mut init::uniform(&mut rng, -1.0, 1.0),
-    );
+    let mlp = Mlp::new(&mut params, "mlp", &[3, 8, 8, 1], &mut || {
+        rng.uniform(-1.0, 1.0)
+    });
     let batch = (0..16)
         .map(|i| {
             let x = [i as f64 * 0.1, (i as f64).sin(), 1.0 / (1.0 + i as f64)];
@@ -26,7 +23,12 @@ fn setup() -> (Params, Mlp, Vec<([f64; 3], f64)>) {
 }
 
 /// The batch's mean loss and gradient on `threads` threads.
-fn parallel(params: &Params, mlp: &Mlp, batch: &[([f64; 3], f64)], threads: usize) -> (f64, Grads) {
+fn parallel(
+    params: &Params,
+    mlp: &Mlp,
+    batch: &[([f64; 3], f64)],
+    threads: usize,
+) -> (f64, ParamGrads) {
     mean_value_and_grad(params, batch, threads, |p, e| example_loss(mlp, p, e)).unwrap()
 }
 
@@ -69,7 +71,8 @@ fn scheduling_by_cost_gives_the_same_bits() {
             })
             .unwrap();
             assert_eq!(l.to_bits(), l1.to_bits(), "{threads} threads");
-            let bits = |g: &Grads| g.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits =
+                |g: &ParamGrads| g.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&g), bits(&g1), "{threads} threads");
         }
     }

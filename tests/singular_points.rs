@@ -522,7 +522,7 @@ fn replay_at_the_issue_cases() {
     assert_eq!(hv, [12.0]);
 }
 
-/// The mixed second derivative of `a^b` at `b = 0` (a review finding): `d/da a^b = b
+/// The mixed second derivative of `a^b` at `b = 0`: `d/da a^b = b
 /// a^(b-1)` is 0 there, but its derivative in `b` is `a^(b-1)` = 1/2 at `a = 2`, not 0. Both
 /// Hessian routes and the replayed HVP must give the symmetric Hessian.
 #[test]
@@ -548,8 +548,7 @@ fn powf_mixed_second_derivative_at_a_zero_exponent() {
     assert_eq!(hv, [0.0, 0.5]);
 }
 
-/// The replayed HVP follows the same rule as `higher::hvp` at singular points (a review
-/// finding): a relu's zero slope is a select, and sqrt's infinite second derivative at 0
+/// The replayed HVP follows the same rule as `higher::hvp` at singular points: a relu's zero slope is a select, and sqrt's infinite second derivative at 0
 /// stays infinite.
 #[test]
 fn replayed_hvp_agrees_with_higher_hvp_at_singular_points() {

@@ -12,10 +12,11 @@
 
 mod model;
 
-use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use model::Model;
+use plotters::prelude::*;
 use tapegrad::nn::Params;
 
 /// The two moons: points and labels (-1 or +1).
@@ -38,8 +39,17 @@ fn load() -> (Vec<[f64; 2]>, Vec<f64>) {
 }
 
 /// The decision boundary as micrograd's notebook draws it: the sign of the score on a grid
-/// over the points' range plus one, and the points coloured by label.
-fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
+/// over the points' range plus one, and the points coloured by label. micrograd's grid is
+/// 0.25 wide, smoothed by contourf; a finer grid draws the same boundary without a contour
+/// routine (each column's cells of one colour are one rectangle).
+fn plot(
+    path: &Path,
+    model: &Model,
+    params: &Params,
+    xs: &[[f64; 2]],
+    ys: &[f64],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("plotting to {}: {e}", path.display());
     let (lo, hi) = xs
         .iter()
         .fold(([f64::MAX; 2], [f64::MIN; 2]), |(lo, hi), p| {
@@ -49,19 +59,22 @@ fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
             )
         });
     let (x0, x1, y0, y1) = (lo[0] - 1.0, hi[0] + 1.0, lo[1] - 1.0, hi[1] + 1.0);
-    // micrograd's grid is 0.25 wide, smoothed by contourf; a finer grid draws the same
-    // boundary without a contour routine. Each column's cells of one colour are one rect.
-    let (h, scale) = (0.02, 100.0);
-    let (width, height) = ((x1 - x0) * scale, (y1 - y0) * scale);
-    let to_px = |x: f64, y: f64| ((x - x0) * scale, (y1 - y) * scale);
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\">\n<g shape-rendering=\"crispEdges\">\n"
-    );
+    let scale = 100.0; // pixels per unit
+    let size = (((x1 - x0) * scale) as u32, ((y1 - y0) * scale) as u32);
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(&e))?;
+
     let p = params.view(); // evaluation: plain f64, no graph
+    let h = 0.02;
     let (columns, rows) = (
         ((x1 - x0) / h).ceil() as usize,
         ((y1 - y0) / h).ceil() as usize,
     );
+    let (positive_fill, negative_fill) = (RGBColor(0xf6, 0xc7, 0xa3), RGBColor(0xa9, 0xc6, 0xe8));
+    let mut cells = Vec::new();
     for i in 0..columns {
         let gx = x0 + i as f64 * h;
         let positive = |j: usize| model.score(&p, [gx + h / 2.0, y0 + (j as f64 + 0.5) * h]) > 0.0;
@@ -69,35 +82,54 @@ fn svg(model: &Model, params: &Params, xs: &[[f64; 2]], ys: &[f64]) -> String {
         while start < rows {
             let side = positive(start);
             let end = (start..rows).find(|&j| positive(j) != side).unwrap_or(rows);
-            let fill = if side { "#f6c7a3" } else { "#a9c6e8" };
-            let (px, py) = to_px(gx, y0 + end as f64 * h);
-            let (w, ht) = (h * scale, (end - start) as f64 * h * scale);
-            writeln!(out, "<rect x=\"{px:.1}\" y=\"{py:.1}\" width=\"{w:.1}\" height=\"{ht:.1}\" fill=\"{fill}\"/>").unwrap();
+            let fill = if side { positive_fill } else { negative_fill };
+            let corners = [(gx, y0 + start as f64 * h), (gx + h, y0 + end as f64 * h)];
+            cells.push(Rectangle::new(corners, fill.filled()));
             start = end;
         }
     }
-    out.push_str("</g>\n");
-    for (x, &y) in xs.iter().zip(ys) {
-        let (px, py) = to_px(x[0], x[1]);
-        let fill = if y > 0.0 { "#d95f02" } else { "#1f5fa8" };
-        writeln!(
-            out,
-            "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\" fill=\"{fill}\" stroke=\"black\"/>"
-        )
-        .unwrap();
-    }
-    out.push_str("</svg>\n");
-    out
+    chart.draw_series(cells).map_err(|e| err(&e))?;
+    let points = xs.iter().zip(ys).map(|(x, &y)| {
+        let fill = if y > 0.0 {
+            RGBColor(0xd9, 0x5f, 0x02)
+        } else {
+            RGBColor(0x1f, 0x5f, 0xa8)
+        };
+        EmptyElement::at((x[0], x[1]))
+            + Circle::new((0, 0), 5, fill.filled())
+            + Circle::new((0, 0), 5, BLACK.stroke_width(1))
+    });
+    chart.draw_series(points).map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
 }
 
+/// `--plot PATH` (default `target/moons.svg`), or `None` for `--help`.
+fn parse_args() -> Result<Option<PathBuf>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut plot = PathBuf::from("target/moons.svg");
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("plot") => plot = parser.value()?.into(),
+            Long("help") | Short('h') => return Ok(None),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(plot))
+}
+
+const USAGE: &str = "usage: moons [--plot PATH]";
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let plot = match args.as_slice() {
-        [] => "target/moons.svg".to_owned(),
-        [flag, path] if flag == "--plot" => path.clone(),
-        _ => {
-            eprintln!("usage: moons [--plot PATH]");
-            return ExitCode::FAILURE;
+    let plot_path = match parse_args() {
+        Ok(Some(path)) => path,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("moons: {e}\n{USAGE}");
+            return ExitCode::from(2);
         }
     };
     let (xs, ys) = load();
@@ -112,10 +144,10 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = std::fs::write(&plot, svg(&model, &params, &xs, &ys)) {
-        eprintln!("writing {plot}: {e}");
+    if let Err(e) = plot(&plot_path, &model, &params, &xs, &ys) {
+        eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    println!("decision boundary: {plot}");
+    println!("decision boundary: {}", plot_path.display());
     ExitCode::SUCCESS
 }

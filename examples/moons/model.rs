@@ -1,7 +1,7 @@
 //! micrograd's demo model and training loop on `tapegrad::nn`: the part its `demo.ipynb`
 //! writes with `nn.py`. Shared by `examples/moons/main.rs` and `tests/moons.rs`.
 
-use tapegrad::nn::{Mlp, ParamError, Params, View, init};
+use tapegrad::nn::{Mlp, ParamError, Params, View};
 use tapegrad::optim::{Optimizer, Schedule, SgdConfig};
 use tapegrad::pyrandom::PyRandom;
 use tapegrad::{Graph, Scalar};
@@ -14,7 +14,7 @@ pub struct Model {
 impl Model {
     pub fn new(params: &mut Params) -> Self {
         let mut rng = PyRandom::seed(1337);
-        let mut draw = init::uniform(&mut rng, -1.0, 1.0);
+        let mut draw = || rng.uniform(-1.0, 1.0);
         let mlp = Mlp::new(params, "mlp", &[2, 16, 16, 1], &mut draw);
         Model { mlp }
     }

@@ -25,7 +25,7 @@ mod inputs;
 mod keys;
 mod matrix;
 mod node;
-pub mod op;
+mod op;
 mod opcodes;
 mod pool;
 mod replay;

@@ -145,14 +145,14 @@ macro_rules! unary_ops {
                 partial: |x, y| x.sinh(),
             }
             /// `|x|`, with derivative 0 at 0 (as PyTorch and JAX choose), NaN at NaN (see
-            /// [`kink`](crate::op::kink)).
+            /// [kink conventions](crate::guide#kinks)).
             Abs "abs" fn abs(-3.0 => 3.0) {
                 value: |x| x.abs(),
                 partial: |x, y| x.lift(kink::abs(x.value())),
             }
             /// `max(x, 0)`, with derivative 0 at and below 0 (a select: an exact 0 partial
             /// passes nothing back, even an infinite adjoint), NaN at NaN (see
-            /// [`kink`](crate::op::kink)).
+            /// [kink conventions](crate::guide#kinks)).
             Relu "relu" fn relu(-3.0 => 0.0) {
                 // NaN passes through (NaN <= 0 is false), as in PyTorch and JAX.
                 value: |x| if x <= 0.0 { 0.0 } else { x },
@@ -379,7 +379,7 @@ macro_rules! binary_ops {
             }
             /// The larger operand (NaN if either is NaN; `f64`'s own `max` drops a NaN
             /// instead): the derivative goes to the larger one, half to each at a tie (see
-            /// [`kink`](crate::op::kink)).
+            /// [kink conventions](crate::guide#kinks)).
             #[doc(alias = "maximum")]
             Max "max" fn max(1.0, 2.0 => 2.0) {
                 value: |a, b| max_f64(a, b),
@@ -387,7 +387,7 @@ macro_rules! binary_ops {
                 d_rhs: |a, b, y| a.lift(kink::max_share(b.value(), a.value())),
             }
             /// The smaller operand (NaN if either is NaN): the derivative goes to the smaller
-            /// one, half to each at a tie (see [`kink`](crate::op::kink)).
+            /// one, half to each at a tie (see [kink conventions](crate::guide#kinks)).
             #[doc(alias = "minimum")]
             Min "min" fn min(1.0, 2.0 => 1.0) {
                 value: |a, b| min_f64(a, b),
@@ -633,11 +633,11 @@ pub enum Nary {
     /// `d/dx_i = e^(x_i - y)`, the softmax.
     LogSumExp,
     /// `y = max_i x_i` (NaN if any is NaN), as used to shift a softmax: the derivative is
-    /// shared evenly by the operands equal to the maximum (see [`kink`]).
+    /// shared evenly by the operands equal to the maximum (see [kink conventions](crate::guide#kinks)).
     Max,
     /// `clamp(x, lo, hi)` over operands `[x, lo, hi]` (`lo <= hi`): `x` limited to
     /// `[lo, hi]`; NaN stays NaN. The derivative goes to `x` inside the interval, its ends
-    /// included, and to the bound that `x` is past otherwise (see [`kink`]).
+    /// included, and to the bound that `x` is past otherwise (see [kink conventions](crate::guide#kinks)).
     Clamp,
 }
 
@@ -766,38 +766,13 @@ fn shifted_exps(xs: &[f64], out: &mut Vec<f64>) -> (f64, f64) {
 }
 
 /// The one subgradient convention at kinks, where a function is continuous but has two
-/// slopes: each rule below is PyTorch's (`tools/autograd/derivatives.yaml`), so gradients
-/// agree with it at the kink itself.
-///
-/// | op | at the kink | PyTorch's rule |
-/// |---|---|---|
-/// | `abs` | `d|x| = 0` at 0 | `grad * self.sgn()` |
-/// | `relu` | `0` at 0 | `threshold_backward(grad, result, 0)` |
-/// | `max(a, b)`, `min(a, b)` | `1/2` to each operand at a tie | `maximum`: `where(self == other, grad / 2, grad)` |
-/// | `amax(xs)` | shared evenly among the operands equal to the maximum | `amax`: `scale_grad_by_count` |
-/// | `clamp(x, lo, hi)` | `1` to `x` at `x == lo` and `x == hi` (the ends pass the gradient) | `clamp_backward`: `where(self >= min && self <= max, grad, 0)` |
-///
-/// NaN: `max`, `min` and `amax` give NaN as their value when an operand is NaN; the
-/// operand's slope in `max`/`min` is then 1 (every comparison is false, as in PyTorch's
-/// masks), and every `amax` partial is NaN (PyTorch: a count of 0 ties, `grad / 0 * 0`).
-/// `clamp` of NaN is NaN with slope 0 for `x`, as `clamp_backward`'s comparisons give.
-/// `relu` and `abs` have slope NaN at NaN (PyTorch's relu has 1): a NaN operand must not
-/// turn into a finite gradient (the crate docs' table of singular points).
-///
-/// Every function here returns a plain number: a kink's slope is piecewise constant, so
-/// its own derivative (the second order) is 0 on both sides.
-pub mod kink {
+/// slopes (the table is in the guide: [`crate::guide#kinks`]). Every function here returns
+/// a plain number: a kink's slope is piecewise constant, so its own derivative (the second
+/// order) is 0 on both sides.
+pub(in crate::engine) mod kink {
     /// `d|x|/dx`: the sign of `x`, 0 at 0, NaN at NaN (a NaN operand must give a NaN
     /// gradient, not a slope that hides it).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(tapegrad::op::kink::abs(0.0), 0.0);
-    /// assert_eq!(tapegrad::op::kink::abs(-2.0), -1.0);
-    /// assert!(tapegrad::op::kink::abs(f64::NAN).is_nan());
-    /// ```
-    pub fn abs(x: f64) -> f64 {
+    pub(in crate::engine) fn abs(x: f64) -> f64 {
         if x > 0.0 {
             1.0
         } else if x < 0.0 {
@@ -811,15 +786,7 @@ pub mod kink {
 
     /// `d relu(x)/dx`: 1 above 0, else 0 (0 at the kink: a select, see `backward::chain`),
     /// and NaN at NaN (PyTorch gives 1 there; a NaN must not turn into a gradient).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(tapegrad::op::kink::relu(0.0), 0.0);
-    /// assert_eq!(tapegrad::op::kink::relu(3.0), 1.0);
-    /// assert!(tapegrad::op::kink::relu(f64::NAN).is_nan());
-    /// ```
-    pub fn relu(x: f64) -> f64 {
+    pub(in crate::engine) fn relu(x: f64) -> f64 {
         if x > 0.0 {
             1.0
         } else if x <= 0.0 {
@@ -831,14 +798,7 @@ pub mod kink {
 
     /// The share of `d max(own, other)` that goes to `own`: 1 if it is the larger, 0 if
     /// the smaller, 1/2 at a tie (and 1 if either is NaN).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::op::kink::max_share;
-    /// assert_eq!((max_share(2.0, 1.0), max_share(1.0, 2.0), max_share(1.0, 1.0)), (1.0, 0.0, 0.5));
-    /// ```
-    pub fn max_share(own: f64, other: f64) -> f64 {
+    pub(in crate::engine) fn max_share(own: f64, other: f64) -> f64 {
         if own == other {
             0.5
         } else if own < other {
@@ -850,14 +810,7 @@ pub mod kink {
 
     /// The share of `d min(own, other)` that goes to `own`: 1 if it is the smaller, 0 if
     /// the larger, 1/2 at a tie (and 1 if either is NaN).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::op::kink::min_share;
-    /// assert_eq!((min_share(1.0, 2.0), min_share(2.0, 1.0), min_share(1.0, 1.0)), (1.0, 0.0, 0.5));
-    /// ```
-    pub fn min_share(own: f64, other: f64) -> f64 {
+    pub(in crate::engine) fn min_share(own: f64, other: f64) -> f64 {
         if own == other {
             0.5
         } else if own > other {
@@ -869,16 +822,7 @@ pub mod kink {
 
     /// `d amax(xs) / d xs[k]` where `y = amax(xs)`: `1 / (number of operands equal to y)`
     /// for those, 0 for the others; NaN for all if `y` is NaN.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::op::kink::amax_share;
-    /// let xs = [3.0, 1.0, 3.0];
-    /// assert_eq!(amax_share(&xs, 3.0, 0), 0.5);
-    /// assert_eq!(amax_share(&xs, 3.0, 1), 0.0);
-    /// ```
-    pub fn amax_share(xs: &[f64], y: f64, k: usize) -> f64 {
+    pub(in crate::engine) fn amax_share(xs: &[f64], y: f64, k: usize) -> f64 {
         if y.is_nan() {
             return f64::NAN;
         }
@@ -890,15 +834,7 @@ pub mod kink {
 
     /// Every [`amax_share`] at once, appended to `out` (one count of the ties, not one per
     /// operand).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let mut out = Vec::new();
-    /// tapegrad::op::kink::amax_shares(&[3.0, 1.0, 3.0], 3.0, &mut out);
-    /// assert_eq!(out, vec![0.5, 0.0, 0.5]);
-    /// ```
-    pub fn amax_shares(xs: &[f64], y: f64, out: &mut Vec<f64>) {
+    pub(in crate::engine) fn amax_shares(xs: &[f64], y: f64, out: &mut Vec<f64>) {
         if y.is_nan() {
             out.resize(out.len() + xs.len(), f64::NAN);
             return;
@@ -909,15 +845,7 @@ pub mod kink {
 
     /// The partials of `clamp(x, lo, hi)` with respect to `[x, lo, hi]`: `x`'s is 1 on
     /// `[lo, hi]`, ends included; the bound that `x` is past gets 1 instead.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tapegrad::op::kink::clamp_share;
-    /// assert_eq!(clamp_share(1.0, 0.0, 1.0), [1.0, 0.0, 0.0]); // at the end: passes
-    /// assert_eq!(clamp_share(2.0, 0.0, 1.0), [0.0, 0.0, 1.0]);
-    /// ```
-    pub fn clamp_share(x: f64, lo: f64, hi: f64) -> [f64; 3] {
+    pub(in crate::engine) fn clamp_share(x: f64, lo: f64, hi: f64) -> [f64; 3] {
         if x >= lo && x <= hi {
             [1.0, 0.0, 0.0]
         } else if x < lo {

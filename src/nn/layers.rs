@@ -6,6 +6,14 @@ use crate::engine::Scalar;
 use crate::linalg::{Matrix, Pairing};
 use crate::nn::Module;
 use crate::nn::params::{Param, Params, View};
+use crate::nn::safetensors::StateDict;
+
+/// A module's name, for its errors: its tensor's name without the last part
+/// (`"fc.weight"` -> `"fc"`).
+fn module_name<'a, T: Copy>(p: &View<'a, T>, tensor: Param) -> &'a str {
+    let name = p.name(tensor);
+    name.rsplit_once('.').map_or(name, |(module, _)| module)
+}
 
 /// A fully connected layer: `y[o] = b[o] + sum_i W[o][i] x[i]`, with `W` stored
 /// `outputs x inputs` (PyTorch's layout, names `{name}.weight` and `{name}.bias`).
@@ -166,17 +174,23 @@ impl Linear {
     /// use tapegrad::{nn::{Linear, Params}, Graph};
     /// let mut params = Params::new();
     /// let layer = Linear::without_bias(&mut params, "fc", 2, 1, &mut || 3.0);
+    /// assert_eq!(layer.forward(&params.view(), &[1.0, 2.0]), vec![9.0]);
+    /// // Recorded: activations of the tape, here inputs made before the step.
     /// let g = Graph::new();
-    /// let bound = params.bind(&g);
     /// let x = g.vars(&[1.0, 2.0]);
-    /// let y = layer.forward(&bound.view(), &x)[0];
-    /// assert_eq!(y.value(), 9.0);
-    /// assert_eq!(y.backward()[x[1]], 3.0);
+    /// let (y, dy_dx1, grads) = params
+    ///     .value_and_grad_aux(&g, |p| {
+    ///         let y = layer.forward(p, &x)[0];
+    ///         (y, y.backward()[x[1]])
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!((y, dy_dx1, &grads[layer.weight()]), (9.0, 3.0, &[1.0, 2.0][..]));
     /// ```
     ///
     /// # Panics
     ///
-    /// If `x.len()` is not [`Linear::inputs`], or `p` is not a view of this layer's store.
+    /// If `x.len()` is not [`Linear::inputs`] (naming the layer), or `p` is not a view of
+    /// this layer's store.
     #[track_caller]
     pub fn forward<T: Scalar>(&self, p: &View<'_, T>, x: &[T]) -> Vec<T> {
         self.forward_rows(p, Matrix::new(x, 1, x.len()))
@@ -197,10 +211,11 @@ impl Linear {
     ///
     /// # Panics
     ///
-    /// If `x.cols()` is not [`Linear::inputs`], or `p` is not a view of this layer's store.
+    /// If `x.cols()` is not [`Linear::inputs`] (naming the layer), or `p` is not a view of
+    /// this layer's store.
     #[track_caller]
     pub fn forward_rows<T: Scalar>(&self, p: &View<'_, T>, x: Matrix<'_, T>) -> Vec<T> {
-        self.check_inputs(x.cols());
+        self.check_inputs(p, x.cols());
         let w = p.matrix(self.weight);
         let Some(bias) = self.bias else {
             return T::dots(x, w, Pairing::Rows);
@@ -241,19 +256,23 @@ impl Linear {
     /// let mut params = Params::new();
     /// let layer = Linear::new(&mut params, "fc", 2, 3, &mut || 1.0);
     /// let g = Graph::new();
-    /// let bound = params.bind(&g);
-    /// let before = g.len();
-    /// let y = layer.forward_f64(&bound.view(), &[1.0, 2.0]);
-    /// assert_eq!(y[2].value(), 3.0);
-    /// assert_eq!(g.len(), before + 3); // one node per output
+    /// let (y2, nodes, _) = params
+    ///     .value_and_grad_aux(&g, |p| {
+    ///         let before = g.len();
+    ///         let y = layer.forward_f64(p, &[1.0, 2.0]);
+    ///         (y[2], g.len() - before)
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!((y2, nodes), (3.0, 3)); // one node per output
     /// ```
     ///
     /// # Panics
     ///
-    /// If `x.len()` is not [`Linear::inputs`], or `p` is not a view of this layer's store.
+    /// If `x.len()` is not [`Linear::inputs`] (naming the layer), or `p` is not a view of
+    /// this layer's store.
     #[track_caller]
     pub fn forward_f64<T: Scalar>(&self, p: &View<'_, T>, x: &[f64]) -> Vec<T> {
-        self.check_inputs(x.len());
+        self.check_inputs(p, x.len());
         let w = p.matrix(self.weight);
         let Some(bias) = self.bias else {
             return (0..self.outputs).map(|o| T::dot_f64(w.row(o), x)).collect();
@@ -274,12 +293,15 @@ impl Linear {
     }
 
     #[track_caller]
-    fn check_inputs(&self, n: usize) {
-        assert_eq!(
-            n, self.inputs,
-            "Linear: an input of {n} values for a layer of {} inputs",
-            self.inputs
-        );
+    fn check_inputs<T: Copy>(&self, p: &View<'_, T>, n: usize) {
+        if n != self.inputs {
+            panic!(
+                "Linear {:?}: an input of {n} values for a layer of {} inputs ({} outputs)",
+                module_name(p, self.weight),
+                self.inputs,
+                self.outputs
+            );
+        }
     }
 }
 
@@ -299,17 +321,18 @@ impl Module for Linear {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::{nn::{init, Mlp, Module, Params}, pyrandom::PyRandom};
+/// use tapegrad::{nn::{Mlp, Module, Params}, pyrandom::PyRandom};
 ///
 /// let mut params = Params::new();
 /// let mut rng = PyRandom::seed(1337);
-/// let mlp = Mlp::new(&mut params, "mlp", &[2, 16, 16, 1], &mut init::uniform(&mut rng, -1.0, 1.0));
+/// let mlp = Mlp::new(&mut params, "mlp", &[2, 16, 16, 1], &mut || rng.uniform(-1.0, 1.0));
 /// assert_eq!(mlp.num_params(&params), 337); // micrograd's demo: 337 parameters
 /// let score = mlp.forward_f64(&params.view(), &[0.5, -0.5]);
 /// assert_eq!(score.len(), 1);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
+    name: String,
     layers: Vec<Linear>,
 }
 
@@ -345,7 +368,10 @@ impl Mlp {
             .enumerate()
             .map(|(i, io)| Linear::new(params, &format!("{name}.{i}"), io[0], io[1], init))
             .collect();
-        Mlp { layers }
+        Mlp {
+            name: name.to_owned(),
+            layers,
+        }
     }
 
     /// Its layers.
@@ -439,6 +465,49 @@ impl Mlp {
     }
 }
 
+impl Mlp {
+    /// `sd` with PyTorch's `nn.Sequential` names turned into this MLP's: the same network
+    /// built as `nn.Sequential(nn.Linear, nn.ReLU, nn.Linear, ..., nn.Linear)` names its
+    /// tensors `0.weight`, `0.bias`, `2.weight`, ... (a ReLU between two layers takes an
+    /// index), and they become `{name}.0.weight`, `{name}.0.bias`, `{name}.1.weight`, ...
+    /// Names that are not a layer's keep theirs (a strict load then reports them). For a
+    /// `Sequential` held as an attribute (`net.0.weight`), take
+    /// [`sd.prefixed("net.")`](StateDict::prefixed) first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::{Mlp, Params, StateDict};
+    /// let mut params = Params::new();
+    /// let mlp = Mlp::new(&mut params, "mlp", &[2, 3, 1], &mut || 0.0);
+    /// // PyTorch: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).state_dict()
+    /// let mut torch = StateDict::new();
+    /// torch.push("0.weight", &[3, 2], vec![1.0; 6]);
+    /// torch.push("0.bias", &[3], vec![0.5; 3]);
+    /// torch.push("2.weight", &[1, 3], vec![2.0; 3]);
+    /// torch.push("2.bias", &[1], vec![-1.0]);
+    /// params.load_state_dict(&mlp.map_sequential(&torch)).unwrap();
+    /// // relu(1 + 1 + 0.5) = 2.5 in each of 3 units, then 3 * 2 * 2.5 - 1.
+    /// assert_eq!(mlp.forward_f64(&params.view(), &[1.0, 1.0]), vec![14.0]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If two tensors get the same name (a state dict that has both `1.weight` and
+    /// `mlp.0.weight`, say).
+    #[track_caller]
+    pub fn map_sequential(&self, sd: &StateDict) -> StateDict {
+        sd.map_names(|name| {
+            let layer = name.split_once('.').and_then(|(index, rest)| {
+                let index: usize = index.parse().ok()?;
+                let fits = index % 2 == 0 && index / 2 < self.layers.len();
+                fits.then(|| format!("{}.{}.{rest}", self.name, index / 2))
+            });
+            layer.unwrap_or_else(|| name.to_owned())
+        })
+    }
+}
+
 impl Module for Mlp {
     fn params(&self) -> Vec<Param> {
         self.layers.iter().flat_map(Module::params).collect()
@@ -520,14 +589,16 @@ impl Embedding {
     ///
     /// # Panics
     ///
-    /// If `id >= count`, or `p` is not a view of this table's store.
+    /// If `id >= count` (naming the table), or `p` is not a view of this table's store.
     #[track_caller]
     pub fn forward<'a, T: Copy>(&self, p: &View<'a, T>, id: usize) -> &'a [T] {
-        assert!(
-            id < self.count,
-            "Embedding::forward: id {id} of a table of {} vectors",
-            self.count
-        );
+        if id >= self.count {
+            panic!(
+                "Embedding {:?}: id {id} of a table of {} vectors",
+                module_name(p, self.weight),
+                self.count
+            );
+        }
         &p.get(self.weight)[id * self.dim..(id + 1) * self.dim]
     }
 }
@@ -623,53 +694,60 @@ impl LayerNorm {
     /// let mut params = Params::new();
     /// let ln = LayerNorm::new(&mut params, "ln", 2, 0.0);
     /// let g = Graph::new();
-    /// let bound = params.bind(&g);
     /// let x = g.vars(&[1.0, 3.0]);
-    /// let y = ln.forward(&bound.view(), &x);
+    /// let (y1, dy1_dx1, _) = params
+    ///     .value_and_grad_aux(&g, |p| {
+    ///         let y = ln.forward(p, &x);
+    ///         (y[1], y[1].backward()[x[1]])
+    ///     })
+    ///     .unwrap();
     /// // y1 = (x1 - x0) / |x1 - x0| is flat in x at this point: d y1 / d x1 = 0.
-    /// assert_eq!(y[1].backward()[x[1]], 0.0);
+    /// assert_eq!((y1, dy1_dx1), (1.0, 0.0));
     /// ```
     ///
     /// # Panics
     ///
-    /// If `x.len()` is not the layer's width, or `p` is not a view of its store.
+    /// If `x.len()` is not the layer's width (naming the layer), or `p` is not a view of
+    /// its store.
     #[track_caller]
     pub fn forward<T: Scalar>(&self, p: &View<'_, T>, x: &[T]) -> Vec<T> {
-        assert_eq!(
-            x.len(),
-            self.dim,
-            "LayerNorm: an input of {} values for a width of {}",
-            x.len(),
-            self.dim
-        );
-        layer_norm(x, p.get(self.gamma), p.get(self.beta), self.eps)
+        if x.len() != self.dim {
+            panic!(
+                "LayerNorm {:?}: an input of {} values for a width of {}",
+                module_name(p, self.gamma),
+                x.len(),
+                self.dim
+            );
+        }
+        LayerNorm::normalize(x, p.get(self.gamma), p.get(self.beta), self.eps)
     }
-}
 
-/// LayerNorm's arithmetic on slices: `gamma (x - mean) / sqrt(var + eps) + beta` with the
-/// population variance; the mean is one sum node, the variance one dot node of the centred
-/// values with themselves. ([`LayerNorm::forward`] is this with its own gamma and beta.)
-///
-/// # Examples
-///
-/// ```
-/// let y = tapegrad::nn::layer_norm(&[1.0, 3.0], &[2.0, 2.0], &[0.5, 0.5], 0.0);
-/// assert_eq!(y, vec![-1.5, 2.5]);
-/// ```
-///
-/// # Panics
-///
-/// For `Var`, if `x` is empty (its sum has no graph) or the handles mix graphs.
-pub fn layer_norm<T: Scalar>(x: &[T], gamma: &[T], beta: &[T], eps: f64) -> Vec<T> {
-    let n = x.len() as f64;
-    let mean = T::sum(x) / n;
-    let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
-    let inv_std = (T::dot(&centred, &centred) / n + eps).sqrt().recip();
-    centred
-        .iter()
-        .zip(gamma.iter().zip(beta))
-        .map(|(&c, (&g, &b))| c * inv_std * g + b)
-        .collect()
+    /// LayerNorm's arithmetic on slices: `gamma (x - mean) / sqrt(var + eps) + beta` with
+    /// the population variance; the mean is one sum node, the variance one dot node of the
+    /// centred values with themselves. ([`LayerNorm::forward`] is this with its own gamma
+    /// and beta; a model that keeps them elsewhere calls it directly.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let y = tapegrad::nn::LayerNorm::normalize(&[1.0, 3.0], &[2.0, 2.0], &[0.5, 0.5], 0.0);
+    /// assert_eq!(y, vec![-1.5, 2.5]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// For `Var`, if `x` is empty (its sum has no graph) or the handles mix graphs.
+    pub fn normalize<T: Scalar>(x: &[T], gamma: &[T], beta: &[T], eps: f64) -> Vec<T> {
+        let n = x.len() as f64;
+        let mean = T::sum(x) / n;
+        let centred: Vec<T> = x.iter().map(|&xi| xi - mean).collect();
+        let inv_std = (T::dot(&centred, &centred) / n + eps).sqrt().recip();
+        centred
+            .iter()
+            .zip(gamma.iter().zip(beta))
+            .map(|(&c, (&g, &b))| c * inv_std * g + b)
+            .collect()
+    }
 }
 
 impl Module for LayerNorm {
@@ -756,23 +834,30 @@ impl RmsNorm {
     /// use tapegrad::{nn::{Params, RmsNorm}, Graph};
     /// let params = Params::new(); // no parameters, but the forward takes a view
     /// let g = Graph::new();
-    /// let bound = params.bind(&g);
     /// let x = g.vars(&[3.0, 4.0]);
-    /// let y = RmsNorm::new(2, 0.0).forward(&bound.view(), &x);
-    /// approx::assert_relative_eq!(y[0].value(), 3.0 / 12.5f64.sqrt(), max_relative = 1e-15);
+    /// let (y0, _) = params
+    ///     .value_and_grad(&g, |p| RmsNorm::new(2, 0.0).forward(p, &x)[0])
+    ///     .unwrap();
+    /// approx::assert_relative_eq!(y0, 3.0 / 12.5f64.sqrt(), max_relative = 1e-15);
     /// ```
     ///
     /// # Panics
     ///
-    /// If `x.len()` is not the norm's width (or is 0), or `p` is not a view of its store.
+    /// If `x.len()` is not the norm's width (or is 0; naming the norm by its gain, if it
+    /// has one), or `p` is not a view of its store.
     #[track_caller]
     pub fn forward<T: Scalar>(&self, p: &View<'_, T>, x: &[T]) -> Vec<T> {
-        assert!(
-            x.len() == self.dim && !x.is_empty(),
-            "RmsNorm: an input of {} values for a width of {}",
-            x.len(),
-            self.dim
-        );
+        if x.len() != self.dim || x.is_empty() {
+            let name = match self.gain {
+                Some(gain) => format!(" {:?}", module_name(p, gain)),
+                None => " (no gain)".to_owned(),
+            };
+            panic!(
+                "RmsNorm{name}: an input of {} values for a width of {}",
+                x.len(),
+                self.dim
+            );
+        }
         let ms = T::dot(x, x) * (1.0 / x.len() as f64);
         let scale = (ms + self.eps).powf_f64(-0.5);
         match self.gain {

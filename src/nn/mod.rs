@@ -1,14 +1,26 @@
 //! Models as plain Rust structs: a parameter store with no lifetime ([`Params`]), views
-//! that index it by [`Param`] id as `f64` or as bound [`Var`]s, and modules.
-//! Built on the engine (`Graph`, `Var`, `Scalar`, `linalg`); nothing here is used by it.
+//! that index it by [`Param`] id as `f64` or as bound [`Var`]s, modules, and state dicts
+//! saved as safetensors. Built on the engine (`Graph`, `Var`, `Scalar`, `linalg`); nothing
+//! here is used by it.
 //!
 //! A [`Var`] borrows its [`Graph`], so a model cannot hold `Var`s. Here it holds [`Param`]
 //! ids instead (small `Copy` handles) and the values live in a [`Params`] store that the
-//! model's owner keeps beside it. Each training step binds every value to a graph in bulk,
-//! records the forward pass (written once over [`Scalar`]), runs backward and releases the
-//! step's nodes, parameters included: nothing of the graph outlives the step. Evaluation
-//! without recording (PyTorch's `no_grad`) is the same forward pass on `f64`, no graph at
-//! all.
+//! model's owner keeps beside it. Evaluation without recording (PyTorch's `no_grad`) is the
+//! forward pass on `f64` ([`Params::view`]), no graph at all.
+//!
+//! **One training step**, forward, backward, step:
+//! [`params.value_and_grad(&graph, |p| loss)`](Params::value_and_grad) binds every value to
+//! the graph in bulk, records the loss (written once over [`Scalar`]), runs backward and
+//! releases everything it recorded, and returns the loss and a [`ParamGrads`];
+//! [`value_and_grad_aux`](Params::value_and_grad_aux) returns something else beside the
+//! loss. An [`optim::Optimizer`](crate::optim::Optimizer) then updates the store. A
+//! [`Binding`] ([`Params::bind`]) is the same step made faster for a whole run, with
+//! the same method names and the same results, bit for bit.
+//!
+//! **Two gradient stores**, by what they are keyed by: [`Gradients`](crate::Gradients),
+//! the engine's, holds one backward's gradients by [`Var`]; [`ParamGrads`] holds one
+//! training step's by [`Param`], as plain numbers tied to the store's values when they were
+//! computed (an optimizer refuses stale ones).
 //!
 //! ```
 //! use tapegrad::nn::{Linear, Params, View};
@@ -47,15 +59,16 @@
 //! assert!((w[0] - 1.0).abs() < 1e-8 && (w[1] - 2.0).abs() < 1e-8);
 //! ```
 
+mod error;
 mod layers;
 mod params;
 mod safetensors;
 
-pub mod init;
-
-pub use layers::{Embedding, LayerNorm, Linear, Mlp, RmsNorm, layer_norm};
-pub use params::{Binding, Bound, Grads, Param, ParamError, Params, View};
-pub use safetensors::{StateDict, Tensor};
+pub use error::ParamError;
+pub use layers::{Embedding, LayerNorm, Linear, Mlp, RmsNorm};
+pub(crate) use params::StoreId;
+pub use params::{Binding, Param, ParamGrads, Params, View};
+pub use safetensors::{LoadReport, StateDict, Tensor};
 
 #[cfg(doc)]
 use crate::{Graph, Scalar, Var};

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::nn::params::{ParamError, Params};
+use crate::nn::error::ParamError;
+use crate::nn::params::Params;
 
 /// One named tensor: its shape and its entries, row-major.
 ///
@@ -224,6 +225,31 @@ impl StateDict {
         StateDict { tensors }
     }
 
+    /// The same tensors, each renamed by `rename` (PyTorch users' dict comprehension over
+    /// a state dict's keys), e.g. to load a checkpoint whose names differ from the
+    /// store's. For PyTorch's `nn.Sequential` names see [`Mlp::map_sequential`](crate::nn::Mlp::map_sequential).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sd = tapegrad::nn::StateDict::new();
+    /// sd.push("encoder.weight", &[1], vec![1.0]);
+    /// let renamed = sd.map_names(|name| name.replace("encoder.", "enc."));
+    /// assert_eq!(renamed.tensors()[0].name, "enc.weight");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If two tensors get the same name.
+    #[track_caller]
+    pub fn map_names(&self, mut rename: impl FnMut(&str) -> String) -> StateDict {
+        let mut out = StateDict::new();
+        for t in &self.tensors {
+            out.push(rename(&t.name), &t.shape, t.data.clone());
+        }
+        out
+    }
+
     /// The tensors as a safetensors file: `F64`, little-endian, in this order.
     ///
     /// # Examples
@@ -262,8 +288,9 @@ impl StateDict {
     }
 
     /// Reads a safetensors file, in the order of its tensors' data: `F64` tensors (what
-    /// [`StateDict::to_safetensors`] writes), and `F32` or `BF16` ones (what PyTorch and JAX
-    /// usually save), widened to `f64` exactly.
+    /// [`StateDict::to_safetensors`] writes), and `F32`, `F16` or `BF16` ones (what PyTorch
+    /// and JAX usually save), widened to `f64` exactly (every such number is an `f64`;
+    /// infinities stay infinite and NaNs NaN).
     ///
     /// # Examples
     ///
@@ -277,7 +304,7 @@ impl StateDict {
     ///
     /// # Errors
     ///
-    /// [`ParamError::Dtype`] naming a tensor of another dtype (an integer, `F16`, ...);
+    /// [`ParamError::Dtype`] naming a tensor of another dtype (an integer, `F8_E4M3`, ...);
     /// [`ParamError::Format`] for
     /// anything else that is not a valid safetensors file (the header's length, JSON or
     /// fields, offsets that do not tile the data exactly).
@@ -424,11 +451,11 @@ impl StateDict {
     ///
     /// # Errors
     ///
-    /// [`ParamError::Io`] naming the path.
+    /// [`ParamError::File`] naming the path, with the [`ParamError::Io`] error.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<(), ParamError> {
         let path = path.as_ref();
         std::fs::write(path, self.to_safetensors())
-            .map_err(|e| ParamError::Io(format!("writing {}: {e}", path.display())))
+            .map_err(|e| in_file(path, ParamError::Io(format!("cannot write: {e}"))))
     }
 
     /// Reads a safetensors file from `path`.
@@ -436,17 +463,29 @@ impl StateDict {
     /// # Examples
     ///
     /// ```
-    /// assert!(tapegrad::nn::StateDict::load_safetensors("/no/such/file").is_err());
+    /// use tapegrad::nn::{ParamError, StateDict};
+    /// let err = StateDict::load_safetensors("/no/such/file.safetensors").unwrap_err();
+    /// assert!(matches!(err, ParamError::File { .. }));
+    /// assert!(err.to_string().starts_with("tapegrad::nn: /no/such/file.safetensors: cannot read"));
     /// ```
     ///
     /// # Errors
     ///
-    /// [`ParamError::Io`] naming the path; as [`StateDict::from_safetensors`].
+    /// [`ParamError::File`] naming the path, with the error: [`ParamError::Io`] if it
+    /// cannot be read, else as [`StateDict::from_safetensors`].
     pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Self, ParamError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
-            .map_err(|e| ParamError::Io(format!("reading {}: {e}", path.display())))?;
-        StateDict::from_safetensors(&bytes)
+            .map_err(|e| in_file(path, ParamError::Io(format!("cannot read: {e}"))))?;
+        StateDict::from_safetensors(&bytes).map_err(|e| in_file(path, e))
+    }
+}
+
+/// `error` as it happened to the file at `path`.
+fn in_file(path: &Path, error: ParamError) -> ParamError {
+    ParamError::File {
+        path: path.to_owned(),
+        error: Box::new(error),
     }
 }
 
@@ -454,11 +493,13 @@ impl StateDict {
 type Entry = (String, Vec<usize>, (usize, usize), Dtype);
 
 /// The dtypes a file may store: `F64` as tapegrad writes it, and the narrower floats other
-/// tools write (PyTorch's default `F32`, and `BF16`), which widen to `f64` exactly.
+/// tools write (PyTorch's default `F32`, half precision `F16` and `BF16`), which widen to
+/// `f64` exactly.
 #[derive(Clone, Copy, Debug)]
 enum Dtype {
     F64,
     F32,
+    F16,
     Bf16,
 }
 
@@ -467,6 +508,7 @@ impl Dtype {
         match name {
             "F64" => Some(Dtype::F64),
             "F32" => Some(Dtype::F32),
+            "F16" => Some(Dtype::F16),
             "BF16" => Some(Dtype::Bf16),
             _ => None,
         }
@@ -477,21 +519,46 @@ impl Dtype {
         match self {
             Dtype::F64 => 8,
             Dtype::F32 => 4,
-            Dtype::Bf16 => 2,
+            Dtype::F16 | Dtype::Bf16 => 2,
         }
     }
 
-    /// One little-endian entry as `f64` (exact: every `f32` and `bf16` is an `f64`).
+    /// One little-endian entry as `f64` (exact: every `f32`, `f16` and `bf16` is an `f64`).
     fn read(self, b: &[u8]) -> f64 {
         match self {
             Dtype::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")),
             Dtype::F32 => f64::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+            Dtype::F16 => f64::from(f16_to_f32(u16::from_le_bytes(
+                b.try_into().expect("2 bytes"),
+            ))),
             // bf16 is the upper half of an f32.
             Dtype::Bf16 => f64::from(f32::from_bits(
                 u32::from(u16::from_le_bytes(b.try_into().expect("2 bytes"))) << 16,
             )),
         }
     }
+}
+
+/// An IEEE half-precision number (1 sign bit, 5 exponent bits biased by 15, 10 fraction
+/// bits) as the `f32` of the same value, exactly: every half is an `f32`, subnormals
+/// included. Infinities stay infinite and a NaN keeps its payload (shifted into the wider
+/// fraction, as hardware conversion does; the `f64` widening then quiets a signalling one).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exponent = u32::from((h >> 10) & 0x1f);
+    let fraction = u32::from(h & 0x3ff);
+    let bits = match exponent {
+        // Zero or subnormal: fraction * 2^-24, exact (a normal f32, or zero).
+        0 => {
+            let magnitude = fraction as f32 * (1.0 / 16_777_216.0);
+            return if sign == 0 { magnitude } else { -magnitude };
+        }
+        // Infinity or NaN.
+        0x1f => sign | 0xff << 23 | fraction << 13,
+        // Normal: rebias 15 -> 127.
+        _ => sign | (exponent + 127 - 15) << 23 | fraction << 13,
+    };
+    f32::from_bits(bits)
 }
 
 /// One header entry, or the error naming it.
@@ -543,7 +610,10 @@ impl Params {
     }
 
     /// Sets every tensor from the one of the same name in `sd` (PyTorch's strict
-    /// `load_state_dict`). Gradients computed before are stale afterwards.
+    /// `load_state_dict`). Every tensor missing from `sd`, every tensor of `sd` the store
+    /// does not have and every shape that differs is reported at once, in one
+    /// [`ParamError::Load`]; nothing is loaded then. Gradients computed before are stale
+    /// afterwards.
     ///
     /// # Examples
     ///
@@ -551,40 +621,125 @@ impl Params {
     /// use tapegrad::nn::{ParamError, Params, StateDict};
     /// let mut params = Params::new();
     /// let w = params.zeros("w", &[2]);
+    /// params.zeros("b", &[1]);
     /// let mut sd = StateDict::new();
     /// sd.push("w", &[1, 2], vec![1.0, 2.0]);
     /// let err = params.load_state_dict(&sd).unwrap_err();
-    /// assert_eq!(err.to_string(), "tapegrad::nn: tensor \"w\" has shape [1, 2], expected [2]");
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "tapegrad::nn: the state dict does not fit (2 problems; nothing was loaded):\n  \
+    ///      tensor \"w\" has shape [1, 2], expected [2]\n  \
+    ///      tensor \"b\" is missing"
+    /// );
     /// assert_eq!(&params[w], &[0.0, 0.0]); // unchanged
     /// ```
     ///
     /// # Errors
     ///
-    /// [`ParamError::Missing`] for a tensor of the store not in `sd`,
-    /// [`ParamError::Unexpected`] for a tensor of `sd` not in the store,
-    /// [`ParamError::Shape`] for one of another shape. Nothing is changed then.
+    /// [`ParamError::Load`] listing every [`ParamError::Shape`] and [`ParamError::Missing`]
+    /// in store order, then every [`ParamError::Unexpected`] in `sd`'s order.
     pub fn load_state_dict(&mut self, sd: &StateDict) -> Result<(), ParamError> {
-        let mut values = Vec::with_capacity(self.len());
+        let report = self.load(sd, true)?;
+        debug_assert!(report.is_empty());
+        Ok(())
+    }
+
+    /// Sets every tensor that `sd` has, and returns the names it skipped: the store's
+    /// tensors `sd` lacks (left as they are) and `sd`'s tensors the store does not have
+    /// (PyTorch's `load_state_dict(sd, strict=False)` and its `missing_keys`,
+    /// `unexpected_keys`). A shape that differs is still an error, as in PyTorch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::nn::{Params, StateDict};
+    /// let mut params = Params::new();
+    /// let w = params.zeros("w", &[2]);
+    /// let head = params.zeros("head", &[1]); // new: not in the checkpoint
+    /// let mut sd = StateDict::new();
+    /// sd.push("w", &[2], vec![1.0, 2.0]);
+    /// sd.push("old_head", &[3], vec![0.0; 3]);
+    /// let report = params.load_state_dict_non_strict(&sd).unwrap();
+    /// assert_eq!(report.missing, ["head"]);
+    /// assert_eq!(report.unexpected, ["old_head"]);
+    /// assert_eq!((&params[w], &params[head]), (&[1.0, 2.0][..], &[0.0][..]));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError::Load`] listing every [`ParamError::Shape`]; nothing is loaded then.
+    #[doc(alias = "strict")]
+    pub fn load_state_dict_non_strict(&mut self, sd: &StateDict) -> Result<LoadReport, ParamError> {
+        self.load(sd, false)
+    }
+
+    /// Loads `sd`: every problem found first, then the values, all or nothing.
+    fn load(&mut self, sd: &StateDict, strict: bool) -> Result<LoadReport, ParamError> {
+        let mut problems = Vec::new();
+        let mut report = LoadReport::default();
+        let mut values = self.as_slice().to_vec();
         for p in self.params() {
             let name = self.name(p);
-            let t = sd.get(name).ok_or_else(|| ParamError::Missing {
-                name: name.to_owned(),
-            })?;
-            if t.shape != self.shape(p) {
-                return Err(ParamError::Shape {
+            match sd.get(name) {
+                None => report.missing.push(name.to_owned()),
+                Some(t) if t.shape != self.shape(p) => problems.push(ParamError::Shape {
                     name: name.to_owned(),
                     expected: self.shape(p).to_vec(),
                     found: t.shape.clone(),
-                });
+                }),
+                Some(t) => values[self.range(p)].copy_from_slice(&t.data),
             }
-            values.extend_from_slice(&t.data);
         }
-        if let Some(t) = sd.tensors().iter().find(|t| self.find(&t.name).is_none()) {
-            return Err(ParamError::Unexpected {
-                name: t.name.clone(),
-            });
+        for t in sd.tensors() {
+            if self.find(&t.name).is_none() {
+                report.unexpected.push(t.name.clone());
+            }
+        }
+        if strict {
+            let missing = report.missing.drain(..);
+            let unexpected = report.unexpected.drain(..);
+            problems.extend(missing.map(|name| ParamError::Missing { name }));
+            problems.extend(unexpected.map(|name| ParamError::Unexpected { name }));
+        }
+        if !problems.is_empty() {
+            return Err(ParamError::Load(problems));
         }
         self.replace_values(values);
-        Ok(())
+        Ok(report)
+    }
+}
+
+/// What a non-strict load skipped ([`Params::load_state_dict_non_strict`]), by PyTorch's
+/// names: the store's tensors the state dict lacks, and the state dict's tensors the store
+/// does not have.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad::nn::{LoadReport, Params};
+/// let mut params = Params::new();
+/// params.zeros("w", &[1]);
+/// let report = params.load_state_dict_non_strict(&params.state_dict()).unwrap();
+/// assert!(report.is_empty());
+/// assert_eq!(report, LoadReport::default());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The store's tensors that were not in the state dict (left as they were).
+    pub missing: Vec<String>,
+    /// The state dict's tensors that the store does not have (ignored).
+    pub unexpected: Vec<String>,
+}
+
+impl LoadReport {
+    /// Whether nothing was skipped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tapegrad::nn::LoadReport::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty()
     }
 }

@@ -1,4 +1,4 @@
-//! Criterion benchmarks of issue 6's workloads: one group per workload, holding the
+//! Criterion benchmarks of the peer comparison's workloads: one group per workload, holding the
 //! plain-`f64` evaluation, recording only, and recording + backward, so that each figure
 //! is read as a ratio to the others from one run.
 //!

@@ -465,7 +465,7 @@ macro_rules! peer_scalar_methods {
         }
         fn clamp(self, lo: f64, hi: f64) -> Self {
             let x = self.value();
-            let slope = tapegrad::op::kink::clamp_share(x, lo, hi)[0];
+            let slope = tapegrad::Nary::Clamp.partial(&[x, lo, hi], 0.0, 0);
             composed::tangent1(self, <f64 as Scalar>::clamp(x, lo, hi), slope)
         }
         fn amax(terms: &[Self]) -> Self {
@@ -477,7 +477,10 @@ macro_rules! peer_scalar_methods {
             I: IntoIterator,
             I::Item: std::borrow::Borrow<Self>,
         {
-            let terms: Vec<Self> = terms.into_iter().map(|t| *std::borrow::Borrow::borrow(&t)).collect();
+            let terms: Vec<Self> = terms
+                .into_iter()
+                .map(|t| *std::borrow::Borrow::borrow(&t))
+                .collect();
             composed::sum(&terms)
         }
         fn dot(a: &[Self], b: &[Self]) -> Self {

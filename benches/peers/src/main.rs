@@ -1,5 +1,5 @@
 //! tapegrad side by side with echidna 0.15 (reverse mode) and reverse 0.2 on the
-//! workloads of issue 6, in one run: `cargo run --release` in `benches/peers` (the default
+//! workloads W1 to W4, in one run: `cargo run --release` in `benches/peers` (the default
 //! release build), and `cargo run --profile release-lto` (fat LTO, one codegen unit, for
 //! every engine: each one's best build). The output names the build it was made with.
 //!

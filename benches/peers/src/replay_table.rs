@@ -1,4 +1,4 @@
-//! Record once, evaluate many times (issue 15): gradients by tapegrad's `Replay` beside
+//! Record once, evaluate many times: gradients by tapegrad's `Replay` beside
 //! re-recording (tapegrad, echidna), echidna's own record-once `BytecodeTape`, and plain
 //! `f64`, on W2, W3 and W4. `cargo run --release -- --replay` in `benches/peers` prints only
 //! this table; the full run prints it too.

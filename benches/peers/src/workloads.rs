@@ -1,4 +1,4 @@
-//! The benchmark workloads of issue 6, written once over [`tapegrad::Scalar`], so the
+//! The benchmark workloads W1 to W4, written once over [`tapegrad::Scalar`], so the
 //! same code runs with plain `f64`, with tapegrad's `Var`, and with the peers' types
 //! (see `engines.rs`).
 //!
@@ -7,7 +7,7 @@
 //! that both measure exactly the same functions. It depends on nothing but tapegrad.
 
 use tapegrad::Scalar;
-use tapegrad::models::transformer::{self, Params};
+use tapegrad_models::transformer::{self, Params};
 
 /// A function to differentiate, with its inputs and, where there is one, its gradient in
 /// closed form.
@@ -164,7 +164,7 @@ impl Workload for Rosenbrock {
     }
 }
 
-/// W3: the series' tiny transformer (`tapegrad::models::transformer`): the mean next-token loss on
+/// W3: the series' tiny transformer (`tapegrad_models::transformer`): the mean next-token loss on
 /// the series' sentence, differentiated with respect to all 3,456 parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct Transformer;

@@ -3,7 +3,7 @@
 //! backward, read every gradient, release), plain against fused.
 //!
 //! ```text
-//! cargo run --release --example preaccumulation [-- STEPS]
+//! cargo run --release -p tapegrad-models --example preaccumulation [-- STEPS]
 //! ```
 //!
 //! The models: the series' tiny transformer (`models::transformer::loss` against
@@ -16,9 +16,9 @@
 
 use std::time::Instant;
 
-use tapegrad::models::transformer::{self, Params, SENTENCE};
 use tapegrad::pyrandom::PyRandom;
 use tapegrad::{Gradients, Graph, Scalar, Statement, Var};
+use tapegrad_models::transformer::{self, Params, SENTENCE};
 
 /// A tape's size: nodes, edges, and the bytes they take in the tape's arrays (value 8, op
 /// code 1 and edge offset 4 per node; operand 4 and partial 8 per edge).
@@ -241,10 +241,28 @@ fn microgpt_loss<T: Scalar>(p: &[Vec<T>], tokens: &[usize], fuse: bool) -> T {
     T::sum(&losses) / losses.len() as f64
 }
 
+/// The one optional argument: the number of steps to time (default 400).
+fn parse_steps() -> Result<usize, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut steps = 400;
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(n) => steps = n.parse()?,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(steps)
+}
+
 fn main() {
-    let steps: usize = std::env::args()
-        .nth(1)
-        .map_or(400, |s| s.parse().expect("STEPS is a whole number"));
+    let steps = match parse_steps() {
+        Ok(steps) => steps,
+        Err(e) => {
+            eprintln!("preaccumulation: {e}\nusage: preaccumulation [STEPS]");
+            std::process::exit(2);
+        }
+    };
 
     let g = Graph::new();
     let p = Params::series_init().map(|x| g.var(x));

@@ -2,9 +2,9 @@
 //! document per step, Adam, 1,000 steps), prints the reference's lines, then samples names.
 //!
 //! ```text
-//! cargo run --release --example microgpt
-//! cargo run --release --example microgpt -- --trace target/trace.json --save target/microgpt.safetensors
-//! cargo run --release --example microgpt -- --load target/microgpt.safetensors --samples 5
+//! cargo run --release -p tapegrad-models --example microgpt
+//! cargo run --release -p tapegrad-models --example microgpt -- --trace target/trace.json --save target/microgpt.safetensors
+//! cargo run --release -p tapegrad-models --example microgpt -- --load target/microgpt.safetensors --samples 5
 //! ```
 
 use std::path::PathBuf;
@@ -14,10 +14,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use tapegrad::Graph;
-use tapegrad::models::microgpt::{self, Microgpt, Trainer};
 use tapegrad::nn::{Params, StateDict};
+use tapegrad_models::microgpt::{self, Microgpt, Trainer};
 
-const USAGE: &str = "usage: cargo run --release --example microgpt -- [options]
+const USAGE: &str = "usage: cargo run --release -p tapegrad-models --example microgpt -- [options]
 
   --steps N          training steps (default 1000; the learning rate decays to 0 at N)
   --seed S           Python's random.seed (default 42)
@@ -47,7 +47,9 @@ struct Options {
     threads: usize,
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+/// The options, or `None` for `--help`.
+fn parse_args() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut o = Options {
         steps: 1000,
         seed: 42,
@@ -62,75 +64,51 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         batch: 1,
         threads: 1,
     };
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(String::new());
+    let positive = |flag: &str, n: usize| {
+        if n > 0 {
+            Ok(n)
+        } else {
+            Err(lexopt::Error::from(format!(
+                "{flag} takes a positive whole number"
+            )))
         }
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--steps" => {
-                o.steps = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("{flag} takes a positive whole number"))?
+    };
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("steps") => o.steps = positive("--steps", parser.value()?.parse()?)?,
+            Long("seed") => o.seed = parser.value()?.parse()?,
+            Long("samples") => o.samples = parser.value()?.parse()?,
+            Long("temperature") => {
+                o.temperature = parser.value()?.parse()?;
+                if !(o.temperature.is_finite() && o.temperature > 0.0) {
+                    return Err("--temperature takes a positive number".into());
+                }
             }
-            "--seed" => {
-                o.seed = value()?
-                    .parse()
-                    .ok()
-                    .ok_or_else(|| format!("{flag} takes a whole number >= 0"))?
-            }
-            "--samples" => {
-                o.samples = value()?
-                    .parse()
-                    .ok()
-                    .ok_or_else(|| format!("{flag} takes a whole number >= 0"))?
-            }
-            "--temperature" => {
-                let v = value()?;
-                o.temperature = v
-                    .parse()
-                    .ok()
-                    .filter(|t: &f64| t.is_finite() && *t > 0.0)
-                    .ok_or_else(|| format!("--temperature takes a positive number, got {v:?}"))?;
-            }
-            "--data" => o.data = PathBuf::from(value()?),
-            "--trace" => o.trace = Some(PathBuf::from(value()?)),
-            "--plot" => o.plot = PathBuf::from(value()?),
-            "--save" => o.save = Some(PathBuf::from(value()?)),
-            "--load" => o.load = Some(PathBuf::from(value()?)),
-            "--batch" => {
-                o.batch = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("{flag} takes a positive whole number"))?
-            }
-            "--threads" => {
-                o.threads = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("{flag} takes a positive whole number"))?
-            }
-            "--no-progress" => o.progress = false,
-            _ => return Err(format!("unknown argument {flag:?}")),
+            Long("data") => o.data = parser.value()?.into(),
+            Long("trace") => o.trace = Some(parser.value()?.into()),
+            Long("plot") => o.plot = parser.value()?.into(),
+            Long("save") => o.save = Some(parser.value()?.into()),
+            Long("load") => o.load = Some(parser.value()?.into()),
+            Long("batch") => o.batch = positive("--batch", parser.value()?.parse()?)?,
+            Long("threads") => o.threads = positive("--threads", parser.value()?.parse()?)?,
+            Long("no-progress") => o.progress = false,
+            Long("help") | Short('h') => return Ok(None),
+            _ => return Err(arg.unexpected()),
         }
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) if message.is_empty() => {
+    let options = match parse_args() {
+        Ok(Some(options)) => options,
+        Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -164,7 +142,7 @@ fn run(o: &Options) -> Result<(), String> {
         params
             .state_dict()
             .save_safetensors(path)
-            .map_err(|e| format!("saving {}: {e}", path.display()))?;
+            .map_err(|e| e.to_string())?;
     }
 
     println!("\n--- inference (new, hallucinated names) ---");
@@ -236,10 +214,9 @@ fn write(path: &PathBuf, contents: &str) -> Result<(), String> {
 }
 
 /// Saved parameters into `params` (the freshly initialised store of the data's model):
-/// every tensor by name, with its shape checked.
+/// every tensor by name, with its shape checked. (The file's errors name it already.)
 fn load(path: &PathBuf, mut params: Params) -> Result<Params, String> {
-    let sd = StateDict::load_safetensors(path)
-        .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    let sd = StateDict::load_safetensors(path).map_err(|e| e.to_string())?;
     params
         .load_state_dict(&sd)
         .map_err(|e| format!("loading {}: {e}", path.display()))?;

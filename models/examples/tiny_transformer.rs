@@ -3,7 +3,7 @@
 //! "I like transformers <EOS>" after `<BOS>`.
 //!
 //! ```text
-//! cargo run --release --example tiny_transformer -- [--lr 0.001] [--steps 20000]
+//! cargo run --release -p tapegrad-models --example tiny_transformer -- [--lr 0.001] [--steps 20000]
 //!     [--every 100] [--plot target/loss_curve.svg] [--dump-gradients grads.json]
 //! ```
 
@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
 use serde_json::{Map, Value, json};
-use tapegrad::models::transformer::{self, N_PARAMS, Params, SENTENCE, VOCAB};
-use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{Gradients, Graph};
+use tapegrad_models::transformer::{self, N_PARAMS, Params, SENTENCE, VOCAB};
+use tapegrad_models::transformer::{AdamW, AdamWConfig};
 
 /// Training stops once the loss is below this and greedy generation is the sentence.
 const TARGET_LOSS: f64 = 0.01;
@@ -38,7 +38,9 @@ struct Options {
     dump_gradients: Option<PathBuf>,
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+/// The options, or `None` for `--help`.
+fn parse_args() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut options = Options {
         lr: AdamWConfig::default().lr,
         steps: 20_000,
@@ -46,47 +48,44 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         plot: PathBuf::from("target/loss_curve.svg"),
         dump_gradients: None,
     };
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(String::new());
+    let positive = |flag: &str, n: usize| {
+        if n > 0 {
+            Ok(n)
+        } else {
+            Err(lexopt::Error::from(format!(
+                "{flag} takes a positive whole number"
+            )))
         }
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--lr" => {
-                let v = value()?;
-                options.lr = v
-                    .parse()
-                    .ok()
-                    .filter(|lr: &f64| lr.is_finite() && *lr > 0.0)
-                    .ok_or_else(|| format!("--lr takes a positive number, got {v:?}"))?;
+    };
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("lr") => {
+                options.lr = parser.value()?.parse()?;
+                if !(options.lr.is_finite() && options.lr > 0.0) {
+                    return Err("--lr takes a positive number".into());
+                }
             }
-            "--steps" => options.steps = positive(&flag, &value()?)?,
-            "--every" => options.every = positive(&flag, &value()?)?,
-            "--plot" => options.plot = PathBuf::from(value()?),
-            "--dump-gradients" => options.dump_gradients = Some(PathBuf::from(value()?)),
-            _ => return Err(format!("unknown argument {flag:?}")),
+            Long("steps") => options.steps = positive("--steps", parser.value()?.parse()?)?,
+            Long("every") => options.every = positive("--every", parser.value()?.parse()?)?,
+            Long("plot") => options.plot = parser.value()?.into(),
+            Long("dump-gradients") => options.dump_gradients = Some(parser.value()?.into()),
+            Long("help") | Short('h') => return Ok(None),
+            _ => return Err(arg.unexpected()),
         }
     }
-    Ok(options)
-}
-
-fn positive(flag: &str, v: &str) -> Result<usize, String> {
-    v.parse()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{flag} takes a positive whole number, got {v:?}"))
+    Ok(Some(options))
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) if message.is_empty() => {
+    let options = match parse_args() {
+        Ok(Some(options)) => options,
+        Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };

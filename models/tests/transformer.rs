@@ -7,9 +7,9 @@
 //! value rounds to exactly what it printed.
 
 use tapegrad::check::{Tolerance, gradcheck};
-use tapegrad::models::transformer::{self, N_PARAMS, Params, SENTENCE};
-use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{Gradients, Graph};
+use tapegrad_models::transformer::{self, N_PARAMS, Params, SENTENCE};
+use tapegrad_models::transformer::{AdamW, AdamWConfig};
 
 /// `x` printed to as many decimals as `printed` has is `printed`.
 #[track_caller]
@@ -297,7 +297,7 @@ fn wrong_parameter_count_is_rejected() {
 /// size, and the same gradient up to the rounding of its sums.
 #[test]
 fn fused_loss_is_the_same_loss_on_a_smaller_tape() {
-    use tapegrad::models::transformer::{loss, loss_fused};
+    use tapegrad_models::transformer::{loss, loss_fused};
     let g = Graph::new();
     let p = Params::series_init().map(|x| g.var(x));
     let params = p.as_slice().to_vec();
@@ -335,4 +335,59 @@ fn fused_loss_is_the_same_loss_on_a_smaller_tape() {
         fused.try_grad(&params),
         Err(tapegrad::Error::NoSecondOrder { op: "fused" })
     ));
+}
+
+#[test]
+fn the_series_transformer_trains_on_a_store_as_on_its_own_vars() {
+    use tapegrad::nn::{ParamError, Params as Store, StateDict};
+    use tapegrad_models::transformer::{AdamW, AdamWConfig, Params as Series};
+    const STEPS: usize = 3;
+    let init = Series::series_init();
+    // The series' loop: parameter Vars kept before a mark, AdamW writing into them.
+    let g = Graph::new();
+    let vars = init.map(|x| g.var(x));
+    let mark = g.mark();
+    let mut adamw = AdamW::new(N_PARAMS, AdamWConfig::default());
+    let mut grads = Gradients::new();
+    for _ in 0..STEPS {
+        transformer::loss(&vars, &SENTENCE)
+            .mean
+            .backward_into(&mut grads);
+        g.release(mark);
+        adamw.step(vars.as_slice(), &grads);
+    }
+    let series: Vec<f64> = vars.as_slice().iter().map(|v| v.value()).collect();
+    // The store's loop: bound for each step, the same AdamW on the plain values.
+    let mut store = init.to_store();
+    let mut adamw = AdamW::new(N_PARAMS, AdamWConfig::default());
+    let h = Graph::new();
+    for _ in 0..STEPS {
+        let (_, grads) = store
+            .value_and_grad(&h, |p| {
+                let p = Series::from_flat(p.as_slice().to_vec());
+                transformer::loss(&p, &SENTENCE).mean
+            })
+            .unwrap();
+        store.update(&grads, |v, g| adamw.update(v, g)).unwrap();
+    }
+    // The same tape in the same order: the same bits.
+    assert_eq!(store.as_slice(), &series[..]);
+    // Saved as safetensors and read back, it is the same model.
+    let bytes = store.state_dict().to_safetensors();
+    let mut loaded = Series::series_init().to_store();
+    loaded
+        .load_state_dict(&StateDict::from_safetensors(&bytes).unwrap())
+        .unwrap();
+    let back = Series::from_store(&loaded).unwrap();
+    assert_eq!(back.as_slice(), &series[..]);
+    let mut wrong = Store::new();
+    wrong.zeros("E_token", &[16, 6]);
+    assert_eq!(
+        Series::from_store(&wrong),
+        Err(ParamError::Shape {
+            name: "E_token".into(),
+            expected: vec![6, 16],
+            found: vec![16, 6]
+        })
+    );
 }

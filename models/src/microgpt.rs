@@ -7,13 +7,13 @@
 //! Every floating-point operation is the reference's, in the reference's order (its
 //! micrograd-style `Value` turns `a / b` into `a * b^-1` and `x^p` into C `pow`, sums start
 //! from 0 and run left to right), so the losses, the trained weights and the sampled names
-//! are the reference's own. The model is a plain struct of [`nn`](crate::nn) modules
+//! are the reference's own. The model is a plain struct of [`nn`](tapegrad::nn) modules
 //! ([`Microgpt`]) beside an [`nn::Params`](Params) store; [`Trainer`] trains it in constant
 //! memory on one reused [`Graph`]; [`Microgpt::sample`] draws names from the plain `f64`
 //! values, with no graph at all.
 //!
 //! ```
-//! use tapegrad::models::microgpt::{self, Trainer};
+//! use tapegrad_models::microgpt::{self, Trainer};
 //!
 //! let text = "emma\nolivia\nava\n";
 //! let (docs, tokenizer, mut rng) = microgpt::prepare(text, 42);
@@ -28,19 +28,18 @@
 
 use std::hint::black_box;
 
-use crate::linalg::{Matrix, Pairing};
-use crate::nn::init::gauss;
-use crate::nn::{Binding, Embedding, Grads, Linear, Params, RmsNorm, View};
-use crate::parallel::mean_value_and_grad_by_cost;
-use crate::pyrandom::PyRandom;
-use crate::{Graph, Scalar};
+use tapegrad::linalg::{Matrix, Pairing};
+use tapegrad::nn::{Binding, Embedding, Linear, ParamGrads, Params, RmsNorm, View};
+use tapegrad::parallel::mean_value_and_grad_by_cost;
+use tapegrad::pyrandom::PyRandom;
+use tapegrad::{Graph, Scalar};
 
 /// The width of the residual stream.
 ///
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::{HEAD_DIM, N_EMBD, N_HEAD};
+/// use tapegrad_models::microgpt::{HEAD_DIM, N_EMBD, N_HEAD};
 /// assert_eq!(N_EMBD, N_HEAD * HEAD_DIM);
 /// ```
 pub const N_EMBD: usize = 16;
@@ -49,7 +48,7 @@ pub const N_EMBD: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::N_HEAD, 4);
+/// assert_eq!(tapegrad_models::microgpt::N_HEAD, 4);
 /// ```
 pub const N_HEAD: usize = 4;
 /// The width of one head.
@@ -57,7 +56,7 @@ pub const N_HEAD: usize = 4;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::HEAD_DIM, 4);
+/// assert_eq!(tapegrad_models::microgpt::HEAD_DIM, 4);
 /// ```
 pub const HEAD_DIM: usize = N_EMBD / N_HEAD;
 /// The longest context: at most this many positions per document (and per sample).
@@ -65,7 +64,7 @@ pub const HEAD_DIM: usize = N_EMBD / N_HEAD;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::BLOCK_SIZE, 16);
+/// assert_eq!(tapegrad_models::microgpt::BLOCK_SIZE, 16);
 /// ```
 pub const BLOCK_SIZE: usize = 16;
 /// The MLP's hidden width (`4 * N_EMBD`).
@@ -73,7 +72,7 @@ pub const BLOCK_SIZE: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::MLP_WIDTH, 64);
+/// assert_eq!(tapegrad_models::microgpt::MLP_WIDTH, 64);
 /// ```
 pub const MLP_WIDTH: usize = 4 * N_EMBD;
 /// The standard deviation of the initial weights, `random.gauss(0, 0.08)`.
@@ -81,7 +80,7 @@ pub const MLP_WIDTH: usize = 4 * N_EMBD;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::INIT_STD, 0.08);
+/// assert_eq!(tapegrad_models::microgpt::INIT_STD, 0.08);
 /// ```
 pub const INIT_STD: f64 = 0.08;
 
@@ -91,7 +90,7 @@ pub const INIT_STD: f64 = 0.08;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::ADAM;
+/// use tapegrad_models::microgpt::ADAM;
 /// assert_eq!((ADAM.lr, ADAM.beta1, ADAM.beta2, ADAM.eps), (0.01, 0.85, 0.99, 1e-8));
 /// ```
 pub const ADAM: AdamConfig = AdamConfig {
@@ -106,7 +105,7 @@ pub const ADAM: AdamConfig = AdamConfig {
 /// # Examples
 ///
 /// ```
-/// let c = tapegrad::models::microgpt::AdamConfig { lr: 0.1, ..tapegrad::models::microgpt::ADAM };
+/// let c = tapegrad_models::microgpt::AdamConfig { lr: 0.1, ..tapegrad_models::microgpt::ADAM };
 /// assert_eq!(c.beta1, 0.85);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,7 +128,7 @@ pub struct AdamConfig {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::c_pow(2.0, -1.0), 0.5);
+/// assert_eq!(tapegrad_models::microgpt::c_pow(2.0, -1.0), 0.5);
 /// ```
 #[inline]
 pub fn c_pow(x: f64, p: f64) -> f64 {
@@ -187,7 +186,7 @@ const ROOT_RANGE: (f64, f64) = (2.938_735_877_055_719e-39, 3.402_823_669_209_385
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::{c_pow, pow2};
+/// use tapegrad_models::microgpt::{c_pow, pow2};
 /// for x in [0.0, -0.0, 3.0, 0.1, -1e-7, 1.000_000_000_000_000_2] {
 ///     assert_eq!(pow2(x).to_bits(), c_pow(x, 2.0).to_bits());
 /// }
@@ -224,7 +223,7 @@ fn square_or_nan(x: f64) -> f64 {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::{c_pow, pow_half};
+/// use tapegrad_models::microgpt::{c_pow, pow_half};
 /// for x in [0.0, -0.0, 4.0, 2.0, 1e-9, 0.37] {
 ///     assert_eq!(pow_half(x).to_bits(), c_pow(x, 0.5).to_bits());
 /// }
@@ -270,7 +269,7 @@ fn pow_const<T: Scalar>(x: T, p: f64) -> T {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::Tokenizer;
+/// use tapegrad_models::microgpt::Tokenizer;
 ///
 /// let t = Tokenizer::new(&["ab".to_string(), "ca".to_string()]);
 /// assert_eq!(t.vocab_size(), 4);
@@ -289,7 +288,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["hello".to_string()]);
+    /// let t = tapegrad_models::microgpt::Tokenizer::new(&["hello".to_string()]);
     /// assert_eq!(t.chars(), &['e', 'h', 'l', 'o']);
     /// ```
     pub fn new(docs: &[String]) -> Self {
@@ -304,7 +303,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad_models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.chars(), &['a', 'b']);
     /// ```
     pub fn chars(&self) -> &[char] {
@@ -316,7 +315,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad_models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.vocab_size(), 3);
     /// ```
     pub fn vocab_size(&self) -> usize {
@@ -328,7 +327,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad_models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.bos(), 2);
     /// ```
     pub fn bos(&self) -> usize {
@@ -340,7 +339,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad_models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.encode("ab"), vec![2, 0, 1, 2]);
     /// ```
     ///
@@ -363,7 +362,7 @@ impl Tokenizer {
     /// # Examples
     ///
     /// ```
-    /// let t = tapegrad::models::microgpt::Tokenizer::new(&["ba".to_string()]);
+    /// let t = tapegrad_models::microgpt::Tokenizer::new(&["ba".to_string()]);
     /// assert_eq!(t.decode(&[2, 1, 0, 2]), "ba");
     /// ```
     pub fn decode(&self, ids: &[usize]) -> String {
@@ -377,7 +376,7 @@ impl Tokenizer {
 /// # Examples
 ///
 /// ```
-/// let docs = tapegrad::models::microgpt::read_docs("  emma\r\n\n ava \n");
+/// let docs = tapegrad_models::microgpt::read_docs("  emma\r\n\n ava \n");
 /// assert_eq!(docs, vec!["emma", "ava"]);
 /// ```
 pub fn read_docs(text: &str) -> Vec<String> {
@@ -396,7 +395,7 @@ pub fn read_docs(text: &str) -> Vec<String> {
 /// # Examples
 ///
 /// ```
-/// let (docs, tokenizer, _rng) = tapegrad::models::microgpt::prepare("b\na\nc\n", 42);
+/// let (docs, tokenizer, _rng) = tapegrad_models::microgpt::prepare("b\na\nc\n", 42);
 /// assert_eq!(docs.len(), 3);
 /// assert_eq!(tokenizer.vocab_size(), 4);
 /// ```
@@ -408,7 +407,7 @@ pub fn prepare(text: &str, seed: u64) -> (Vec<String>, Tokenizer, PyRandom) {
     (docs, tokenizer, rng)
 }
 
-/// The model: its layers as [`nn`](crate::nn) modules holding [`Param`](crate::nn::Param) ids into an
+/// The model: its layers as [`nn`](tapegrad::nn) modules holding [`Param`](tapegrad::nn::Param) ids into an
 /// [`nn::Params`](Params) store kept beside it, in the reference's order (`wte`, `wpe`,
 /// `lm_head`, then the layer's `attn_wq`, `attn_wk`, `attn_wv`, `attn_wo`, `mlp_fc1`,
 /// `mlp_fc2`; every matrix `out x in`, row by row).
@@ -416,7 +415,8 @@ pub fn prepare(text: &str, seed: u64) -> (Vec<String>, Tokenizer, PyRandom) {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::{models::microgpt::Microgpt, pyrandom::PyRandom};
+/// use tapegrad::pyrandom::PyRandom;
+/// use tapegrad_models::microgpt::Microgpt;
 ///
 /// let (model, params) = Microgpt::init(27, &mut PyRandom::seed(42));
 /// assert_eq!(params.len(), 4192);
@@ -446,7 +446,8 @@ impl Microgpt {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::Microgpt, nn::Params};
+    /// use tapegrad::nn::Params;
+    /// use tapegrad_models::microgpt::Microgpt;
     /// let mut params = Params::new();
     /// let model = Microgpt::new(&mut params, 5, &mut || 0.0);
     /// assert_eq!((model.vocab_size(), params.num_tensors()), (5, 9));
@@ -490,7 +491,8 @@ impl Microgpt {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::Microgpt, pyrandom::PyRandom};
+    /// use tapegrad::pyrandom::PyRandom;
+    /// use tapegrad_models::microgpt::Microgpt;
     /// let mut rng = PyRandom::seed(42);
     /// let first = rng.clone().gauss(0.0, 0.08);
     /// let (_, params) = Microgpt::init(27, &mut rng);
@@ -498,7 +500,7 @@ impl Microgpt {
     /// ```
     pub fn init(vocab: usize, rng: &mut PyRandom) -> (Self, Params) {
         let mut params = Params::new();
-        let model = Microgpt::new(&mut params, vocab, &mut gauss(rng, 0.0, INIT_STD));
+        let model = Microgpt::new(&mut params, vocab, &mut || rng.gauss(0.0, INIT_STD));
         (model, params)
     }
 
@@ -507,7 +509,8 @@ impl Microgpt {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::Microgpt, nn::Params};
+    /// use tapegrad::nn::Params;
+    /// use tapegrad_models::microgpt::Microgpt;
     /// assert_eq!(Microgpt::new(&mut Params::new(), 7, &mut || 0.0).vocab_size(), 7);
     /// ```
     pub fn vocab_size(&self) -> usize {
@@ -521,7 +524,8 @@ impl Microgpt {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::{KvCache, Microgpt}, pyrandom::PyRandom};
+    /// use tapegrad::pyrandom::PyRandom;
+    /// use tapegrad_models::microgpt::{KvCache, Microgpt};
     /// let (model, params) = Microgpt::init(27, &mut PyRandom::seed(42));
     /// let mut cache = KvCache::new();
     /// model.logits(&params.view(), 26, 0, &mut cache);
@@ -605,7 +609,8 @@ impl Microgpt {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::Microgpt, pyrandom::PyRandom};
+    /// use tapegrad::pyrandom::PyRandom;
+    /// use tapegrad_models::microgpt::Microgpt;
     /// let (model, params) = Microgpt::init(27, &mut PyRandom::seed(42));
     /// let loss = model.loss(&params.view(), &[26, 4, 12, 12, 0, 26]);
     /// // Near ln 27 = 3.30 for small random weights.
@@ -649,7 +654,8 @@ impl Microgpt {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::{Microgpt, Tokenizer}, nn::Params, pyrandom::PyRandom};
+    /// use tapegrad::{nn::Params, pyrandom::PyRandom};
+    /// use tapegrad_models::microgpt::{Microgpt, Tokenizer};
     ///
     /// let t = Tokenizer::new(&["ab".to_string()]);
     /// let mut params = Params::new();
@@ -701,7 +707,7 @@ impl Microgpt {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::microgpt::n_params(27), 4192);
+/// assert_eq!(tapegrad_models::microgpt::n_params(27), 4192);
 /// ```
 pub fn n_params(vocab: usize) -> usize {
     2 * vocab * N_EMBD + BLOCK_SIZE * N_EMBD + 4 * N_EMBD * N_EMBD + 2 * MLP_WIDTH * N_EMBD
@@ -712,7 +718,7 @@ pub fn n_params(vocab: usize) -> usize {
 /// # Examples
 ///
 /// ```
-/// let cache = tapegrad::models::microgpt::KvCache::<f64>::new();
+/// let cache = tapegrad_models::microgpt::KvCache::<f64>::new();
 /// assert_eq!(cache.len(), 0);
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -727,7 +733,7 @@ impl<T> KvCache<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(tapegrad::models::microgpt::KvCache::<f64>::new().is_empty());
+    /// assert!(tapegrad_models::microgpt::KvCache::<f64>::new().is_empty());
     /// ```
     pub fn new() -> Self {
         KvCache {
@@ -741,7 +747,7 @@ impl<T> KvCache<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::models::microgpt::KvCache::<f64>::new().len(), 0);
+    /// assert_eq!(tapegrad_models::microgpt::KvCache::<f64>::new().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -752,7 +758,7 @@ impl<T> KvCache<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(tapegrad::models::microgpt::KvCache::<f64>::new().is_empty());
+    /// assert!(tapegrad_models::microgpt::KvCache::<f64>::new().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -766,7 +772,7 @@ impl<T> KvCache<T> {
 /// # Examples
 ///
 /// ```
-/// let p = tapegrad::models::microgpt::softmax(&[1.0, 2.0, 3.0]);
+/// let p = tapegrad_models::microgpt::softmax(&[1.0, 2.0, 3.0]);
 /// approx::assert_relative_eq!(p.iter().sum::<f64>(), 1.0, epsilon = 1e-15);
 /// assert!(p[2] > p[1] && p[1] > p[0]);
 /// ```
@@ -797,7 +803,7 @@ fn shifted_exps<T: Scalar>(logits: &[T]) -> Vec<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::{Adam, ADAM};
+/// use tapegrad_models::microgpt::{Adam, ADAM};
 ///
 /// let mut adam = Adam::new(1, ADAM, 10);
 /// let mut p = [1.0];
@@ -821,7 +827,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// let adam = tapegrad::models::microgpt::Adam::new(4192, tapegrad::models::microgpt::ADAM, 1000);
+    /// let adam = tapegrad_models::microgpt::Adam::new(4192, tapegrad_models::microgpt::ADAM, 1000);
     /// assert_eq!(adam.step(), 0);
     /// ```
     pub fn new(n: usize, config: AdamConfig, steps: usize) -> Self {
@@ -839,7 +845,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::models::microgpt::Adam::new(1, tapegrad::models::microgpt::ADAM, 5).step(), 0);
+    /// assert_eq!(tapegrad_models::microgpt::Adam::new(1, tapegrad_models::microgpt::ADAM, 5).step(), 0);
     /// ```
     pub fn step(&self) -> usize {
         self.step
@@ -850,7 +856,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// let adam = tapegrad::models::microgpt::Adam::new(1, tapegrad::models::microgpt::ADAM, 1000);
+    /// let adam = tapegrad_models::microgpt::Adam::new(1, tapegrad_models::microgpt::ADAM, 1000);
     /// assert_eq!(adam.lr(), 0.01);
     /// ```
     pub fn lr(&self) -> f64 {
@@ -862,7 +868,7 @@ impl Adam {
     /// # Examples
     ///
     /// ```
-    /// let mut adam = tapegrad::models::microgpt::Adam::new(2, tapegrad::models::microgpt::ADAM, 100);
+    /// let mut adam = tapegrad_models::microgpt::Adam::new(2, tapegrad_models::microgpt::ADAM, 100);
     /// let mut p = [0.0, 0.0];
     /// adam.update(&mut p, &[1.0, 0.0]);
     /// assert!(p[0] < 0.0);
@@ -926,14 +932,15 @@ fn fill_nans(xs: &mut [f64], exact: impl Fn(usize) -> f64) {
 }
 
 /// Trains microgpt one document per step on one [`Graph`] that is reused every step, so
-/// memory stays constant: each step binds the store's values as inputs
-/// ([`Params::value_and_grad`]), records the loss, runs backward, releases the step's nodes
-/// and lets [`Adam`] update the store.
+/// memory stays constant: the store is bound to the graph once ([`Params::bind`]); each
+/// step writes its current values into the bound inputs, records the loss, runs backward,
+/// releases the step's nodes ([`Binding::value_and_grad`], the same bits as
+/// [`Params::value_and_grad`]) and lets [`Adam`] update the store.
 ///
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::microgpt::{self, Trainer};
+/// use tapegrad_models::microgpt::{self, Trainer};
 ///
 /// let (docs, tokenizer, mut rng) = microgpt::prepare("anna\nbob\n", 1);
 /// let graph = tapegrad::Graph::new();
@@ -950,7 +957,7 @@ pub struct Trainer<'g> {
     /// The store bound to `graph` once for the run: each step writes the new values into
     /// the same input nodes.
     binding: Binding<'g>,
-    grads: Option<Grads>,
+    grads: Option<ParamGrads>,
     last_nodes: usize,
 }
 
@@ -961,7 +968,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).params().len(), microgpt::n_params(3));
     /// ```
@@ -975,7 +982,8 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::{Microgpt, Trainer}, nn::Params};
+    /// use tapegrad::nn::Params;
+    /// use tapegrad_models::microgpt::{Microgpt, Trainer};
     /// let mut params = Params::new();
     /// let model = Microgpt::new(&mut params, 3, &mut || 0.0);
     /// assert_eq!(Trainer::from_params(&tapegrad::Graph::new(), model, params, 10).steps_done(), 0);
@@ -984,7 +992,7 @@ impl<'g> Trainer<'g> {
         let adam = Adam::new(params.len(), ADAM, steps);
         Trainer {
             model,
-            binding: params.binding(graph),
+            binding: params.bind(graph),
             params,
             adam,
             graph,
@@ -998,7 +1006,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).model().vocab_size(), 3);
     /// ```
@@ -1011,7 +1019,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).params().num_tensors(), 9);
     /// ```
@@ -1024,10 +1032,10 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// let (model, params) = Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).into_parts();
-    /// assert_eq!(params.len(), tapegrad::models::microgpt::n_params(model.vocab_size()));
+    /// assert_eq!(params.len(), tapegrad_models::microgpt::n_params(model.vocab_size()));
     /// ```
     pub fn into_parts(self) -> (Microgpt, Params) {
         (self.model, self.params)
@@ -1038,7 +1046,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// assert_eq!(Trainer::new(&tapegrad::Graph::new(), &tokenizer, &mut rng, 1).steps_done(), 0);
     /// ```
@@ -1052,7 +1060,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// let graph = tapegrad::Graph::new();
     /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 1);
@@ -1069,7 +1077,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// let graph = tapegrad::Graph::new();
     /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 2);
@@ -1088,7 +1096,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// let graph = tapegrad::Graph::new();
     /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 1);
@@ -1096,7 +1104,7 @@ impl<'g> Trainer<'g> {
     /// assert_eq!(t.last_gradient().len(), microgpt::n_params(3));
     /// ```
     pub fn last_gradient(&self) -> &[f64] {
-        self.grads.as_ref().map_or(&[], Grads::as_slice)
+        self.grads.as_ref().map_or(&[], ParamGrads::as_slice)
     }
 
     /// The loss of one document (its tokens, `[BOS] + chars + [BOS]`) and its gradient,
@@ -1105,7 +1113,8 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{models::microgpt::{Microgpt, Trainer}, nn::Params};
+    /// use tapegrad::nn::Params;
+    /// use tapegrad_models::microgpt::{Microgpt, Trainer};
     /// let mut params = Params::new();
     /// let model = Microgpt::new(&mut params, 3, &mut || 0.0);
     /// let graph = tapegrad::Graph::new();
@@ -1139,7 +1148,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     /// let (_, tokenizer, mut rng) = microgpt::prepare("ab\n", 1);
     /// let graph = tapegrad::Graph::new();
     /// let mut t = Trainer::new(&graph, &tokenizer, &mut rng, 1);
@@ -1165,7 +1174,7 @@ impl<'g> Trainer<'g> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::microgpt::{self, Trainer};
+    /// use tapegrad_models::microgpt::{self, Trainer};
     ///
     /// let (_, tokenizer, rng) = microgpt::prepare("ab\n", 1);
     /// let batch = vec![vec![2, 0, 2], vec![2, 1, 0, 2]];

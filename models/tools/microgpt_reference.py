@@ -13,7 +13,7 @@ operation is the one the reference performs, in the same order:
 
 It is a development tool: it produces the loss trace that tests/data/microgpt_trace.json
 holds (every step's loss, `repr` precision) and the lines MICROGPT.md says the reference
-prints. Run (a few minutes):
+prints. Run in `models/` (a few minutes):
 
     nice python3 tools/microgpt_reference.py data/names.txt --trace tests/data/microgpt_trace.json
 """

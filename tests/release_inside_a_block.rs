@@ -1,5 +1,7 @@
-//! Review of the dot-block session: cases the block path got wrong, each checked against
-//! the same computation recorded without a block (per-output dots, with their edges).
+//! A release to a mark inside a dot block (a weight matrix's products stored without
+//! edges) keeps the block's first outputs and frees the rest; everything recorded after
+//! reads the cut tape correctly. Checked against the same steps with the products
+//! recorded one dot at a time (with their edges), bit for bit.
 
 use tapegrad::linalg::{Matrix, Pairing};
 use tapegrad::{Graph, Scalar, Var};
@@ -118,50 +120,4 @@ fn cut_block(rows: usize, outputs: usize, inner: usize, cut: usize) {
             );
         }
     }
-}
-
-/// `Inputs::set_values` refuses inputs a block reads in place (as its second factor or in
-/// its first), and after the release the block recorded again at the new values has the
-/// gradients of a fresh graph at those values.
-#[test]
-fn set_values_refuses_inputs_a_block_reads_then_matches_a_fresh_graph() {
-    let (outputs, inner) = (3, 4);
-    let w0: Vec<f64> = (0..outputs * inner)
-        .map(|k| 0.5 + k as f64 * 0.25)
-        .collect();
-    let w1: Vec<f64> = w0.iter().map(|v| 1.0 - v * 0.75).collect();
-    let x0: Vec<f64> = (0..inner).map(|k| 2.0 - k as f64 * 0.5).collect();
-    let record = |w: &[Var], x: &[Var]| {
-        let y = Scalar::dots(
-            Matrix::new(x, 1, inner),
-            Matrix::new(w, outputs, inner),
-            Pairing::Rows,
-        );
-        let loss = Var::sum(&y.iter().map(|&v| v * v).collect::<Vec<_>>());
-        (
-            loss.value().to_bits(),
-            grad_bits(loss, w),
-            grad_bits(loss, x),
-        )
-    };
-    let g = Graph::new();
-    let w = g.inputs(&w0);
-    let x = g.inputs(&x0);
-    let mark = g.mark();
-    let first = record(&w, &x);
-    assert!(w.set_values(&w1).is_err(), "the block reads w in place");
-    assert!(x.set_values(&x0).is_err(), "the block reads x in place");
-    g.release(mark);
-    w.set_values(&w1).unwrap();
-    let second = record(&w, &x);
-
-    let fresh = |w_values: &[f64]| {
-        let h = Graph::new();
-        let w = h.inputs(w_values);
-        let x = h.inputs(&x0);
-        record(&w, &x)
-    };
-    assert_eq!(first, fresh(&w0));
-    assert_eq!(second, fresh(&w1));
-    assert_ne!(first, second);
 }

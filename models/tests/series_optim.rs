@@ -2,8 +2,8 @@
 //! closed forms over several steps.
 
 use approx::assert_relative_eq;
-use tapegrad::optim::{AdamW, AdamWConfig, Sgd};
 use tapegrad::{Gradients, Graph};
+use tapegrad_models::transformer::{AdamW, AdamWConfig, Sgd};
 
 #[test]
 fn adamw_reproduces_series_worked_example() {

@@ -1,14 +1,16 @@
-//! The tutorial series' tiny GPT-style transformer, written once over [`Scalar`]. A user of
-//! the crate's public API like any other; nothing in the crate may depend on it.
+//! The tutorial series' tiny GPT-style transformer, written once over [`Scalar`], and the
+//! series' own optimizers ([`Sgd`], [`AdamW`]). A user of tapegrad's public API like any
+//! other.
 //!
 //! One block, vocabulary 6, `d_model` 16, two heads of width 8, a feed-forward layer of
 //! width 64, sequences of at most 5 tokens: 3,456 parameters. The forward pass follows the
 //! series step by step (see [`logits`]). Because it is generic over [`Scalar`], the same
 //! code evaluates the model plainly with `f64` and records it on a tape with
-//! [`Var`](crate::Var), whose backward then gives the true gradient of every parameter.
+//! [`Var`](tapegrad::Var), whose backward then gives the true gradient of every parameter.
 //!
 //! ```
-//! use tapegrad::{transformer::{self, Params}, Graph};
+//! use tapegrad::Graph;
+//! use tapegrad_models::transformer::{self, Params};
 //!
 //! let params = Params::series_init();
 //! // The series prints an average loss of 1.8299 for its sentence.
@@ -24,17 +26,21 @@
 //! assert_eq!(grads.wrt_all(vars.as_slice()).len(), transformer::N_PARAMS);
 //! ```
 
-use crate::engine::{Scalar, Statement};
-use crate::linalg::{Matrix, mat_mul, mat_mul_t};
-use crate::nn;
-use crate::pyrandom::PyRandom;
+mod optim;
+
+use tapegrad::linalg::{Matrix, mat_mul, mat_mul_t};
+use tapegrad::nn;
+use tapegrad::pyrandom::PyRandom;
+use tapegrad::{Scalar, Statement};
+
+pub use optim::{AdamW, AdamWConfig, Sgd};
 
 /// The vocabulary, by token id.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::VOCAB[3], "I");
+/// assert_eq!(tapegrad_models::transformer::VOCAB[3], "I");
 /// ```
 pub const VOCAB: [&str; VOCAB_SIZE] = ["<PAD>", "<BOS>", "<EOS>", "I", "like", "transformers"];
 /// The number of tokens in the vocabulary.
@@ -42,7 +48,7 @@ pub const VOCAB: [&str; VOCAB_SIZE] = ["<PAD>", "<BOS>", "<EOS>", "I", "like", "
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::VOCAB.len(), tapegrad::models::transformer::VOCAB_SIZE);
+/// assert_eq!(tapegrad_models::transformer::VOCAB.len(), tapegrad_models::transformer::VOCAB_SIZE);
 /// ```
 pub const VOCAB_SIZE: usize = 6;
 /// The id of `<BOS>`, where generation starts.
@@ -50,7 +56,7 @@ pub const VOCAB_SIZE: usize = 6;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::VOCAB[tapegrad::models::transformer::BOS], "<BOS>");
+/// assert_eq!(tapegrad_models::transformer::VOCAB[tapegrad_models::transformer::BOS], "<BOS>");
 /// ```
 pub const BOS: usize = 1;
 /// The id of `<EOS>`, where generation stops.
@@ -58,7 +64,7 @@ pub const BOS: usize = 1;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::VOCAB[tapegrad::models::transformer::EOS], "<EOS>");
+/// assert_eq!(tapegrad_models::transformer::VOCAB[tapegrad_models::transformer::EOS], "<EOS>");
 /// ```
 pub const EOS: usize = 2;
 /// The width of the residual stream.
@@ -66,7 +72,7 @@ pub const EOS: usize = 2;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{D_K, D_MODEL, N_HEADS};
+/// use tapegrad_models::transformer::{D_K, D_MODEL, N_HEADS};
 /// assert_eq!(D_MODEL, N_HEADS * D_K);
 /// ```
 pub const D_MODEL: usize = 16;
@@ -75,7 +81,7 @@ pub const D_MODEL: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::N_HEADS, 2);
+/// assert_eq!(tapegrad_models::transformer::N_HEADS, 2);
 /// ```
 pub const N_HEADS: usize = 2;
 /// The width of one head (`D_MODEL / N_HEADS`).
@@ -83,7 +89,7 @@ pub const N_HEADS: usize = 2;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::D_K, 8);
+/// assert_eq!(tapegrad_models::transformer::D_K, 8);
 /// ```
 pub const D_K: usize = 8;
 /// The width of the feed-forward layer.
@@ -91,7 +97,7 @@ pub const D_K: usize = 8;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{D_FF, D_MODEL};
+/// use tapegrad_models::transformer::{D_FF, D_MODEL};
 /// assert_eq!(D_FF, 4 * D_MODEL);
 /// ```
 pub const D_FF: usize = 64;
@@ -100,7 +106,7 @@ pub const D_FF: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{MAX_LEN, SENTENCE};
+/// use tapegrad_models::transformer::{MAX_LEN, SENTENCE};
 /// assert_eq!(SENTENCE.len(), MAX_LEN);
 /// ```
 pub const MAX_LEN: usize = 5;
@@ -109,7 +115,7 @@ pub const MAX_LEN: usize = 5;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{decode, SENTENCE};
+/// use tapegrad_models::transformer::{decode, SENTENCE};
 /// assert_eq!(decode(&SENTENCE), "<BOS> I like transformers <EOS>");
 /// ```
 pub const SENTENCE: [usize; MAX_LEN] = [1, 3, 4, 5, 2];
@@ -118,7 +124,8 @@ pub const SENTENCE: [usize; MAX_LEN] = [1, 3, 4, 5, 2];
 /// # Examples
 ///
 /// ```
-/// use tapegrad::{pyrandom::PyRandom, transformer::{Params, INIT_STD, SEED}};
+/// use tapegrad::pyrandom::PyRandom;
+/// use tapegrad_models::transformer::{Params, INIT_STD, SEED};
 /// let first = PyRandom::seed(SEED).gauss(0.0, INIT_STD);
 /// assert_eq!(Params::series_init().as_slice()[0], first);
 /// ```
@@ -128,7 +135,7 @@ pub const SEED: u64 = 42;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::INIT_STD, 0.1);
+/// assert_eq!(tapegrad_models::transformer::INIT_STD, 0.1);
 /// ```
 pub const INIT_STD: f64 = 0.1;
 /// LayerNorm's epsilon, added to the variance.
@@ -136,7 +143,7 @@ pub const INIT_STD: f64 = 0.1;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::LN_EPS, 1e-5);
+/// assert_eq!(tapegrad_models::transformer::LN_EPS, 1e-5);
 /// ```
 pub const LN_EPS: f64 = 1e-5;
 
@@ -145,7 +152,7 @@ pub const LN_EPS: f64 = 1e-5;
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{Init, LAYOUT};
+/// use tapegrad_models::transformer::{Init, LAYOUT};
 /// assert_eq!(LAYOUT[0].init, Init::Normal);
 /// assert_eq!(LAYOUT.last().unwrap().init, Init::Zeros); // beta
 /// ```
@@ -165,7 +172,7 @@ pub enum Init {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::LAYOUT;
+/// use tapegrad_models::transformer::LAYOUT;
 /// let w_q1 = &LAYOUT[3];
 /// assert_eq!((w_q1.name, w_q1.head, w_q1.shape), ("W_Q", Some(1), &[16, 8][..]));
 /// assert_eq!(w_q1.len(), 128);
@@ -189,7 +196,7 @@ impl TensorSpec {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::models::transformer::LAYOUT[0].len(), 6 * 16);
+    /// assert_eq!(tapegrad_models::transformer::LAYOUT[0].len(), 6 * 16);
     /// ```
     pub const fn len(&self) -> usize {
         let mut n = 1;
@@ -206,7 +213,7 @@ impl TensorSpec {
     /// # Examples
     ///
     /// ```
-    /// assert!(!tapegrad::models::transformer::LAYOUT[0].is_empty());
+    /// assert!(!tapegrad_models::transformer::LAYOUT[0].is_empty());
     /// ```
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
@@ -217,7 +224,7 @@ impl TensorSpec {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(tapegrad::models::transformer::LAYOUT[0].label(), "E_token");
+    /// assert_eq!(tapegrad_models::transformer::LAYOUT[0].label(), "E_token");
     /// ```
     pub fn label(&self) -> String {
         match self.head {
@@ -247,7 +254,7 @@ const fn spec(
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{LAYOUT, N_PARAMS};
+/// use tapegrad_models::transformer::{LAYOUT, N_PARAMS};
 /// assert_eq!(LAYOUT.iter().map(|t| t.len()).sum::<usize>(), N_PARAMS);
 /// ```
 pub const LAYOUT: [TensorSpec; 16] = [
@@ -300,19 +307,19 @@ const OFFSETS: [usize; LAYOUT.len() + 1] = {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(tapegrad::models::transformer::N_PARAMS, 3456);
+/// assert_eq!(tapegrad_models::transformer::N_PARAMS, 3456);
 /// ```
 pub const N_PARAMS: usize = OFFSETS[LAYOUT.len()];
 
 const _: () = assert!(N_PARAMS == 3456 && D_K * N_HEADS == D_MODEL);
 
 /// The model's parameters as one flat vector in [`LAYOUT`] order, of `f64` (plain
-/// evaluation) or of [`Var`](crate::Var) (recorded on a tape).
+/// evaluation) or of [`Var`](tapegrad::Var) (recorded on a tape).
 ///
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::Params;
+/// use tapegrad_models::transformer::Params;
 ///
 /// let p = Params::series_init();
 /// // The series prints E_token row 1 (<BOS>) starting 0.0246, 0.1311, 0.0042, -0.0106.
@@ -333,7 +340,7 @@ impl Params<f64> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad_models::transformer::Params;
     /// // The first draw is Python's first random.gauss(0, 0.1) after seed(42).
     /// assert_eq!(Params::series_init().as_slice()[0], -0.014409032957792837);
     /// ```
@@ -352,12 +359,12 @@ impl Params<f64> {
 
     /// The parameters as an [`nn::Params`] store, one tensor per [`LAYOUT`] entry named by
     /// its [`TensorSpec::label`] (`E_token`, `W_Q[0]`, ...), in layout order: to train it
-    /// with [`optim::Optimizer`](crate::optim::Optimizer) or save it as safetensors.
+    /// with [`optim::Optimizer`](tapegrad::optim::Optimizer) or save it as safetensors.
     ///
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad_models::transformer::Params;
     /// let store = Params::series_init().to_store();
     /// assert_eq!(store.num_tensors(), 16);
     /// let w_q1 = store.find("W_Q[1]").unwrap();
@@ -378,7 +385,7 @@ impl Params<f64> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad_models::transformer::Params;
     /// use tapegrad::nn::StateDict;
     /// let p = Params::series_init();
     /// let bytes = p.to_store().state_dict().to_safetensors();
@@ -416,7 +423,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::{Params, N_PARAMS};
+    /// use tapegrad_models::transformer::{Params, N_PARAMS};
     /// let p = Params::from_flat(vec![0.5; N_PARAMS]);
     /// assert_eq!(p.tensor("gamma", None), &[0.5; 16]);
     /// ```
@@ -440,7 +447,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::{Params, N_PARAMS};
+    /// use tapegrad_models::transformer::{Params, N_PARAMS};
     /// assert_eq!(Params::series_init().as_slice().len(), N_PARAMS);
     /// ```
     pub fn as_slice(&self) -> &[T] {
@@ -453,7 +460,8 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::{transformer::Params, Graph};
+    /// use tapegrad::Graph;
+    /// use tapegrad_models::transformer::Params;
     /// let g = Graph::new();
     /// let p = Params::series_init();
     /// let vars = p.map(|x| g.var(x));
@@ -470,7 +478,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad_models::transformer::Params;
     /// let p = Params::series_init();
     /// let (spec, gamma) = p.tensors().find(|(s, _)| s.name == "gamma").unwrap();
     /// assert_eq!((spec.shape, gamma), (&[16][..], &[1.0; 16][..]));
@@ -488,7 +496,7 @@ impl<T: Copy> Params<T> {
     /// # Examples
     ///
     /// ```
-    /// use tapegrad::models::transformer::Params;
+    /// use tapegrad_models::transformer::Params;
     /// let p = Params::series_init();
     /// assert_eq!(p.tensor("W_K", Some(1)).len(), 16 * 8);
     /// ```
@@ -550,7 +558,7 @@ fn check_tokens(tokens: &[usize], min_len: usize) {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{self, Params};
+/// use tapegrad_models::transformer::{self, Params};
 /// let logits = transformer::logits(&Params::series_init(), &transformer::SENTENCE);
 /// // The series' logit of <PAD> at position 0.
 /// assert_eq!(format!("{:.4}", logits[0][0]), "0.3362");
@@ -575,7 +583,7 @@ pub fn logits<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Vec<Vec<T>> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{self, Params};
+/// use tapegrad_models::transformer::{self, Params};
 /// let p = Params::series_init();
 /// assert_eq!(
 ///     transformer::logits_fused(&p, &transformer::SENTENCE),
@@ -667,7 +675,7 @@ fn forward<T: Scalar>(p: &Params<T>, tokens: &[usize], fuse: bool) -> Vec<Vec<T>
             if fuse {
                 layer_norm_fused(&residual, p.at(GAMMA), p.at(BETA))
             } else {
-                nn::layer_norm(&residual, p.at(GAMMA), p.at(BETA), LN_EPS)
+                nn::LayerNorm::normalize(&residual, p.at(GAMMA), p.at(BETA), LN_EPS)
             }
         })
         .collect();
@@ -728,7 +736,7 @@ impl Statement for Mean {
     }
 }
 
-/// `1 / sqrt(var + eps)` of a row, as [`nn::layer_norm`] computes it.
+/// `1 / sqrt(var + eps)` of a row, as [`nn::LayerNorm::normalize`] computes it.
 struct InvStd;
 
 impl Statement for InvStd {
@@ -750,7 +758,7 @@ impl Statement for NormOutput {
     }
 }
 
-/// [`nn::layer_norm`] preaccumulated: the mean and the inverse deviation are one node each,
+/// [`nn::LayerNorm::normalize`] preaccumulated: the mean and the inverse deviation are one node each,
 /// and each output one node over its five operands.
 fn layer_norm_fused<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
     let (mean, inv_std) = (T::fused(&Mean, x), T::fused(&InvStd, x));
@@ -765,7 +773,7 @@ fn layer_norm_fused<T: Scalar>(x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{self, Params};
+/// use tapegrad_models::transformer::{self, Params};
 /// let loss = transformer::loss(&Params::series_init(), &transformer::SENTENCE);
 /// assert_eq!((loss.logits.len(), loss.nll.len()), (4, 4));
 /// ```
@@ -787,7 +795,7 @@ pub struct Loss<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{self, Params};
+/// use tapegrad_models::transformer::{self, Params};
 /// let loss = transformer::loss(&Params::series_init(), &transformer::SENTENCE);
 /// // The series: P(I | <BOS>) = 0.1491, loss 1.9033; perplexity 6.23.
 /// assert_eq!(format!("{:.4}", (-loss.nll[0]).exp()), "0.1491");
@@ -811,7 +819,7 @@ pub fn loss<T: Scalar>(p: &Params<T>, tokens: &[usize]) -> Loss<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{self, Params};
+/// use tapegrad_models::transformer::{self, Params};
 /// use tapegrad::Graph;
 ///
 /// let g = Graph::new();
@@ -851,7 +859,7 @@ fn loss_of<T: Scalar>(logits: Vec<Vec<T>>, tokens: &[usize]) -> Loss<T> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{self, Params};
+/// use tapegrad_models::transformer::{self, Params};
 /// let tokens = transformer::generate(&Params::series_init());
 /// assert_eq!(tokens[0], transformer::BOS);
 /// assert!(tokens.len() <= transformer::MAX_LEN);
@@ -873,7 +881,7 @@ pub fn generate(p: &Params<f64>) -> Vec<usize> {
 /// # Examples
 ///
 /// ```
-/// use tapegrad::models::transformer::{decode, SENTENCE};
+/// use tapegrad_models::transformer::{decode, SENTENCE};
 /// assert_eq!(decode(&SENTENCE), "<BOS> I like transformers <EOS>");
 /// ```
 ///

@@ -3,14 +3,15 @@
 //! of MICROGPT.md), central finite differences, and its sampled names.
 
 use tapegrad::Graph;
-use tapegrad::models::microgpt::{self, Microgpt, Trainer};
 use tapegrad::nn::{Params, StateDict};
+use tapegrad_models::microgpt::{self, Microgpt, Trainer};
 
 const NAMES: &str = include_str!("../data/names.txt");
 
 /// Every step's loss of the reference's 1,000-step run, printed (with `repr`, which
 /// round-trips the exact `f64`) by CPython 3.11.7:
 /// `nice python3 tools/microgpt_reference.py data/names.txt --trace tests/data/microgpt_trace.json`
+/// (run in `models/`)
 fn reference_trace() -> Vec<f64> {
     serde_json::from_str(include_str!("data/microgpt_trace.json")).unwrap()
 }
@@ -201,8 +202,10 @@ fn forward_on_a_tape_and_in_f64_agree() {
     let (docs, tokenizer, _, t) = trainer(&graph, 1000);
     let tokens = tokenizer.encode(&docs[2]);
     let g = Graph::new();
-    let bound = t.params().bind(&g);
-    let on_tape = t.model().loss(&bound.view(), &tokens).value();
+    let (on_tape, _) = t
+        .params()
+        .value_and_grad(&g, |p| t.model().loss(p, &tokens))
+        .unwrap();
     let plain = t.model().loss(&t.params().view(), &tokens);
     assert_eq!(on_tape.to_bits(), plain.to_bits());
 }
@@ -237,8 +240,8 @@ fn trained_parameters_round_trip_through_safetensors() {
 
 #[test]
 fn fast_squares_and_roots_are_c_pows_bits() {
-    use tapegrad::models::microgpt::{c_pow, pow_half, pow2};
     use tapegrad::pyrandom::PyRandom;
+    use tapegrad_models::microgpt::{c_pow, pow_half, pow2};
     // Random mantissas over 200 binades, across both ends of the ranges where the fast
     // paths apply (2^-64..2^64 for squares, 2^-128..2^128 for roots); about 3% of those
     // inside take the slow path, and pow differs from x * x or sqrt(x) on about 1 in 1200
@@ -333,4 +336,30 @@ fn a_batch_of_one_gives_the_single_document_losses() {
     // A zero gradient may be +0 in the batch (the reduction starts from +0) and -0 alone;
     // Adam makes the same update from either.
     assert_eq!(a.params().as_slice(), b.params().as_slice());
+}
+
+/// The trainer keeps its store bound for the run (`nn::Binding`); binding the store afresh
+/// every step (`Params::value_and_grad`) gives the same losses and weights, bit for bit.
+#[test]
+fn a_bound_store_trains_to_the_same_bits_as_binding_every_step() {
+    use tapegrad_models::microgpt::{ADAM, Adam};
+    let graph = Graph::new();
+    let (docs, tokenizer, _, mut t) = trainer(&graph, 20);
+    let mut params = t.params().clone();
+    let model = t.model().clone();
+    let mut adam = Adam::new(params.len(), ADAM, 20);
+    let g = Graph::new();
+    for doc in &docs[..5] {
+        let tokens = tokenizer.encode(doc);
+        let bound = t.step(&tokens);
+        let (fresh, grads) = params
+            .value_and_grad(&g, |p| model.loss(p, &tokens))
+            .unwrap();
+        params
+            .update(&grads, |values, g| adam.update(values, g))
+            .unwrap();
+        assert_eq!(bound.to_bits(), fresh.to_bits());
+        let bits = |p: &Params| p.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(t.params()), bits(&params));
+    }
 }
