@@ -13,6 +13,7 @@ use super::blocks::sweep_block;
 use super::chain::{chain, chain_quotient, ordinary, rescue};
 use super::error::{Anomaly, Error};
 use super::graph::Var;
+use super::keys::Handle;
 use super::tape::{CONST_ARG, Tape};
 
 /// The derivatives of one output with respect to every node recorded before it, held
@@ -156,7 +157,7 @@ impl Gradients {
         xs.iter()
             .map(|&x| {
                 if std::ptr::eq(x.graph(), graph)
-                    && let Some(pos) = tape.keys.position(x.key())
+                    && let Some(pos) = tape.keys.validate(x.key(), x.pos(), x.epoch())
                 {
                     return if pos <= self.root {
                         self.adjoints[pos as usize]
@@ -185,7 +186,10 @@ impl Gradients {
         }
         // The key lookup of `Graph::resolve` without reading the value (this is on the
         // path of every gradient read).
-        let pos = tape.keys.position(x.key()).ok_or(Error::Released)?;
+        let pos = tape
+            .keys
+            .validate(x.key(), x.pos(), x.epoch())
+            .ok_or(Error::Released)?;
         // With no release since the backward (the usual case) nothing was re-recorded.
         let valid = pos <= self.root && (tape.epoch == self.epoch || self.survived(tape, pos));
         Ok(valid.then_some(pos as usize))

@@ -572,6 +572,14 @@ mod tests {
         fn carried(self) -> f64 {
             READ_THE_TAPE
         }
+        fn pos(self) -> u32 {
+            // Never used: with no epoch of the tape's, the key is looked up.
+            0
+        }
+        fn epoch(self) -> u32 {
+            // No epoch a tape checks: the key is looked up.
+            u32::MAX
+        }
     }
 
     /// The first factors' positions of all blocks (`block_args`) count against the limits

@@ -23,8 +23,8 @@ static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A handle to one node of a [`Graph`]: the graph's reference plus the node's key.
 ///
-/// `Var` is `Copy` and cheap (24 bytes: the graph, the node's key, and the node's value,
-/// carried so that a chain of operations does not read each value back from the tape);
+/// `Var` is `Copy` and cheap (32 bytes: the graph, the node's key, its position and value,
+/// carried so that a chain of operations does not read each back from the tape);
 /// arithmetic on it records new nodes. Using a `Var` whose node was released, or combining
 /// `Var`s of two graphs, panics with a message that says so (operators cannot return
 /// `Result`); the `try_` methods return the [`Error`].
@@ -47,6 +47,10 @@ pub struct Var<'g> {
     pub(in crate::engine) key: NodeKey,
     /// The node's value, or [`READ_THE_TAPE`] for an input (whose value can change).
     carried: f64,
+    /// The node's position, and the release epoch the handle was issued in: a handle
+    /// issued since the last release needs no lookup of its key (see `keys.rs`).
+    pos: u32,
+    epoch: u32,
 }
 
 impl<'g> From<Var<'g>> for Operand<Var<'g>> {
@@ -63,15 +67,19 @@ impl<'g> Var<'g> {
             graph,
             key: node.key,
             carried: node.value,
+            pos: node.pos,
+            epoch: node.epoch,
         }
     }
 
-    /// The handle of an input node.
-    pub(in crate::engine) fn input(graph: &'g Graph, key: NodeKey) -> Self {
+    /// The handle of the input node at `pos`, with key `key`, issued in `epoch`.
+    pub(in crate::engine) fn input(graph: &'g Graph, key: NodeKey, pos: u32, epoch: u32) -> Self {
         Var {
             graph,
             key,
             carried: READ_THE_TAPE,
+            pos,
+            epoch,
         }
     }
 
@@ -143,6 +151,14 @@ impl Handle for Var<'_> {
     fn carried(self) -> f64 {
         self.carried
     }
+    #[inline(always)]
+    fn pos(self) -> u32 {
+        self.pos
+    }
+    #[inline(always)]
+    fn epoch(self) -> u32 {
+        self.epoch
+    }
 }
 
 /// A computation graph: owns every node, records operations in order (the tape), and
@@ -197,9 +213,9 @@ impl Handle for Var<'_> {
 pub struct Graph {
     pub(in crate::engine) id: u64,
     pub(in crate::engine) tape: RefCell<Tape>,
-    /// The keys of an n-ary node's terms gathered from an iterator (kept to avoid
-    /// reallocating).
-    terms: RefCell<Vec<NodeKey>>,
+    /// The handles (key, position, epoch) of an n-ary node's terms gathered from an
+    /// iterator (kept to avoid reallocating).
+    terms: RefCell<Vec<(NodeKey, u32, u32)>>,
     /// The user-defined functions recorded on this graph, by [`Op::Custom`] index (their
     /// names are on the tape too, for the code that only sees the tape).
     pub(in crate::engine) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
@@ -380,7 +396,7 @@ impl Graph {
             + t.blocks.capacity() * size_of::<super::blocks::DotBlock>()
             + t.block_args.capacity() * size_of::<u32>()
             + t.releases.capacity() * size_of::<(u64, u32)>()
-            + self.terms.borrow().capacity() * size_of::<NodeKey>()
+            + self.terms.borrow().capacity() * size_of::<(NodeKey, u32, u32)>()
             + t.anomaly.as_ref().map_or(0, |a| {
                 a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
             })
@@ -424,8 +440,13 @@ impl Graph {
         let location = Location::caller();
         let mut tape = self.tape.borrow_mut();
         let first = or_panic(tape.inputs(xs, location));
+        let epoch = tape.keys.epoch();
         let keys = tape.keys.keys(first, xs.len());
-        keys.iter().map(|&key| Var::input(self, key)).collect()
+        let positions = first..;
+        keys.iter()
+            .zip(positions)
+            .map(|(&key, pos)| Var::input(self, key, pos, epoch))
+            .collect()
     }
 
     /// A constant: a node with value `c` that is never differentiated (its gradient is
@@ -457,7 +478,7 @@ impl Graph {
         let mut tape = self.tape.borrow_mut();
         let node = or_panic(tape.leaf(op, value, Location::caller()));
         match op {
-            Op::Input => Var::input(self, node.key),
+            Op::Input => Var::input(self, node.key, node.pos, node.epoch),
             _ => Var::recorded(self, node),
         }
     }
@@ -465,15 +486,16 @@ impl Graph {
     /// A handle for the node at `pos`, which need not be the last recorded (the
     /// differentiable sweep's gradients, a node's operands).
     pub(in crate::engine) fn handle(&self, tape: &Tape, pos: u32) -> Var<'_> {
-        let key = tape.keys.key(pos);
+        let (key, epoch) = (tape.keys.key(pos), tape.keys.epoch());
         match tape.ops[pos as usize] {
-            Op::Input => Var::input(self, key),
+            Op::Input => Var::input(self, key, pos, epoch),
             _ => Var::recorded(
                 self,
                 Recorded {
                     pos,
                     key,
                     value: tape.values[pos as usize],
+                    epoch,
                 },
             ),
         }
@@ -758,10 +780,13 @@ impl Graph {
                 result = Err(owner.foreign(x));
                 break;
             }
-            keys.push(x.key);
+            keys.push((x.key, x.pos, x.epoch));
         }
         let mut tape = self.tape.borrow_mut();
-        if result.is_err() && keys.iter().any(|&key| tape.keys.position(key).is_none()) {
+        let released = |&(key, pos, epoch): &(NodeKey, u32, u32)| {
+            tape.keys.validate(key, pos, epoch).is_none()
+        };
+        if result.is_err() && keys.iter().any(released) {
             // The first bad term in order is reported: a released one before the foreign.
             result = Err(Error::Released);
         }
@@ -794,9 +819,20 @@ impl Graph {
         let n = tape.len() - first as usize;
         let keys = tape.keys.keys(first, n);
         let values = &tape.values[first as usize..];
+        let epoch = tape.keys.epoch();
         let outputs = keys.iter().zip(values).zip(first..);
         Ok(outputs
-            .map(|((&key, &value), pos)| Var::recorded(self, Recorded { pos, key, value }))
+            .map(|((&key, &value), pos)| {
+                Var::recorded(
+                    self,
+                    Recorded {
+                        pos,
+                        key,
+                        value,
+                        epoch,
+                    },
+                )
+            })
             .collect())
     }
 

@@ -43,11 +43,19 @@ slotmap::new_key_type! {
 }
 
 /// Which key names which tape position, both ways: the slot map (key to position) and the
-/// position column (position to key).
+/// position column (position to key); and the release epoch, which lets a handle issued
+/// since the last release skip the map (see [`Owner::position`]).
 #[derive(Debug, Default)]
 pub(in crate::engine) struct Keys {
     map: SlotMap<NodeKey, u32>,
     by_position: Vec<NodeKey>,
+    /// The epoch new handles carry: the number of releases so far (saturating below
+    /// `u32::MAX - 1`).
+    issue_epoch: u32,
+    /// The epoch a handle must carry to skip the map: `issue_epoch`, or `u32::MAX` (which
+    /// no handle carries) once the releases have run out of 32-bit epochs, so that the
+    /// shortcut is never taken again rather than ever taken wrongly.
+    check_epoch: u32,
 }
 
 impl Keys {
@@ -55,7 +63,15 @@ impl Keys {
         Keys {
             map: SlotMap::with_capacity_and_key(nodes),
             by_position: Vec::with_capacity(nodes),
+            issue_epoch: 0,
+            check_epoch: 0,
         }
+    }
+
+    /// The epoch a handle issued now carries.
+    #[inline(always)]
+    pub(in crate::engine) fn epoch(&self) -> u32 {
+        self.issue_epoch
     }
 
     /// A new key for the node recorded at `pos`, the next position.
@@ -83,6 +99,20 @@ impl Keys {
         self.map.get(key).copied()
     }
 
+    /// The position of the node a handle names, if it is still recorded: the handle's
+    /// key, and the position and epoch it was issued with. A handle issued since the last
+    /// release skips the map: its key is live (keys are removed only by releases) and the
+    /// position it carries is its node's. Any other is looked up, so the map decides
+    /// whether a stale handle still names its node.
+    #[inline(always)]
+    pub(in crate::engine) fn validate(&self, key: NodeKey, pos: u32, epoch: u32) -> Option<u32> {
+        if epoch == self.check_epoch {
+            debug_assert_eq!(self.position(key), Some(pos));
+            return Some(pos);
+        }
+        self.position(key)
+    }
+
     /// The key of the node at `pos`.
     #[inline(always)]
     pub(in crate::engine) fn key(&self, pos: u32) -> NodeKey {
@@ -95,17 +125,26 @@ impl Keys {
     }
 
     /// Removes the keys of the nodes at `len` and above, newest first, so that the map's
-    /// free list hands their slots out again in recording order.
+    /// free list hands their slots out again in recording order; a new epoch begins.
     pub(in crate::engine) fn release_from(&mut self, len: usize) {
         for &key in self.by_position[len..].iter().rev() {
             self.map.remove(key);
         }
         self.by_position.truncate(len);
+        if self.issue_epoch < u32::MAX - 2 {
+            self.issue_epoch += 1;
+            self.check_epoch = self.issue_epoch;
+        } else {
+            self.issue_epoch = u32::MAX - 1;
+            self.check_epoch = u32::MAX;
+        }
     }
 
     /// Forgets every key, keeping the memory (for a tape given to a new graph).
     pub(in crate::engine) fn clear(&mut self) {
         self.release_from(0);
+        self.issue_epoch = 0;
+        self.check_epoch = 0;
     }
 
     /// The heap bytes held (capacity).
@@ -130,6 +169,10 @@ pub(in crate::engine) trait Handle: Copy {
     fn owner_id(self) -> u64;
     /// The node's key.
     fn key(self) -> NodeKey;
+    /// The node's position when the handle was issued.
+    fn pos(self) -> u32;
+    /// The release epoch the handle was issued in.
+    fn epoch(self) -> u32;
     /// The value the handle carries: its node's value, or [`READ_THE_TAPE`] for an input,
     /// whose value can change (see [`carried`]).
     fn carried(self) -> f64;
@@ -163,13 +206,14 @@ pub(in crate::engine) struct Owner {
 
 impl Owner {
     /// `x`'s position, or why it has none here: a handle of another graph, or one whose
-    /// node was released.
+    /// node was released (see [`Keys::validate`]).
     #[inline(always)]
     pub(in crate::engine) fn position(self, keys: &Keys, x: impl Handle) -> Result<u32, Error> {
         if !std::ptr::eq(x.owner(), self.addr) {
             return Err(self.foreign(x));
         }
-        keys.position(x.key()).ok_or(Error::Released)
+        keys.validate(x.key(), x.pos(), x.epoch())
+            .ok_or(Error::Released)
     }
 
     /// The error for `x`, a handle of another graph.

@@ -49,12 +49,14 @@ impl Resolved {
     }
 }
 
-/// A node just recorded: its position, its key and its value (what its handle carries).
+/// A node just recorded: what its handle carries (its position, key and value, and the
+/// release epoch it was recorded in).
 #[derive(Clone, Copy, Debug)]
 pub(in crate::engine) struct Recorded {
     pub(in crate::engine) pos: u32,
     pub(in crate::engine) key: NodeKey,
     pub(in crate::engine) value: f64,
+    pub(in crate::engine) epoch: u32,
 }
 
 /// Resolves `x` against `keys` and `values` (a tape's, borrowed apart), or explains why it
@@ -316,7 +318,13 @@ impl Tape {
         self.edge_start.push(self.args.len() as u32);
         let pos = pos as u32;
         let key = self.keys.issue(pos);
-        Ok(Recorded { pos, key, value })
+        let epoch = self.keys.epoch();
+        Ok(Recorded {
+            pos,
+            key,
+            value,
+            epoch,
+        })
     }
 
     /// [`Tape::finish`] when the graph is full (or near it) or anomaly mode is on.
@@ -346,6 +354,7 @@ impl Tape {
             pos: pos as u32,
             key,
             value,
+            epoch: self.keys.epoch(),
         })
     }
 
@@ -584,23 +593,24 @@ impl Tape {
         self.finish_nary(op, start, values, false, location)
     }
 
-    /// [`Tape::nary`] over the keys of this tape's nodes (checked to be this graph's): each
-    /// resolved to its position, or [`Error::Released`].
+    /// [`Tape::nary`] over handles of this tape's nodes (checked to be this graph's), as
+    /// (key, position, epoch): each resolved to its position, or [`Error::Released`].
     pub(in crate::engine) fn nary_keys(
         &mut self,
         op: Nary,
-        keys: &[NodeKey],
+        handles: &[(NodeKey, u32, u32)],
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
         let start = self.args.len();
         let mut released = false;
-        let map = &self.keys;
-        self.args.extend(keys.iter().map(|&key| {
-            map.position(key).unwrap_or_else(|| {
-                released = true;
-                CONST_ARG
-            })
-        }));
+        let keys = &self.keys;
+        self.args
+            .extend(handles.iter().map(|&(key, pos, epoch)| {
+                keys.validate(key, pos, epoch).unwrap_or_else(|| {
+                    released = true;
+                    CONST_ARG
+                })
+            }));
         if released {
             self.args.truncate(start);
             return Err(Error::Released);
