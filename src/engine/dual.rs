@@ -230,7 +230,7 @@ impl<const K: usize, T: Scalar> Dual<K, T> {
     #[inline(always)]
     fn through(self, d: T, op: Op, operands: &[T], y: T, k: usize) -> [T; K] {
         if ordinary(d.value()) {
-            return self.tangents.map(|t| t * d);
+            return std::array::from_fn(|k| self.tangents[k] * d);
         }
         self.through_singular(d, op, operands, y, k)
     }
@@ -248,7 +248,7 @@ impl<const K: usize, T: Scalar> Dual<K, T> {
     #[inline(always)]
     fn scaled(self, c: f64) -> [T; K] {
         if ordinary(c) {
-            return self.tangents.map(|t| t * c);
+            return std::array::from_fn(|k| self.tangents[k] * c);
         }
         let d = self.value.lift(c);
         self.tangents
@@ -300,7 +300,7 @@ impl<const K: usize, T: Scalar> Neg for Dual<K, T> {
     type Output = Self;
     #[inline(always)]
     fn neg(self) -> Self {
-        Dual::new(-self.value, self.tangents.map(|t| -t))
+        Dual::new(-self.value, std::array::from_fn(|k| -self.tangents[k]))
     }
 }
 
@@ -540,18 +540,27 @@ impl<const K: usize, T: Scalar> Scalar for Dual<K, T> {
         };
         // The products summed in order, as the tape's dot sums them; `d/da_i = b_i`,
         // `d/db_i = a_i`.
-        let pairs = || a.iter().zip(b).skip(1);
-        let value = pairs().fold(x.value * y.value, |sum, (x, y)| sum + x.value * y.value);
-        let tangents = std::array::from_fn(|k| {
-            let term = |x: &Self, y: &Self| {
-                add_terms(
-                    chain(x.tangents[k], y.value),
-                    chain(y.tangents[k], x.value),
-                    || value.lift(0.0),
-                )
-            };
-            pairs().fold(term(x, y), |sum, (x, y)| sum + term(x, y))
-        });
+        let term = |x: &Self, y: &Self| -> [T; K] {
+            if ordinary(x.value()) && ordinary(y.value()) {
+                std::array::from_fn(|k| x.tangents[k] * y.value + y.tangents[k] * x.value)
+            } else {
+                std::array::from_fn(|k| {
+                    add_terms(
+                        chain(x.tangents[k], y.value),
+                        chain(y.tangents[k], x.value),
+                        || x.value.lift(0.0),
+                    )
+                })
+            }
+        };
+        let mut value = x.value * y.value;
+        let mut tangents = term(x, y);
+        for (x, y) in a[1..].iter().zip(&b[1..]) {
+            value = value + x.value * y.value;
+            for (sum, t) in tangents.iter_mut().zip(term(x, y)) {
+                *sum = *sum + t;
+            }
+        }
         Dual::new(value, tangents)
     }
     #[track_caller]
@@ -560,13 +569,23 @@ impl<const K: usize, T: Scalar> Scalar for Dual<K, T> {
         let Some(x) = a.first() else {
             return Dual::constant(T::dot_f64(&[], &[]));
         };
-        let pairs = || a.iter().zip(b).skip(1);
-        let value = pairs().fold(x.value * b[0], |sum, (x, &c)| sum + x.value * c);
-        let scaled = |x: &Self, c: f64| x.scaled(c);
-        let tangents = pairs().fold(scaled(x, b[0]), |sum, (x, &c)| {
-            let t = scaled(x, c);
-            std::array::from_fn(|k| sum[k] + t[k])
-        });
+        // The products summed in order, as the tape's dot sums them; `d/da_i = b_i`.
+        let mut value = x.value * b[0];
+        let mut tangents = x.scaled(b[0]);
+        for (x, &c) in a[1..].iter().zip(&b[1..]) {
+            value = value + x.value * c;
+            if ordinary(c) {
+                for (sum, &t) in tangents.iter_mut().zip(&x.tangents) {
+                    *sum = *sum + t * c;
+                }
+            } else if c != 0.0 {
+                // A zero partial adds nothing (a zero, or nothing of a non-finite tangent).
+                let t = x.scaled(c);
+                for (sum, t) in tangents.iter_mut().zip(t) {
+                    *sum = *sum + t;
+                }
+            }
+        }
         Dual::new(value, tangents)
     }
     #[track_caller]
