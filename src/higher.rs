@@ -1,10 +1,14 @@
-//! Second and higher derivatives: Hessians, Hessian-vector products, Jacobians, and a
-//! second-order gradient checker. Built on the engine's public API (and `check`'s report
-//! types); releases what it records.
+//! Second and higher derivatives: Hessians, Hessian-vector products, Jacobians (of
+//! recorded outputs, and of a [`Function`] in forward or reverse mode), and a second-order
+//! gradient checker. Built on the engine's public API (and `check`'s report types);
+//! releases what it records.
 //!
-//! Everything here is built on [`Var::grad`], the differentiable backward: it records the
-//! reverse sweep's own arithmetic on the graph, so a gradient is a `Var` that can be
-//! differentiated again, by the same derivative rules (`op.rs`) as the first gradient.
+//! The second derivatives are built on [`Var::grad`], the differentiable backward: it
+//! records the reverse sweep's own arithmetic on the graph, so a gradient is a `Var` that
+//! can be differentiated again, by the same derivative rules (`op.rs`) as the first
+//! gradient. [`jvp`] and [`jacobian_of`] take a [`Function`] written once over
+//! [`Scalar`](crate::Scalar) and evaluate it with [`Dual`](crate::Dual) numbers (forward
+//! mode), or record it (reverse mode) where that takes fewer passes.
 //!
 //! | entry point | what it returns | cost |
 //! |---|---|---|
@@ -12,6 +16,8 @@
 //! | [`hvp`] | `H v` for a direction `v` | one recorded sweep + one plain sweep |
 //! | [`hessian`] | the `n x n` matrix `d2y / dx_i dx_j` | one recorded sweep + `n` plain sweeps |
 //! | [`jacobian`] | the `m x n` matrix `dy_i / dx_j` | `m` plain sweeps |
+//! | [`jvp`] | `f(x)` and `J v` for a [`Function`] | one forward pass with dual numbers |
+//! | [`jacobian_of`] | the Jacobian of a [`Function`], forward or reverse by its shape | `min(m, n / 8)` passes, or so |
 //! | [`gradgradcheck`] | the tape's Hessian beside central differences of the gradient | a Hessian + `2n` gradients |
 //! | [`hvpcheck`] | the tape's `H v` beside a central difference of the gradient along `v` | an HVP + 2 gradients |
 //!
@@ -42,6 +48,8 @@
 //! ```
 
 use std::fmt;
+
+pub use crate::forward::{Function, jacobian_of, jvp};
 
 use crate::check::{Entry, Evaluator, Tolerance};
 use crate::engine::Error;

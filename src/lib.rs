@@ -96,6 +96,7 @@ mod engine;
 // Built on the engine.
 pub mod check;
 pub mod dot;
+mod forward; // public through `higher`
 pub mod functional;
 pub mod higher;
 pub mod linalg;

@@ -137,6 +137,8 @@ fn tame(kind: &Kind, xs: &[f64]) -> bool {
         Kind::Binary(Binary::Atan2) => away(xs[0].hypot(xs[1])) && (xs[1] > 0.0 || away(xs[0])),
         Kind::Binary(Binary::Hypot) => away(xs[0].hypot(xs[1])),
         Kind::Binary(Binary::Max | Binary::Min) => away(xs[0] - xs[1]),
+        // ln y needs y > 0; at x = 0 the x-derivative is a convention.
+        Kind::Binary(Binary::Xlogy) => xs[1] >= 0.01 && away(xs[0]),
         Kind::Nary(Nary::Clamp) => away(xs[0] - xs[1]) && away(xs[0] - xs[2]),
         Kind::Nary(Nary::Max) => {
             // One operand at the maximum, the others clearly below it.
@@ -512,6 +514,7 @@ impl<'g, 'b> Machine<'g, 'b> {
             Binary::Hypot,
             Binary::Max,
             Binary::Min,
+            Binary::Xlogy,
         ];
         let op = ops[usize::from(self.bytes.byte()) % ops.len()];
         let form = self.bytes.byte() % 5;
@@ -538,10 +541,12 @@ impl<'g, 'b> Machine<'g, 'b> {
                 (Binary::Hypot, true) => v.hypot(c),
                 (Binary::Max, true) => v.max(c),
                 (Binary::Min, true) => v.min(c),
+                (Binary::Xlogy, true) => v.xlogy(c),
                 (Binary::Atan2, false) => tapegrad::atan2(c, v),
                 (Binary::Hypot, false) => tapegrad::hypot(c, v),
                 (Binary::Max, false) => tapegrad::max(c, v),
                 (Binary::Min, false) => tapegrad::min(c, v),
+                (Binary::Xlogy, false) => tapegrad::xlogy(c, v),
                 (Binary::Add, false) => c + v,
                 (Binary::Sub, false) => c - v,
                 (Binary::Mul, false) => c * v,
@@ -573,6 +578,7 @@ impl<'g, 'b> Machine<'g, 'b> {
                     Binary::Hypot => x.hypot(y),
                     Binary::Max => x.max(y),
                     Binary::Min => x.min(y),
+                    Binary::Xlogy => x.xlogy(y),
                     _ => x.powf(y),
                 };
                 self.operator(a.side, f, expected)
@@ -589,6 +595,7 @@ impl<'g, 'b> Machine<'g, 'b> {
                         Binary::Hypot => z = z.hypot(y),
                         Binary::Max => z = z.max(y),
                         Binary::Min => z = z.min(y),
+                        Binary::Xlogy => z = z.xlogy(y),
                         _ => z = z.powf(y),
                     }
                     z
@@ -1127,6 +1134,7 @@ impl<'g, 'b> Machine<'g, 'b> {
                         Binary::Hypot => tapegrad::hypot(c, b),
                         Binary::Max => tapegrad::max(c, b),
                         Binary::Min => tapegrad::min(c, b),
+                        Binary::Xlogy => tapegrad::xlogy(c, b),
                         _ => tapegrad::powf(c, b),
                     },
                     _ => unreachable!("a binary op has a node operand"),

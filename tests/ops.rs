@@ -1217,14 +1217,154 @@ fn erfc_far_out() {
     );
 }
 
-/// At ±1 asin's and acos's derivatives are infinite; cbrt's is infinite at 0.
+/// At ±1 asin's and acos's derivatives are infinite; cbrt's is infinite at 0; acosh's at 1
+/// (`1 / sqrt(x^2 - 1)` = `1 / 0`) and atanh's at ±1 (`1 / (1 - x^2)` = `1 / 0`, where its
+/// value is ±inf). Both sweeps give the same infinity.
 #[test]
 fn infinite_derivatives_at_domain_edges() {
     let g = Graph::new();
-    let (one, zero) = (g.var(1.0), g.var(0.0));
+    let (one, minus_one, zero) = (g.var(1.0), g.var(-1.0), g.var(0.0));
     assert_eq!(one.asin().backward()[one], f64::INFINITY);
     assert_eq!(one.acos().backward()[one], f64::NEG_INFINITY);
     assert_eq!(zero.cbrt().backward()[zero], f64::INFINITY);
+    let inf = f64::INFINITY;
+    let cases = [
+        ("acosh(1)", one.acosh(), one, 0.0, inf),
+        ("atanh(1)", one.atanh(), one, inf, inf),
+        ("atanh(-1)", minus_one.atanh(), minus_one, -inf, inf),
+    ];
+    for (name, y, x, value, slope) in cases {
+        assert_eq!(y.value(), value, "{name}");
+        assert_eq!(y.backward()[x], slope, "{name}'");
+        assert_eq!(y.grad(&[x])[0].value(), slope, "{name}' by grad");
+    }
+}
+
+/// The inverse hyperbolic functions where a naive derivative loses it, and outside their
+/// domains. Far out, `1 / sqrt(x^2 + 1)` (asinh) and `1 / sqrt(x^2 - 1)` (acosh) square
+/// past the largest `f64` and give 0; the rows use `hypot` and two roots, and give about
+/// `1 / |x|`. Next to 1, acosh's `x^2 - 1` cancels; `(x - 1)(x + 1)` does not. Outside the
+/// domain the value is NaN and the derivative is PyTorch's formula's (`derivatives.yaml`:
+/// acosh `grad * (self.pow(2) - 1).rsqrt()`, NaN below 1; atanh `grad * 1 / (1 - self.pow(2))`,
+/// finite past 1).
+#[test]
+fn inverse_hyperbolic_functions_far_out_next_to_one_and_outside_their_domains() {
+    let slope = |x: f64, f: for<'g> fn(Var<'g>) -> Var<'g>| {
+        let g = Graph::new();
+        let v = g.var(x);
+        let y = f(v);
+        (y.value(), y.backward()[v])
+    };
+    // d asinh x = 1 / sqrt(x^2 + 1) = 1 / (|x| sqrt(1 + x^-2)), which is 1 / |x| to double
+    // precision at |x| = 1e300 (and so acosh's).
+    assert!(
+        (1.0 / (1e300f64 * 1e300 + 1.0).sqrt()) == 0.0,
+        "the naive form underflows"
+    );
+    for x in [1e300, -1e300] {
+        approx::assert_relative_eq!(slope(x, |v| v.asinh()).1, 1e-300, max_relative = 1e-15);
+    }
+    approx::assert_relative_eq!(slope(1e300, |v| v.acosh()).1, 1e-300, max_relative = 1e-15);
+    // x = 1 + e with e = x - 1 exact: x^2 - 1 = e (2 + e), where x * x - 1 has lost 8e-10
+    // of it (the rounding of x * x, against a difference of 7e-9).
+    let x: f64 = 1.0 + 3.3333333333333e-9;
+    let e = x - 1.0;
+    let closed = 1.0 / (e * (2.0 + e)).sqrt();
+    let naive = 1.0 / (x * x - 1.0).sqrt();
+    assert!(
+        (naive - closed).abs() > 1e-10 * closed,
+        "the naive form cancels"
+    );
+    approx::assert_relative_eq!(slope(x, |v| v.acosh()).1, closed, max_relative = 1e-15);
+    // Outside: acosh below 1, atanh past ±1.
+    let (value, d) = slope(0.5, |v| v.acosh());
+    assert!(value.is_nan() && d.is_nan());
+    for (x, want) in [(1.5, 1.0 / (1.0 - 2.25)), (-3.0, 1.0 / (1.0 - 9.0))] {
+        let (value, d) = slope(x, |v| v.atanh());
+        assert!(value.is_nan());
+        approx::assert_relative_eq!(d, want, max_relative = 1e-15);
+    }
+}
+
+/// `xlogy` where `x = 0`, as PyTorch defines it: `torch.xlogy`'s docs give 0 where `x = 0`
+/// and NaN where `y` is NaN; `derivatives.yaml` gives `d/dx = xlogy(grad, y)`, set to 0
+/// where `x = 0` and `y <= 0` (the directional derivative along `x = 0`, PyTorch issue
+/// 80770, where `x ln y` is not differentiable), and `d/dy = grad * x / y` (NaN at
+/// `x = y = 0`). Checked with both variables, with an `f64` on either side, by both sweeps
+/// and in forward mode.
+#[test]
+fn xlogy_at_x_zero_follows_pytorch() {
+    let (nan, inf) = (f64::NAN, f64::INFINITY);
+    // (x, y, value, d/dx, d/dy)
+    let cases = [
+        (0.0, 0.0, 0.0, 0.0, nan),
+        (0.0, -1.0, 0.0, 0.0, 0.0),
+        (-0.0, -2.5, 0.0, 0.0, 0.0),
+        (0.0, nan, nan, nan, nan),
+        (0.0, -inf, 0.0, 0.0, 0.0),
+        // x != 0: x ln y, d/dx = ln y, d/dy = x / y.
+        (2.0, 0.0, -inf, -inf, inf),
+        (-2.0, 0.0, inf, -inf, -inf),
+        (2.0, -1.0, nan, nan, -2.0),
+        (1.5, inf, inf, inf, 0.0),
+    ];
+    // Equal as numbers (a zero's sign aside), or both NaN.
+    let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+    for (x0, y0, value, d_x, d_y) in cases {
+        let what = format!("xlogy({x0}, {y0})");
+        let g = Graph::new();
+        let (x, y) = (g.var(x0), g.var(y0));
+        for (form, z, wrt) in [
+            ("Var, Var", x.xlogy(y), vec![(x, d_x), (y, d_y)]),
+            ("Var, f64", x.xlogy(y0), vec![(x, d_x)]),
+            ("f64, Var", tapegrad::xlogy(x0, y), vec![(y, d_y)]),
+        ] {
+            assert!(
+                same(z.value(), value),
+                "{what} ({form}): value {}",
+                z.value()
+            );
+            let grads = z.backward();
+            for (v, want) in wrt {
+                let by_grad = z.grad(&[v])[0].value();
+                assert!(
+                    same(grads[v], want),
+                    "{what} ({form}): {:e}, want {want:e}",
+                    grads[v]
+                );
+                assert!(same(by_grad, want), "{what} ({form}) by grad: {by_grad:e}");
+            }
+        }
+        let fwd = tapegrad::Scalar::xlogy(
+            tapegrad::Dual::<2>::unit(x0, 0),
+            tapegrad::Dual::unit(y0, 1),
+        );
+        assert!(same(fwd.value, value), "{what} forward value");
+        assert!(
+            same(fwd.tangents[0], d_x) && same(fwd.tangents[1], d_y),
+            "{what} forward: {:?}",
+            fwd.tangents
+        );
+    }
+}
+
+/// Where `y > 0`, `x ln y` is smooth in `x` through 0, and PyTorch's derivative there is
+/// `ln y` (with a symmetric Hessian, `d2/dx dy = 1 / y`).
+#[test]
+fn xlogy_derivative_in_x_at_zero_is_ln_y_where_y_is_positive() {
+    for y0 in [2.0, 0.5, f64::INFINITY] {
+        let g = Graph::new();
+        let (x, y) = (g.var(0.0), g.var(y0));
+        let grads = x.xlogy(y).backward();
+        assert_eq!(grads[x], y0.ln(), "d/dx xlogy(0, {y0})");
+        assert_eq!(x.xlogy(y0).backward()[x], y0.ln());
+        let fd = central_diff(|t| Graph::new().var(t).xlogy(y0).value(), 0.0);
+        if y0.is_finite() {
+            approx::assert_relative_eq!(fd.slope, y0.ln(), max_relative = FD_TOL);
+            let h = tapegrad::higher::hessian(x.xlogy(y), &[x, y]);
+            assert_eq!((h[0][1], h[1][0]), (1.0 / y0, 1.0 / y0), "H at (0, {y0})");
+        }
+    }
 }
 
 /// The kink convention (documented in the guide, `tapegrad::guide#kinks`), PyTorch's at every kink:

@@ -12,7 +12,8 @@
 //!
 //! Domains: an op applied outside a safe domain (ln or sqrt of less than 0.1, a divisor or
 //! reciprocal within 0.1 of 0, relu or abs within 0.01 of their kink, a negative `powf`
-//! base, or an output beyond 1e3 in size) is skipped, its statement passing its first
+//! base, `xlogy(x, y)` with `y` below 0.1 or `x` within 0.01 of 0, or an output beyond 1e3
+//! in size) is skipped, its statement passing its first
 //! operand through unchanged; the choice is made once, at the drawn inputs, and the
 //! perturbed evaluations of the finite differences reuse it, so every comparison is
 //! between derivatives of the same smooth function.
@@ -175,6 +176,8 @@ fn reference_value(stmt: &Stmt, v: &[f64]) -> (f64, bool) {
                 Binary::Atan2 => a * a + b * b >= 0.01 && (b > 0.0 || a.abs() >= 0.1),
                 Binary::Hypot => a * a + b * b >= 0.01,
                 Binary::Max | Binary::Min => (a - b).abs() >= 0.01,
+                // ln y needs y > 0; x = 0 is where the x-derivative is a convention.
+                Binary::Xlogy => b >= 0.1 && a.abs() >= 0.01,
                 _ => true,
             };
             (reference::binary(*op, a, b), ok)
@@ -378,6 +381,9 @@ fn binary_operator<'g>(op: Binary, a: Arg, b: Arg, v: &[Var<'g>]) -> Var<'g> {
         (Binary::Min, N(a), N(b)) => v.at(a).min(v.at(b)),
         (Binary::Min, N(a), C(b)) => v.at(a).min(b),
         (Binary::Min, C(a), N(b)) => tapegrad::min(a, v.at(b)),
+        (Binary::Xlogy, N(a), N(b)) => v.at(a).xlogy(v.at(b)),
+        (Binary::Xlogy, N(a), C(b)) => v.at(a).xlogy(b),
+        (Binary::Xlogy, C(a), N(b)) => tapegrad::xlogy(a, v.at(b)),
         (op, a, b) => unreachable!("not generated: {op:?} {a:?} {b:?}"),
     }
 }
@@ -389,7 +395,8 @@ fn arg(reach: usize) -> impl Strategy<Value = Arg> {
     prop_oneof![3 => reference(reach).prop_map(Arg::Node), 1 => constant().prop_map(Arg::Const)]
 }
 
-/// A binary op with at least one `Var` side; a constant `powf` base is drawn positive.
+/// A binary op with at least one `Var` side; a constant `powf` base and a constant `xlogy`
+/// `y` are drawn positive.
 fn binary_stmt(reach: usize) -> impl Strategy<Value = Stmt> {
     let ops = prop::sample::select(vec![
         Binary::Add,
@@ -401,6 +408,7 @@ fn binary_stmt(reach: usize) -> impl Strategy<Value = Stmt> {
         Binary::Hypot,
         Binary::Max,
         Binary::Min,
+        Binary::Xlogy,
     ]);
     (
         ops,
@@ -412,6 +420,7 @@ fn binary_stmt(reach: usize) -> impl Strategy<Value = Stmt> {
         .prop_map(|(op, r, other, var_first, base)| {
             let other = match (op, other, var_first) {
                 (Binary::Powf, Arg::Const(_), false) => Arg::Const(base),
+                (Binary::Xlogy, Arg::Const(_), true) => Arg::Const(base),
                 _ => other,
             };
             if var_first {
@@ -555,7 +564,8 @@ impl fmt::Debug for Program {
                     Arg::Node(_) => format!("{}.powf({})", arg(*a), arg(*b)),
                 },
                 Stmt::Binary(
-                    op @ (Binary::Atan2 | Binary::Hypot | Binary::Max | Binary::Min),
+                    op
+                    @ (Binary::Atan2 | Binary::Hypot | Binary::Max | Binary::Min | Binary::Xlogy),
                     a,
                     b,
                 ) => match a {

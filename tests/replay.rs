@@ -85,7 +85,8 @@ fn record<'g>(g: &'g Graph, p: &Program, x: &[f64]) -> (Var<'g>, Vec<Var<'g>>, V
                 let a = match *a {
                     Arg::Node(r) => at(&v, r),
                     Arg::Const(c) => {
-                        // `f64 op Var` for the ops whose operators exist; others as a node.
+                        // `f64 op Var` for the ops with an operator or a constant-first
+                        // function; `powi`'s constant is its exponent, so a node here.
                         let b = match *b {
                             Arg::Node(r) => at(&v, r),
                             Arg::Const(_) => at(&v, 0),
@@ -96,7 +97,12 @@ fn record<'g>(g: &'g Graph, p: &Program, x: &[f64]) -> (Var<'g>, Vec<Var<'g>>, V
                             Binary::Mul => Some(c * b),
                             Binary::Div => Some(c / b),
                             Binary::Powf => Some(tapegrad::powf(c, b)),
-                            _ => None,
+                            Binary::Atan2 => Some(tapegrad::atan2(c, b)),
+                            Binary::Hypot => Some(tapegrad::hypot(c, b)),
+                            Binary::Max => Some(tapegrad::max(c, b)),
+                            Binary::Min => Some(tapegrad::min(c, b)),
+                            Binary::Xlogy => Some(tapegrad::xlogy(c, b)),
+                            Binary::Powi => None,
                         };
                         if let Some(y) = y {
                             v.push(y);

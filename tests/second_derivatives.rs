@@ -526,3 +526,73 @@ fn kinked_ops_have_zero_hessians_away_from_their_kinks() {
         assert!(report.passed(), "{name}:\n{report}");
     }
 }
+
+#[test]
+fn inverse_hyperbolic_second_derivatives() {
+    // asinh' = (x^2 + 1)^(-1/2), so asinh'' = -x (x^2 + 1)^(-3/2);
+    // acosh' = (x^2 - 1)^(-1/2), so acosh'' = -x (x^2 - 1)^(-3/2);
+    // atanh' = (1 - x^2)^(-1), so atanh'' = 2x (1 - x^2)^(-2).
+    check_second(
+        "asinh",
+        |x| x.asinh(),
+        |x| -x / (x * x + 1.0).powf(1.5),
+        &[-2.0, 0.3, 1.5, 40.0],
+    );
+    check_second(
+        "acosh",
+        |x| x.acosh(),
+        |x| -x / (x * x - 1.0).powf(1.5),
+        &[1.2, 2.0, 5.0],
+    );
+    check_second(
+        "atanh",
+        |x| x.atanh(),
+        |x| 2.0 * x / (1.0 - x * x).powi(2),
+        &[-0.7, 0.2, 0.9],
+    );
+    // Third derivatives, by grad three times: asinh''' = (2x^2 - 1) (x^2 + 1)^(-5/2),
+    // atanh''' = (2 + 6x^2) (1 - x^2)^(-3).
+    for x in [-0.8, 0.35, 1.7] {
+        let (_, _, d3) = derivatives(|x| x.asinh(), x);
+        assert_relative_eq!(
+            d3,
+            (2.0 * x * x - 1.0) / (x * x + 1.0).powf(2.5),
+            max_relative = 1e-13
+        );
+    }
+    for x in [-0.6, 0.1, 0.75] {
+        let (_, _, d3) = derivatives(|x| x.atanh(), x);
+        assert_relative_eq!(
+            d3,
+            (2.0 + 6.0 * x * x) / (1.0 - x * x).powi(3),
+            max_relative = 1e-13
+        );
+    }
+}
+
+#[test]
+fn xlogy_hessian_in_every_operand_combination() {
+    // y = a ln b: y_aa = 0, y_ab = 1/b, y_bb = -a/b^2 (a != 0; x = 0 is in tests/ops.rs).
+    for (a, b) in [(2.0, 3.0), (-1.5, 0.25), (0.5, 1.0), (1e-3, 40.0)] {
+        let g = Graph::new();
+        let v = g.vars(&[a, b]);
+        let h = hessian(v[0].xlogy(v[1]), &v);
+        assert_eq!(h[0][0], 0.0);
+        assert_relative_eq!(h[0][1], 1.0 / b, max_relative = 1e-15);
+        assert_relative_eq!(h[1][0], 1.0 / b, max_relative = 1e-15);
+        assert_relative_eq!(h[1][1], -a / (b * b), max_relative = 1e-15);
+        gradgradcheck(|_, v| v[0].xlogy(v[1]), &[a, b], Tolerance::default()).assert_passed();
+        // A constant on either side: linear in a; in b, y_bb = -a/b^2 and y_bbb = 2a/b^3.
+        gradgradcheck(|_, v| v[0].xlogy(b), &[a], Tolerance::default()).assert_passed();
+        assert_eq!(hessian(v[0].xlogy(b), &v[..1]), vec![vec![0.0]]);
+        gradgradcheck(|_, v| tapegrad::xlogy(a, v[0]), &[b], Tolerance::default()).assert_passed();
+        let g = Graph::new();
+        let x = g.var(b);
+        let d1 = tapegrad::xlogy(a, x).grad(&[x])[0];
+        let d2 = d1.grad(&[x])[0];
+        let d3 = d2.grad(&[x])[0];
+        assert_relative_eq!(d1.value(), a / b, max_relative = 1e-15);
+        assert_relative_eq!(d2.value(), -a / (b * b), max_relative = 1e-15);
+        assert_relative_eq!(d3.value(), 2.0 * a / (b * b * b), max_relative = 1e-15);
+    }
+}

@@ -294,6 +294,50 @@ fn anomaly_mode_names_the_first_used_anomaly_in_tape_order() {
     assert!(s.try_backward().is_err());
 }
 
+/// The inverse hyperbolic functions at the ends of their domains, and `xlogy` where
+/// `x = 0` or `y = 0`, under the one rule (PyTorch's answers from its `derivatives.yaml`
+/// formulas noted beside each).
+#[test]
+fn inverse_hyperbolic_functions_and_xlogy_at_their_singular_points() {
+    let inf = f64::INFINITY;
+    let g = Graph::new();
+    let (one, minus_one) = (g.var(1.0), g.var(-1.0));
+    // d acosh x = 1/sqrt(x^2 - 1) and d atanh x = 1/(1 - x^2) are infinite there (PyTorch
+    // inf); behind a zero factor nothing passes (PyTorch inf * 0 = NaN).
+    assert_eq!(d(one.acosh(), one), inf);
+    assert_eq!(d(one.atanh(), one), inf);
+    assert_eq!(d(minus_one.atanh(), minus_one), inf);
+    assert_eq!(d(one.acosh() * 0.0, one), 0.0);
+    assert_eq!(d(minus_one.atanh() * g.var(0.0), minus_one), 0.0);
+    // Second order: acosh'' = -x (x^2 - 1)^(-3/2) and atanh'' = 2x (1 - x^2)^(-2) are
+    // infinite too, by both Hessian routes.
+    assert_eq!(d2(one.acosh(), one), -inf);
+    assert_eq!(d2(one.atanh(), one), inf);
+    assert_eq!(d2(minus_one.atanh(), minus_one), -inf);
+    // relu's zero slope is a select: acosh(relu(x) + 1) and atanh(relu(x) - 1) at x <= 0
+    // have derivative 0 (PyTorch and JAX: 0).
+    let x = g.var(-0.5);
+    assert_eq!(d((x.relu() + 1.0).acosh(), x), 0.0);
+    assert_eq!(d((x.relu() - 1.0).atanh(), x), 0.0);
+
+    // xlogy(p, p) = p ln p at p = 0: d/dx is 0 (x = 0, y <= 0) and d/dy = 0/0 is NaN, so
+    // the sum is NaN (PyTorch: 0 + 0/0 = NaN).
+    let p = g.var(0.0);
+    assert_eq!(p.xlogy(p).value(), 0.0);
+    assert!(d(p.xlogy(p), p).is_nan());
+    // x ln y * 0 at (2, 0): partials -inf and inf meet a zero adjoint (PyTorch NaN).
+    let (a, b) = (g.var(2.0), g.var(0.0));
+    let y = a.xlogy(b) * 0.0;
+    assert_eq!((d(y, a), d(y, b)), (0.0, 0.0));
+    // xlogy(0, relu(z)) for z < 0: d/dy = 0/0 is NaN, but relu's zero slope selects.
+    let z = g.var(-1.0);
+    assert_eq!(d(tapegrad::xlogy(0.0, z.relu()), z), 0.0);
+    // The mixed second derivative 1/y of x ln y at y = 0 is infinite, by both routes.
+    let (a, b) = (g.var(2.0), g.var(0.0));
+    let dy_da = a.xlogy(b).grad(&[a])[0];
+    assert_eq!(d(dy_da, b), inf);
+}
+
 /// Values where the rules meet their special cases.
 const SINGULAR: [f64; 20] = [
     0.0,

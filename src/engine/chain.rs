@@ -1,5 +1,5 @@
 //! The one rule at singular points, which every sweep applies (the plain sweep, the
-//! differentiable one, the replay's, forward mode's tangents): a zero factor wins, and a
+//! differentiable one, the replay's, forward mode's tangents in `dual.rs`): a zero factor wins, and a
 //! partial that overflowed is applied as the quotient it came from. Written over
 //! [`Scalar`], so the sweeps on `f64` and on graph terms cannot disagree. Also the one test
 //! the fast sweeps make per node. Uses the op table's rules; no storage.
@@ -64,13 +64,6 @@ pub(in crate::engine) fn rescue<T: Scalar>(
 pub(in crate::engine) fn chain_quotient<T: Scalar>(adjoint: T, (num, den): (T, T)) -> Option<T> {
     // The partial is infinite, so only a zero adjoint can win.
     (adjoint.value() != 0.0).then(|| (adjoint * num) / den)
-}
-
-/// A tangent `t` times a derivative `d`, by the sweeps' rule (`backward::chain`): a zero
-/// tangent passes nothing, even through an infinite or NaN derivative.
-#[inline(always)]
-pub(in crate::engine) fn term(t: f64, d: f64) -> f64 {
-    if t == 0.0 { 0.0 } else { t * d }
 }
 
 /// Finite and nonzero, in one unsigned comparison: with the sign shifted out, 0 wraps to

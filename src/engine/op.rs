@@ -396,11 +396,13 @@ macro_rules! binary_ops {
             }
             /// `a ln(b)`, and 0 where `a = 0` (whatever `b`, but NaN for a NaN `b`), as
             /// PyTorch's `xlogy`: the entropy term `p ln p` with no `0 * -inf` at `p = 0`.
-            /// `d/da = ln(b)` where `a != 0`, else 0 (PyTorch's `xlogy(a != 0, b)`);
+            /// `d/da = ln(b)`, but 0 where `a = 0` and `b <= 0` (where `ln b` is `-inf` or
+            /// NaN and the value is the constant 0: PyTorch's
+            /// `xlogy(grad, other).masked_fill((self == 0) & (other <= 0), 0)`);
             /// `d/db = a / b`.
             Xlogy "xlogy" fn xlogy(2.0, std::f64::consts::E => 2.0) {
                 value: |a, b| if b.is_nan() { b } else if a == 0.0 { 0.0 } else { a * b.ln() },
-                d_lhs: |a, b, y| if a.value() == 0.0 && !b.value().is_nan() { a.lift(0.0) } else { b.ln() },
+                d_lhs: |a, b, y| if a.value() == 0.0 && b.value() <= 0.0 { a.lift(0.0) } else { b.ln() },
                 d_rhs: |a, b, y| a / b,
                 quotient_rhs: |a, b, y| (a, b),
             }

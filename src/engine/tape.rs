@@ -604,13 +604,12 @@ impl Tape {
         let start = self.args.len();
         let mut released = false;
         let keys = &self.keys;
-        self.args
-            .extend(handles.iter().map(|&(key, pos, epoch)| {
-                keys.validate(key, pos, epoch).unwrap_or_else(|| {
-                    released = true;
-                    CONST_ARG
-                })
-            }));
+        self.args.extend(handles.iter().map(|&(key, pos, epoch)| {
+            keys.validate(key, pos, epoch).unwrap_or_else(|| {
+                released = true;
+                CONST_ARG
+            })
+        }));
         if released {
             self.args.truncate(start);
             return Err(Error::Released);
