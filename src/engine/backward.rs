@@ -9,12 +9,11 @@
 
 use std::ops::Index;
 
-use super::blocks::sweep_block;
 use super::chain::{chain, chain_quotient, ordinary, rescue};
 use super::error::{Anomaly, Error};
 use super::graph::Var;
 use super::keys::Handle;
-use super::tape::{CONST_ARG, Tape};
+use super::tape::{CONST_ARG, Tape, sweep_block};
 
 /// The derivatives of one output with respect to every node recorded before it, held
 /// apart from the graph: computing them twice, or for two outputs, just works, and there
@@ -140,9 +139,11 @@ impl Gradients {
             return xs.iter().map(|&x| read(x)).collect();
         }
         // The usual case, these gradients' own graph with no release since. Handles bound
-        // together (a slice of an `Inputs`: one lookup) are read as one slice; any others
-        // each read their adjoint (0 above the output) after one key lookup.
-        if let Some(first) = graph.runs.borrow().find(&tape.keys, xs) {
+        // together (a slice of an `Inputs`: one lookup; or any run issued together since
+        // the last release, `Graph::vars`: one pass) are read as one slice; any others
+        // each read their adjoint (0 above the output) after their check.
+        let run = graph.runs.borrow().find(&tape.keys, xs);
+        if let Some(first) = run.or_else(|| graph.owner().run(&tape.keys, xs)) {
             // Those at or below the root read their adjoints, the rest 0.
             let first = first as usize;
             let at_or_below_root = (self.root as usize + 1).saturating_sub(first);
@@ -372,10 +373,10 @@ fn sweep_fast(tape: &Tape, root: usize, adjoints: &mut Vec<f64>) -> bool {
     let adjoints = adjoints.as_mut_slice();
     let sink = adjoints.len() - 1;
     let mut nodes = Nodes {
-        edge_start: &tape.edge_start[..=sink],
-        args: &tape.args,
-        weights: &tape.weights,
-        end: tape.edge_start[sink] as usize,
+        edge_start: &tape.edge_start()[..=sink],
+        args: tape.args(),
+        weights: tape.weights(),
+        end: tape.edge_start()[sink] as usize,
     };
     // The dot blocks at or below the root, from the top down, each walked as a unit
     // between the runs of ordinary nodes above and below it (its nodes store no edges, so
@@ -483,7 +484,7 @@ fn sweep_careful(
             let rescued = if partial.is_infinite() {
                 operands.clear();
                 operands.extend(tape.operand_values_iter(node));
-                rescue(tape.ops[node], &operands, tape.values[node], k, partial)
+                rescue(tape.op(node), &operands, tape.values()[node], k, partial)
             } else {
                 None
             };
@@ -514,7 +515,7 @@ fn sweep_careful(
 /// there is none, the edge whose backward made a gradient non-finite.
 #[cold]
 fn anomaly_report(tape: &Tape, root: usize, non_finite: Option<NonFinite>) -> Option<Anomaly> {
-    if tape.values[root].is_finite() && non_finite.is_none() {
+    if tape.values()[root].is_finite() && non_finite.is_none() {
         return None;
     }
     let log = tape.anomaly.as_ref()?;
@@ -542,7 +543,7 @@ fn anomaly_report(tape: &Tape, root: usize, non_finite: Option<NonFinite>) -> Op
     Some(Anomaly {
         op: tape.op_name(node),
         inputs: tape.operand_values(node),
-        output: tape.values[node],
+        output: tape.values()[node],
         // The operand's adjoint with this contribution added: the non-finite number (the
         // contribution alone can be finite, as 1.8e308 is).
         gradient: Some(sum),

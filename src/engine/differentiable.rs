@@ -181,7 +181,7 @@ fn differentiable_sweep<'g>(
             args.extend_from_slice(&a);
             operands.clear();
             operands.extend(a.iter().zip(w.iter()).map(|(&arg, &w)| operand(arg, w)));
-            tape.ops[node]
+            tape.op(node)
         };
         // Each edge's contribution by the plain sweep's rule (`backward::chain`, and
         // `backward::rescue` for a partial that overflowed), edge by edge in operand order,
@@ -292,7 +292,7 @@ impl<'g> Term<'g> {
         match self {
             Term::Const(c) => Resolved::constant(c),
             Term::Node(_, pos) => Resolved {
-                value: tape.values[pos as usize],
+                value: tape.values()[pos as usize],
                 arg: pos,
             },
         }
@@ -449,7 +449,7 @@ impl Scalar for Term<'_> {
     fn value(&self) -> f64 {
         match *self {
             Term::Const(c) => c,
-            Term::Node(g, pos) => g.tape.borrow().values[pos as usize],
+            Term::Node(g, pos) => g.tape.borrow().values()[pos as usize],
         }
     }
     fn lift(&self, c: f64) -> Self {

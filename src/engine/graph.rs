@@ -213,9 +213,10 @@ impl Handle for Var<'_> {
 pub struct Graph {
     pub(in crate::engine) id: u64,
     pub(in crate::engine) tape: RefCell<Tape>,
-    /// The handles (key, position, epoch) of an n-ary node's terms gathered from an
-    /// iterator (kept to avoid reallocating).
-    terms: RefCell<Vec<(NodeKey, u32, u32)>>,
+    /// The positions of an n-ary node's terms gathered from an iterator, and the keys of
+    /// those to look up (kept to avoid reallocating).
+    term_positions: RefCell<Vec<u32>>,
+    stale_terms: RefCell<Vec<(usize, NodeKey)>>,
     /// The user-defined functions recorded on this graph, by [`Op::Custom`] index (their
     /// names are on the tape too, for the code that only sees the tape).
     pub(in crate::engine) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
@@ -300,7 +301,8 @@ impl Graph {
         Graph {
             id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
             tape: RefCell::new(tape),
-            terms: RefCell::new(Vec::new()),
+            term_positions: RefCell::new(Vec::new()),
+            stale_terms: RefCell::new(Vec::new()),
             customs: RefCell::new(Vec::new()),
             runs: RefCell::new(KnownRuns::default()),
         }
@@ -382,24 +384,9 @@ impl Graph {
     /// assert!(g.heap_bytes() > before);
     /// ```
     pub fn heap_bytes(&self) -> usize {
-        use std::mem::size_of;
-        let t = self.tape.borrow();
-        t.keys.heap_bytes()
-            + t.values.capacity() * size_of::<f64>()
-            + t.ops.capacity() * size_of::<u8>()
-            + t.edge_start.capacity() * size_of::<u32>()
-            + t.args.capacity() * size_of::<u32>()
-            + t.weights.capacity() * size_of::<f64>()
-            + t.scratch.capacity() * size_of::<f64>()
-            + t.matrix_args.capacity() * size_of::<u32>()
-            + t.matrix_values.capacity() * size_of::<f64>()
-            + t.blocks.capacity() * size_of::<super::blocks::DotBlock>()
-            + t.block_args.capacity() * size_of::<u32>()
-            + t.releases.capacity() * size_of::<(u64, u32)>()
-            + self.terms.borrow().capacity() * size_of::<(NodeKey, u32, u32)>()
-            + t.anomaly.as_ref().map_or(0, |a| {
-                a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
-            })
+        self.tape.borrow().heap_bytes()
+            + self.term_positions.borrow().capacity() * std::mem::size_of::<u32>()
+            + self.stale_terms.borrow().capacity() * std::mem::size_of::<(usize, NodeKey)>()
     }
 
     /// A differentiable input with value `x`.
@@ -487,14 +474,14 @@ impl Graph {
     /// differentiable sweep's gradients, a node's operands).
     pub(in crate::engine) fn handle(&self, tape: &Tape, pos: u32) -> Var<'_> {
         let (key, epoch) = (tape.keys.key(pos), tape.keys.epoch());
-        match tape.ops[pos as usize] {
+        match tape.op(pos as usize) {
             Op::Input => Var::input(self, key, pos, epoch),
             _ => Var::recorded(
                 self,
                 Recorded {
                     pos,
                     key,
-                    value: tape.values[pos as usize],
+                    value: tape.values()[pos as usize],
                     epoch,
                 },
             ),
@@ -508,7 +495,7 @@ impl Graph {
         tape: &Tape,
         x: impl Into<Operand<Var<'a>>>,
     ) -> Result<Resolved, Error> {
-        self.resolve_in(&tape.keys, &tape.values, x.into())
+        self.resolve_in(&tape.keys, tape.values(), x.into())
     }
 
     /// [`Graph::resolve`] against the tape's fields, for use while other fields are borrowed.
@@ -532,7 +519,7 @@ impl Graph {
         tape: &Tape,
         x: Var<'_>,
     ) -> Result<Resolved, Error> {
-        self.resolve_var_in(&tape.keys, &tape.values, x)
+        self.resolve_var_in(&tape.keys, tape.values(), x)
     }
 
     #[inline(always)]
@@ -768,11 +755,16 @@ impl Graph {
         terms: impl IntoIterator<Item = Var<'g>>,
     ) -> Result<Var<'g>, Error> {
         let location = Location::caller();
-        // Reuse one buffer across calls; a nested call (from inside the iterator) finds it
-        // taken and uses a fresh one.
-        let mut keys = std::mem::take(&mut *self.terms.borrow_mut());
-        keys.clear();
-        let epoch = self.tape.borrow().epoch;
+        // Reuse the buffers across calls; a nested call (from inside the iterator) finds
+        // them taken and uses fresh ones.
+        let mut positions = std::mem::take(&mut *self.term_positions.borrow_mut());
+        let mut stale = std::mem::take(&mut *self.stale_terms.borrow_mut());
+        positions.clear();
+        stale.clear();
+        let (epoch, check) = {
+            let tape = self.tape.borrow();
+            (tape.epoch, tape.keys.check_epoch())
+        };
         let owner = self.owner();
         let mut result = Ok(());
         for x in terms {
@@ -780,14 +772,23 @@ impl Graph {
                 result = Err(owner.foreign(x));
                 break;
             }
-            keys.push((x.key, x.pos, x.epoch));
+            // A handle issued since the last release carries its position (see
+            // `Keys::validate`); any other is looked up below, once the iterator is done.
+            if x.epoch != check {
+                stale.push((positions.len(), x.key));
+            }
+            positions.push(x.pos);
         }
         let mut tape = self.tape.borrow_mut();
-        let released = |&(key, pos, epoch): &(NodeKey, u32, u32)| {
-            tape.keys.validate(key, pos, epoch).is_none()
-        };
-        if result.is_err() && keys.iter().any(released) {
-            // The first bad term in order is reported: a released one before the foreign.
+        let mut released = false;
+        for &(k, key) in &stale {
+            match tape.keys.position(key) {
+                Some(pos) => positions[k] = pos,
+                None => released = true,
+            }
+        }
+        if released {
+            // The first bad term in order is reported: a released one before a foreign.
             result = Err(Error::Released);
         }
         if result.is_ok() && tape.epoch != epoch {
@@ -798,8 +799,9 @@ impl Graph {
                     .into(),
             });
         }
-        let node = result.and_then(|()| tape.nary_keys(op, &keys, location));
-        *self.terms.borrow_mut() = keys;
+        let node = result.and_then(|()| tape.nary_at(op, &positions, location));
+        *self.term_positions.borrow_mut() = positions;
+        *self.stale_terms.borrow_mut() = stale;
         Ok(Var::recorded(self, node?))
     }
 
@@ -818,7 +820,7 @@ impl Graph {
         let first = tape.matrix_dots(self.owner(), (a, b), known, inner, pairing, location)?;
         let n = tape.len() - first as usize;
         let keys = tape.keys.keys(first, n);
-        let values = &tape.values[first as usize..];
+        let values = &tape.values()[first as usize..];
         let epoch = tape.keys.epoch();
         let outputs = keys.iter().zip(values).zip(first..);
         Ok(outputs
@@ -965,10 +967,12 @@ impl Graph {
                     anomalous: Vec::new(),
                 }));
                 tape.fast_limit = 0;
+                tape.set_limits();
             }
             (false, true) => {
                 tape.anomaly = None;
                 tape.fast_limit = FAST_LIMIT;
+                tape.set_limits();
             }
             _ => {}
         }
@@ -1110,7 +1114,7 @@ impl Graph {
     pub fn try_set_value(&self, x: Var<'_>, value: f64) -> Result<(), Error> {
         let mut tape = self.tape.borrow_mut();
         let pos = self.resolve(&tape, x)?.arg as usize;
-        if tape.ops[pos] != Op::Input {
+        if tape.op(pos) != Op::Input {
             return Err(Error::BadOperands {
                 op: "set_value",
                 why: format!(
@@ -1127,7 +1131,7 @@ impl Graph {
                     .into(),
             });
         }
-        tape.values[pos] = value;
+        tape.values_mut()[pos] = value;
         Ok(())
     }
 }

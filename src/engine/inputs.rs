@@ -97,7 +97,7 @@ impl Inputs<'_> {
                     .into(),
             });
         }
-        tape.values[run].copy_from_slice(values);
+        tape.values_mut()[run].copy_from_slice(values);
         Ok(())
     }
 }

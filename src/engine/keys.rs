@@ -59,37 +59,40 @@ pub(in crate::engine) struct Keys {
 }
 
 impl Keys {
-    pub(in crate::engine) fn with_capacity(nodes: usize) -> Self {
-        Keys {
-            map: SlotMap::with_capacity_and_key(nodes),
-            by_position: Vec::with_capacity(nodes),
-            issue_epoch: 0,
-            check_epoch: 0,
-        }
-    }
-
     /// The epoch a handle issued now carries.
     #[inline(always)]
     pub(in crate::engine) fn epoch(&self) -> u32 {
         self.issue_epoch
     }
 
+    /// The epoch a handle must carry to skip the map (see [`Keys::validate`]).
+    pub(in crate::engine) fn check_epoch(&self) -> u32 {
+        self.check_epoch
+    }
+
+    /// Room for `room` positions in the position column (written by index, as the tape's
+    /// other columns), its first `kept` entries kept.
+    pub(in crate::engine) fn regrow(&mut self, kept: usize, room: usize) {
+        if room > self.by_position.len() {
+            let mut column = vec![NodeKey::default(); room];
+            column[..kept].copy_from_slice(&self.by_position[..kept]);
+            self.by_position = column;
+        }
+    }
+
     /// A new key for the node recorded at `pos`, the next position.
     #[inline(always)]
     pub(in crate::engine) fn issue(&mut self, pos: u32) -> NodeKey {
-        debug_assert_eq!(pos as usize, self.by_position.len());
         let key = self.map.insert(pos);
-        self.by_position.push(key);
+        self.by_position[pos as usize] = key;
         key
     }
 
     /// New keys for the `n` nodes recorded at `first..first + n`.
     pub(in crate::engine) fn issue_run(&mut self, first: u32, n: usize) {
-        debug_assert_eq!(first as usize, self.by_position.len());
-        self.by_position.reserve(n);
-        for pos in first..first + n as u32 {
-            let key = self.map.insert(pos);
-            self.by_position.push(key);
+        let column = &mut self.by_position[first as usize..][..n];
+        for (slot, pos) in column.iter_mut().zip(first..) {
+            *slot = self.map.insert(pos);
         }
     }
 
@@ -113,24 +116,24 @@ impl Keys {
         self.position(key)
     }
 
-    /// The key of the node at `pos`.
+    /// The key of the node at `pos` (recorded).
     #[inline(always)]
     pub(in crate::engine) fn key(&self, pos: u32) -> NodeKey {
         self.by_position[pos as usize]
     }
 
-    /// The keys of the nodes at `first..first + n`.
+    /// The keys of the nodes at `first..first + n` (recorded).
     pub(in crate::engine) fn keys(&self, first: u32, n: usize) -> &[NodeKey] {
         &self.by_position[first as usize..][..n]
     }
 
-    /// Removes the keys of the nodes at `len` and above, newest first, so that the map's
-    /// free list hands their slots out again in recording order; a new epoch begins.
-    pub(in crate::engine) fn release_from(&mut self, len: usize) {
-        for &key in self.by_position[len..].iter().rev() {
+    /// Removes the keys of the nodes at `positions` (the tape's last), newest first, so
+    /// that the map's free list hands their slots out again in recording order; a new
+    /// epoch begins.
+    pub(in crate::engine) fn release(&mut self, positions: std::ops::Range<usize>) {
+        for &key in self.by_position[positions].iter().rev() {
             self.map.remove(key);
         }
-        self.by_position.truncate(len);
         if self.issue_epoch < u32::MAX - 2 {
             self.issue_epoch += 1;
             self.check_epoch = self.issue_epoch;
@@ -140,9 +143,10 @@ impl Keys {
         }
     }
 
-    /// Forgets every key, keeping the memory (for a tape given to a new graph).
-    pub(in crate::engine) fn clear(&mut self) {
-        self.release_from(0);
+    /// Forgets the keys of the `len` nodes recorded, keeping the memory (for a tape given
+    /// to a new graph).
+    pub(in crate::engine) fn clear(&mut self, len: usize) {
+        self.release(0..len);
         self.issue_epoch = 0;
         self.check_epoch = 0;
     }
@@ -151,11 +155,6 @@ impl Keys {
     pub(in crate::engine) fn heap_bytes(&self) -> usize {
         // A slot holds the position (4 bytes) and slotmap's version (4).
         self.map.capacity() * 8 + self.by_position.capacity() * size_of::<NodeKey>()
-    }
-
-    /// The nodes the key column has room for.
-    pub(in crate::engine) fn capacity(&self) -> usize {
-        self.by_position.capacity().min(self.map.capacity())
     }
 }
 
@@ -226,21 +225,22 @@ impl Owner {
         }
     }
 
-    /// The position of `run[0]` if `run` are valid handles of this graph to consecutive
-    /// positions `p, p + 1, ...`: each handle's key is looked up (a weight matrix bound
-    /// with [`Graph::inputs`](crate::Graph::inputs) is proven a run with one lookup instead,
+    /// The position of `run[0]` if `run` are handles of this graph, issued since the last
+    /// release, to consecutive positions `p, p + 1, ...` (as `Graph::vars` makes them): then
+    /// every one is valid (see [`Keys::validate`]). Each handle is compared with what it
+    /// must then carry, with no lookup and no early exit: a loop of integer lanes the
+    /// compiler vectorises. `None` proves nothing (a weight matrix bound with
+    /// [`Graph::inputs`](crate::Graph::inputs) is proven a run with one lookup instead,
     /// by the graph's registry of them).
     pub(in crate::engine) fn run<H: Handle>(self, keys: &Keys, run: &[H]) -> Option<u32> {
-        let first = keys.position(run.first()?.key())?;
-        let differs = run
-            .iter()
-            .zip(first..)
-            .fold(false, |differs, (&x, expected)| {
-                differs
-                    | !std::ptr::eq(x.owner(), self.addr)
-                    | (keys.position(x.key()) != Some(expected))
-            });
-        (!differs).then_some(first)
+        let first = run.first()?.pos();
+        let (owner, epoch) = (self.addr as usize as u64, u64::from(keys.check_epoch));
+        let bits = |x: H| u64::from(x.pos()) | u64::from(x.epoch()) << 32;
+        let expected_first = u64::from(first) | epoch << 32;
+        let differs = run.iter().zip(0u64..).fold(0u64, |differs, (&x, k)| {
+            differs | (x.owner() as usize as u64 ^ owner) | (bits(x) ^ (expected_first + k))
+        });
+        (differs == 0).then_some(first)
     }
 }
 

@@ -13,7 +13,6 @@
 //! inputs, without the graph).
 
 mod backward;
-mod blocks;
 mod chain;
 mod custom;
 mod differentiable;

@@ -89,7 +89,7 @@ impl<'g> Var<'g> {
         let tape = graph.tape.borrow();
         let at = graph.resolve_var(&tape, *self)?;
         let pos = at.arg as usize;
-        let op = tape.ops[pos];
+        let op = tape.op(pos);
         let (args, weights) = tape.edges(pos);
         let operands: Vec<Operand<Var<'g>>> = args
             .iter()

@@ -61,10 +61,6 @@ const FIRST_CUSTOM: usize = BLOCK_DOT_CODE as usize + 1;
 pub(in crate::engine) const MAX_CUSTOM: usize = 256 - FIRST_CUSTOM;
 
 impl OpCodes {
-    pub(in crate::engine) fn with_capacity(nodes: usize) -> Self {
-        OpCodes(Vec::with_capacity(nodes))
-    }
-
     /// `op`'s index in [`ALL_OPS`]. The unary and binary tables list their ops in
     /// declaration order, so an op's discriminant is its index there.
     #[inline(always)]
@@ -91,19 +87,30 @@ impl OpCodes {
         }) as u8
     }
 
+    /// Room for `room` nodes, the first `kept` codes kept.
+    pub(in crate::engine) fn regrow(&mut self, kept: usize, room: usize) {
+        if room > self.0.len() {
+            let mut codes = vec![0; room];
+            codes[..kept].copy_from_slice(&self.0[..kept]);
+            self.0 = codes;
+        }
+    }
+
+    /// Sets node `pos`'s op.
     #[inline(always)]
-    pub(in crate::engine) fn push(&mut self, op: Op) {
-        self.0.push(Self::code(op));
+    pub(in crate::engine) fn set(&mut self, pos: usize, op: Op) {
+        self.0[pos] = Self::code(op);
     }
 
-    /// Pushes `op` `n` times.
-    pub(in crate::engine) fn push_n(&mut self, op: Op, n: usize) {
-        self.0.resize(self.0.len() + n, Self::code(op));
+    /// Sets the ops of the nodes at `positions`.
+    pub(in crate::engine) fn fill(&mut self, positions: std::ops::Range<usize>, op: Op) {
+        self.0[positions].fill(Self::code(op));
     }
 
-    /// Pushes the code of `n` nodes of a [`DotBlock`](super::blocks::DotBlock).
-    pub(in crate::engine) fn push_block_dots(&mut self, n: usize) {
-        self.0.resize(self.0.len() + n, BLOCK_DOT_CODE);
+    /// Makes the nodes at `positions` the outputs of a
+    /// [`DotBlock`](super::tape::DotBlock).
+    pub(in crate::engine) fn fill_block_dots(&mut self, positions: std::ops::Range<usize>) {
+        self.0[positions].fill(BLOCK_DOT_CODE);
     }
 
     /// Makes node `pos` an ordinary dot node (a block node given its edges).
@@ -115,14 +122,6 @@ impl OpCodes {
     #[inline]
     pub(in crate::engine) fn is_block_dot(&self, pos: usize) -> bool {
         self.0[pos] == BLOCK_DOT_CODE
-    }
-
-    pub(in crate::engine) fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
-    }
-
-    pub(in crate::engine) fn clear(&mut self) {
-        self.0.clear();
     }
 
     pub(in crate::engine) fn capacity(&self) -> usize {
@@ -152,8 +151,9 @@ mod tests {
     #[test]
     fn op_codes_round_trip() {
         let mut codes = OpCodes::default();
-        for &op in &ALL_OPS {
-            codes.push(op);
+        codes.regrow(0, ALL_OPS.len());
+        for (pos, &op) in ALL_OPS.iter().enumerate() {
+            codes.set(pos, op);
         }
         assert_eq!(ALL_OPS[255], Op::Custom((MAX_CUSTOM - 1) as u8));
         for (pos, &op) in ALL_OPS.iter().enumerate() {

@@ -207,7 +207,7 @@ impl Replay {
         let mut input_pos = Vec::with_capacity(inputs.len());
         for &x in inputs {
             let pos = graph.resolve_var(&tape, x)?.arg as usize;
-            if tape.ops[pos] != Op::Input {
+            if tape.op(pos) != Op::Input {
                 return Err(Error::BadOperands {
                     op: "Replay",
                     why: format!(
@@ -308,8 +308,8 @@ impl Replay {
             if f & KEEP == 0 {
                 continue;
             }
-            let op = tape.ops[pos];
-            initial.push(tape.values[pos]);
+            let op = tape.op(pos);
+            initial.push(tape.values()[pos]);
             let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
             if !leaf && matches!(op, Op::Custom(_) | Op::Fused) {
                 return Err(Error::BadOperands {
@@ -330,12 +330,12 @@ impl Replay {
                 });
             } else {
                 let first = args.len();
-                let stored = tape.edge_start[pos] as usize;
+                let stored = tape.edge_start()[pos] as usize;
                 for (k, a) in tape.operand_positions(pos).enumerate() {
                     if a == CONST_ARG {
                         // Only stored edges hold constants (a dot block has none): the
                         // constant is in the edge's weight slot.
-                        let w = tape.weights[stored + k];
+                        let w = tape.weights()[stored + k];
                         flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
                         args.push(constant_slot(w, &mut constants));
                     } else {

@@ -75,7 +75,7 @@ impl<'g> Var<'g> {
     pub fn op(&self) -> Op {
         let tape = self.graph.tape.borrow();
         let pos = or_panic(self.graph.resolve(&tape, *self)).arg;
-        tape.ops[pos as usize]
+        tape.op(pos as usize)
     }
 
     /// The node's position on the tape (its recording order).

@@ -9,15 +9,26 @@
 //! node is recorded); `keys` holds every node's [`NodeKey`] (`keys.rs`). The reverse sweep
 //! never touches the keys: it walks the flat arrays.
 //!
+//! Every column is as long as its allocation and written by index; `len` and `edges` say
+//! how much of it is recorded. So recording a node is one room check and one store per
+//! column, and two counts updated, instead of a push's length and capacity per column: the
+//! columns' lengths are not loaded and stored again by every node, which kept each
+//! recording waiting on the one before it. The columns are private to this module (and the
+//! dot blocks', its child): the rest of the engine reads them through slices cut to what is
+//! recorded ([`Tape::values`], [`Tape::args`], ...).
+//!
 //! An `f64` operand (as in `x * 2.0`) is stored as an edge whose `arg` is [`CONST_ARG`] and
 //! whose weight slot holds the constant itself, so that the differentiable backward can
 //! re-evaluate the op's rule with it. The plain sweep sends such edges to a sink slot.
 //! A weight matrix's dot products are stored without edges, as a block (`blocks.rs`).
 
+mod blocks;
+
 use std::borrow::Cow;
 use std::panic::Location;
 
-use super::blocks::DotBlock;
+pub(in crate::engine) use blocks::{DotBlock, sweep_block};
+
 use super::error::{Anomaly, Error};
 use super::guard::Guard;
 use super::keys::{Handle, Keys, NodeKey, Owner, carried};
@@ -29,9 +40,13 @@ pub(in crate::engine) const CONST_ARG: u32 = u32::MAX;
 /// Positions are `u32`, and `u32::MAX` is [`CONST_ARG`].
 const MAX_NODES: usize = (u32::MAX - 1) as usize;
 
-/// Below this many nodes and edges, [`Tape::finish`] needs no exact test of the limits.
+/// Below this many nodes and edges, a node is recorded inline with no exact test of the
+/// limits.
 pub(in crate::engine) const FAST_LIMIT: usize = 1 << 31;
 const _: () = assert!(FAST_LIMIT <= MAX_NODES);
+
+/// The nodes a new tape has room for, at least.
+const MIN_ROOM: usize = 64;
 
 /// An operand as the tape sees it: its value, and its position (or [`CONST_ARG`]).
 #[derive(Clone, Copy, Debug)]
@@ -104,16 +119,39 @@ fn note_error(e: Error, first_error: &mut Option<Error>) {
     }
 }
 
+/// A column's new allocation: `room` entries, `old`'s first `kept` copied, the rest zeroed
+/// (by the allocator: fresh pages are touched only when written).
+fn regrow<T: Copy + Default>(old: &mut Vec<T>, kept: usize, room: usize) {
+    if room <= old.len() {
+        return;
+    }
+    let mut new = vec![T::default(); room];
+    new[..kept].copy_from_slice(&old[..kept]);
+    *old = new;
+}
+
 /// The nodes, struct-of-arrays (see the module docs).
 #[derive(Debug)]
 pub(in crate::engine) struct Tape {
     pub(in crate::engine) keys: Keys,
-    pub(in crate::engine) values: Vec<f64>,
-    pub(in crate::engine) ops: OpCodes,
-    /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; always one longer than `values`.
-    pub(in crate::engine) edge_start: Vec<u32>,
-    pub(in crate::engine) args: Vec<u32>,
-    pub(in crate::engine) weights: Vec<f64>,
+    /// How many nodes are recorded.
+    len: usize,
+    /// How many edges are stored.
+    edges: usize,
+    values: Vec<f64>,
+    ops: OpCodes,
+    /// `edge_start[i]..edge_start[i + 1]` are node `i`'s edges; one longer than the other
+    /// node columns.
+    edge_start: Vec<u32>,
+    args: Vec<u32>,
+    weights: Vec<f64>,
+    /// What a new node's position must be below, and its edges' end at most, to be recorded
+    /// inline: the columns' room, capped at [`FAST_LIMIT`], or 0 in anomaly mode, so that
+    /// one comparison each covers the room, the limits and the mode.
+    node_limit: usize,
+    edge_limit: usize,
+    /// [`FAST_LIMIT`], or 0 in anomaly mode.
+    pub(in crate::engine) fast_limit: usize,
     /// Counts releases, so a `Gradients` knows which positions were re-recorded after it.
     pub(in crate::engine) epoch: u64,
     /// `(epoch, mark)` of past releases, kept as a stack whose marks increase: the first
@@ -125,16 +163,15 @@ pub(in crate::engine) struct Tape {
     /// With replay checks on: every `Var::value` read, as (position, the tape's length
     /// then, where).
     pub(in crate::engine) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
-    /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
-    /// while `pos | edges` is below it, so one comparison covers both the limits and the
-    /// mode.
-    pub(in crate::engine) fast_limit: usize,
-    /// Operand values of the n-ary node being recorded (kept to avoid reallocating).
-    pub(in crate::engine) scratch: Vec<f64>,
+    /// The operand positions, values and partials of the n-ary node being recorded (kept
+    /// to avoid reallocating).
+    scratch_args: Vec<u32>,
+    scratch: Vec<f64>,
+    scratch_weights: Vec<f64>,
     /// The resolved operands of a matrix product ([`Tape::matrix_dots`]): positions and
     /// values of the matrix's entries, then of the vector's (kept to avoid reallocating).
-    pub(in crate::engine) matrix_args: Vec<u32>,
-    pub(in crate::engine) matrix_values: Vec<f64>,
+    matrix_args: Vec<u32>,
+    matrix_values: Vec<f64>,
     /// The blocks of dot products recorded without edges ([`DotBlock`]), in tape order,
     /// and the operand positions of their first factors.
     pub(in crate::engine) blocks: Vec<DotBlock>,
@@ -154,68 +191,151 @@ pub(in crate::engine) struct AnomalyLog {
 
 impl Tape {
     pub(in crate::engine) fn with_capacity(nodes: usize) -> Self {
-        let mut edge_start = Vec::with_capacity(nodes + 1);
-        edge_start.push(0);
-        Tape {
-            keys: Keys::with_capacity(nodes),
-            values: Vec::with_capacity(nodes),
-            ops: OpCodes::with_capacity(nodes),
-            edge_start,
-            args: Vec::with_capacity(nodes * 2),
-            weights: Vec::with_capacity(nodes * 2),
+        let mut tape = Tape {
+            keys: Keys::default(),
+            len: 0,
+            edges: 0,
+            values: Vec::new(),
+            ops: OpCodes::default(),
+            edge_start: vec![0],
+            args: Vec::new(),
+            weights: Vec::new(),
+            node_limit: 0,
+            edge_limit: 0,
+            fast_limit: FAST_LIMIT,
             epoch: 0,
             releases: Vec::new(),
             anomaly: None,
             guards: Vec::new(),
             reads: None,
-            fast_limit: FAST_LIMIT,
+            scratch_args: Vec::new(),
             scratch: Vec::new(),
+            scratch_weights: Vec::new(),
             matrix_args: Vec::new(),
             matrix_values: Vec::new(),
             blocks: Vec::new(),
             block_args: Vec::new(),
             custom_names: Vec::new(),
-        }
-    }
-
-    pub(in crate::engine) fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// A tape that holds no memory (and is not valid to record on: `edge_start` lacks its
-    /// leading 0); what a dropped graph leaves behind after giving its tape away.
-    pub(in crate::engine) fn hollow() -> Self {
-        let mut tape = Tape::with_capacity(0);
-        tape.edge_start = Vec::new();
+        };
+        tape.reserve(nodes, 2 * nodes);
         tape
+    }
+
+    /// Room for `nodes` nodes and `edges` edges in all, growing every column of a kind
+    /// together (at least doubling, so growth is amortised).
+    #[cold]
+    #[inline(never)]
+    pub(in crate::engine) fn reserve(&mut self, nodes: usize, edges: usize) {
+        if nodes > self.values.len() {
+            let room = nodes.max(2 * self.values.len()).max(MIN_ROOM);
+            regrow(&mut self.values, self.len, room);
+            self.ops.regrow(self.len, room);
+            regrow(&mut self.edge_start, self.len + 1, room + 1);
+            self.keys.regrow(self.len, room);
+        }
+        if edges > self.args.len() {
+            let room = edges.max(2 * self.args.len()).max(2 * MIN_ROOM);
+            regrow(&mut self.args, self.edges, room);
+            regrow(&mut self.weights, self.edges, room);
+        }
+        self.set_limits();
+    }
+
+    /// `node_limit` and `edge_limit` from the columns' room and `fast_limit`.
+    pub(in crate::engine) fn set_limits(&mut self) {
+        self.node_limit = self.values.len().min(self.fast_limit);
+        self.edge_limit = self.args.len().min(self.fast_limit);
+    }
+
+    /// The number of nodes recorded.
+    #[inline(always)]
+    pub(in crate::engine) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every node's value, by position.
+    #[inline(always)]
+    pub(in crate::engine) fn values(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+
+    /// [`Tape::values`], to change inputs' values in place.
+    pub(in crate::engine) fn values_mut(&mut self) -> &mut [f64] {
+        &mut self.values[..self.len]
+    }
+
+    /// Node `pos`'s op.
+    #[inline(always)]
+    pub(in crate::engine) fn op(&self, pos: usize) -> Op {
+        debug_assert!(pos < self.len);
+        self.ops[pos]
+    }
+
+    /// Every node's first edge, and one past the last node's last: `len + 1` entries.
+    #[inline(always)]
+    pub(in crate::engine) fn edge_start(&self) -> &[u32] {
+        &self.edge_start[..=self.len]
+    }
+
+    /// Every stored edge's operand position ([`CONST_ARG`] for a constant).
+    #[inline(always)]
+    pub(in crate::engine) fn args(&self) -> &[u32] {
+        &self.args[..self.edges]
+    }
+
+    /// Every stored edge's partial (or, for a constant operand, the constant).
+    #[inline(always)]
+    pub(in crate::engine) fn weights(&self) -> &[f64] {
+        &self.weights[..self.edges]
+    }
+
+    /// A tape that holds no memory (and is not valid to record on); what a dropped graph
+    /// leaves behind after giving its tape away.
+    pub(in crate::engine) fn hollow() -> Self {
+        Tape::with_capacity(0)
     }
 
     /// Empties the tape for a new graph, keeping its arrays' memory.
     pub(in crate::engine) fn reset(&mut self) {
-        self.keys.clear();
-        self.values.clear();
-        self.ops.clear();
-        self.edge_start.clear();
-        self.edge_start.push(0);
-        self.args.clear();
-        self.weights.clear();
+        self.keys.clear(self.len);
+        self.len = 0;
+        self.edges = 0;
         self.epoch = 0;
         self.releases.clear();
         self.anomaly = None;
         self.guards.clear();
         self.reads = None;
         self.fast_limit = FAST_LIMIT;
+        self.set_limits();
         self.blocks.clear();
         self.block_args.clear();
         self.custom_names.clear();
     }
 
-    /// The nodes the arrays have room for (the smallest of their capacities).
+    /// The nodes the arrays have room for.
     pub(in crate::engine) fn capacity(&self) -> usize {
-        self.values
-            .capacity()
-            .min(self.ops.capacity())
-            .min(self.keys.capacity())
+        self.values.len()
+    }
+
+    /// The heap bytes the columns hold (their room, not just what is recorded).
+    pub(in crate::engine) fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.keys.heap_bytes()
+            + self.values.capacity() * size_of::<f64>()
+            + self.ops.capacity()
+            + self.edge_start.capacity() * size_of::<u32>()
+            + self.args.capacity() * size_of::<u32>()
+            + self.weights.capacity() * size_of::<f64>()
+            + (self.scratch.capacity() + self.scratch_weights.capacity()) * size_of::<f64>()
+            + self.scratch_args.capacity() * size_of::<u32>()
+            + self.matrix_args.capacity() * size_of::<u32>()
+            + self.matrix_values.capacity() * size_of::<f64>()
+            + self.blocks.capacity() * size_of::<DotBlock>()
+            + self.block_args.capacity() * size_of::<u32>()
+            + self.releases.capacity() * size_of::<(u64, u32)>()
+            + self.anomaly.as_ref().map_or(0, |a| {
+                a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
+            })
     }
 
     /// Node `pos`'s edges as `(args, weights)`: borrowed from the flat arrays, or for a
@@ -255,7 +375,7 @@ impl Tape {
     pub(in crate::engine) fn used_after(&self, run: std::ops::Range<usize>) -> bool {
         let later_edges = self.edge_start[run.end] as usize;
         let inside = |p: u32| run.contains(&(p as usize));
-        self.args[later_edges..].iter().any(|&p| inside(p))
+        self.args()[later_edges..].iter().any(|&p| inside(p))
             || self
                 .blocks
                 .iter()
@@ -270,7 +390,7 @@ impl Tape {
 
     /// The number of edges of every node: those stored, and those of the blocks.
     pub(in crate::engine) fn edge_count(&self) -> usize {
-        self.args.len() + self.blocks.iter().map(DotBlock::edge_count).sum::<usize>()
+        self.edges + self.blocks.iter().map(DotBlock::edge_count).sum::<usize>()
     }
 
     /// Node `pos`'s operand values in operand order (constants included).
@@ -293,69 +413,91 @@ impl Tape {
         })
     }
 
-    /// Closes the node whose edges were just pushed: every op node goes on here (inputs
-    /// made by [`Tape::inputs`] go on in bulk, and through [`Tape::finish_rare`] when it
-    /// must check them).
-    ///
-    /// The common case is three pushes and a key; a full graph and anomaly mode go to
-    /// [`Tape::finish_rare`], out of line, so that this inlines into every op.
+    /// Records a node with the `N` edges `args`, `weights`: the path of every op with a
+    /// fixed number of operands (leaves, unary and binary ops). The common case is one room
+    /// check, a store per column and a key; a full column, a graph near its limits and
+    /// anomaly mode go to [`Tape::record_rare`], out of line, so that this inlines into
+    /// every op.
     #[inline(always)]
-    pub(in crate::engine) fn finish(
+    fn record<const N: usize>(
         &mut self,
         op: Op,
         value: f64,
+        args: [u32; N],
+        weights: [f64; N],
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
-        let pos = self.values.len();
-        // A conservative test, cheaper than the exact one: `pos | edges` is at least the
-        // larger of the two, so this sends every graph near the limits (past 2^31 nodes or
-        // edges) to `finish_rare`, which tests exactly and records the node if it fits.
-        if (pos | self.args.len()) >= self.fast_limit {
-            return self.finish_rare(op, value, location);
+        let (pos, e) = (self.len, self.edges);
+        if pos >= self.node_limit || e + N > self.edge_limit {
+            return self.record_rare(op, value, &args, &weights, location);
         }
-        self.values.push(value);
-        self.ops.push(op);
-        self.edge_start.push(self.args.len() as u32);
-        let pos = pos as u32;
-        let key = self.keys.issue(pos);
-        let epoch = self.keys.epoch();
-        Ok(Recorded {
-            pos,
-            key,
-            value,
-            epoch,
-        })
+        self.args[e..e + N].copy_from_slice(&args);
+        self.weights[e..e + N].copy_from_slice(&weights);
+        Ok(self.commit(pos, op, value, e + N))
     }
 
-    /// [`Tape::finish`] when the graph is full (or near it) or anomaly mode is on.
-    #[cold]
-    #[inline(never)]
-    fn finish_rare(
+    /// [`Tape::record`] for a node with any number of edges (the n-ary ops, user-defined
+    /// functions).
+    #[inline]
+    fn record_slice(
         &mut self,
         op: Op,
         value: f64,
+        args: &[u32],
+        weights: &[f64],
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
-        let pos = self.values.len();
-        if pos >= MAX_NODES || self.args.len() > u32::MAX as usize {
-            let start = *self.edge_start.last().expect("edge_start is never empty") as usize;
-            self.args.truncate(start);
-            self.weights.truncate(start);
-            return Err(Error::GraphFull);
+        let (pos, e, n) = (self.len, self.edges, args.len());
+        if pos >= self.node_limit || e + n > self.edge_limit {
+            return self.record_rare(op, value, args, weights, location);
         }
-        self.values.push(value);
-        self.ops.push(op);
-        self.edge_start.push(self.args.len() as u32);
+        self.args[e..e + n].copy_from_slice(args);
+        self.weights[e..e + n].copy_from_slice(weights);
+        Ok(self.commit(pos, op, value, e + n))
+    }
+
+    /// Closes node `pos` (the next), whose edges end at `end`: its value, op, edge offset
+    /// and key.
+    #[inline(always)]
+    fn commit(&mut self, pos: usize, op: Op, value: f64, end: usize) -> Recorded {
+        self.values[pos] = value;
+        self.ops.set(pos, op);
+        self.edge_start[pos + 1] = end as u32;
         let key = self.keys.issue(pos as u32);
-        if self.anomaly.is_some() {
-            self.note_for_anomaly(pos, location);
-        }
-        Ok(Recorded {
+        self.len = pos + 1;
+        self.edges = end;
+        Recorded {
             pos: pos as u32,
             key,
             value,
             epoch: self.keys.epoch(),
-        })
+        }
+    }
+
+    /// [`Tape::record`] when a column is full, the graph near its limits (past 2^31 nodes
+    /// or edges: tested exactly here), or anomaly mode on.
+    #[cold]
+    #[inline(never)]
+    fn record_rare(
+        &mut self,
+        op: Op,
+        value: f64,
+        args: &[u32],
+        weights: &[f64],
+        location: &'static Location<'static>,
+    ) -> Result<Recorded, Error> {
+        let (pos, e, n) = (self.len, self.edges, args.len());
+        if pos >= MAX_NODES || e + n > u32::MAX as usize {
+            return Err(Error::GraphFull);
+        }
+        self.reserve(pos + 1, e + n);
+        self.args[e..e + n].copy_from_slice(args);
+        self.weights[e..e + n].copy_from_slice(weights);
+        let node = self.commit(pos, op, value, e + n);
+        if self.anomaly.is_some() {
+            self.note_for_anomaly(pos, location);
+        }
+        Ok(node)
     }
 
     #[cold]
@@ -428,32 +570,37 @@ impl Tape {
     /// Records one input node per value of `xs`; returns the first one's position.
     ///
     /// Inputs have no edges, so they go on in bulk: a model's thousands of parameters cost
-    /// one capacity test per array, not one per parameter and array.
+    /// one room check, not one per parameter and column.
     pub(in crate::engine) fn inputs(
         &mut self,
         xs: &[f64],
         location: &'static Location<'static>,
     ) -> Result<u32, Error> {
-        let first = self.values.len();
-        if (first + xs.len()) | self.args.len() >= self.fast_limit {
+        let first = self.len;
+        let n = xs.len();
+        if (first + n) | self.edges >= self.fast_limit {
             // Near the limits, or in anomaly mode (which checks each value): one at a time.
             for &x in xs {
-                if let Err(e) = self.finish_rare(Op::Input, x, location) {
+                if let Err(e) = self.record::<0>(Op::Input, x, [], [], location) {
                     self.truncate(first);
                     return Err(e);
                 }
             }
         } else {
-            self.values.extend_from_slice(xs);
-            self.ops.push_n(Op::Input, xs.len());
-            let edges = self.args.len() as u32;
-            self.edge_start
-                .resize(self.edge_start.len() + xs.len(), edges);
-            self.keys.issue_run(first as u32, xs.len());
+            if first + n > self.values.len() {
+                self.reserve(first + n, self.edges);
+            }
+            self.values[first..first + n].copy_from_slice(xs);
+            self.ops.fill(first..first + n, Op::Input);
+            let edges = self.edges as u32;
+            self.edge_start[first + 1..=first + n].fill(edges);
+            self.keys.issue_run(first as u32, n);
+            self.len = first + n;
         }
         Ok(first as u32)
     }
 
+    /// Records a leaf: an input or a constant.
     #[inline]
     pub(in crate::engine) fn leaf(
         &mut self,
@@ -461,7 +608,7 @@ impl Tape {
         value: f64,
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
-        self.finish(op, value, location)
+        self.record::<0>(op, value, [], [], location)
     }
 
     /// Records `op(x)`; `x` is a tracked operand.
@@ -473,9 +620,8 @@ impl Tape {
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
         let y = op.value(x.value);
-        self.args.push(x.arg);
-        self.weights.push(op.partial(x.value, y));
-        self.finish(Op::Unary(op), y, location)
+        let partial = op.partial(x.value, y);
+        self.record(Op::Unary(op), y, [x.arg], [partial], location)
     }
 
     /// Records `op(a, b)`.
@@ -510,11 +656,8 @@ impl Tape {
                 op.partial(a.value, b.value, y, operand)
             }
         };
-        // Both edges at once: one capacity test per array instead of two.
-        self.args.extend_from_slice(&[a.arg, b.arg]);
-        self.weights
-            .extend_from_slice(&[weight(a, a_const, 0), weight(b, b_const, 1)]);
-        self.finish(Op::Binary(op), y, location)
+        let weights = [weight(a, a_const, 0), weight(b, b_const, 1)];
+        self.record(Op::Binary(op), y, [a.arg, b.arg], weights, location)
     }
 
     /// Records an n-ary node over `operands`, each turned into a [`Resolved`] by `resolve`
@@ -526,39 +669,39 @@ impl Tape {
         resolve: impl Fn(&Keys, &[f64], X) -> Result<Resolved, Error>,
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
-        let start = self.args.len();
+        let mut args = std::mem::take(&mut self.scratch_args);
         let mut values = std::mem::take(&mut self.scratch);
+        args.clear();
         values.clear();
-        let operands = operands.into_iter();
-        let expected = operands.size_hint().0;
-        self.args.reserve(expected);
-        self.weights.reserve(expected);
-        values.reserve(expected);
+        let mut result = Ok(());
         for x in operands {
-            match resolve(&self.keys, &self.values, x) {
+            match resolve(&self.keys, self.values(), x) {
                 Ok(x) => {
-                    self.args.push(x.arg);
+                    args.push(x.arg);
                     values.push(x.value);
                 }
                 Err(e) => {
-                    self.args.truncate(start);
-                    self.scratch = values;
-                    return Err(e);
+                    result = Err(e);
+                    break;
                 }
             }
         }
-        // Checked after the loop, which stays tighter without the flag.
-        let has_constants = self.args[start..].contains(&CONST_ARG);
-        self.finish_nary(op, start, values, has_constants, location)
+        let node = result.and_then(|()| {
+            // Checked after the loop, which stays tighter without the flag.
+            let has_constants = args.contains(&CONST_ARG);
+            self.record_nary(op, &args, &values, has_constants, location)
+        });
+        self.scratch_args = args;
+        self.scratch = values;
+        node
     }
 
     /// [`Tape::nary`] over slices of `graph`'s `Var`s, which are never constants: the path
     /// of the fused ops on `Var` slices ([`Scalar`](crate::Scalar)'s `dot`, `sum` and
     /// `logsumexp`, which the transformer's matrix products are made of). Each slice is
-    /// resolved by one `extend` over it, so an operand costs its slot lookup and two
-    /// stores, without the operand enum, the chained iterator and the capacity check per
-    /// push of the general path (those were about half of the transformer's recording).
-    /// A bad handle is remembered and reported after the loop, the first in operand order.
+    /// resolved by one `extend` over it, so an operand costs its handle check and two
+    /// stores, without the operand enum and the chained iterator of the general path. A bad
+    /// handle is remembered and reported after the loop, the first in operand order.
     pub(in crate::engine) fn nary_vars<H: Handle>(
         &mut self,
         owner: Owner,
@@ -566,92 +709,73 @@ impl Tape {
         parts: &[&[H]],
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
-        let start = self.args.len();
+        let mut args = std::mem::take(&mut self.scratch_args);
+        args.clear();
         let mut first_error = None;
         for part in parts {
             let keys = &self.keys;
-            self.args.extend(
+            args.extend(
                 part.iter()
                     .map(|&x| position_or_note(owner, keys, x, &mut first_error)),
             );
         }
-        if let Some(e) = first_error {
-            self.args.truncate(start);
-            return Err(e);
-        }
+        let node = match first_error {
+            Some(e) => Err(e),
+            None => self.nary_at(op, &args, location),
+        };
+        self.scratch_args = args;
+        node
+    }
+
+    /// Records the n-ary node over the tracked operands at positions `args` (of recorded
+    /// nodes), reading their values from the tape.
+    pub(in crate::engine) fn nary_at(
+        &mut self,
+        op: Nary,
+        args: &[u32],
+        location: &'static Location<'static>,
+    ) -> Result<Recorded, Error> {
         let mut values = std::mem::take(&mut self.scratch);
         values.clear();
         // A slice, not `self.values[..]` in the loop: the compiler would reload the
         // vector's pointer and length at every operand, as the writes to `values` might
         // change them for all it knows.
-        let node_values = self.values.as_slice();
-        values.extend(
-            self.args[start..]
-                .iter()
-                .map(|&pos| node_values[pos as usize]),
-        );
-        self.finish_nary(op, start, values, false, location)
+        let node_values = self.values();
+        values.extend(args.iter().map(|&pos| node_values[pos as usize]));
+        let node = self.record_nary(op, args, &values, false, location);
+        self.scratch = values;
+        node
     }
 
-    /// [`Tape::nary`] over handles of this tape's nodes (checked to be this graph's), as
-    /// (key, position, epoch): each resolved to its position, or [`Error::Released`].
-    pub(in crate::engine) fn nary_keys(
+    /// Records the n-ary node whose operands have positions `args` and values `values`.
+    fn record_nary(
         &mut self,
         op: Nary,
-        handles: &[(NodeKey, u32, u32)],
-        location: &'static Location<'static>,
-    ) -> Result<Recorded, Error> {
-        let start = self.args.len();
-        let mut released = false;
-        let keys = &self.keys;
-        self.args.extend(handles.iter().map(|&(key, pos, epoch)| {
-            keys.validate(key, pos, epoch).unwrap_or_else(|| {
-                released = true;
-                CONST_ARG
-            })
-        }));
-        if released {
-            self.args.truncate(start);
-            return Err(Error::Released);
-        }
-        let mut values = std::mem::take(&mut self.scratch);
-        values.clear();
-        let node_values = self.values.as_slice();
-        values.extend(
-            self.args[start..]
-                .iter()
-                .map(|&pos| node_values[pos as usize]),
-        );
-        self.finish_nary(op, start, values, false, location)
-    }
-
-    /// Records the n-ary node whose operand positions are `args[start..]` and whose operand
-    /// values are `values` (the scratch buffer, given back here).
-    fn finish_nary(
-        &mut self,
-        op: Nary,
-        start: usize,
-        values: Vec<f64>,
+        args: &[u32],
+        values: &[f64],
         has_constants: bool,
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
-        let y = op.value_and_partials_f64(&values, &mut self.weights);
+        let mut weights = std::mem::take(&mut self.scratch_weights);
+        weights.clear();
+        let y = op.value_and_partials_f64(values, &mut weights);
         if has_constants {
             // A constant operand's weight slot holds the constant itself (see the module docs).
-            for (k, &x) in values.iter().enumerate() {
-                if self.args[start + k] == CONST_ARG {
-                    self.weights[start + k] = x;
+            for ((w, &arg), &x) in weights.iter_mut().zip(args).zip(values) {
+                if arg == CONST_ARG {
+                    *w = x;
                 }
             }
         }
-        self.scratch = values;
-        self.finish(Op::Nary(op), y, location)
+        let node = self.record_slice(Op::Nary(op), y, args, &weights, location);
+        self.scratch_weights = weights;
+        node
     }
 
     /// Records a node whose value and partials `eval` computes from its operands' values:
     /// a user-defined function or a fused sub-computation. `eval` gets the values and the
-    /// node's weight slots (one per operand, zeroed) and returns the value. The operands
-    /// are all tracked (no constants).
+    /// node's partials (one per operand, zeroed) and returns the value. The operands are
+    /// all tracked (no constants).
     pub(in crate::engine) fn computed(
         &mut self,
         op: Op,
@@ -660,15 +784,21 @@ impl Tape {
         location: &'static Location<'static>,
     ) -> Result<Recorded, Error> {
         debug_assert!(operands.iter().all(|x| x.arg != CONST_ARG));
-        let start = self.weights.len();
+        let mut args = std::mem::take(&mut self.scratch_args);
         let mut values = std::mem::take(&mut self.scratch);
+        let mut weights = std::mem::take(&mut self.scratch_weights);
+        args.clear();
+        args.extend(operands.iter().map(|x| x.arg));
         values.clear();
         values.extend(operands.iter().map(|x| x.value));
-        self.args.extend(operands.iter().map(|x| x.arg));
-        self.weights.resize(start + operands.len(), 0.0);
-        let y = eval(&values, &mut self.weights[start..]);
+        weights.clear();
+        weights.resize(operands.len(), 0.0);
+        let y = eval(&values, &mut weights);
+        let node = self.record_slice(op, y, &args, &weights, location);
+        self.scratch_args = args;
         self.scratch = values;
-        self.finish(op, y, location)
+        self.scratch_weights = weights;
+        node
     }
 
     /// Frees every node at position `len` and above, and their keys, in time proportional
@@ -676,12 +806,9 @@ impl Tape {
     pub(in crate::engine) fn truncate(&mut self, len: usize) {
         let cut = self.cut_block_row(len);
         let edges = self.edge_start[len] as usize;
-        self.values.truncate(len);
-        self.ops.truncate(len);
-        self.edge_start.truncate(len + 1);
-        self.args.truncate(edges);
-        self.weights.truncate(edges);
-        self.keys.release_from(len);
+        self.keys.release(len..self.len);
+        self.len = len;
+        self.edges = edges;
         self.drop_blocks_from(len, cut);
         debug_assert!(self.blocks.last().is_none_or(|b| b.end() <= len));
         while self.guards.last().is_some_and(|g| g.at as usize > len) {

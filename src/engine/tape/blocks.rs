@@ -7,12 +7,12 @@
 
 use std::panic::Location;
 
-use super::chain::ordinary;
-use super::error::Error;
-use super::keys::{Handle, Owner};
-use super::matrix::Pairing;
-use super::op::{Nary, Op};
-use super::tape::{Tape, position_or_note};
+use super::super::chain::ordinary;
+use super::super::error::Error;
+use super::super::keys::{Handle, Owner};
+use super::super::matrix::Pairing;
+use super::super::op::{Nary, Op};
+use super::{Tape, position_or_note};
 
 /// Dot products recorded as one block, storing no edges: the outputs of
 /// [`Tape::matrix_dots`] when its second factor is a run of consecutive tape positions (a
@@ -186,7 +186,7 @@ impl Tape {
         positions.clear();
         values.clear();
         let mut first_error = None;
-        let (keys, node_values) = (&self.keys, self.values.as_slice());
+        let (keys, node_values) = (&self.keys, &self.values[..self.len]);
         let mut resolve = |&v: &H| position_or_note(owner, keys, v, &mut first_error);
         positions.extend(a.iter().map(&mut resolve));
         // A weight matrix bound as inputs, used as `A W^T` or `A W`: its handles are
@@ -207,9 +207,8 @@ impl Tape {
             None => {
                 let (a_args, b_args) = positions.split_at(a.len());
                 // The limits cover `block_args` too: a block's `a_start` is a `u32`.
-                let block_fits = (self.values.len() + rows * outputs)
-                    | self.args.len()
-                    | (self.block_args.len() + a.len());
+                let block_fits =
+                    (self.len + rows * outputs) | self.edges | (self.block_args.len() + a.len());
                 // `b`'s own order is row-major; read by columns (`A W`), its parts are
                 // strided. Without a run, `b` read in pairing order may still be one
                 // (a matrix stored by columns): a block of rows.
@@ -266,7 +265,7 @@ impl Tape {
         (rows, outputs, inner): (usize, usize, usize),
         transposed: bool,
     ) -> u32 {
-        let first = self.values.len();
+        let first = self.len;
         let b_range = b_first as usize..b_first as usize + outputs * inner;
         let mut ys = std::mem::take(&mut self.scratch);
         ys.clear();
@@ -283,12 +282,15 @@ impl Tape {
                 && !row.iter().any(|&p| b_range.contains(&(p as usize)))
         });
         let n = ys.len();
-        self.values.extend_from_slice(&ys);
+        if first + n > self.values.len() {
+            self.reserve(first + n, self.edges);
+        }
+        self.values[first..first + n].copy_from_slice(&ys);
         self.scratch = ys;
-        self.ops.push_block_dots(n);
-        let edges = self.args.len() as u32;
-        self.edge_start.resize(first + n + 1, edges);
+        self.ops.fill_block_dots(first..first + n);
+        self.edge_start[first + 1..=first + n].fill(self.edges as u32);
         self.keys.issue_run(first as u32, n);
+        self.len = first + n;
         self.blocks.push(DotBlock {
             first: first as u32,
             rows: rows as u32,
@@ -315,7 +317,8 @@ impl Tape {
     ) -> Result<u32, Error> {
         let (a_args, b_args) = positions.split_at(a_len);
         let (a_values, b_values) = values.split_at(a_len);
-        let first = self.values.len();
+        let first = self.len;
+        let (mut edge_args, mut edge_weights) = (Vec::new(), Vec::new());
         let mut pairs = (0..rows).flat_map(|i| (0..outputs).map(move |j| (i, j)));
         let recorded = pairs.try_for_each(|(i, j)| {
             // Operands row i of `a` then part j of `b`, partials the other way
@@ -323,12 +326,16 @@ impl Tape {
             let (ai, bj) = (i * inner..(i + 1) * inner, j * inner..(j + 1) * inner);
             let (a_args, a_values) = (&a_args[ai.clone()], &a_values[ai]);
             let (b_args, b_values) = (&b_args[bj.clone()], &b_values[bj]);
-            self.args.extend_from_slice(a_args);
-            self.args.extend_from_slice(b_args);
-            self.weights.extend_from_slice(b_values);
-            self.weights.extend_from_slice(a_values);
+            edge_args.clear();
+            edge_args.extend_from_slice(a_args);
+            edge_args.extend_from_slice(b_args);
+            edge_weights.clear();
+            edge_weights.extend_from_slice(b_values);
+            edge_weights.extend_from_slice(a_values);
             let y = a_values.iter().zip(b_values).map(|(a, b)| a * b).sum();
-            self.finish(Op::Nary(Nary::Dot), y, location).map(drop)
+            let dot = Op::Nary(Nary::Dot);
+            self.record_slice(dot, y, &edge_args, &edge_weights, location)
+                .map(drop)
         });
         match recorded {
             Ok(()) => Ok(first as u32),
@@ -411,12 +418,17 @@ impl Tape {
                 self.block_args.truncate(a_end);
             }
             for (pos, (args, weights)) in (row_start..).zip(edges) {
-                self.edge_start[pos] = self.args.len() as u32;
-                self.args.extend_from_slice(&args);
-                self.weights.extend_from_slice(&weights);
+                let (e, n) = (self.edges, args.len());
+                if e + n > self.args.len() {
+                    self.reserve(self.len, e + n);
+                }
+                self.edge_start[pos] = e as u32;
+                self.args[e..e + n].copy_from_slice(&args);
+                self.weights[e..e + n].copy_from_slice(&weights);
+                self.edges = e + n;
                 self.ops.set_dot(pos);
             }
-            self.edge_start[len] = self.args.len() as u32;
+            self.edge_start[len] = self.edges as u32;
         }
     }
 }
@@ -451,7 +463,7 @@ pub(in crate::engine) fn sweep_block(
     let first = block.first as usize;
     let a_all = &tape.block_args[block.a_range()];
     let b_first = block.b_first as usize;
-    let values = tape.values.as_slice();
+    let values = tape.values();
     let b_values = &values[block.b_range()];
     let top_output = top - first;
     for i in (0..=top_output / outputs).rev() {
@@ -547,7 +559,7 @@ fn add_scaled(sums: &mut [f64], scale: f64, xs: &[f64]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::keys::{NodeKey, READ_THE_TAPE};
+    use super::super::super::keys::{NodeKey, READ_THE_TAPE};
     use super::*;
 
     /// A handle for the tape alone: a key, and one made-up graph.
@@ -609,9 +621,10 @@ mod tests {
         // Nodes (130, and 1 more) and edges (0) are below 150, the blocks' positions
         // (128, and 64 more) are not.
         tape.fast_limit = 150;
+        tape.set_limits();
         let third = product(&mut tape) as usize;
         assert_eq!(tape.blocks.len(), 2);
-        assert_eq!(tape.args.len(), 2 * outputs * inner);
+        assert_eq!(tape.args().len(), 2 * outputs * inner);
         assert_eq!(tape.values[third], 64.0 * 0.25);
     }
 }
