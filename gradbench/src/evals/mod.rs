@@ -1,0 +1,138 @@
+//! One module per GradBench eval. Each parses the eval's input, runs the function it names
+//! as often as [`Runs`](crate::runs::Runs) asks, and answers in the shape of GradBench's
+//! `manual` tool (`cpp/gradbench/evals/*.hpp`, `to_json`), which its checker compares with.
+//!
+//! The functions are written over [`tapegrad::Scalar`] where they can be: the primal
+//! (`objective`, `primal`, `cost`) runs them on `f64`, the derivative records them on a
+//! [`tapegrad::Graph`] and uses the crate's public API (`backward`, `Var::grad`,
+//! `higher::hvp`, [`tapegrad::Replay`]).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tapegrad::{Gradients, Graph, Var};
+
+use crate::runs::Evaluation;
+
+pub mod ba;
+pub mod det;
+pub mod gd;
+pub mod gmm;
+pub mod hello;
+pub mod ht;
+pub mod kmeans;
+pub mod llsq;
+pub mod lse;
+pub mod lstm;
+pub mod ode;
+pub mod particle;
+pub mod saddle;
+
+/// The modules (evals) this tool implements.
+pub const MODULES: [&str; 12] = [
+    "hello", "llsq", "lse", "det", "ode", "gmm", "ba", "ht", "lstm", "kmeans", "particle", "saddle",
+];
+
+/// Evaluates `function` of `module` at `input`.
+///
+/// # Errors
+///
+/// An unknown module or function, or an input that is not what the eval sends (a
+/// missing field, inconsistent sizes), named in the message.
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use tapegrad_gradbench::evals::evaluate;
+///
+/// let e = evaluate("lse", "gradient", &json!({"x": [0.0, 0.0], "min_runs": 1, "min_seconds": 0}))
+///     .unwrap();
+/// assert_eq!(e.output, json!([0.5, 0.5]));
+/// assert!(evaluate("lse", "hessian", &json!({"x": [0.0]})).is_err());
+/// ```
+pub fn evaluate(module: &str, function: &str, input: &Value) -> Result<Evaluation, String> {
+    match module {
+        "hello" => hello::evaluate(function, input),
+        "llsq" => llsq::evaluate(function, input),
+        "lse" => lse::evaluate(function, input),
+        "det" => det::evaluate(function, input),
+        "ode" => ode::evaluate(function, input),
+        "gmm" => gmm::evaluate(function, input),
+        "ba" => ba::evaluate(function, input),
+        "ht" => ht::evaluate(function, input),
+        "lstm" => lstm::evaluate(function, input),
+        "kmeans" => kmeans::evaluate(function, input),
+        "particle" => particle::evaluate(function, input),
+        "saddle" => saddle::evaluate(function, input),
+        _ => Err(format!(
+            "tapegrad has no implementation of the module {module:?}"
+        )),
+    }
+}
+
+/// `c - x`: [`Scalar`](tapegrad::Scalar) has `x - c` for a constant `c`, and `Var`, like
+/// `f64`, also takes the constant on the left (one node, where `-x + c` records two).
+pub trait SubFrom: Sized {
+    /// `c - self`.
+    fn sub_from(self, c: f64) -> Self;
+}
+
+impl SubFrom for f64 {
+    fn sub_from(self, c: f64) -> f64 {
+        c - self
+    }
+}
+
+impl SubFrom for Var<'_> {
+    fn sub_from(self, c: f64) -> Self {
+        c - self
+    }
+}
+
+/// The eval's input as `T`, or an error naming the module and what is wrong.
+pub(crate) fn parse<T: DeserializeOwned>(module: &str, input: &Value) -> Result<T, String> {
+    T::deserialize(input)
+        .map_err(|e| format!("{module}: the input is not what the eval sends: {e}"))
+}
+
+/// The error for a function the module does not have.
+pub(crate) fn unknown_function(module: &str, function: &str, known: &[&str]) -> String {
+    format!(
+        "{module} has no function {function:?} (it has {})",
+        known.join(", ")
+    )
+}
+
+/// `Ok(())` if `len` is `want`, else an error naming the field.
+pub(crate) fn expect_len(module: &str, field: &str, len: usize, want: usize) -> Result<(), String> {
+    if len == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{module}: {field} has {len} numbers, expected {want}"
+        ))
+    }
+}
+
+/// The gradient of `f` at `x`, by one recording and one reverse sweep on `graph`, written
+/// to `out`; returns the value. Everything recorded is released before it returns, so a
+/// loop of calls reuses the graph's memory (and `grads`'s).
+pub(crate) fn gradient_by_recording<'g>(
+    graph: &'g Graph,
+    grads: &mut Gradients,
+    x: &[f64],
+    f: impl FnOnce(&[Var<'g>]) -> Var<'g>,
+    out: &mut Vec<f64>,
+) -> f64 {
+    let mark = graph.mark();
+    let value = {
+        let inputs = graph.inputs(x);
+        let y = f(&inputs);
+        y.backward_into(grads);
+        out.clear();
+        out.extend(inputs.iter().map(|&xi| grads[xi]));
+        y.value()
+    };
+    graph.release(mark);
+    value
+}
