@@ -410,7 +410,13 @@ impl Hand {
                 "ht: correspondence {bad} is past the model's {targets} targets"
             ));
         }
-        if let Some(bad) = model.triangles.iter().flatten().find(|&&v| v >= verts) {
+        // The simple variant's correspondences are vertices: it does not read the triangles.
+        let used = if complicated {
+            model.triangles.as_slice()
+        } else {
+            &[]
+        };
+        if let Some(bad) = used.iter().flatten().find(|&&v| v >= verts) {
             return Err(format!(
                 "ht: a triangle names vertex {bad}, past the model's {verts}"
             ));
