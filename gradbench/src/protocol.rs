@@ -8,7 +8,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use serde_json::{Value, json};
 
-use crate::evals;
+use crate::evals::{self, Strategy};
 
 /// The tool's name in the `start` response.
 pub const TOOL: &str = "tapegrad";
@@ -27,6 +27,24 @@ pub const TOOL: &str = "tapegrad";
 ///            json!({"id": 8}));
 /// ```
 pub fn respond(message: &Value) -> Value {
+    respond_with(message, Strategy::default())
+}
+
+/// [`respond`], evaluating with the given [`Strategy`].
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use tapegrad_gradbench::{evals::Strategy, protocol::respond_with};
+///
+/// let m = json!({"id": 3, "kind": "evaluate", "module": "llsq", "function": "gradient",
+///                "input": {"x": [0.0], "n": 3, "min_runs": 1, "min_seconds": 0}});
+/// let r = respond_with(&m, Strategy::Record);
+/// assert_eq!(r["output"], json!([-0.0])); // residuals 1, 0, -1 against the constant 0
+/// assert_eq!(r["timings"].as_array().unwrap().len(), 1);
+/// ```
+pub fn respond_with(message: &Value, strategy: Strategy) -> Value {
     let id = message.get("id").cloned().unwrap_or(Value::Null);
     let text = |key: &str| message.get(key).and_then(Value::as_str);
     match text("kind") {
@@ -54,7 +72,7 @@ pub fn respond(message: &Value) -> Value {
             // An eval's input reaching a panic (a bug, or an input the checks missed) is
             // reported as a failed evaluation, not a dead tool.
             let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                evals::evaluate(module, function, input)
+                evals::evaluate_with(module, function, input, strategy)
             }))
             .unwrap_or_else(|payload| {
                 let why = payload
@@ -79,7 +97,7 @@ pub fn respond(message: &Value) -> Value {
 }
 
 /// Answers every message read from `input`, one JSON line each, on `output`, until the end
-/// of `input`.
+/// of `input`, evaluating with `strategy`.
 ///
 /// # Errors
 ///
@@ -91,11 +109,12 @@ pub fn respond(message: &Value) -> Value {
 /// ```
 /// let messages = b"{\"id\": 0, \"kind\": \"start\"}\n{\"id\": 1, \"kind\": \"define\", \"module\": \"lse\"}\n";
 /// let mut out = Vec::new();
-/// tapegrad_gradbench::protocol::serve(&messages[..], &mut out).unwrap();
+/// use tapegrad_gradbench::{evals::Strategy, protocol::serve};
+/// serve(&messages[..], &mut out, Strategy::Replay).unwrap();
 /// assert_eq!(String::from_utf8(out).unwrap(),
 ///            "{\"id\":0,\"tool\":\"tapegrad\"}\n{\"id\":1,\"success\":true}\n");
 /// ```
-pub fn serve(input: impl BufRead, mut output: impl Write) -> io::Result<()> {
+pub fn serve(input: impl BufRead, mut output: impl Write, strategy: Strategy) -> io::Result<()> {
     for line in input.lines() {
         let line = line?;
         if line.trim().is_empty() {
@@ -113,7 +132,7 @@ pub fn serve(input: impl BufRead, mut output: impl Write) -> io::Result<()> {
                 format!("a message that is not a JSON object: {line:.200}"),
             ));
         }
-        serde_json::to_writer(&mut output, &respond(&message))?;
+        serde_json::to_writer(&mut output, &respond_with(&message, strategy))?;
         output.write_all(b"\n")?;
         output.flush()?;
     }

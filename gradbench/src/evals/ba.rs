@@ -6,17 +6,19 @@
 //!
 //! Each block is taken the way a reverse-mode user takes a small Jacobian: record the
 //! observation's 15 inputs and its two errors after a mark, one reverse sweep per error,
-//! release. The eval replicates one camera, point and feature; every block is computed
+//! release, or (by default) replaying one recording of the block, whose branch (the
+//! rotation angle 0 or not) a guard checks. The weights' entries are the gradient of the
+//! weight errors' sum. The eval replicates one camera, point and feature; every block is computed
 //! anyway, as the `manual` tool does, and the output holds the first block and the last
 //! weight entry, as `manual`'s `to_json` does.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var};
 
-use crate::runs::{Evaluation, Runs, repeat};
+use crate::runs::{Evaluation, Runs, prepare, repeat};
 
-use super::{SubFrom, expect_len, parse, unknown_function};
+use super::{Strategy, SubFrom, expect_len, parse, unknown_function};
 
 /// Camera parameters: rotation (3), centre (3), focal length, principal point (2),
 /// radial distortion (2).
@@ -71,11 +73,29 @@ fn cross<T: Scalar>(a: &[T], b: &[T]) -> [T; 3] {
     ]
 }
 
+/// A test against zero that a [`Replay`] re-checks: on `Var` a guard (`Var::ne_value`).
+pub trait NonZero: Copy {
+    /// `self != 0`.
+    fn is_nonzero(self) -> bool;
+}
+
+impl NonZero for f64 {
+    fn is_nonzero(self) -> bool {
+        self != 0.0
+    }
+}
+
+impl NonZero for Var<'_> {
+    fn is_nonzero(self) -> bool {
+        self.ne_value(0.0)
+    }
+}
+
 /// `pt` rotated by the angle-axis vector `rot` (Rodrigues' formula; at angle 0, its
 /// first-order form, whose derivative is right there too).
-fn rodrigues_rotate_point<T: Scalar + SubFrom>(rot: &[T], pt: &[T]) -> [T; 3] {
+fn rodrigues_rotate_point<T: Scalar + SubFrom + NonZero>(rot: &[T], pt: &[T]) -> [T; 3] {
     let sqtheta = T::dot(rot, rot);
-    if sqtheta.value() != 0.0 {
+    if sqtheta.is_nonzero() {
         let theta = sqtheta.sqrt();
         let (costheta, sintheta) = (theta.cos(), theta.sin());
         let theta_inverse = theta.recip();
@@ -103,10 +123,15 @@ fn rodrigues_rotate_point<T: Scalar + SubFrom>(rot: &[T], pt: &[T]) -> [T; 3] {
 /// // No rotation, camera at the origin, f = 1, no distortion: (1, 2, 4) projects to
 /// // (0.25, 0.5).
 /// let cam = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
-/// let e = reprojection_error(&cam, &[1.0, 2.0, 4.0], 2.0, [0.0, 0.0]);
+/// let e = reprojection_error(&cam, &[1.0, 2.0, 4.0], 2.0, &[0.0, 0.0]);
 /// assert_eq!(e, [0.5, 1.0]);
 /// ```
-pub fn reprojection_error<T: Scalar + SubFrom>(cam: &[T], x: &[T], w: T, feat: [f64; 2]) -> [T; 2] {
+pub fn reprojection_error<T: Scalar + SubFrom + NonZero>(
+    cam: &[T],
+    x: &[T],
+    w: T,
+    feat: &[T],
+) -> [T; 2] {
     let centred = [x[0] - cam[3], x[1] - cam[4], x[2] - cam[5]];
     let xcam = rodrigues_rotate_point(&cam[0..3], &centred);
     let proj = [xcam[0] / xcam[2], xcam[1] / xcam[2]];
@@ -133,7 +158,7 @@ fn objective(problem: &Problem) -> (Vec<[f64; 2]>, Vec<f64>) {
                 &problem.cams[c * CAM..][..CAM],
                 &problem.points[p * 3..][..3],
                 w,
-                feat,
+                &feat,
             )
         })
         .collect();
@@ -151,9 +176,117 @@ struct SparseMat {
     vals: Vec<f64>,
 }
 
-/// The Jacobian: per observation, the 2 x 15 block by two reverse sweeps of the
-/// observation's recording; then the weights' entries, one sweep each.
-fn jacobian(problem: &Problem, graph: &Graph, grads: &mut Gradients, jac: &mut SparseMat) {
+/// One observation's numbers: its camera, point and weight (the block's 15 columns),
+/// then its feature (data; a replay takes it as an input too, and its derivatives are not
+/// read).
+type Numbers = [f64; BLOCK + 2];
+
+/// The two reprojection errors of one observation's numbers.
+fn block_errors<T: Scalar + SubFrom + NonZero>(v: &[T]) -> [T; 2] {
+    reprojection_error(&v[..CAM], &v[CAM..CAM + 3], v[CAM + 3], &v[BLOCK..])
+}
+
+/// Each observation's 2 x 15 block and each weight's entry, one at a time: by recording
+/// them (after a mark, one reverse sweep per error, then a release), or by replaying one
+/// recording of the block (each error's replay made once at the first observation; where an observation's rotation angle is 0 and the first's is not, or the
+/// other way round, the guard fails and that block is recorded instead).
+struct Blocks {
+    graph: Graph,
+    grads: Gradients,
+    replays: Option<([Replay; 2], Replay)>,
+    workspaces: [ReplayWorkspace; 3],
+    gradient: Vec<f64>,
+}
+
+impl Blocks {
+    fn new(strategy: Strategy, first: &Numbers, weights: &[f64]) -> Blocks {
+        let replays = (strategy == Strategy::Replay).then(|| {
+            let graph = Graph::new();
+            let v = graph.vars(first);
+            let errors = block_errors(&v).map(|e| Replay::new(e, &v));
+            let w = graph.vars(weights);
+            (errors, Replay::new(weight_errors_sum(&w), &w))
+        });
+        Blocks {
+            graph: Graph::new(),
+            grads: Gradients::new(),
+            replays,
+            workspaces: Default::default(),
+            gradient: vec![0.0; BLOCK + 2],
+        }
+    }
+
+    /// The block of one observation: its two rows, appended to `vals`.
+    fn block(&mut self, numbers: &Numbers, vals: &mut Vec<f64>) {
+        if let Some((errors, _)) = &self.replays {
+            let start = vals.len();
+            let mut replayed = true;
+            for (replay, ws) in errors.iter().zip(&mut self.workspaces) {
+                if replay.gradient(numbers, ws, &mut self.gradient).is_err() {
+                    replayed = false;
+                    break;
+                }
+                vals.extend_from_slice(&self.gradient[..BLOCK]);
+            }
+            if replayed {
+                return;
+            }
+            vals.truncate(start);
+        }
+        let mark = self.graph.mark();
+        {
+            let v = self.graph.inputs(numbers);
+            for error in block_errors(&v) {
+                error.backward_into(&mut self.grads);
+                vals.extend(v[..BLOCK].iter().map(|&x| self.grads[x]));
+            }
+        }
+        self.graph.release(mark);
+    }
+
+    /// `d(1 - w_i^2)/dw_i` for every weight, appended to `vals`: the weight errors'
+    /// Jacobian is diagonal (error `i` depends on weight `i` only), so it is the gradient
+    /// of their sum, one reverse sweep (or one replay of the sum recorded once).
+    fn weights(&mut self, weights: &[f64], vals: &mut Vec<f64>) {
+        let start = vals.len();
+        vals.resize(start + weights.len(), 0.0);
+        if let Some((_, replay)) = &self.replays {
+            let ws = &mut self.workspaces[2];
+            if replay.gradient(weights, ws, &mut vals[start..]).is_ok() {
+                return;
+            }
+        }
+        let mark = self.graph.mark();
+        {
+            let w = self.graph.inputs(weights);
+            weight_errors_sum(&w).backward_into(&mut self.grads);
+            for (v, &wi) in vals[start..].iter_mut().zip(w.iter()) {
+                *v = self.grads[wi];
+            }
+        }
+        self.graph.release(mark);
+    }
+}
+
+/// `sum_i 1 - w_i^2`, whose gradient is the weight errors' diagonal Jacobian.
+fn weight_errors_sum<T: Scalar + SubFrom>(w: &[T]) -> T {
+    let errors: Vec<T> = w.iter().map(|&wi| weight_error(wi)).collect();
+    T::sum(&errors)
+}
+
+/// The observation's numbers.
+fn numbers(problem: &Problem, i: usize) -> Numbers {
+    let (c, pt) = problem.obs[i];
+    let mut v = [0.0; BLOCK + 2];
+    v[..CAM].copy_from_slice(&problem.cams[c * CAM..][..CAM]);
+    v[CAM..CAM + 3].copy_from_slice(&problem.points[pt * 3..][..3]);
+    v[CAM + 3] = problem.weights[i];
+    v[BLOCK..].copy_from_slice(&problem.feats[i]);
+    v
+}
+
+/// The Jacobian, block by block (see [`Blocks`]), in `ba.hpp`'s sparse layout.
+fn jacobian(problem: &Problem, blocks: &mut Blocks, jac: &mut SparseMat) {
     let p = problem.obs.len();
     jac.rows.clear();
     jac.cols.clear();
@@ -162,19 +295,11 @@ fn jacobian(problem: &Problem, graph: &Graph, grads: &mut Gradients, jac: &mut S
     jac.cols.reserve(BLOCK * 2 * p + p);
     jac.vals.reserve(BLOCK * 2 * p + p);
     jac.rows.push(0);
-    let mut values = [0.0; BLOCK];
-    let mark = graph.mark();
-    for (i, (&(c, pt), &feat)) in problem.obs.iter().zip(&problem.feats).enumerate() {
-        values[..CAM].copy_from_slice(&problem.cams[c * CAM..][..CAM]);
-        values[CAM..CAM + 3].copy_from_slice(&problem.points[pt * 3..][..3]);
-        values[CAM + 3] = problem.weights[i];
-        let inputs = graph.inputs(&values);
-        let errors =
-            reprojection_error(&inputs[..CAM], &inputs[CAM..CAM + 3], inputs[CAM + 3], feat);
+    for (i, &(c, pt)) in problem.obs.iter().enumerate() {
+        blocks.block(&numbers(problem, i), &mut jac.vals);
         let point_cols = CAM * problem.n + 3 * pt;
         let weight_col = CAM * problem.n + 3 * problem.m + i;
-        for error in errors {
-            error.backward_into(grads);
+        for _ in 0..2 {
             let end = jac.rows.last().copied().unwrap_or(0) + BLOCK;
             jac.rows.push(end);
             jac.cols.extend(
@@ -182,20 +307,14 @@ fn jacobian(problem: &Problem, graph: &Graph, grads: &mut Gradients, jac: &mut S
                     .chain(point_cols..point_cols + 3)
                     .chain([weight_col]),
             );
-            jac.vals.extend(inputs.iter().map(|&v| grads[v]));
         }
-        drop(inputs);
-        graph.release(mark);
     }
-    for (i, &w) in problem.weights.iter().enumerate() {
-        let wv = graph.var(w);
-        weight_error(wv).backward_into(grads);
+    for i in 0..p {
         let end = jac.rows.last().copied().unwrap_or(0) + 1;
         jac.rows.push(end);
         jac.cols.push(CAM * problem.n + 3 * problem.m + i);
-        jac.vals.push(grads[wv]);
-        graph.release(mark);
     }
+    blocks.weights(&problem.weights, &mut jac.vals);
 }
 
 /// `manual`'s output of a Jacobian: the first 30 entries of each array (the first
@@ -211,7 +330,7 @@ fn summary<T: Copy>(v: &[T]) -> Vec<T> {
 ///
 /// An unknown function, or an input with the wrong number of camera, point or feature
 /// parameters, or no cameras, points or observations.
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let input: Input = parse("ba", input)?;
     expect_len("ba", "cam", input.cam.len(), CAM)?;
@@ -234,10 +353,13 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             Ok(Evaluation { output, timings })
         }
         "jacobian" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
             let mut jac = SparseMat::default();
-            let ((), timings) = repeat(runs, || jacobian(&problem, &graph, &mut grads, &mut jac));
+            let (mut blocks, prepared) =
+                prepare(|| Blocks::new(strategy, &numbers(&problem, 0), &problem.weights));
+            let ((), mut timings) = repeat(runs, || jacobian(&problem, &mut blocks, &mut jac));
+            if strategy == Strategy::Replay {
+                timings.insert(0, prepared);
+            }
             let output = json!({
                 "rows": summary(&jac.rows),
                 "cols": summary(&jac.cols),

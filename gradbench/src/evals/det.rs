@@ -9,11 +9,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::Scalar;
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{expect_len, gradient_by_recording, parse, unknown_function};
+use super::{Strategy, expect_len, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -78,7 +78,7 @@ impl<T: Scalar> Minors<'_, T> {
 /// ```
 /// use tapegrad_gradbench::evals::det::primal;
 /// assert_eq!(primal(&[1.0, 2.0, 3.0, 4.0], 2), -2.0);
-/// assert_eq!(primal(&[2.0, 0.0, 1.0, 1.0, 3.0, 2.0, 1.0, 1.0, 1.0], 3), 1.0);
+/// assert_eq!(primal(&[2.0, 0.0, 1.0, 1.0, 3.0, 2.0, 1.0, 1.0, 2.0], 3), 6.0);
 /// ```
 pub fn primal<T: Scalar>(a: &[T], ell: usize) -> T {
     let mut minors = Minors {
@@ -99,7 +99,7 @@ pub fn primal<T: Scalar>(a: &[T], ell: usize) -> T {
 /// # Errors
 ///
 /// An unknown function, or `A` without `ell * ell` entries.
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input { a, ell } = parse("det", input)?;
     if ell == 0 {
@@ -115,12 +115,7 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "gradient" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
-            let mut gradient = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                gradient_by_recording(&graph, &mut grads, &a, |a| primal(a, ell), &mut gradient);
-            });
+            let (gradient, timings) = super::gradient(strategy, runs, &a, |a| primal(a, ell))?;
             Ok(Evaluation {
                 output: json!(gradient),
                 timings,

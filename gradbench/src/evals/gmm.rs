@@ -12,11 +12,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Scalar};
 
-use crate::runs::{Evaluation, Runs, repeat};
+use crate::runs::{Evaluation, Runs, prepare, repeat};
 
-use super::{expect_len, parse, unknown_function};
+use super::{Strategy, expect_len, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -56,6 +56,13 @@ impl Problem {
     /// The length of one component's `l`.
     pub fn l_len(&self) -> usize {
         self.d * (self.d - 1) / 2
+    }
+
+    /// Points per chunk of the gradient: about 16 million edges (192 MB of tape).
+    fn chunk(&self) -> usize {
+        let d = self.d;
+        let edges_per_point = self.k * (d * d + 5 * d + 4);
+        (16_000_000 / edges_per_point).max(1)
     }
 
     /// The number of parameters: `alpha`, `mu`, `q`, `l`.
@@ -224,9 +231,7 @@ pub fn gradient(
     out: &mut Vec<f64>,
 ) {
     let d = problem.d;
-    // About 16 million edges per chunk (192 MB of tape).
-    let edges_per_point = problem.k * (d * d + 5 * d + 4);
-    let chunk = (16_000_000 / edges_per_point).max(1);
+    let chunk = problem.chunk();
     let start = graph.mark();
     {
         let vars = graph.inputs(params);
@@ -251,12 +256,70 @@ pub fn gradient(
     graph.release(start);
 }
 
+/// The objective recorded once as replays, for [`Strategy::Replay`]: one per chunk of
+/// points (the first with the rest of the objective), each a function of every parameter,
+/// with a workspace each (a workspace switched between replays is prepared again, which
+/// costs a pass over the replay); the same chunks as [`gradient`]'s, so that no recording
+/// holds more than one chunk.
+pub struct Replays {
+    parts: Vec<(Replay, ReplayWorkspace)>,
+    part_gradient: Vec<f64>,
+}
+
+impl Replays {
+    /// Records the objective's parts at `params`.
+    pub fn new(problem: &Problem, params: &[f64]) -> Self {
+        let graph = Graph::new();
+        let vars = graph.vars(params);
+        let model = Model::new(problem, &vars);
+        let rest = model.rest();
+        let mut parts = Vec::new();
+        let mut scratch = Scratch::default();
+        for (i, points) in problem.x.chunks(problem.chunk() * problem.d).enumerate() {
+            let mark = graph.mark();
+            let mut terms: Vec<_> = points
+                .chunks(problem.d)
+                .map(|x| model.point(x, &mut scratch))
+                .collect();
+            if i == 0 {
+                terms.push(rest);
+            }
+            parts.push((
+                Replay::new(Scalar::sum(&terms), &vars),
+                ReplayWorkspace::new(),
+            ));
+            graph.release(mark);
+        }
+        Replays {
+            parts,
+            part_gradient: vec![0.0; params.len()],
+        }
+    }
+
+    /// The gradient at `params`, written to `out`: the parts' replayed gradients summed.
+    ///
+    /// # Errors
+    ///
+    /// A replay's error (none is expected: the objective has no guards).
+    pub fn gradient(&mut self, params: &[f64], out: &mut Vec<f64>) -> Result<(), tapegrad::Error> {
+        out.clear();
+        out.resize(params.len(), 0.0);
+        for (part, workspace) in &mut self.parts {
+            part.gradient(params, workspace, &mut self.part_gradient)?;
+            for (o, g) in out.iter_mut().zip(&self.part_gradient) {
+                *o += g;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Evaluates `objective` or `jacobian` (the gradient).
 ///
 /// # Errors
 ///
 /// An unknown function, or an input whose sizes disagree with `d`, `k` and `n`.
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input {
         d,
@@ -304,12 +367,24 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "jacobian" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
             let mut g = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                gradient(&problem, &params, &graph, &mut grads, &mut g)
-            });
+            let timings = match strategy {
+                Strategy::Replay => {
+                    let (mut replays, prepared) = prepare(|| Replays::new(&problem, &params));
+                    let (result, mut timings) = repeat(runs, || replays.gradient(&params, &mut g));
+                    result.map_err(|e| format!("gmm: the replay failed: {e}"))?;
+                    timings.insert(0, prepared);
+                    timings
+                }
+                Strategy::Record => {
+                    let graph = Graph::new();
+                    let mut grads = Gradients::new();
+                    repeat(runs, || {
+                        gradient(&problem, &params, &graph, &mut grads, &mut g)
+                    })
+                    .1
+                }
+            };
             let (alpha, rest) = g.split_at(k);
             let (mu, rest) = rest.split_at(k * d);
             let (q, l) = rest.split_at(k * d);

@@ -8,11 +8,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::Scalar;
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{gradient_by_recording, parse, unknown_function};
+use super::{Strategy, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -61,7 +61,7 @@ pub fn primal<T: Scalar>(x: &[T], n: usize) -> T {
 /// # Errors
 ///
 /// An unknown function, or an input without coefficients or sample points.
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input { x, n } = parse("llsq", input)?;
     if x.is_empty() || n < 2 {
@@ -79,12 +79,7 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "gradient" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
-            let mut gradient = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                gradient_by_recording(&graph, &mut grads, &x, |x| primal(x, n), &mut gradient);
-            });
+            let (gradient, timings) = super::gradient(strategy, runs, &x, |x| primal(x, n))?;
             Ok(Evaluation {
                 output: json!(gradient),
                 timings,

@@ -4,11 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::Scalar;
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{gradient_by_recording, parse, unknown_function};
+use super::{Strategy, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -32,7 +32,7 @@ pub fn primal<T: Scalar>(x: &[T]) -> T {
 /// # Errors
 ///
 /// An unknown function, or an empty `x`.
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input { x } = parse("lse", input)?;
     if x.is_empty() {
@@ -47,12 +47,7 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "gradient" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
-            let mut gradient = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                gradient_by_recording(&graph, &mut grads, &x, primal, &mut gradient);
-            });
+            let (gradient, timings) = super::gradient(strategy, runs, &x, |x| primal(x))?;
             Ok(Evaluation {
                 output: json!(gradient),
                 timings,

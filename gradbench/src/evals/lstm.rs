@@ -11,11 +11,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::Scalar;
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{expect_len, gradient_by_recording, parse, unknown_function};
+use super::{Strategy, expect_len, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -97,7 +97,7 @@ pub fn objective<T: Scalar>(problem: &Problem, params: &[T]) -> T {
 ///
 /// An unknown function, or an input whose shapes disagree (rows of `2 l` by `4 b`, `3`
 /// by `b`, `2 l` by `b`, and at least 2 characters of `b` bits).
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input {
         main_params,
@@ -142,18 +142,8 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "jacobian" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
-            let mut gradient = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                gradient_by_recording(
-                    &graph,
-                    &mut grads,
-                    &params,
-                    |p| objective(&problem, p),
-                    &mut gradient,
-                );
-            });
+            let (gradient, timings) =
+                super::gradient(strategy, runs, &params, |p| objective(&problem, p))?;
             Ok(Evaluation {
                 output: json!(gradient),
                 timings,

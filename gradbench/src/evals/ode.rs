@@ -9,11 +9,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar};
+use tapegrad::Scalar;
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{gradient_by_recording, parse, unknown_function};
+use super::{Strategy, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -74,7 +74,7 @@ pub fn primal<T: Scalar>(x: &[T], s: usize) -> Vec<T> {
 /// # Errors
 ///
 /// An unknown function, an empty `x`, or no steps.
-pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
+pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input { x, s } = parse("ode", input)?;
     if x.is_empty() || s == 0 {
@@ -92,13 +92,9 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "gradient" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
-            let mut gradient = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                let last = |x: &[_]| *primal(x, s).last().expect("x is not empty");
-                gradient_by_recording(&graph, &mut grads, &x, last, &mut gradient);
-            });
+            let (gradient, timings) = super::gradient(strategy, runs, &x, |x| {
+                *primal(x, s).last().expect("x is not empty")
+            })?;
             Ok(Evaluation {
                 output: json!(gradient),
                 timings,
