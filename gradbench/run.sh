@@ -9,7 +9,8 @@
 # (tools/manual, tools/adol-c, built by cpp.py on `define`). EVALs default to all twelve.
 #
 # Environment: MIN_SECONDS (default 1, GradBench's default) for every eval; TOOLS (default
-# "tapegrad manual adol-c"); ARGS_<eval> replaces an eval's size flags (defaults below:
+# "tapegrad manual adol-c"; also "tapegrad-record", the tool with --record-every-run: a
+# column of its own); ARGS_<eval> replaces an eval's size flags (defaults below:
 # GradBench's default sizes, with ht to hand 11, as the snapshot has no hand 12).
 # Logs go to GRADBENCH-WORKDIR/runs/table/EVAL-TOOL.jsonl; `--table-only` reprints the
 # table from them without running anything.
@@ -42,6 +43,7 @@ if [ "$run" = 1 ]; then
     for t in $tools; do
       case "$t" in
         tapegrad) cmd=$tapegrad ;;
+        tapegrad-record) cmd="$tapegrad --record-every-run" ;;
         manual|adol-c)
           # The C++ tools implement the ADBench-style evals only (their evals.txt).
           if ! grep -qx "$e" "$work/tools/$t/evals.txt"; then continue; fi
@@ -96,25 +98,28 @@ def read(path):
 def geomean(xs):
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
-print(f"{'eval':8} {'workloads':>9} {'tapegrad':>10} {'adol-c':>10}   tapegrad valid   (derivative time / manual primal time, geomean)")
+columns = ["tapegrad"] + (["tapegrad-record"] if any(
+    os.path.exists(f"{logs}/{e}-tapegrad-record.jsonl") for e in evals) else []) + ["adol-c"]
+print(f"{'eval':8} {'workloads':>9} " + " ".join(f"{c:>15}" for c in columns)
+      + "   tapegrad valid   (derivative time / manual primal time, geomean)")
 for e in evals:
-    logs_of = {t: read(f"{logs}/{e}-{t}.jsonl") for t in ("tapegrad", "manual", "adol-c")}
+    logs_of = {t: read(f"{logs}/{e}-{t}.jsonl") for t in ["manual"] + columns}
     tg = logs_of["tapegrad"]
     if tg is None:
         continue
-    checked = [v for v in tg.values() if v["valid"] is not None or not v["ok"]]
     ok = sum(1 for v in tg.values() if v["ok"] and v["valid"] is not False)
     validity = f"{ok}/{len(tg)} valid"
     if e not in functions:
         # hello, particle, saddle: no manual timing to divide by; GradBench scores the
         # fastest function (particle, saddle).
         best = min((v["mean"] for v in tg.values() if v["mean"]), default=float("nan"))
-        print(f"{e:8} {len(tg):>9} {'-':>10} {'-':>10}   {validity}   fastest function {best:.3e} s")
+        print(f"{e:8} {len(tg):>9} " + " ".join(f"{'-':>15}" for c in columns)
+              + f"   {validity}   fastest function {best:.3e} s")
         continue
     primal, deriv = functions[e]
     manual = logs_of["manual"] or {}
     cols = []
-    for t in ("tapegrad", "adol-c"):
+    for t in columns:
         log = logs_of[t] or {}
         ratios = []
         for (fn, desc), v in log.items():
@@ -123,6 +128,6 @@ for e in evals:
                 ratios.append(v["mean"] / p["mean"])
         cols.append((geomean(ratios), len(ratios)))
     n = cols[0][1]
-    fmt = lambda c: f"{c[0]:10.2f}" if c[1] else f"{'-':>10}"
-    print(f"{e:8} {n:>9} {fmt(cols[0])} {fmt(cols[1])}   {validity}")
+    fmt = lambda c: f"{c[0]:15.2f}" if c[1] else f"{'-':>15}"
+    print(f"{e:8} {n:>9} " + " ".join(fmt(c) for c in cols) + f"   {validity}")
 PY
