@@ -168,12 +168,18 @@ fn objective(problem: &Problem) -> (Vec<[f64; 2]>, Vec<f64>) {
     )
 }
 
-/// The Jacobian in compressed sparse rows, as `ba.hpp`'s `SparseMat`.
+/// The Jacobian in compressed sparse rows, as `ba.hpp`'s `SparseMat` (32-bit indices, as
+/// its `int`s: [`evaluate`] checks that they fit).
 #[derive(Default)]
 struct SparseMat {
-    rows: Vec<usize>,
-    cols: Vec<usize>,
+    rows: Vec<u32>,
+    cols: Vec<u32>,
     vals: Vec<f64>,
+}
+
+/// An index of the Jacobian (checked to fit by [`evaluate`]).
+fn index(i: usize) -> u32 {
+    i as u32
 }
 
 /// One observation's numbers: its camera, point and weight (the block's 15 columns),
@@ -297,13 +303,14 @@ fn jacobian(problem: &Problem, blocks: &mut Blocks, jac: &mut SparseMat) {
     jac.rows.push(0);
     for (i, &(c, pt)) in problem.obs.iter().enumerate() {
         blocks.block(&numbers(problem, i), &mut jac.vals);
-        let point_cols = CAM * problem.n + 3 * pt;
-        let weight_col = CAM * problem.n + 3 * problem.m + i;
+        let point_cols = index(CAM * problem.n + 3 * pt);
+        let weight_col = index(CAM * problem.n + 3 * problem.m + i);
+        let camera_cols = index(CAM * c);
         for _ in 0..2 {
-            let end = jac.rows.last().copied().unwrap_or(0) + BLOCK;
+            let end = jac.rows.last().copied().unwrap_or(0) + BLOCK as u32;
             jac.rows.push(end);
             jac.cols.extend(
-                (CAM * c..CAM * (c + 1))
+                (camera_cols..camera_cols + CAM as u32)
                     .chain(point_cols..point_cols + 3)
                     .chain([weight_col]),
             );
@@ -312,7 +319,7 @@ fn jacobian(problem: &Problem, blocks: &mut Blocks, jac: &mut SparseMat) {
     for i in 0..p {
         let end = jac.rows.last().copied().unwrap_or(0) + 1;
         jac.rows.push(end);
-        jac.cols.push(CAM * problem.n + 3 * problem.m + i);
+        jac.cols.push(index(CAM * problem.n + 3 * problem.m + i));
     }
     blocks.weights(&problem.weights, &mut jac.vals);
 }
@@ -340,6 +347,18 @@ pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Eva
         return Err(format!(
             "ba: needs cameras, points and at least {BLOCK} observations (n = {}, m = {}, p = {})",
             input.n, input.m, input.p
+        ));
+    }
+    let entries = (2 * BLOCK + 1).checked_mul(input.p);
+    let columns = (CAM * input.n)
+        .checked_add(3 * input.m)
+        .and_then(|c| c.checked_add(input.p));
+    if entries.is_none_or(|e| e > u32::MAX as usize)
+        || columns.is_none_or(|c| c > u32::MAX as usize)
+    {
+        return Err(format!(
+            "ba: a Jacobian of {} observations does not fit 32-bit indices",
+            input.p
         ));
     }
     let problem = Problem::new(&input);
