@@ -1,5 +1,5 @@
 //! One module per GradBench eval. Each parses the eval's input, runs the function it names
-//! as often as [`Runs`](crate::runs::Runs) asks, and answers in the shape of GradBench's
+//! as often as [`Runs`] asks, and answers in the shape of GradBench's
 //! `manual` tool (`cpp/gradbench/evals/*.hpp`, `to_json`), which its checker compares with.
 //!
 //! The functions are written over [`tapegrad::Scalar`] where they can be: the primal

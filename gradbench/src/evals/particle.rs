@@ -3,7 +3,7 @@
 //! crosses the x axis, and the objective is the square of where it crosses (linearly
 //! interpolated). The force is minus the gradient of the potential, so the objective
 //! contains a derivative; the output is the `w` that minimises it, by gradient descent
-//! ([`gd`](super::gd)), which takes the objective's derivative: nested AD (Pearlmutter and
+//! ([`gd`]), which takes the objective's derivative: nested AD (Pearlmutter and
 //! Siskind's benchmark).
 //!
 //! The eval asks for four variants, by the mode of the outer derivative (the descent's)

@@ -1,6 +1,6 @@
 //! saddle: the saddle point of `f(x, y) = |x|^2 - |y|^2` (`x`, `y` in the plane) as
 //! `argmin_x max_y f(x, y)`, then `argmax_y f(x*, y)`, every optimisation by gradient
-//! descent ([`gd`](super::gd)) from the same start (Pearlmutter and Siskind's benchmark).
+//! descent ([`gd`]) from the same start (Pearlmutter and Siskind's benchmark).
 //! The outer descent's gradient is the derivative of an inner maximisation that itself
 //! takes derivatives: nested AD, differentiated through the inner descent's steps.
 //!
