@@ -1,0 +1,226 @@
+//! One module per GradBench eval. Each parses the eval's input, runs the function it names
+//! as often as [`Runs`] asks, and answers in the shape of GradBench's
+//! `manual` tool (`cpp/gradbench/evals/*.hpp`, `to_json`), which its checker compares with.
+//!
+//! The functions are written over [`tapegrad::Scalar`] where they can be: the primal
+//! (`objective`, `primal`, `cost`) runs them on `f64`, the derivative records them on a
+//! [`tapegrad::Graph`] and uses the crate's public API (`backward`, `Var::grad`,
+//! `higher::hvp`, [`tapegrad::Replay`]).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Var};
+
+use crate::runs::{Evaluation, Runs, Timing, prepare, repeat};
+
+pub mod ba;
+pub mod det;
+pub mod gd;
+pub mod gmm;
+pub mod hello;
+pub mod ht;
+pub mod kmeans;
+pub mod llsq;
+pub mod lse;
+pub mod lstm;
+pub mod ode;
+pub mod particle;
+pub mod saddle;
+
+/// The modules (evals) this tool implements.
+pub const MODULES: [&str; 12] = [
+    "hello", "llsq", "lse", "det", "ode", "gmm", "ba", "ht", "lstm", "kmeans", "particle", "saddle",
+];
+
+/// How the derivative functions use their tape across the runs of one evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Where the function has no control flow on its inputs' values (llsq, lse, det, ode,
+    /// gmm, lstm) or only through guards that a replay checks (ba's blocks), record it
+    /// once, timed as `prepare` (as ADOL-C's tool tapes its function before the runs), and
+    /// evaluate each run's gradient by a [`Replay`] of that recording; record every run
+    /// elsewhere.
+    #[default]
+    Replay,
+    /// Record every run and sweep it backward (what a loop calling `backward` does).
+    Record,
+}
+
+/// Evaluates `function` of `module` at `input`, with the default [`Strategy`].
+///
+/// # Errors
+///
+/// An unknown module or function, or an input that is not what the eval sends (a
+/// missing field, inconsistent sizes), named in the message.
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use tapegrad_gradbench::evals::evaluate;
+///
+/// let e = evaluate("lse", "gradient", &json!({"x": [0.0, 0.0], "min_runs": 1, "min_seconds": 0}))
+///     .unwrap();
+/// assert_eq!(e.output, json!([0.5, 0.5]));
+/// assert!(evaluate("lse", "hessian", &json!({"x": [0.0]})).is_err());
+/// ```
+pub fn evaluate(module: &str, function: &str, input: &Value) -> Result<Evaluation, String> {
+    evaluate_with(module, function, input, Strategy::default())
+}
+
+/// [`evaluate`] with the given [`Strategy`].
+///
+/// # Errors
+///
+/// As [`evaluate`].
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use tapegrad_gradbench::evals::{evaluate_with, Strategy};
+///
+/// let input = json!({"x": [0.0, 0.0], "min_runs": 2, "min_seconds": 0});
+/// let replayed = evaluate_with("lse", "gradient", &input, Strategy::Replay).unwrap();
+/// let recorded = evaluate_with("lse", "gradient", &input, Strategy::Record).unwrap();
+/// assert_eq!(replayed.output, recorded.output);
+/// // The replay's recording is timed once, as `prepare`, before the two runs.
+/// let names = |e: &tapegrad_gradbench::runs::Evaluation| e.timings.iter().map(|t| t.name).collect::<Vec<_>>();
+/// assert_eq!(names(&replayed), ["prepare", "evaluate", "evaluate"]);
+/// assert_eq!(names(&recorded), ["evaluate", "evaluate"]);
+/// ```
+pub fn evaluate_with(
+    module: &str,
+    function: &str,
+    input: &Value,
+    strategy: Strategy,
+) -> Result<Evaluation, String> {
+    match module {
+        "hello" => hello::evaluate(function, input),
+        "llsq" => llsq::evaluate(function, input, strategy),
+        "lse" => lse::evaluate(function, input, strategy),
+        "det" => det::evaluate(function, input, strategy),
+        "ode" => ode::evaluate(function, input, strategy),
+        "gmm" => gmm::evaluate(function, input, strategy),
+        "ba" => ba::evaluate(function, input, strategy),
+        "ht" => ht::evaluate(function, input),
+        "lstm" => lstm::evaluate(function, input, strategy),
+        "kmeans" => kmeans::evaluate(function, input),
+        "particle" => particle::evaluate(function, input),
+        "saddle" => saddle::evaluate(function, input),
+        _ => Err(format!(
+            "tapegrad has no implementation of the module {module:?}"
+        )),
+    }
+}
+
+/// `c - x`: [`Scalar`](tapegrad::Scalar) has `x - c` for a constant `c`, and `Var`, like
+/// `f64`, also takes the constant on the left (one node, where `-x + c` records two).
+pub trait SubFrom: Sized {
+    /// `c - self`.
+    fn sub_from(self, c: f64) -> Self;
+}
+
+impl SubFrom for f64 {
+    fn sub_from(self, c: f64) -> f64 {
+        c - self
+    }
+}
+
+impl SubFrom for Var<'_> {
+    fn sub_from(self, c: f64) -> Self {
+        c - self
+    }
+}
+
+/// The eval's input as `T`, or an error naming the module and what is wrong.
+pub(crate) fn parse<T: DeserializeOwned>(module: &str, input: &Value) -> Result<T, String> {
+    T::deserialize(input)
+        .map_err(|e| format!("{module}: the input is not what the eval sends: {e}"))
+}
+
+/// The error for a function the module does not have.
+pub(crate) fn unknown_function(module: &str, function: &str, known: &[&str]) -> String {
+    format!(
+        "{module} has no function {function:?} (it has {})",
+        known.join(", ")
+    )
+}
+
+/// `Ok(())` if `len` is `want`, else an error naming the field.
+pub(crate) fn expect_len(module: &str, field: &str, len: usize, want: usize) -> Result<(), String> {
+    if len == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{module}: {field} has {len} numbers, expected {want}"
+        ))
+    }
+}
+
+/// The gradient of `f` at `x`, by one recording and one reverse sweep on `graph`, written
+/// to `out`; returns the value. Everything recorded is released before it returns, so a
+/// loop of calls reuses the graph's memory (and `grads`'s).
+pub(crate) fn gradient_by_recording<'g>(
+    graph: &'g Graph,
+    grads: &mut Gradients,
+    x: &[f64],
+    f: impl FnOnce(&[Var<'g>]) -> Var<'g>,
+    out: &mut Vec<f64>,
+) -> f64 {
+    let mark = graph.mark();
+    let value = {
+        let inputs = graph.inputs(x);
+        let y = f(&inputs);
+        y.backward_into(grads);
+        out.clear();
+        out.extend(inputs.iter().map(|&xi| grads[xi]));
+        y.value()
+    };
+    graph.release(mark);
+    value
+}
+
+/// The gradient of `f` at `x` for every run `runs` asks, by `strategy`: returns the
+/// gradient and the timings.
+pub(crate) fn gradient(
+    strategy: Strategy,
+    runs: Runs,
+    x: &[f64],
+    f: impl for<'g> Fn(&[Var<'g>]) -> Var<'g>,
+) -> Result<(Vec<f64>, Vec<Timing>), String> {
+    match strategy {
+        Strategy::Replay => gradient_by_replay(runs, x, f),
+        Strategy::Record => {
+            let graph = Graph::new();
+            let mut grads = Gradients::new();
+            let mut gradient = Vec::new();
+            let ((), timings) = repeat(runs, || {
+                gradient_by_recording(&graph, &mut grads, x, &f, &mut gradient);
+            });
+            Ok((gradient, timings))
+        }
+    }
+}
+
+/// The gradient of `f` at `x` by a recording made once and replayed: `f` is recorded at
+/// `x` and its [`Replay`] built (timed as `prepare`), then each run replays it. Only for
+/// functions with no control flow on their inputs' values outside guards (a replay
+/// evaluates the recorded branch, and checks only the guards).
+pub(crate) fn gradient_by_replay(
+    runs: Runs,
+    x: &[f64],
+    f: impl for<'g> FnOnce(&[Var<'g>]) -> Var<'g>,
+) -> Result<(Vec<f64>, Vec<Timing>), String> {
+    let (replay, prepared) = prepare(|| {
+        let graph = Graph::new();
+        let inputs = graph.vars(x);
+        Replay::new(f(&inputs), &inputs)
+    });
+    let mut ws = ReplayWorkspace::new();
+    let mut gradient = vec![0.0; x.len()];
+    let (result, mut timings) = repeat(runs, || replay.gradient(x, &mut ws, &mut gradient));
+    result.map_err(|e| format!("the replay failed: {e}"))?;
+    timings.insert(0, prepared);
+    Ok((gradient, timings))
+}
