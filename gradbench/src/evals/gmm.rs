@@ -284,10 +284,7 @@ impl Replays {
             if i == 0 {
                 terms.push(rest);
             }
-            parts.push((
-                Replay::new(Var::sum(&terms), &vars),
-                ReplayWorkspace::new(),
-            ));
+            parts.push((Replay::new(Var::sum(&terms), &vars), ReplayWorkspace::new()));
             graph.release(mark);
         }
         Replays {
