@@ -772,8 +772,8 @@ impl Graph {
                 result = Err(owner.foreign(x));
                 break;
             }
-            // A handle issued since the last release carries its position (see
-            // `Keys::validate`); any other is looked up below, once the iterator is done.
+            // A handle issued since the last release is live (see `Keys::validate`); any
+            // other's key is looked up below, once the iterator is done.
             if x.epoch != check {
                 stale.push((positions.len(), x.key));
             }
@@ -781,11 +781,8 @@ impl Graph {
         }
         let mut tape = self.tape.borrow_mut();
         let mut released = false;
-        for &(k, key) in &stale {
-            match tape.keys.position(key) {
-                Some(pos) => positions[k] = pos,
-                None => released = true,
-            }
+        for &(_, key) in &stale {
+            released |= !tape.keys.is_live(key);
         }
         if released {
             // The first bad term in order is reported: a released one before a foreign.

@@ -4,6 +4,7 @@
 
 use super::error::Error;
 use super::graph::{Graph, Var};
+use super::keys::Handle;
 
 /// Differentiable inputs recorded together by [`Graph::inputs`]: their `Var`s, which it
 /// derefs to, in a buffer that cannot change and that the graph knows while it lives.
@@ -138,7 +139,10 @@ impl Graph {
     pub fn inputs(&self, xs: &[f64]) -> Inputs<'_> {
         let vars = self.vars(xs).into_boxed_slice();
         if let (Some(first), Some(last)) = (vars.first(), vars.last()) {
-            self.runs.borrow_mut().register(&vars, first.key, last.key);
+            let first_pos = first.pos();
+            self.runs
+                .borrow_mut()
+                .register(&vars, first_pos, (first.key, last.key));
         }
         Inputs { graph: self, vars }
     }

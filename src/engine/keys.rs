@@ -1,19 +1,22 @@
-//! Node identity: every node's [`NodeKey`], issued by a `slotmap::SlotMap` that maps it to
-//! the node's tape position, and the column that maps each position back to its key. A
-//! handle is valid exactly when its key is live in the map: releasing nodes removes their
-//! keys (newest first, so the cost is what is freed), and a released key is never live
-//! again (slotmap's versioned keys), so a stale handle is an error, never another node.
-//! Knows nothing of `Graph`, `Var` or the tape's other columns: handles reach it through
-//! the [`Handle`] trait.
+//! Node identity: every node's [`NodeKey`], issued by a `slotmap::SlotMap` when the node is
+//! recorded, and the column that maps each tape position back to its key. A handle is
+//! valid exactly when its key is live in the map: releasing nodes removes their keys
+//! (newest first, so the cost is what is freed), and a released key is never live again
+//! (slotmap's versioned keys), so a stale handle is an error, never another node. Knows
+//! nothing of `Graph`, `Var` or the tape's other columns: handles reach it through the
+//! [`Handle`] trait.
 //!
-//! What it costs per node: a slot of the map (8 bytes: the position and slotmap's
-//! version) and an entry of the position column (8 bytes: the key); recording inserts the
-//! key (the map's free list, about a dozen instructions), resolving an operand reads its
-//! slot (one 8-byte load and a comparison), and releasing removes the key (about a dozen
-//! instructions). Why this layout: the position a key names is read with the version that
-//! validates it, in one load, and the values stay in one contiguous column (what the sweep
-//! and the dot blocks read); the key column is what makes a release remove exactly the
-//! keys it frees.
+//! What it costs per node: a slot of the map (8 bytes: slotmap's version and its free
+//! list's link; the map holds no value, since a handle carries its node's position) and an
+//! entry of the position column (8 bytes: the key). Recording inserts the key (the map's
+//! free list: about a dozen instructions) and writes the column; releasing removes the key
+//! (about a dozen). A handle issued since the last release is proven live by its epoch
+//! (one comparison, see [`Keys::validate`]); any other by one lookup of its slot's version.
+//! Why this layout (measured against a map holding each key's position, and against the
+//! position looked up for every handle: `benches/peers/RESULTS.md`): the values stay in one
+//! contiguous column, which the sweep and the dot blocks read, a fresh handle needs no
+//! lookup at all, and the key column is what makes a release remove exactly the keys it
+//! frees.
 
 use slotmap::SlotMap;
 
@@ -47,7 +50,7 @@ slotmap::new_key_type! {
 /// since the last release skip the map (see [`Owner::position`]).
 #[derive(Debug, Default)]
 pub(in crate::engine) struct Keys {
-    map: SlotMap<NodeKey, u32>,
+    map: SlotMap<NodeKey, ()>,
     by_position: Vec<NodeKey>,
     /// The epoch new handles carry: the number of releases so far (saturating below
     /// `u32::MAX - 1`).
@@ -83,23 +86,22 @@ impl Keys {
     /// A new key for the node recorded at `pos`, the next position.
     #[inline(always)]
     pub(in crate::engine) fn issue(&mut self, pos: u32) -> NodeKey {
-        let key = self.map.insert(pos);
+        let key = self.map.insert(());
         self.by_position[pos as usize] = key;
         key
     }
 
     /// New keys for the `n` nodes recorded at `first..first + n`.
     pub(in crate::engine) fn issue_run(&mut self, first: u32, n: usize) {
-        let column = &mut self.by_position[first as usize..][..n];
-        for (slot, pos) in column.iter_mut().zip(first..) {
-            *slot = self.map.insert(pos);
+        for slot in &mut self.by_position[first as usize..][..n] {
+            *slot = self.map.insert(());
         }
     }
 
-    /// The position `key` names, if its node is still recorded.
+    /// Whether `key`'s node is still recorded.
     #[inline(always)]
-    pub(in crate::engine) fn position(&self, key: NodeKey) -> Option<u32> {
-        self.map.get(key).copied()
+    pub(in crate::engine) fn is_live(&self, key: NodeKey) -> bool {
+        self.map.contains_key(key)
     }
 
     /// The position of the node a handle names, if it is still recorded: the handle's
@@ -109,11 +111,10 @@ impl Keys {
     /// whether a stale handle still names its node.
     #[inline(always)]
     pub(in crate::engine) fn validate(&self, key: NodeKey, pos: u32, epoch: u32) -> Option<u32> {
-        if epoch == self.check_epoch {
-            debug_assert_eq!(self.position(key), Some(pos));
-            return Some(pos);
-        }
-        self.position(key)
+        debug_assert!(epoch != self.check_epoch || self.key(pos) == key);
+        // A live key's node has not been released, so it is still at the position its
+        // handle was issued with.
+        (epoch == self.check_epoch || self.is_live(key)).then_some(pos)
     }
 
     /// The key of the node at `pos` (recorded).
@@ -153,7 +154,7 @@ impl Keys {
 
     /// The heap bytes held (capacity).
     pub(in crate::engine) fn heap_bytes(&self) -> usize {
-        // A slot holds the position (4 bytes) and slotmap's version (4).
+        // A slot holds slotmap's version (4 bytes) and its free list's link (4).
         self.map.capacity() * 8 + self.by_position.capacity() * size_of::<NodeKey>()
     }
 }
@@ -245,7 +246,7 @@ impl Owner {
 }
 
 /// The handle buffers of a graph's live `Inputs` (see [`KnownRuns::find`]): each one's
-/// address and length, and its first and last node's keys.
+/// address and length, its first node's position, and its first and last node's keys.
 #[derive(Debug, Default)]
 pub(in crate::engine) struct KnownRuns(Vec<KnownRun>);
 
@@ -253,6 +254,7 @@ pub(in crate::engine) struct KnownRuns(Vec<KnownRun>);
 struct KnownRun {
     addr: usize,
     len: usize,
+    first_pos: u32,
     first: NodeKey,
     last: NodeKey,
 }
@@ -260,11 +262,17 @@ struct KnownRun {
 impl KnownRuns {
     /// Remembers `buffer`, handles to the consecutive nodes with keys `first` to `last`,
     /// recorded together; its contents must not change while it is registered.
-    pub(in crate::engine) fn register<T>(&mut self, buffer: &[T], first: NodeKey, last: NodeKey) {
+    pub(in crate::engine) fn register<T>(
+        &mut self,
+        buffer: &[T],
+        first_pos: u32,
+        (first, last): (NodeKey, NodeKey),
+    ) {
         if !buffer.is_empty() {
             self.0.push(KnownRun {
                 addr: buffer.as_ptr() as usize,
                 len: buffer.len(),
+                first_pos,
                 first,
                 last,
             });
@@ -298,9 +306,10 @@ impl KnownRuns {
         // The buffer's nodes were recorded together, at consecutive positions: if its first
         // and last are still recorded, so is every one between (a release frees a suffix
         // of the tape).
-        let first = keys.position(run.first)?;
-        keys.position(run.last)?;
+        if !(keys.is_live(run.first) && keys.is_live(run.last)) {
+            return None;
+        }
         debug_assert_eq!((start - run.addr) % size, 0);
-        Some(first + ((start - run.addr) / size) as u32)
+        Some(run.first_pos + ((start - run.addr) / size) as u32)
     }
 }

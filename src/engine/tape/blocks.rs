@@ -562,9 +562,9 @@ mod tests {
     use super::super::super::keys::{NodeKey, READ_THE_TAPE};
     use super::*;
 
-    /// A handle for the tape alone: a key, and one made-up graph.
+    /// A handle for the tape alone: a key and its position, and one made-up graph.
     #[derive(Clone, Copy)]
-    struct Key(NodeKey);
+    struct Key(NodeKey, u32);
 
     const OWNER: Owner = Owner {
         addr: 8 as *const (),
@@ -585,8 +585,7 @@ mod tests {
             READ_THE_TAPE
         }
         fn pos(self) -> u32 {
-            // Never used: with no epoch of the tape's, the key is looked up.
-            0
+            self.1
         }
         fn epoch(self) -> u32 {
             // No epoch a tape checks: the key is looked up.
@@ -604,12 +603,8 @@ mod tests {
         // One output per product: each block adds one node and `inner` positions of `a`.
         let (inner, outputs) = (64, 1);
         let first = tape.inputs(&[0.5; 64 * 2], location).unwrap();
-        let keys: Vec<Key> = tape
-            .keys
-            .keys(first, 64 * 2)
-            .iter()
-            .map(|&k| Key(k))
-            .collect();
+        let keys = tape.keys.keys(first, 64 * 2).iter().zip(first..);
+        let keys: Vec<Key> = keys.map(|(&k, pos)| Key(k, pos)).collect();
         let (a, b) = keys.split_at(inner);
         let product = |tape: &mut Tape| {
             tape.matrix_dots(OWNER, (a, b), None, inner, Pairing::Rows, location)
