@@ -263,8 +263,8 @@ fn custom_partials<'g>(
 }
 
 /// A value inside the differentiable sweep: a constant (folded, never recorded) or a node
-/// of the graph addressed by tape position. Recording by position skips the slot map: only
-/// the gradients handed back to the user get keys.
+/// of the graph addressed by tape position (every node recorded gets its key as any does,
+/// but only the gradients handed back to the user get handles).
 #[derive(Clone, Copy)]
 pub(in crate::engine) enum Term<'g> {
     Const(f64),

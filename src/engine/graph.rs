@@ -121,7 +121,7 @@ impl<'g> Var<'g> {
         std::ptr::eq(self.graph, other.graph) && self.key == other.key
     }
 
-    /// The node's key: its tape position and the generation it was recorded in.
+    /// The node's key: live in the graph's `slotmap` until the node is released.
     ///
     /// # Examples
     ///

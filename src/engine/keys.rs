@@ -45,9 +45,9 @@ slotmap::new_key_type! {
     pub struct NodeKey;
 }
 
-/// Which key names which tape position, both ways: the slot map (key to position) and the
-/// position column (position to key); and the release epoch, which lets a handle issued
-/// since the last release skip the map (see [`Owner::position`]).
+/// The graph's live keys (the `slotmap`), the position column (position to key), and the
+/// release epoch, which lets a handle issued since the last release skip the map (see
+/// [`Keys::validate`]).
 #[derive(Debug, Default)]
 pub(in crate::engine) struct Keys {
     map: SlotMap<NodeKey, ()>,

@@ -9,7 +9,7 @@
 //! from the op table at the new values (so a piecewise op such as `relu` or `abs` takes its
 //! derivative at the new point, by construction), one check of every guard, and one
 //! reverse sweep written as the plain backward's (`backward.rs`), so that gradients match a
-//! fresh recording bit for bit. No slot map, no `RefCell`, and, once a
+//! fresh recording bit for bit. No keys, no `RefCell`, and, once a
 //! [`ReplayWorkspace`] has been used, no allocation.
 
 use std::panic::Location;

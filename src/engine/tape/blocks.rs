@@ -158,7 +158,7 @@ impl Tape {
     /// [`Tape::nary_vars`] records for `dot(row i of a, part j of b)`: operands in that
     /// order, the same value bit for bit, the same gradients bit for bit.
     ///
-    /// Every handle of `a` and `b` is resolved (slot lookup, value) once, not once per
+    /// Every handle of `a` and `b` is resolved (checked, and its position read) once, not once per
     /// output that uses it, and in the order the dots read them (`b` column by column for
     /// [`Pairing::Columns`]), so that each dot's operands are contiguous. A bad handle
     /// anywhere is reported before anything is recorded.
