@@ -117,6 +117,6 @@ struct ReadmeDoctests;
 pub use engine::op;
 pub use engine::{
     Anomaly, Binary, BranchChanged, CustomFn, Error, Gradients, Graph, Inputs, Mark, Nary, NodeKey,
-    Op, Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement, Unary, Var, atan2, hypot,
-    max, min, powf,
+    Op, Operand, Replay, ReplayProgram, ReplayWorkspace, Scalar, ScalarFn, Statement, Unary, Var,
+    atan2, hypot, max, min, powf,
 };

@@ -31,7 +31,7 @@ pub use error::{Anomaly, BranchChanged, Error};
 pub use graph::{CustomFn, Graph, Inputs, Mark, Operand, ScalarFn, Var};
 pub use matrix::{Matrix, Pairing};
 pub use op::{Binary, Nary, Op, Unary};
-pub use replay::{Replay, ReplayWorkspace};
+pub use replay::{Replay, ReplayProgram, ReplayWorkspace};
 pub use scalar::{Scalar, Statement};
 pub(crate) use tape::CONST_ARG;
 pub use tape::NodeKey;
