@@ -122,7 +122,10 @@ mod tests {
                 assert_eq!(unary_value_of(op)(x).to_bits(), y.to_bits(), "{op:?}");
                 let p = op.partial(x, y);
                 let q = unary_partial_of(op)(x, y);
-                assert!(p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()), "{op:?}");
+                assert!(
+                    p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                    "{op:?}"
+                );
             }
         }
         for &op in Binary::ALL {

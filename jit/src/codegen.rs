@@ -23,9 +23,7 @@ use std::f64::consts::{LN_2, LN_10};
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F64, I32, I64};
-use cranelift_codegen::ir::{
-    AbiParam, Block, InstBuilder, MemFlagsData, SigRef, Signature, Value,
-};
+use cranelift_codegen::ir::{AbiParam, Block, InstBuilder, MemFlagsData, SigRef, Signature, Value};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -359,7 +357,8 @@ impl<'p> Compiler<'p> {
     }
 
     fn is_active(&self, slot: u32) -> bool {
-        (slot as usize) < self.kinds.len() && !matches!(self.kinds[slot as usize], Kind::Constant(_))
+        (slot as usize) < self.kinds.len()
+            && !matches!(self.kinds[slot as usize], Kind::Constant(_))
     }
 
     /// A slot's value in the forward function: a constant, or the node's value (from its
@@ -414,10 +413,9 @@ impl<'p> Compiler<'p> {
                     Binary::Add | Binary::Sub | Binary::Mul => {
                         let (y, partials) = match bop {
                             Binary::Add => (frame.b.ins().fadd(a, b), [Partial::One; 2]),
-                            Binary::Sub => (
-                                frame.b.ins().fsub(a, b),
-                                [Partial::One, Partial::MinusOne],
-                            ),
+                            Binary::Sub => {
+                                (frame.b.ins().fsub(a, b), [Partial::One, Partial::MinusOne])
+                            }
                             _ => (
                                 frame.b.ins().fmul(a, b),
                                 [Partial::Value(sb), Partial::Value(sa)],
@@ -472,7 +470,10 @@ impl<'p> Compiler<'p> {
                 let half = args.len() / 2;
                 let mut products = Vec::with_capacity(half);
                 for i in 0..half {
-                    let (a, b) = (self.value(frame, args[i]), self.value(frame, args[i + half]));
+                    let (a, b) = (
+                        self.value(frame, args[i]),
+                        self.value(frame, args[i + half]),
+                    );
                     products.push(frame.b.ins().fmul(a, b));
                 }
                 for (k, &a) in args.iter().enumerate() {
@@ -589,7 +590,10 @@ impl<'p> Compiler<'p> {
                 let at_most_zero = frame.b.ins().fcmp(FloatCC::LessThanOrEqual, x, zero);
                 let y = frame.b.ins().select(at_most_zero, zero, x);
                 let above = frame.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                let (one, nan) = (frame.b.ins().f64const(1.0), frame.b.ins().f64const(f64::NAN));
+                let (one, nan) = (
+                    frame.b.ins().f64const(1.0),
+                    frame.b.ins().f64const(f64::NAN),
+                );
                 let below = frame.b.ins().select(at_most_zero, zero, nan);
                 (y, Err(frame.b.ins().select(above, one, below)))
             }
@@ -879,7 +883,9 @@ impl<'f> Frame<'f> {
     /// Every access is aligned and never traps (in bounds by construction).
     fn load(&mut self, buffer: Buffer, index: usize) -> Value {
         let (base, offset) = self.offset(buffer, index);
-        self.b.ins().load(F64, MemFlagsData::trusted(), base, offset)
+        self.b
+            .ins()
+            .load(F64, MemFlagsData::trusted(), base, offset)
     }
 
     fn store(&mut self, buffer: Buffer, index: usize, v: Value) {
@@ -946,6 +952,8 @@ impl<'f> Frame<'f> {
         let node = self.b.ins().iconst(I32, node as i64);
         let edge = self.b.ins().iconst(I32, edge as i64);
         let context = self.params[3];
-        self.b.ins().call_indirect(signature, callee, &[context, node, edge]);
+        self.b
+            .ins()
+            .call_indirect(signature, callee, &[context, node, edge]);
     }
 }
