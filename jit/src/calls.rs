@@ -1,8 +1,7 @@
 //! The Rust functions that compiled code calls for what it does not inline: each op's value
-//! and partials from tapegrad's op table (`Unary::value`, `Unary::partial`, ...), and `exp`
-//! and `ln` for logsumexp, as `extern "C"` functions taking and returning `f64`s. They are
-//! the very functions the interpreter calls, so a compiled node gives its numbers bit for
-//! bit. No pointers, nothing unsafe: the one trampoline that reads memory is in `native.rs`.
+//! and partials from tapegrad's op table (`Unary::value`, `Unary::partial`, ...), as
+//! `extern "C"` functions taking and returning `f64`s. They are the very functions the
+//! interpreter calls, so a compiled node gives its numbers bit for bit. No pointers, nothing unsafe: the one trampoline that reads memory is in `native.rs`.
 //!
 //! Each op gets a function of its own (a const generic over its index in `Unary::ALL` or
 //! `Binary::ALL`), in which the op is a constant, so the table's `match` folds away, as in
@@ -50,16 +49,6 @@ extern "C" fn binary_value<const K: usize>(a: f64, b: f64) -> f64 {
 /// The partial with respect to operand `I` of binary op `K`.
 extern "C" fn binary_partial<const K: usize, const I: usize>(a: f64, b: f64, y: f64) -> f64 {
     binary::<K>().partial(a, b, y, I)
-}
-
-/// `e^x`, as logsumexp's shifted exps compute it.
-pub(crate) extern "C" fn exp(x: f64) -> f64 {
-    x.exp()
-}
-
-/// `ln x`, as logsumexp's value computes it.
-pub(crate) extern "C" fn ln(x: f64) -> f64 {
-    x.ln()
 }
 
 /// `[f::<0>, .., f::<63>]`, or `[f::<0, I>, .., f::<63, I>]`.

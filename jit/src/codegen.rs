@@ -67,9 +67,10 @@ pub(crate) struct Scratch {
 }
 
 /// Evaluates node `node` (whose partials start at `edge`) in the compiled code's buffers,
-/// for the trampoline: an n-ary op by the op table's `value` and `partials_f64` (what the
-/// interpreter's `value_and_partials_f64` computes for those it sends here), anything else
-/// by [`ReplayProgram::evaluate`], the interpreter's own evaluation.
+/// for the trampoline, with the interpreter's operations: logsumexp as
+/// [`logsumexp_node`], another n-ary op by the op table's `value` and `partials_f64` (what
+/// the interpreter's `value_and_partials_f64` computes for them), anything else by
+/// [`ReplayProgram::evaluate`], the interpreter's own evaluation.
 pub(crate) fn evaluate_node(
     program: ReplayProgram<'_>,
     node: usize,
@@ -80,19 +81,43 @@ pub(crate) fn evaluate_node(
 ) {
     let args = program.operands(node);
     let partials = &mut partials[edge..edge + args.len()];
-    match program.op(node) {
-        Op::Nary(op) => {
-            let Scratch { operands, out } = scratch;
-            operands.clear();
-            operands.extend(args.iter().map(|&a| values[a as usize]));
-            out.clear();
-            let y = op.value(operands);
-            op.partials_f64(operands, y, out);
-            partials.copy_from_slice(out);
-            values[node] = y;
-        }
-        _ => program.evaluate(node, values, partials),
+    let op = match program.op(node) {
+        Op::Nary(op) => op,
+        _ => return program.evaluate(node, values, partials),
+    };
+    let Scratch { operands, out } = scratch;
+    operands.clear();
+    operands.extend(args.iter().map(|&a| values[a as usize]));
+    if op == Nary::LogSumExp
+        && let Some(y) = logsumexp_node(operands, partials)
+    {
+        values[node] = y;
+        return;
     }
+    out.clear();
+    let y = op.value(operands);
+    op.partials_f64(operands, y, out);
+    partials.copy_from_slice(out);
+    values[node] = y;
+}
+
+/// Logsumexp's value and partials (written to `partials`) as the interpreter records them
+/// (tapegrad's `Nary::value_and_partials_f64`, which is not public), where the largest
+/// operand `m` is finite: `e_k = exp(x_k - m)`, their sum `s` (in order), the partials
+/// `e_k / s`, the value `m + ln s`, each exp computed once. `None` where `m` is not finite
+/// (an infinite operand, or none but NaNs and -inf): there the op table's `value` and
+/// `partials_f64` give the interpreter's numbers, special cases and all.
+fn logsumexp_node(xs: &[f64], partials: &mut [f64]) -> Option<f64> {
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return None;
+    }
+    for (e, &x) in partials.iter_mut().zip(xs) {
+        *e = (x - max).exp();
+    }
+    let sum: f64 = partials.iter().sum();
+    partials.iter_mut().for_each(|e| *e /= sum);
+    Some(max + sum.ln())
 }
 
 /// What a slot holds during an evaluation.
@@ -114,12 +139,23 @@ enum Partial {
     Skip,
     /// Exactly 1: the contribution is the adjoint itself (`a * 1 = a`).
     One,
-    /// Exactly -1: the contribution is subtracted (`s + a * -1 = s - a`).
+    /// Exactly -1: the contribution is the adjoint negated (`s + a * -1 = s - a`).
     MinusOne,
     /// A slot's value (a product's other factor, `exp`'s own value).
     Value(u32),
     /// Computed in the forward function and stored in `partials`.
     Stored,
+}
+
+/// A number in the sweep, `±v` (or `±1` where `v` is known to be 1): signs are tracked
+/// rather than computed, as `-(x y) = (-x) y` and `-(x + y) = (-x) + (-y)` exactly (IEEE
+/// rounding is symmetric; only the sign of a zero can differ, see [`Compiler::accumulate`]).
+#[derive(Clone, Copy, Debug)]
+struct Signed {
+    v: Value,
+    negated: bool,
+    /// `v` is the constant 1: a product with it is the other factor.
+    one: bool,
 }
 
 /// An adjoint while the sweep's code is being generated.
@@ -129,7 +165,7 @@ enum Adjoint {
     /// interpreter's sweep skips a zero adjoint).
     Untouched,
     /// Being summed in a register, last touched at the given step.
-    Live(Value, usize),
+    Live(Signed, usize),
     /// Its sum so far is in the `adjoints` buffer.
     Memory,
 }
@@ -156,6 +192,9 @@ struct Compiler<'p> {
     /// `edge_start[n]..edge_start[n + 1]` are node `n`'s edges (its partials' positions).
     edge_start: Vec<usize>,
     partials: Vec<Partial>,
+    /// Per node: whether its value is stored in `values` where it is computed (because a
+    /// later chunk, the sweep, the trampoline, a guard or the caller reads it there).
+    stored: Vec<bool>,
     adjoints: Vec<Adjoint>,
     /// What `[f64]::iter().sum()` starts from (-0.0, which leaves the first term as it
     /// is; +0.0 in older Rust, which does not for a -0.0), so that sums fold as the
@@ -174,6 +213,11 @@ impl<'p> Compiler<'p> {
                 .map_err(|e| format!("Cranelift setting {name}={value}: {e}"))
         };
         set(&mut flags, "opt_level", "speed")?;
+        set(
+            &mut flags,
+            "regalloc_algorithm",
+            &std::env::var("JIT_RA").unwrap_or("backtracking".into()),
+        )?;
         set(
             &mut flags,
             "enable_verifier",
@@ -236,6 +280,7 @@ impl<'p> Compiler<'p> {
             kinds,
             edge_start,
             partials: vec![Partial::Skip; edges],
+            stored: vec![false; nodes],
             adjoints: vec![Adjoint::Untouched; nodes],
             sum_start: Nary::Sum.value(&[]),
             sizes,
@@ -252,14 +297,18 @@ impl<'p> Compiler<'p> {
         let root = self.program.output();
         // Chunks of consecutive nodes, up to the root (the nodes above it are inputs).
         let mut chunks = Vec::new();
+        let mut chunk_of = vec![0u32; root + 1];
         let (mut start, mut work) = (0, 0);
         for n in 0..=root {
+            chunk_of[n] = chunks.len() as u32;
             work += 1 + self.program.operands(n).len();
             if work >= CHUNK_WORK || n == root {
                 chunks.push(start..n + 1);
                 (start, work) = (n + 1, 0);
             }
         }
+        self.plan(&chunk_of);
+
         let mut context = self.module.make_context();
         let mut builder_context = FunctionBuilderContext::new();
         let mut signature = self.module.make_signature();
@@ -273,6 +322,7 @@ impl<'p> Compiler<'p> {
                           emit: &mut dyn FnMut(&mut Self, &mut Frame<'_>)|
          -> Result<FuncId, String> {
             context.func.signature = signature.clone();
+            context.set_disasm(std::env::var_os("JIT_DISASM").is_some());
             {
                 let mut frame = Frame::new(
                     FunctionBuilder::new(&mut context.func, &mut builder_context),
@@ -290,6 +340,10 @@ impl<'p> Compiler<'p> {
                 .map_err(|e| format!("Cranelift: {e:?}"))?;
             if let Some(code) = context.compiled_code() {
                 this.stats.code_bytes += code.code_buffer().len();
+                if let Some(d) = &code.vcode {
+                    eprintln!("{}", context.func.display());
+                    eprintln!("{d}");
+                }
             }
             this.module.clear_context(context);
             this.stats.functions += 1;
@@ -320,7 +374,12 @@ impl<'p> Compiler<'p> {
                 if first {
                     // The seed; and the inputs above the root, which nothing reaches.
                     let one = frame.b.ins().f64const(1.0);
-                    this.adjoints[root] = Adjoint::Live(one, 0);
+                    let seed = Signed {
+                        v: one,
+                        negated: false,
+                        one: true,
+                    };
+                    this.adjoints[root] = Adjoint::Live(seed, 0);
                     frame.live.push(root as u32);
                     for n in root + 1..nodes {
                         if this.kinds[n] == Kind::Input {
@@ -335,10 +394,7 @@ impl<'p> Compiler<'p> {
                 }
                 // What this chunk passed to nodes below it, for the next function.
                 for slot in std::mem::take(&mut frame.live) {
-                    if let Adjoint::Live(v, _) = this.adjoints[slot as usize] {
-                        frame.store(Buffer::Adjoints, slot as usize, v);
-                        this.adjoints[slot as usize] = Adjoint::Memory;
-                    }
+                    this.spill(frame, slot as usize);
                 }
                 let zero = frame.b.ins().iconst(I32, 0);
                 frame.b.ins().return_(&[zero]);
@@ -361,8 +417,73 @@ impl<'p> Compiler<'p> {
             && !matches!(self.kinds[slot as usize], Kind::Constant(_))
     }
 
-    /// A slot's value in the forward function: a constant, or the node's value (from its
-    /// register if recent, else from `values`).
+    fn is_node(&self, slot: u32) -> bool {
+        self.kinds.get(slot as usize) == Some(&Kind::Node)
+    }
+
+    /// Whether the forward function computes `op` itself (else the trampoline does).
+    fn inline(op: Op, operands: usize) -> bool {
+        match op {
+            Op::Unary(_) | Op::Binary(_) | Op::Nary(Nary::Sum) => true,
+            Op::Nary(Nary::Dot) => operands % 2 == 0,
+            _ => false,
+        }
+    }
+
+    /// Before any code: how the sweep gets each partial, and which values must be stored.
+    fn plan(&mut self, chunk_of: &[u32]) {
+        let root = self.program.output();
+        for node in 0..=root {
+            if self.kinds[node] != Kind::Node {
+                continue;
+            }
+            let op = self.program.op(node);
+            let args = self.program.operands(node);
+            let edge = self.edge_start[node];
+            let inline = Self::inline(op, args.len());
+            for (k, &a) in args.iter().enumerate() {
+                let partial = match op {
+                    Op::Unary(Unary::Neg) => Partial::MinusOne,
+                    Op::Unary(Unary::Exp) => Partial::Value(node as u32),
+                    Op::Binary(Binary::Add) | Op::Nary(Nary::Sum) => Partial::One,
+                    Op::Binary(Binary::Sub) if k == 0 => Partial::One,
+                    Op::Binary(Binary::Sub) => Partial::MinusOne,
+                    Op::Binary(Binary::Mul) => Partial::Value(args[1 - k]),
+                    Op::Nary(Nary::Dot) if inline => {
+                        Partial::Value(args[(k + args.len() / 2) % args.len()])
+                    }
+                    _ => Partial::Stored,
+                };
+                self.partials[edge + k] = if self.is_active(a) {
+                    partial
+                } else {
+                    Partial::Skip
+                };
+                if let Partial::Value(s) = self.partials[edge + k]
+                    && self.is_node(s)
+                {
+                    self.stored[s as usize] = true;
+                }
+                if self.is_node(a) && (!inline || chunk_of[a as usize] != chunk_of[node]) {
+                    self.stored[a as usize] = true;
+                }
+            }
+        }
+        for k in 0..self.guards {
+            let (_, operands, _) = self.program.guard(k);
+            for a in operands {
+                if self.is_node(a) {
+                    self.stored[a as usize] = true;
+                }
+            }
+        }
+        if self.kinds[root] == Kind::Node {
+            self.stored[root] = true;
+        }
+    }
+
+    /// A slot's value in a function: a constant; or the node's value, from its register if
+    /// it is recent or is not stored, else from `values`.
     fn value(&self, frame: &mut Frame<'_>, slot: u32) -> Value {
         let s = slot as usize;
         let constant = match self.kinds.get(s) {
@@ -374,7 +495,7 @@ impl<'p> Compiler<'p> {
             return frame.b.ins().f64const(c);
         }
         if let Some(&(v, at)) = frame.cache.get(&slot)
-            && frame.step - at <= VALUE_WINDOW
+            && (frame.step - at <= VALUE_WINDOW || (self.is_node(slot) && !self.stored[s]))
         {
             return v;
         }
@@ -383,73 +504,57 @@ impl<'p> Compiler<'p> {
         v
     }
 
-    /// Node `node`'s value and partials, in the interpreter's operations.
+    /// Node `node`'s value, and its partials that are stored, in the interpreter's
+    /// operations.
     fn forward_node(&mut self, frame: &mut Frame<'_>, node: usize) {
-        let op = self.program.op(node);
         if self.kinds[node] != Kind::Node {
             return;
         }
+        let op = self.program.op(node);
         let args = self.program.operands(node);
         let edge = self.edge_start[node];
-        let stored = |this: &mut Self, frame: &mut Frame<'_>, k: usize, p: Value| {
-            frame.store(Buffer::Partials, edge + k, p);
-            this.partials[edge + k] = Partial::Stored;
-        };
+        let wanted = |this: &Self, k: usize| this.partials[edge + k] == Partial::Stored;
+        let one = |frame: &mut Frame<'_>| frame.b.ins().f64const(1.0);
         let y = match op {
             Op::Unary(u) => {
                 let x = self.value(frame, args[0]);
-                let (y, p) = self.unary(frame, u, x, node);
-                match p {
-                    Ok(p) => self.partials[edge] = p,
-                    Err(p) => stored(self, frame, 0, p),
+                let (y, p) = self.unary(frame, u, x);
+                if let Some(p) = p
+                    && wanted(self, 0)
+                {
+                    let p = p(frame);
+                    frame.store(Buffer::Partials, edge, p);
                 }
                 y
             }
             Op::Binary(bop) => {
-                let (sa, sb) = (args[0], args[1]);
-                let (a, b) = (self.value(frame, sa), self.value(frame, sb));
-                let active = [self.is_active(sa), self.is_active(sb)];
+                let (a, b) = (self.value(frame, args[0]), self.value(frame, args[1]));
                 match bop {
-                    Binary::Add | Binary::Sub | Binary::Mul => {
-                        let (y, partials) = match bop {
-                            Binary::Add => (frame.b.ins().fadd(a, b), [Partial::One; 2]),
-                            Binary::Sub => {
-                                (frame.b.ins().fsub(a, b), [Partial::One, Partial::MinusOne])
-                            }
-                            _ => (
-                                frame.b.ins().fmul(a, b),
-                                [Partial::Value(sb), Partial::Value(sa)],
-                            ),
-                        };
-                        for k in 0..2 {
-                            if active[k] {
-                                self.partials[edge + k] = partials[k];
-                            }
-                        }
-                        y
-                    }
+                    Binary::Add => frame.b.ins().fadd(a, b),
+                    Binary::Sub => frame.b.ins().fsub(a, b),
+                    Binary::Mul => frame.b.ins().fmul(a, b),
                     Binary::Div => {
                         // a / b: d/da = 1 / b, d/db = -(y / b).
                         let y = frame.b.ins().fdiv(a, b);
-                        if active[0] {
-                            let one = frame.b.ins().f64const(1.0);
+                        if wanted(self, 0) {
+                            let one = one(frame);
                             let p = frame.b.ins().fdiv(one, b);
-                            stored(self, frame, 0, p);
+                            frame.store(Buffer::Partials, edge, p);
                         }
-                        if active[1] {
+                        if wanted(self, 1) {
                             let q = frame.b.ins().fdiv(y, b);
                             let p = frame.b.ins().fneg(q);
-                            stored(self, frame, 1, p);
+                            frame.store(Buffer::Partials, edge + 1, p);
                         }
                         y
                     }
                     _ => {
-                        let y = frame.call2(calls::binary_value_of(bop) as usize, a, b);
+                        let y = frame.call(calls::binary_value_of(bop) as usize, &[a, b]);
                         for k in 0..2 {
-                            if active[k] {
+                            if wanted(self, k) {
                                 let f = calls::binary_partial_of(bop, k) as usize;
-                                let p = frame.call3(f, a, b, y);
-                                stored(self, frame, k, p);
+                                let p = frame.call(f, &[a, b, y]);
+                                frame.store(Buffer::Partials, edge + k, p);
                             }
                         }
                         y
@@ -458,15 +563,10 @@ impl<'p> Compiler<'p> {
             }
             Op::Nary(Nary::Sum) => {
                 let terms: Vec<Value> = args.iter().map(|&a| self.value(frame, a)).collect();
-                for (k, &a) in args.iter().enumerate() {
-                    if self.is_active(a) {
-                        self.partials[edge + k] = Partial::One;
-                    }
-                }
                 self.sum(frame, terms)
             }
-            Op::Nary(Nary::Dot) if args.len() % 2 == 0 => {
-                // a's entries then b's; the partial of each is its partner's value.
+            _ if Self::inline(op, args.len()) => {
+                // A dot: a's entries then b's.
                 let half = args.len() / 2;
                 let mut products = Vec::with_capacity(half);
                 for i in 0..half {
@@ -476,112 +576,135 @@ impl<'p> Compiler<'p> {
                     );
                     products.push(frame.b.ins().fmul(a, b));
                 }
-                for (k, &a) in args.iter().enumerate() {
-                    if self.is_active(a) {
-                        self.partials[edge + k] = Partial::Value(args[(k + half) % args.len()]);
-                    }
-                }
                 self.sum(frame, products)
             }
-            Op::Nary(Nary::LogSumExp) if !args.is_empty() => self.logsumexp(frame, node),
             _ => {
-                // Everything else (amax, clamp, and ops this compiler does not know) by the
-                // interpreter's own rules, through the trampoline.
+                // Everything else (logsumexp, amax, clamp, and ops this compiler does not
+                // know) by the interpreter's rules, through the trampoline, which reads the
+                // operands and writes the value and partials in the buffers.
                 frame.call_node(node, edge);
-                for (k, &a) in args.iter().enumerate() {
-                    if self.is_active(a) {
-                        self.partials[edge + k] = Partial::Stored;
-                    }
-                }
                 frame.load(Buffer::Values, node)
             }
         };
-        frame.store(Buffer::Values, node, y);
+        if self.stored[node] && Self::inline(op, args.len()) {
+            frame.store(Buffer::Values, node, y);
+        }
         frame.cache.insert(node as u32, (y, frame.step));
     }
 
-    /// A unary op's value and partial: `Ok` for a partial the sweep finds without storing
-    /// it, `Err` for one to store.
+    /// A unary op's value, and how to compute its partial (where the sweep does not find it
+    /// without: `None` for `-x` and `e^x`).
+    #[allow(clippy::type_complexity)]
     fn unary(
         &mut self,
         frame: &mut Frame<'_>,
         op: Unary,
         x: Value,
-        node: usize,
-    ) -> (Value, Result<Partial, Value>) {
-        let value = |frame: &mut Frame<'_>| frame.call1(calls::unary_value_of(op) as usize, x);
+    ) -> (Value, Option<Box<dyn FnOnce(&mut Frame<'_>) -> Value>>) {
+        let call = |frame: &mut Frame<'_>| frame.call(calls::unary_value_of(op) as usize, &[x]);
         let recip = |frame: &mut Frame<'_>, v: Value| {
             let one = frame.b.ins().f64const(1.0);
             frame.b.ins().fdiv(one, v)
         };
+        let by_table = move |y: Value| -> Box<dyn FnOnce(&mut Frame<'_>) -> Value> {
+            Box::new(move |frame| frame.call(calls::unary_partial_of(op) as usize, &[x, y]))
+        };
         match op {
             // -x; d = -1
-            Unary::Neg => (frame.b.ins().fneg(x), Ok(Partial::MinusOne)),
+            Unary::Neg => (frame.b.ins().fneg(x), None),
+            // e^x; d = y
+            Unary::Exp => (call(frame), None),
             // 1 / x; d = -(y y)
             Unary::Recip => {
                 let y = recip(frame, x);
-                let yy = frame.b.ins().fmul(y, y);
-                (y, Err(frame.b.ins().fneg(yy)))
+                (
+                    y,
+                    Some(Box::new(move |frame| {
+                        let yy = frame.b.ins().fmul(y, y);
+                        frame.b.ins().fneg(yy)
+                    })),
+                )
             }
             // sqrt x (IEEE, correctly rounded); d = (1 / y) * 0.5
             Unary::Sqrt => {
                 let y = frame.b.ins().sqrt(x);
-                let r = recip(frame, y);
-                let half = frame.b.ins().f64const(0.5);
-                (y, Err(frame.b.ins().fmul(r, half)))
+                (
+                    y,
+                    Some(Box::new(move |frame| {
+                        let r = recip(frame, y);
+                        let half = frame.b.ins().f64const(0.5);
+                        frame.b.ins().fmul(r, half)
+                    })),
+                )
             }
-            // e^x; d = y
-            Unary::Exp => (value(frame), Ok(Partial::Value(node as u32))),
             // ln x; d = 1 / x
-            Unary::Ln => {
-                let y = value(frame);
-                (y, Err(recip(frame, x)))
-            }
+            Unary::Ln => (call(frame), Some(Box::new(move |frame| recip(frame, x)))),
             // tan x; d = y y + 1
             Unary::Tan => {
-                let y = value(frame);
-                let yy = frame.b.ins().fmul(y, y);
-                let one = frame.b.ins().f64const(1.0);
-                (y, Err(frame.b.ins().fadd(yy, one)))
+                let y = call(frame);
+                (
+                    y,
+                    Some(Box::new(move |frame| {
+                        let yy = frame.b.ins().fmul(y, y);
+                        let one = frame.b.ins().f64const(1.0);
+                        frame.b.ins().fadd(yy, one)
+                    })),
+                )
             }
             // 2^x; d = y ln 2
             Unary::Exp2 => {
-                let y = value(frame);
-                let ln2 = frame.b.ins().f64const(LN_2);
-                (y, Err(frame.b.ins().fmul(y, ln2)))
+                let y = call(frame);
+                (
+                    y,
+                    Some(Box::new(move |frame| {
+                        let ln2 = frame.b.ins().f64const(LN_2);
+                        frame.b.ins().fmul(y, ln2)
+                    })),
+                )
             }
             // log2 x, log10 x; d = 1 / (x ln b)
             Unary::Log2 | Unary::Log10 => {
-                let y = value(frame);
-                let ln_b = frame
-                    .b
-                    .ins()
-                    .f64const(if op == Unary::Log2 { LN_2 } else { LN_10 });
-                let d = frame.b.ins().fmul(x, ln_b);
-                (y, Err(recip(frame, d)))
+                let ln_b = if op == Unary::Log2 { LN_2 } else { LN_10 };
+                (
+                    call(frame),
+                    Some(Box::new(move |frame| {
+                        let ln_b = frame.b.ins().f64const(ln_b);
+                        let d = frame.b.ins().fmul(x, ln_b);
+                        recip(frame, d)
+                    })),
+                )
             }
             // ln(1 + x); d = 1 / (x + 1)
-            Unary::Ln1p => {
-                let y = value(frame);
-                let one = frame.b.ins().f64const(1.0);
-                let d = frame.b.ins().fadd(x, one);
-                (y, Err(recip(frame, d)))
-            }
+            Unary::Ln1p => (
+                call(frame),
+                Some(Box::new(move |frame| {
+                    let one = frame.b.ins().f64const(1.0);
+                    let d = frame.b.ins().fadd(x, one);
+                    recip(frame, d)
+                })),
+            ),
             // atan x; d = 1 / (x x + 1)
-            Unary::Atan => {
-                let y = value(frame);
-                let xx = frame.b.ins().fmul(x, x);
-                let one = frame.b.ins().f64const(1.0);
-                let d = frame.b.ins().fadd(xx, one);
-                (y, Err(recip(frame, d)))
-            }
+            Unary::Atan => (
+                call(frame),
+                Some(Box::new(move |frame| {
+                    let xx = frame.b.ins().fmul(x, x);
+                    let one = frame.b.ins().f64const(1.0);
+                    let d = frame.b.ins().fadd(xx, one);
+                    recip(frame, d)
+                })),
+            ),
             // cbrt x; d = 1 / (y y 3)
             Unary::Cbrt => {
-                let y = value(frame);
-                let yy = frame.b.ins().fmul(y, y);
-                let three = frame.b.ins().f64const(3.0);
-                let d = frame.b.ins().fmul(yy, three);
-                (y, Err(recip(frame, d)))
+                let y = call(frame);
+                (
+                    y,
+                    Some(Box::new(move |frame| {
+                        let yy = frame.b.ins().fmul(y, y);
+                        let three = frame.b.ins().f64const(3.0);
+                        let d = frame.b.ins().fmul(yy, three);
+                        recip(frame, d)
+                    })),
+                )
             }
             // max(x, 0) as `if x <= 0 { 0 } else { x }` (NaN passes); d = 1 above 0, 0 at
             // and below, NaN at NaN.
@@ -589,24 +712,25 @@ impl<'p> Compiler<'p> {
                 let zero = frame.b.ins().f64const(0.0);
                 let at_most_zero = frame.b.ins().fcmp(FloatCC::LessThanOrEqual, x, zero);
                 let y = frame.b.ins().select(at_most_zero, zero, x);
-                let above = frame.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                let (one, nan) = (
-                    frame.b.ins().f64const(1.0),
-                    frame.b.ins().f64const(f64::NAN),
-                );
-                let below = frame.b.ins().select(at_most_zero, zero, nan);
-                (y, Err(frame.b.ins().select(above, one, below)))
+                (
+                    y,
+                    Some(Box::new(move |frame| {
+                        let above = frame.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                        let one = frame.b.ins().f64const(1.0);
+                        let nan = frame.b.ins().f64const(f64::NAN);
+                        let below = frame.b.ins().select(at_most_zero, zero, nan);
+                        frame.b.ins().select(above, one, below)
+                    })),
+                )
             }
             // |x| (clears the sign bit, as `f64::abs`); d by the op table.
             Unary::Abs => {
                 let y = frame.b.ins().fabs(x);
-                let f = calls::unary_partial_of(op) as usize;
-                (y, Err(frame.call2(f, x, y)))
+                (y, Some(by_table(y)))
             }
             _ => {
-                let y = value(frame);
-                let f = calls::unary_partial_of(op) as usize;
-                (y, Err(frame.call2(f, x, y)))
+                let y = call(frame);
+                (y, Some(by_table(y)))
             }
         }
     }
@@ -629,71 +753,9 @@ impl<'p> Compiler<'p> {
         total
     }
 
-    /// Logsumexp as the interpreter records it (`value_and_partials_f64`): the largest
-    /// operand `m` (NaNs skipped, as `f64::max` skips them), `e_k = exp(x_k - m)`, their
-    /// sum `s`, partials `e_k / s`, value `m + ln s`. Where `m` is not finite (an infinite
-    /// operand, or none but NaNs and -inf), the trampoline computes the node instead.
-    fn logsumexp(&mut self, frame: &mut Frame<'_>, node: usize) -> Value {
-        let args = self.program.operands(node);
-        let edge = self.edge_start[node];
-        let xs: Vec<Value> = args.iter().map(|&a| self.value(frame, a)).collect();
-        let mut m = frame.b.ins().f64const(f64::NEG_INFINITY);
-        for &x in &xs {
-            // `max(m, x)` where m is never NaN: x if x > m (false for a NaN x), else m.
-            // At a tie of +0 and -0 either may win, as with `f64::max`: m only shifts the
-            // exps (x - m is the same number but for a zero's sign, and e^±0 = 1) and adds
-            // to ln s >= +0, so the result is the same either way.
-            let greater = frame.b.ins().fcmp(FloatCC::GreaterThan, x, m);
-            m = frame.b.ins().select(greater, x, m);
-        }
-        let fast = frame.b.create_block();
-        let slow = frame.b.create_block();
-        let done = frame.b.create_block();
-        let y = frame.b.append_block_param(done, F64);
-        let magnitude = frame.b.ins().fabs(m);
-        let infinity = frame.b.ins().f64const(f64::INFINITY);
-        let finite = frame.b.ins().fcmp(FloatCC::LessThan, magnitude, infinity);
-        frame.b.ins().brif(finite, fast, &[], slow, &[]);
-
-        frame.b.switch_to_block(fast);
-        let exps: Vec<Value> = xs
-            .iter()
-            .map(|&x| {
-                let shifted = frame.b.ins().fsub(x, m);
-                frame.call1(calls::exp as calls::Fn1 as usize, shifted)
-            })
-            .collect();
-        let s = self.sum(frame, exps.clone());
-        for (k, &e) in exps.iter().enumerate() {
-            let p = frame.b.ins().fdiv(e, s);
-            frame.store(Buffer::Partials, edge + k, p);
-        }
-        let ln_s = frame.call1(calls::ln as calls::Fn1 as usize, s);
-        let fast_y = frame.b.ins().fadd(m, ln_s);
-        frame.b.ins().jump(done, &[fast_y.into()]);
-
-        frame.b.switch_to_block(slow);
-        frame.b.set_cold_block(slow);
-        frame.call_node(node, edge);
-        let slow_y = frame.load(Buffer::Values, node);
-        frame.b.ins().jump(done, &[slow_y.into()]);
-
-        frame.b.switch_to_block(done);
-        for (k, &a) in args.iter().enumerate() {
-            if self.is_active(a) {
-                self.partials[edge + k] = Partial::Stored;
-            }
-        }
-        // Loads made in one arm are not available after the join.
-        frame.cache.clear();
-        y
-    }
-
     /// Every guard, in recording order: the first that comes out otherwise returns its
     /// index plus one.
     fn guards(&mut self, frame: &mut Frame<'_>) {
-        // Guards come after every node: the cache's values are still valid, but a fresh
-        // load is as cheap here.
         for k in 0..self.guards {
             let (comparison, [a, b], outcome) = self.program.guard(k);
             let cc = match comparison {
@@ -727,19 +789,26 @@ impl<'p> Compiler<'p> {
     fn reverse_node(&mut self, frame: &mut Frame<'_>, node: usize) {
         let adjoint = match self.adjoints[node] {
             Adjoint::Untouched => None,
-            Adjoint::Live(v, _) => {
+            Adjoint::Live(a, _) => {
                 if let Some(i) = frame.live.iter().position(|&s| s as usize == node) {
                     frame.live.swap_remove(i);
                 }
-                Some(v)
+                Some(a)
             }
-            Adjoint::Memory => Some(frame.load(Buffer::Adjoints, node)),
+            Adjoint::Memory => Some(Signed {
+                v: frame.load(Buffer::Adjoints, node),
+                negated: false,
+                one: false,
+            }),
         };
         self.adjoints[node] = Adjoint::Memory;
         match self.kinds[node] {
             Kind::Input => {
                 // Its gradient, where the caller reads it.
-                let g = adjoint.unwrap_or_else(|| frame.b.ins().f64const(0.0));
+                let g = match adjoint {
+                    Some(a) => frame.materialize(a),
+                    None => frame.b.ins().f64const(0.0),
+                };
                 frame.store(Buffer::Adjoints, node, g);
                 return;
             }
@@ -750,52 +819,79 @@ impl<'p> Compiler<'p> {
         let Some(a) = adjoint else { return };
         let edge = self.edge_start[node];
         for (k, &arg) in self.program.operands(node).iter().enumerate() {
-            let contribution = match self.partials[edge + k] {
+            let w = match self.partials[edge + k] {
                 Partial::Skip => continue,
-                Partial::One => Contribution::Add(a),
-                Partial::MinusOne => Contribution::Subtract(a),
-                Partial::Value(slot) => {
-                    let w = self.value(frame, slot);
-                    Contribution::Add(frame.b.ins().fmul(a, w))
+                Partial::One => None,
+                Partial::MinusOne => {
+                    let c = Signed {
+                        negated: !a.negated,
+                        ..a
+                    };
+                    self.accumulate(frame, arg as usize, c);
+                    continue;
                 }
-                Partial::Stored => {
-                    let w = frame.load(Buffer::Partials, edge + k);
-                    Contribution::Add(frame.b.ins().fmul(a, w))
-                }
+                Partial::Value(slot) => Some(self.value(frame, slot)),
+                Partial::Stored => Some(frame.load(Buffer::Partials, edge + k)),
             };
-            self.accumulate(frame, arg as usize, contribution);
+            // a w, as ±(v w); with v = 1, ±w.
+            let c = match w {
+                None => a,
+                Some(w) if a.one => Signed {
+                    v: w,
+                    negated: a.negated,
+                    one: false,
+                },
+                Some(w) => Signed {
+                    v: frame.b.ins().fmul(a.v, w),
+                    negated: a.negated,
+                    one: false,
+                },
+            };
+            self.accumulate(frame, arg as usize, c);
         }
     }
 
-    /// Adds a contribution to `slot`'s adjoint.
-    fn accumulate(&mut self, frame: &mut Frame<'_>, slot: usize, c: Contribution) {
+    /// Adds a contribution to `slot`'s adjoint, in the interpreter's order.
+    ///
+    /// The interpreter adds the first contribution to +0, so its adjoints are never -0;
+    /// here the first contribution is the sum as it is, and signs are tracked rather than
+    /// applied, so a sum can be a zero of the other sign. Nothing else differs (a zero's
+    /// sign changes no other sum's or product's magnitude, and an infinity or NaN sends the
+    /// whole gradient to the interpreter), and the caller adds +0 to each gradient.
+    fn accumulate(&mut self, frame: &mut Frame<'_>, slot: usize, c: Signed) {
         let sum = match self.adjoints[slot] {
-            // The first contribution is the sum (the interpreter adds it to +0, which can
-            // differ only in a zero's sign; the caller adds +0 to each gradient, so no sign
-            // of zero survives, and a zero's sign changes no other sum or product's
-            // magnitude).
             Adjoint::Untouched => {
                 frame.live.push(slot as u32);
-                match c {
-                    Contribution::Add(c) => c,
-                    Contribution::Subtract(a) => frame.b.ins().fneg(a),
-                }
+                c
             }
             Adjoint::Live(s, _) => frame.add(s, c),
             Adjoint::Memory => {
                 frame.live.push(slot as u32);
-                let s = frame.load(Buffer::Adjoints, slot);
+                let s = Signed {
+                    v: frame.load(Buffer::Adjoints, slot),
+                    negated: false,
+                    one: false,
+                };
                 frame.add(s, c)
             }
         };
         self.adjoints[slot] = Adjoint::Live(sum, frame.step);
         if frame.live.len() > LIVE_ADJOINTS {
-            self.spill(frame);
+            self.spill_oldest(frame);
+        }
+    }
+
+    /// Writes `slot`'s adjoint, if it is in a register, to `adjoints`.
+    fn spill(&mut self, frame: &mut Frame<'_>, slot: usize) {
+        if let Adjoint::Live(s, _) = self.adjoints[slot] {
+            let v = frame.materialize(s);
+            frame.store(Buffer::Adjoints, slot, v);
+            self.adjoints[slot] = Adjoint::Memory;
         }
     }
 
     /// Writes the least recently touched half of the live adjoints to `adjoints`.
-    fn spill(&mut self, frame: &mut Frame<'_>) {
+    fn spill_oldest(&mut self, frame: &mut Frame<'_>) {
         let mut live: Vec<(usize, u32)> = frame
             .live
             .iter()
@@ -807,22 +903,10 @@ impl<'p> Compiler<'p> {
         live.sort_unstable();
         let keep = live.split_off(live.len() / 2);
         for (_, s) in live {
-            if let Adjoint::Live(v, _) = self.adjoints[s as usize] {
-                frame.store(Buffer::Adjoints, s as usize, v);
-                self.adjoints[s as usize] = Adjoint::Memory;
-            }
+            self.spill(frame, s as usize);
         }
         frame.live = keep.into_iter().map(|(_, s)| s).collect();
     }
-}
-
-/// One term of an adjoint's sum.
-#[derive(Clone, Copy, Debug)]
-enum Contribution {
-    /// `s + c`.
-    Add(Value),
-    /// `s - a`: `s + a * -1`, the same number.
-    Subtract(Value),
 }
 
 /// One function being built: its builder, its pointer parameters, and what it caches.
@@ -832,7 +916,7 @@ struct Frame<'f> {
     sizes: Sizes,
     /// Signatures of the calls, imported on first use.
     signatures: HashMap<usize, SigRef>,
-    /// Each recently computed or loaded slot's value and the step it was made at.
+    /// Each computed or loaded slot's value and the step it was made at.
     cache: HashMap<u32, (Value, usize)>,
     /// The slots whose adjoints are being summed in registers.
     live: Vec<u32>,
@@ -893,11 +977,35 @@ impl<'f> Frame<'f> {
         self.b.ins().store(MemFlagsData::trusted(), v, base, offset);
     }
 
-    fn add(&mut self, s: Value, c: Contribution) -> Value {
-        match c {
-            Contribution::Add(c) => self.b.ins().fadd(s, c),
-            Contribution::Subtract(a) => self.b.ins().fsub(s, a),
+    /// The number itself: `v` or `-v`.
+    fn materialize(&mut self, s: Signed) -> Value {
+        if s.negated {
+            self.b.ins().fneg(s.v)
+        } else {
+            s.v
         }
+    }
+
+    /// `s + c`, as `±(s.v + c.v)` or `±(s.v - c.v)`.
+    fn add(&mut self, s: Signed, c: Signed) -> Signed {
+        let v = if s.negated == c.negated {
+            self.b.ins().fadd(s.v, c.v)
+        } else {
+            self.b.ins().fsub(s.v, c.v)
+        };
+        Signed {
+            v,
+            negated: s.negated,
+            one: false,
+        }
+    }
+
+    /// A call of an `extern "C"` function of `f64`s returning an `f64`.
+    fn call(&mut self, function: usize, args: &[Value]) -> Value {
+        let signature = self.signature(args.len());
+        let callee = self.b.ins().iconst(I64, function as i64);
+        let call = self.b.ins().call_indirect(signature, callee, args);
+        self.b.inst_results(call)[0]
     }
 
     /// A call's signature: `f64`s in, one `f64` out (`params` of them), or the
@@ -923,28 +1031,8 @@ impl<'f> Frame<'f> {
         s
     }
 
-    fn call(&mut self, function: usize, args: &[Value]) -> Value {
-        let signature = self.signature(args.len());
-        let callee = self.b.ins().iconst(I64, function as i64);
-        let call = self.b.ins().call_indirect(signature, callee, args);
-        self.b.inst_results(call)[0]
-    }
-
-    fn call1(&mut self, function: usize, x: Value) -> Value {
-        self.call(function, &[x])
-    }
-
-    fn call2(&mut self, function: usize, x: Value, y: Value) -> Value {
-        self.call(function, &[x, y])
-    }
-
-    fn call3(&mut self, function: usize, x: Value, y: Value, z: Value) -> Value {
-        self.call(function, &[x, y, z])
-    }
-
-    /// Calls the trampoline for node `node`; its value and partials are then in the
-    /// buffers (so cached loads of them are stale: none are cached for a node not yet
-    /// computed, and the trampoline writes nothing else).
+    /// Calls the trampoline for node `node`: its operands are in `values` (the plan
+    /// stores them), and its value and partials are there after the call.
     fn call_node(&mut self, node: usize, edge: usize) {
         let signature = self.signature(usize::MAX);
         let trampoline = node_trampoline as extern "C" fn(*mut Context<'static>, u32, u32);
