@@ -176,6 +176,10 @@ enum Buffer {
     Values,
     Partials,
     Adjoints,
+    /// `x`, by input.
+    Inputs,
+    /// The gradient, by input.
+    Gradient,
 }
 
 /// Compiles `program`, which has `guards` guards.
@@ -189,11 +193,14 @@ struct Compiler<'p> {
     guards: usize,
     module: JITModule,
     kinds: Vec<Kind>,
+    /// Per node: its index among the inputs (`u32::MAX` if it is not one).
+    input_index: Vec<u32>,
     /// `edge_start[n]..edge_start[n + 1]` are node `n`'s edges (its partials' positions).
     edge_start: Vec<usize>,
     partials: Vec<Partial>,
     /// Per node: whether its value is stored in `values` where it is computed (because a
-    /// later chunk, the sweep, the trampoline, a guard or the caller reads it there).
+    /// later chunk, the sweep, the trampoline or the caller reads it there); per input,
+    /// whether the first forward function copies it there from `x` (for the trampoline).
     stored: Vec<bool>,
     adjoints: Vec<Adjoint>,
     /// What `[f64]::iter().sum()` starts from (-0.0, which leaves the first term as it
@@ -264,7 +271,12 @@ impl<'p> Compiler<'p> {
             slots: slots.len(),
             edges,
             nodes,
+            inputs: program.inputs().len(),
         };
+        let mut input_index = vec![u32::MAX; nodes];
+        for (k, &i) in program.inputs().iter().enumerate() {
+            input_index[i as usize] = k as u32;
+        }
         // Every access is at a constant byte offset, an `i32`.
         let largest = sizes.slots.max(edges);
         if largest >= (i32::MAX as usize) / 8 {
@@ -278,6 +290,7 @@ impl<'p> Compiler<'p> {
             guards,
             module,
             kinds,
+            input_index,
             edge_start,
             partials: vec![Partial::Skip; edges],
             stored: vec![false; nodes],
@@ -312,7 +325,7 @@ impl<'p> Compiler<'p> {
         let mut context = self.module.make_context();
         let mut builder_context = FunctionBuilderContext::new();
         let mut signature = self.module.make_signature();
-        for _ in 0..4 {
+        for _ in 0..6 {
             signature.params.push(AbiParam::new(I64));
         }
         signature.returns.push(AbiParam::new(I32));
@@ -355,6 +368,15 @@ impl<'p> Compiler<'p> {
             let last = k + 1 == chunks.len();
             let chunk = chunk.clone();
             forward.push(define(&mut self, &mut context, &mut |this, frame| {
+                if k == 0 {
+                    // The inputs the trampoline reads, where it reads them.
+                    for &slot in this.program.inputs() {
+                        if this.stored[slot as usize] {
+                            let x = this.value(frame, slot);
+                            frame.store(Buffer::Values, slot as usize, x);
+                        }
+                    }
+                }
                 for node in chunk.clone() {
                     this.forward_node(frame, node);
                     frame.step += 1;
@@ -384,7 +406,7 @@ impl<'p> Compiler<'p> {
                     for n in root + 1..nodes {
                         if this.kinds[n] == Kind::Input {
                             let zero = frame.b.ins().f64const(0.0);
-                            frame.store(Buffer::Adjoints, n, zero);
+                            frame.store(Buffer::Gradient, this.input_index[n] as usize, zero);
                         }
                     }
                 }
@@ -415,6 +437,10 @@ impl<'p> Compiler<'p> {
     fn is_active(&self, slot: u32) -> bool {
         (slot as usize) < self.kinds.len()
             && !matches!(self.kinds[slot as usize], Kind::Constant(_))
+    }
+
+    fn is_input(&self, slot: u32) -> bool {
+        self.kinds.get(slot as usize) == Some(&Kind::Input)
     }
 
     fn is_node(&self, slot: u32) -> bool {
@@ -464,7 +490,8 @@ impl<'p> Compiler<'p> {
                 {
                     self.stored[s as usize] = true;
                 }
-                if self.is_node(a) && (!inline || chunk_of[a as usize] != chunk_of[node]) {
+                let elsewhere = || !inline || chunk_of[a as usize] != chunk_of[node];
+                if (self.is_node(a) && elsewhere()) || (self.is_input(a) && !inline) {
                     self.stored[a as usize] = true;
                 }
             }
@@ -499,7 +526,10 @@ impl<'p> Compiler<'p> {
         {
             return v;
         }
-        let v = frame.load(Buffer::Values, s);
+        let v = match self.kinds[s] {
+            Kind::Input => frame.load(Buffer::Inputs, self.input_index[s] as usize),
+            _ => frame.load(Buffer::Values, s),
+        };
         frame.cache.insert(slot, (v, frame.step));
         v
     }
@@ -804,12 +834,17 @@ impl<'p> Compiler<'p> {
         self.adjoints[node] = Adjoint::Memory;
         match self.kinds[node] {
             Kind::Input => {
-                // Its gradient, where the caller reads it.
+                // Its gradient, plus +0: the interpreter's adjoints are never -0 (see
+                // `accumulate`).
+                let zero = frame.b.ins().f64const(0.0);
                 let g = match adjoint {
-                    Some(a) => frame.materialize(a),
-                    None => frame.b.ins().f64const(0.0),
+                    Some(a) => {
+                        let a = frame.materialize(a);
+                        frame.b.ins().fadd(a, zero)
+                    }
+                    None => zero,
                 };
-                frame.store(Buffer::Adjoints, node, g);
+                frame.store(Buffer::Gradient, self.input_index[node] as usize, g);
                 return;
             }
             Kind::Constant(_) => return,
@@ -912,7 +947,7 @@ impl<'p> Compiler<'p> {
 /// One function being built: its builder, its pointer parameters, and what it caches.
 struct Frame<'f> {
     b: FunctionBuilder<'f>,
-    params: [Value; 4],
+    params: [Value; 6],
     sizes: Sizes,
     /// Signatures of the calls, imported on first use.
     signatures: HashMap<usize, SigRef>,
@@ -930,7 +965,7 @@ impl<'f> Frame<'f> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let p = b.block_params(entry);
-        let params = [p[0], p[1], p[2], p[3]];
+        let params = [p[0], p[1], p[2], p[3], p[4], p[5]];
         Frame {
             b,
             params,
@@ -953,6 +988,8 @@ impl<'f> Frame<'f> {
             Buffer::Values => (self.params[0], self.sizes.slots),
             Buffer::Partials => (self.params[1], self.sizes.edges),
             Buffer::Adjoints => (self.params[2], self.sizes.nodes),
+            Buffer::Inputs => (self.params[4], self.sizes.inputs),
+            Buffer::Gradient => (self.params[5], self.sizes.inputs),
         }
     }
 

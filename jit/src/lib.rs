@@ -90,6 +90,8 @@ pub struct Compiled {
     replay: Replay,
     code: native::Code,
     id: u64,
+    /// The output's index among the inputs, if it is one.
+    output_input: Option<usize>,
     stats: Stats,
     compile_time: Duration,
 }
@@ -201,10 +203,13 @@ impl Compiled {
         let start = Instant::now();
         let (code, stats) =
             codegen::compile(replay.program(), replay.guards()).map_err(CompileError::new)?;
+        let program = replay.program();
+        let output = program.output() as u32;
         Ok(Compiled {
             replay: replay.clone(),
             code,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            output_input: program.inputs().iter().position(|&i| i == output),
             stats,
             compile_time: start.elapsed(),
         })
@@ -301,12 +306,12 @@ impl Compiled {
             return self.replay.eval(x, &mut ws.replay);
         }
         self.forward(x, ws)?;
-        Ok(ws.memory.values[self.replay.program().output()])
+        Ok(self.output(x, ws))
     }
 
-    /// The value at `x`, returned, and the gradient with respect to the inputs, written to
-    /// `grad`: bit for bit what [`Replay::gradient`] gives (and so what recording the
-    /// function at `x` and calling [`Var::backward`](tapegrad::Var::backward) gives).
+    /// The value and the gradient with respect to the inputs, written to `grad`: bit for
+    /// bit what [`Replay::gradient`] gives (and so what recording the function at `x` and
+    /// calling [`Var::backward`](tapegrad::Var::backward) gives).
     ///
     /// # Errors
     ///
@@ -333,22 +338,28 @@ impl Compiled {
             return self.replay.gradient(x, &mut ws.replay, grad);
         }
         self.forward(x, ws)?;
-        let program = self.replay.program();
-        self.code.reverse(program, &mut ws.memory);
-        let adjoints = &ws.memory.adjoints;
-        let mut finite = true;
-        for (g, &slot) in grad.iter_mut().zip(program.inputs()) {
-            // + 0.0: the sweep may leave a -0.0 where the interpreter's has +0.0 (see
-            // `codegen.rs`); every other number is the same.
-            *g = adjoints[slot as usize] + 0.0;
-            finite &= g.is_finite();
-        }
-        if !finite {
+        self.code
+            .reverse(self.replay.program(), &mut ws.memory, x, grad);
+        // All finite, in one branch-free pass: an infinity or NaN has every exponent bit.
+        const EXPONENT: u64 = 0x7ff0_0000_0000_0000;
+        let non_finite = grad
+            .iter()
+            .fold(false, |any, g| any | (g.to_bits() & EXPONENT == EXPONENT));
+        if non_finite {
             // The sweep met an infinite or NaN adjoint: the interpreter's careful sweep
             // (zero factors win, overflowed partials rescued) decides what each gradient is.
             return self.replay.gradient(x, &mut ws.replay, grad);
         }
-        Ok(ws.memory.values[program.output()])
+        Ok(self.output(x, ws))
+    }
+
+    /// The output's value after [`Compiled::forward`] at `x`: an input's is in `x` (the
+    /// code reads the inputs there), every other in `values`.
+    fn output(&self, x: &[f64], ws: &Workspace) -> f64 {
+        match self.output_input {
+            Some(k) => x[k],
+            None => ws.memory.values[self.replay.program().output()],
+        }
     }
 
     /// The Hessian-vector product `H v` at `x`, written to `out`: [`Replay::hvp`] itself
@@ -381,8 +392,8 @@ impl Compiled {
         self.replay.hvp(x, v, &mut ws.replay, out)
     }
 
-    /// Sizes `ws` for this compilation (once), writes `x` to the input slots, runs the
-    /// forward functions, and turns a flipped guard into the replay's error.
+    /// Sizes `ws` for this compilation (once), runs the forward functions at `x`, and turns
+    /// a flipped guard into the replay's error.
     fn forward(&self, x: &[f64], ws: &mut Workspace) -> Result<(), Error> {
         let program = self.replay.program();
         let memory = &mut ws.memory;
@@ -395,14 +406,15 @@ impl Compiled {
             memory.adjoints.clear();
             memory.adjoints.resize(self.stats.nodes, 0.0);
         }
-        for (&slot, &v) in program.inputs().iter().zip(x) {
-            memory.values[slot as usize] = v;
-        }
-        match self.code.forward(program, memory) {
+        match self.code.forward(program, memory, x) {
             0 => Ok(()),
             status => {
                 let k = status as usize - 1;
                 let (_, [a, b], _) = program.guard(k);
+                // The operands' values: the inputs' are in `x` (the code reads them there).
+                for (&slot, &v) in program.inputs().iter().zip(x) {
+                    memory.values[slot as usize] = v;
+                }
                 let operands = [a, b].map(|s| memory.values[s as usize]);
                 Err(program.branch_changed(k, operands))
             }

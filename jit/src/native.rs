@@ -3,10 +3,11 @@
 //! is stated at each block; the rest of the crate is safe code.
 //!
 //! The contract with the code generator (`codegen.rs`): every compiled function takes
-//! `(values, partials, adjoints, context)` pointers and returns a `u32`; it reads and writes
-//! only `values[..slots]`, `partials[..edges]` and `adjoints[..nodes]` (each access is at a
-//! constant offset that `codegen::Frame` checks against those lengths when it emits it), and
-//! calls only the `extern "C"` functions of `calls.rs` (which take and return numbers) and
+//! `(values, partials, adjoints, context, x, gradient)` pointers and returns a `u32`; it
+//! reads and writes only `values[..slots]`, `partials[..edges]`, `adjoints[..nodes]`, reads
+//! only `x[..inputs]` and writes only `gradient[..inputs]` (each access is at a constant
+//! offset that `codegen::Frame` checks against those lengths when it emits it), and calls
+//! only the `extern "C"` functions of `calls.rs` (which take and return numbers) and
 //! [`node_trampoline`] with the `context` pointer it was given.
 
 use cranelift_jit::JITModule;
@@ -14,8 +15,15 @@ use tapegrad::ReplayProgram;
 
 use crate::codegen::{Scratch, evaluate_node};
 
-/// A compiled function: `(values, partials, adjoints, context) -> status`.
-type Entry = for<'a> unsafe extern "C" fn(*mut f64, *mut f64, *mut f64, *mut Context<'a>) -> u32;
+/// A compiled function: `(values, partials, adjoints, context, x, gradient) -> status`.
+type Entry = for<'a> unsafe extern "C" fn(
+    *mut f64,
+    *mut f64,
+    *mut f64,
+    *mut Context<'a>,
+    *const f64,
+    *mut f64,
+) -> u32;
 
 /// The machine code of one program: its forward functions (in order: values, partials, then
 /// the guards at the end of the last) and its reverse functions (in the order they run).
@@ -34,6 +42,7 @@ pub(crate) struct Sizes {
     pub(crate) slots: usize,
     pub(crate) edges: usize,
     pub(crate) nodes: usize,
+    pub(crate) inputs: usize,
 }
 
 // SAFETY: `Code` holds finalized, immutable machine code: the entry points are plain
@@ -58,8 +67,8 @@ impl Code {
     ) -> Code {
         let entry = |&address: &*const u8| {
             assert!(!address.is_null(), "a compiled function was not finalized");
-            // SAFETY: `address` is the start of a function that `codegen` compiled with
-            // the signature `(i64, i64, i64, i64) -> i32` in the host's default (C) calling
+            // SAFETY: `address` is the start of a function that `codegen` compiled with the
+            // signature `(i64, i64, i64, i64, i64, i64) -> i32` in the host's default (C) calling
             // convention, which is `Entry`'s, and finalized (made executable) in `module`,
             // which `Code` keeps alive as long as the `Entry`s.
             unsafe { std::mem::transmute::<*const u8, Entry>(address) }
@@ -72,19 +81,28 @@ impl Code {
         }
     }
 
-    /// Runs the forward functions: every value and partial into `memory`, then the guards.
-    /// Returns 0, or `k + 1` for the first guard `k` (in recording order) that came out
-    /// otherwise.
-    pub(crate) fn forward(&self, program: ReplayProgram<'_>, memory: &mut Memory) -> u32 {
-        let mut status = 0;
-        self.run(&self.forward, program, memory, |s| status = s);
-        status
+    /// Runs the forward functions at `x`: every value and partial into `memory`, then the
+    /// guards. Returns 0, or `k + 1` for the first guard `k` (in recording order) that came
+    /// out otherwise.
+    pub(crate) fn forward(
+        &self,
+        program: ReplayProgram<'_>,
+        memory: &mut Memory,
+        x: &[f64],
+    ) -> u32 {
+        self.run(&self.forward, program, memory, x, &mut [])
     }
 
-    /// Runs the reverse functions: the sweep, each input's adjoint written to
-    /// `memory.adjoints` at its slot. Only after [`Code::forward`] returned 0.
-    pub(crate) fn reverse(&self, program: ReplayProgram<'_>, memory: &mut Memory) {
-        self.run(&self.reverse, program, memory, |_| {});
+    /// Runs the reverse functions: the sweep, each input's adjoint (plus +0) written to
+    /// `gradient`. Only after [`Code::forward`] returned 0 at the same `x`.
+    pub(crate) fn reverse(
+        &self,
+        program: ReplayProgram<'_>,
+        memory: &mut Memory,
+        x: &[f64],
+        gradient: &mut [f64],
+    ) {
+        self.run(&self.reverse, program, memory, x, gradient);
     }
 
     fn run(
@@ -92,18 +110,23 @@ impl Code {
         entries: &[Entry],
         program: ReplayProgram<'_>,
         memory: &mut Memory,
-        mut status: impl FnMut(u32),
-    ) {
+        x: &[f64],
+        gradient: &mut [f64],
+    ) -> u32 {
         let Sizes {
             slots,
             edges,
             nodes,
+            inputs,
         } = self.sizes;
-        // The lengths the code relies on, checked once per call.
+        // The lengths the code relies on, checked once per call (the forward functions do
+        // not write the gradient, and are passed an empty one).
         assert!(
             memory.values.len() >= slots
                 && memory.partials.len() >= edges
-                && memory.adjoints.len() >= nodes,
+                && memory.adjoints.len() >= nodes
+                && x.len() == inputs
+                && (gradient.len() == inputs || std::ptr::eq(entries, self.forward.as_slice())),
             "tapegrad-jit: buffers too short for this program"
         );
         let mut context = Context {
@@ -116,20 +139,23 @@ impl Code {
         };
         let (values, partials) = (context.values, context.partials);
         let adjoints = memory.adjoints.as_mut_ptr();
+        let (x, gradient) = (x.as_ptr(), gradient.as_mut_ptr());
         for entry in entries {
             // SAFETY: by the module's contract, the function reads and writes only
-            // `values[..slots]`, `partials[..edges]` and `adjoints[..nodes]`, which the
-            // assertion above proved in bounds of the three buffers; no Rust reference to
-            // them is used while it runs (the pointers came from `&mut` borrows held for
-            // this whole call). It calls only number-in, number-out functions and
-            // `node_trampoline`, with `&mut context`, which lives until the call returns.
-            // It does not unwind: the trampolines are `extern "C"` (a panic aborts).
-            let s = unsafe { entry(values, partials, adjoints, &mut context) };
-            if s != 0 {
-                status(s);
-                return;
+            // `values[..slots]`, `partials[..edges]`, `adjoints[..nodes]`, reads only
+            // `x[..inputs]` and writes only `gradient[..inputs]` (the reverse functions; the
+            // forward ones never touch it), which the assertion above proved in bounds of
+            // the buffers; no Rust reference to them is used while it runs (the pointers came
+            // from borrows held for this whole call, `&mut` for those it writes). It calls
+            // only number-in, number-out functions and `node_trampoline`, with
+            // `&mut context`, which lives until the call returns. It does not unwind: the
+            // trampolines are `extern "C"` (a panic aborts).
+            let status = unsafe { entry(values, partials, adjoints, &mut context, x, gradient) };
+            if status != 0 {
+                return status;
             }
         }
+        0
     }
 }
 
