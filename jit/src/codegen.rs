@@ -838,10 +838,9 @@ impl<'p> Compiler<'p> {
                 // `accumulate`).
                 let zero = frame.b.ins().f64const(0.0);
                 let g = match adjoint {
-                    Some(a) => {
-                        let a = frame.materialize(a);
-                        frame.b.ins().fadd(a, zero)
-                    }
+                    // -v + 0 is 0 - v, for every v.
+                    Some(a) if a.negated => frame.b.ins().fsub(zero, a.v),
+                    Some(a) => frame.b.ins().fadd(a.v, zero),
                     None => zero,
                 };
                 frame.store(Buffer::Gradient, self.input_index[node] as usize, g);

@@ -340,12 +340,7 @@ impl Compiled {
         self.forward(x, ws)?;
         self.code
             .reverse(self.replay.program(), &mut ws.memory, x, grad);
-        // All finite, in one branch-free pass: an infinity or NaN has every exponent bit.
-        const EXPONENT: u64 = 0x7ff0_0000_0000_0000;
-        let non_finite = grad
-            .iter()
-            .fold(false, |any, g| any | (g.to_bits() & EXPONENT == EXPONENT));
-        if non_finite {
+        if !all_finite(grad) {
             // The sweep met an infinite or NaN adjoint: the interpreter's careful sweep
             // (zero factors win, overflowed partials rescued) decides what each gradient is.
             return self.replay.gradient(x, &mut ws.replay, grad);
@@ -420,6 +415,23 @@ impl Compiled {
             }
         }
     }
+}
+
+/// Whether every entry is finite, in one branch-free pass: `g - g` is 0 for a finite `g`
+/// and NaN for an infinite or NaN one, summed in four lanes the compiler can vectorise.
+fn all_finite(xs: &[f64]) -> bool {
+    let mut lanes = [0.0f64; 4];
+    let chunks = xs.chunks_exact(4);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += x - x;
+        }
+    }
+    for (lane, &x) in lanes.iter_mut().zip(rest) {
+        *lane += x - x;
+    }
+    lanes.iter().all(|&lane| lane == 0.0)
 }
 
 // Shared between threads by reference, as a replay is.
