@@ -31,7 +31,7 @@ use cranelift_module::{FuncId, Module, default_libcall_names};
 use tapegrad::{Binary, Nary, Op, ReplayProgram, Unary};
 
 use crate::calls;
-use crate::native::{Code, Context, Sizes, node_trampoline};
+use crate::native::{Code, Context, Sizes, node_trampoline, sweep_trampoline};
 
 /// How much work (nodes plus operands) one chunk's functions hold: large enough that calls
 /// between chunks cost nothing, small enough that Cranelift's passes (register allocation
@@ -44,6 +44,11 @@ const VALUE_WINDOW: usize = 16;
 /// How many adjoints the sweep sums in registers at once before it writes the least
 /// recently used ones to the `adjoints` buffer.
 const LIVE_ADJOINTS: usize = 32;
+/// Sums and dots of more operands than this are evaluated, and swept, by loops in Rust
+/// (the interpreter's) rather than unrolled: unrolled, their code outgrows the instruction
+/// cache (a dot-heavy transformer took 55 bytes of code per edge), and a loop's overhead is
+/// small beside a long node's work.
+const WIDE: usize = 16;
 
 /// What compiling a program produced, besides its code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,6 +104,26 @@ pub(crate) fn evaluate_node(
     op.partials_f64(operands, y, out);
     partials.copy_from_slice(out);
     values[node] = y;
+}
+
+/// Node `node`'s part of the sweep (its partials start at `edge`), for the trampoline: the
+/// interpreter's fast loop, `adjoint[operand] += adjoint * partial` in edge order, over its
+/// operands that are nodes or inputs (a constant operand's slot is past the nodes; a leaf
+/// that is not an input gets a sum nobody reads).
+pub(crate) fn sweep_node(
+    program: ReplayProgram<'_>,
+    node: usize,
+    edge: usize,
+    adjoint: f64,
+    partials: &[f64],
+    adjoints: &mut [f64],
+) {
+    let args = program.operands(node);
+    for (&arg, &partial) in args.iter().zip(&partials[edge..edge + args.len()]) {
+        if let Some(sum) = adjoints.get_mut(arg as usize) {
+            *sum += adjoint * partial;
+        }
+    }
 }
 
 /// Logsumexp's value and partials (written to `partials`) as the interpreter records them
@@ -447,11 +472,13 @@ impl<'p> Compiler<'p> {
         self.kinds.get(slot as usize) == Some(&Kind::Node)
     }
 
-    /// Whether the forward function computes `op` itself (else the trampoline does).
+    /// Whether the forward function computes `op` itself (else the trampoline does, and
+    /// the sweep's trampoline sweeps it).
     fn inline(op: Op, operands: usize) -> bool {
         match op {
-            Op::Unary(_) | Op::Binary(_) | Op::Nary(Nary::Sum) => true,
-            Op::Nary(Nary::Dot) => operands % 2 == 0,
+            Op::Unary(_) | Op::Binary(_) => true,
+            Op::Nary(Nary::Sum) => operands <= WIDE,
+            Op::Nary(Nary::Dot) => operands % 2 == 0 && operands <= WIDE,
             _ => false,
         }
     }
@@ -591,7 +618,7 @@ impl<'p> Compiler<'p> {
                     }
                 }
             }
-            Op::Nary(Nary::Sum) => {
+            Op::Nary(Nary::Sum) if Self::inline(op, args.len()) => {
                 let terms: Vec<Value> = args.iter().map(|&a| self.value(frame, a)).collect();
                 self.sum(frame, terms)
             }
@@ -852,6 +879,34 @@ impl<'p> Compiler<'p> {
         // A node nothing reached passes nothing on, as the interpreter skips a zero adjoint.
         let Some(a) = adjoint else { return };
         let edge = self.edge_start[node];
+        let args = self.program.operands(node);
+        if !Self::inline(self.program.op(node), args.len()) {
+            // The trampoline adds to the operands' adjoints in `adjoints`: put them there
+            // (one that nothing has reached yet starts at +0, as in the interpreter).
+            for &arg in args {
+                let slot = arg as usize;
+                if !self.is_active(arg) {
+                    continue;
+                }
+                match self.adjoints[slot] {
+                    Adjoint::Untouched => {
+                        let zero = frame.b.ins().f64const(0.0);
+                        frame.store(Buffer::Adjoints, slot, zero);
+                    }
+                    Adjoint::Live(..) => {
+                        self.spill(frame, slot);
+                        if let Some(i) = frame.live.iter().position(|&s| s == arg) {
+                            frame.live.swap_remove(i);
+                        }
+                    }
+                    Adjoint::Memory => {}
+                }
+                self.adjoints[slot] = Adjoint::Memory;
+            }
+            let a = frame.materialize(a);
+            frame.call_sweep(node, edge, a);
+            return;
+        }
         for (k, &arg) in self.program.operands(node).iter().enumerate() {
             let w = match self.partials[edge + k] {
                 Partial::Skip => continue,
@@ -1045,17 +1100,20 @@ impl<'f> Frame<'f> {
     }
 
     /// A call's signature: `f64`s in, one `f64` out (`params` of them), or the
-    /// trampoline's (`usize::MAX`).
+    /// trampoline's (`usize::MAX`), or the sweep's trampoline's (`usize::MAX - 1`).
     fn signature(&mut self, params: usize) -> SigRef {
         if let Some(&s) = self.signatures.get(&params) {
             return s;
         }
         let call_conv = self.b.func.signature.call_conv;
         let mut signature = Signature::new(call_conv);
-        if params == usize::MAX {
+        if params >= usize::MAX - 1 {
             signature.params.push(AbiParam::new(I64));
             signature.params.push(AbiParam::new(I32));
             signature.params.push(AbiParam::new(I32));
+            if params == usize::MAX - 1 {
+                signature.params.push(AbiParam::new(F64));
+            }
         } else {
             for _ in 0..params {
                 signature.params.push(AbiParam::new(F64));
@@ -1079,5 +1137,19 @@ impl<'f> Frame<'f> {
         self.b
             .ins()
             .call_indirect(signature, callee, &[context, node, edge]);
+    }
+
+    /// Calls the sweep's trampoline for node `node` with its adjoint `a`: adds `a` times
+    /// each partial to each operand's adjoint in `adjoints`, in edge order.
+    fn call_sweep(&mut self, node: usize, edge: usize, a: Value) {
+        let signature = self.signature(usize::MAX - 1);
+        let trampoline = sweep_trampoline as extern "C" fn(*mut Context<'static>, u32, u32, f64);
+        let callee = self.b.ins().iconst(I64, trampoline as usize as i64);
+        let node = self.b.ins().iconst(I32, node as i64);
+        let edge = self.b.ins().iconst(I32, edge as i64);
+        let context = self.params[3];
+        self.b
+            .ins()
+            .call_indirect(signature, callee, &[context, node, edge, a]);
     }
 }

@@ -7,13 +7,13 @@
 //! reads and writes only `values[..slots]`, `partials[..edges]`, `adjoints[..nodes]`, reads
 //! only `x[..inputs]` and writes only `gradient[..inputs]` (each access is at a constant
 //! offset that `codegen::Frame` checks against those lengths when it emits it), and calls
-//! only the `extern "C"` functions of `calls.rs` (which take and return numbers) and
-//! [`node_trampoline`] with the `context` pointer it was given.
+//! only the `extern "C"` functions of `calls.rs` (which take and return numbers),
+//! [`node_trampoline`] and [`sweep_trampoline`] with the `context` pointer it was given.
 
 use cranelift_jit::JITModule;
 use tapegrad::ReplayProgram;
 
-use crate::codegen::{Scratch, evaluate_node};
+use crate::codegen::{Scratch, evaluate_node, sweep_node};
 
 /// A compiled function: `(values, partials, adjoints, context, x, gradient) -> status`.
 type Entry = for<'a> unsafe extern "C" fn(
@@ -135,10 +135,11 @@ impl Code {
             values_len: memory.values.len(),
             partials: memory.partials.as_mut_ptr(),
             partials_len: memory.partials.len(),
+            adjoints: memory.adjoints.as_mut_ptr(),
+            adjoints_len: memory.adjoints.len(),
             scratch: &mut memory.scratch,
         };
-        let (values, partials) = (context.values, context.partials);
-        let adjoints = memory.adjoints.as_mut_ptr();
+        let (values, partials, adjoints) = (context.values, context.partials, context.adjoints);
         let (x, gradient) = (x.as_ptr(), gradient.as_mut_ptr());
         for entry in entries {
             // SAFETY: by the module's contract, the function reads and writes only
@@ -147,7 +148,7 @@ impl Code {
             // forward ones never touch it), which the assertion above proved in bounds of
             // the buffers; no Rust reference to them is used while it runs (the pointers came
             // from borrows held for this whole call, `&mut` for those it writes). It calls
-            // only number-in, number-out functions and `node_trampoline`, with
+            // only number-in, number-out functions and the trampolines, with
             // `&mut context`, which lives until the call returns. It does not unwind: the
             // trampolines are `extern "C"` (a panic aborts).
             let status = unsafe { entry(values, partials, adjoints, &mut context, x, gradient) };
@@ -188,6 +189,8 @@ pub(crate) struct Context<'a> {
     values_len: usize,
     partials: *mut f64,
     partials_len: usize,
+    adjoints: *mut f64,
+    adjoints_len: usize,
     scratch: &'a mut Scratch,
 }
 
@@ -215,5 +218,36 @@ pub(crate) extern "C" fn node_trampoline(context: *mut Context<'_>, node: u32, e
         values,
         partials,
         context.scratch,
+    );
+}
+
+/// Called by compiled code to sweep a node it does not sweep itself: adds `adjoint` times
+/// each of node `node`'s partials (from `edge` on) to its operands' adjoints.
+pub(crate) extern "C" fn sweep_trampoline(
+    context: *mut Context<'_>,
+    node: u32,
+    edge: u32,
+    adjoint: f64,
+) {
+    // SAFETY: as in `node_trampoline`: the context pointer is the one `Code::run` made from
+    // a `&mut Context` that outlives the call, used by nothing else meanwhile.
+    let context = unsafe { &mut *context };
+    // SAFETY: `partials` and `adjoints` point to `partials_len` and `adjoints_len`
+    // initialised `f64`s (the workspace's vectors, borrowed mutably by `Code::run` for the
+    // whole call); the compiled code that called this does not touch them meanwhile, and
+    // no other reference to them exists.
+    let (partials, adjoints) = unsafe {
+        (
+            std::slice::from_raw_parts(context.partials, context.partials_len),
+            std::slice::from_raw_parts_mut(context.adjoints, context.adjoints_len),
+        )
+    };
+    sweep_node(
+        context.program,
+        node as usize,
+        edge as usize,
+        adjoint,
+        partials,
+        adjoints,
     );
 }

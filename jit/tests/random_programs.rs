@@ -178,7 +178,9 @@ fn stmt(reach: usize) -> impl Strategy<Value = Stmt> {
             .prop_map(|(op, a, b)| Stmt::Binary(op, a, b)),
         3 => (
             prop::sample::select(vec![Nary::Sum, Nary::Dot, Nary::LogSumExp, Nary::Max]),
-            prop::collection::vec(reference(reach), 1..12),
+            // Short ones, compiled inline, and long ones, swept by loops.
+            prop_oneof![3 => 1..12usize, 1 => 12..48usize]
+                .prop_flat_map(move |n| prop::collection::vec(reference(reach), n)),
         )
             .prop_map(|(op, rs)| Stmt::Nary(op, rs)),
         1 => prop::collection::vec((reference(reach), constant()), 1..6).prop_map(Stmt::DotConsts),
