@@ -90,6 +90,30 @@ pub(crate) fn evaluate_node(
         Op::Nary(op) => op,
         _ => return program.evaluate(node, values, partials),
     };
+    match op {
+        // The interpreter's own loops for these (its `dot_in_place`, and `Nary::value` and
+        // `partials_f64` for a sum), reading the values in place.
+        Nary::Dot if args.len().is_multiple_of(2) => {
+            let (a, b) = args.split_at(args.len() / 2);
+            let (pa, pb) = partials.split_at_mut(a.len());
+            for ((pa, pb), (&a, &b)) in pa.iter_mut().zip(pb).zip(a.iter().zip(b)) {
+                *pa = values[b as usize];
+                *pb = values[a as usize];
+            }
+            values[node] = a
+                .iter()
+                .zip(b)
+                .map(|(&a, &b)| values[a as usize] * values[b as usize])
+                .sum();
+            return;
+        }
+        Nary::Sum => {
+            partials.fill(1.0);
+            values[node] = args.iter().map(|&a| values[a as usize]).sum();
+            return;
+        }
+        _ => {}
+    }
     let Scratch { operands, out } = scratch;
     operands.clear();
     operands.extend(args.iter().map(|&a| values[a as usize]));
@@ -247,11 +271,6 @@ impl<'p> Compiler<'p> {
         set(&mut flags, "opt_level", "speed")?;
         set(
             &mut flags,
-            "regalloc_algorithm",
-            &std::env::var("JIT_RA").unwrap_or("backtracking".into()),
-        )?;
-        set(
-            &mut flags,
             "enable_verifier",
             if cfg!(debug_assertions) {
                 "true"
@@ -337,8 +356,8 @@ impl<'p> Compiler<'p> {
         let mut chunks = Vec::new();
         let mut chunk_of = vec![0u32; root + 1];
         let (mut start, mut work) = (0, 0);
-        for n in 0..=root {
-            chunk_of[n] = chunks.len() as u32;
+        for (n, chunk) in chunk_of.iter_mut().enumerate() {
+            *chunk = chunks.len() as u32;
             work += 1 + self.program.operands(n).len();
             if work >= CHUNK_WORK || n == root {
                 chunks.push(start..n + 1);
@@ -360,7 +379,6 @@ impl<'p> Compiler<'p> {
                           emit: &mut dyn FnMut(&mut Self, &mut Frame<'_>)|
          -> Result<FuncId, String> {
             context.func.signature = signature.clone();
-            context.set_disasm(std::env::var_os("JIT_DISASM").is_some());
             {
                 let mut frame = Frame::new(
                     FunctionBuilder::new(&mut context.func, &mut builder_context),
@@ -378,10 +396,6 @@ impl<'p> Compiler<'p> {
                 .map_err(|e| format!("Cranelift: {e:?}"))?;
             if let Some(code) = context.compiled_code() {
                 this.stats.code_bytes += code.code_buffer().len();
-                if let Some(d) = &code.vcode {
-                    eprintln!("{}", context.func.display());
-                    eprintln!("{d}");
-                }
             }
             this.module.clear_context(context);
             this.stats.functions += 1;
@@ -478,7 +492,7 @@ impl<'p> Compiler<'p> {
         match op {
             Op::Unary(_) | Op::Binary(_) => true,
             Op::Nary(Nary::Sum) => operands <= WIDE,
-            Op::Nary(Nary::Dot) => operands % 2 == 0 && operands <= WIDE,
+            Op::Nary(Nary::Dot) => operands.is_multiple_of(2) && operands <= WIDE,
             _ => false,
         }
     }
