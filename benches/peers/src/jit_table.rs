@@ -74,7 +74,9 @@ fn workload<W: Workload>(w: &W, settings: &Settings) {
     let got = compiled.gradient(&x, &mut ws, &mut grad).unwrap();
     assert_eq!(got.to_bits(), want.to_bits(), "{}: value", w.name());
     assert!(
-        grad.iter().zip(&rgrad).all(|(a, b)| a.to_bits() == b.to_bits()),
+        grad.iter()
+            .zip(&rgrad)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
         "{}: the compiled gradient differs from the replay's",
         w.name()
     );
