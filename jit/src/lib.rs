@@ -419,7 +419,10 @@ impl Compiled {
 
 /// Whether every entry is finite, in one branch-free pass: `g - g` is 0 for a finite `g`
 /// and NaN for an infinite or NaN one, summed in four lanes the compiler can vectorise.
-#[expect(clippy::eq_op, reason = "x - x is the test: 0 when x is finite, NaN otherwise")]
+#[expect(
+    clippy::eq_op,
+    reason = "x - x is the test: 0 when x is finite, NaN otherwise"
+)]
 fn all_finite(xs: &[f64]) -> bool {
     let mut lanes = [0.0f64; 4];
     let chunks = xs.chunks_exact(4);
