@@ -61,6 +61,10 @@ use tapegrad::{Error, Replay, ReplayWorkspace};
 
 pub use codegen::Stats;
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// A unique id per compilation, so that a workspace knows which one it was prepared for.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
