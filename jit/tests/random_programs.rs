@@ -294,11 +294,12 @@ fn check(p: &Program, x0: &[f64], points: &[&[f64]]) -> Result<(), TestCaseError
     Ok(())
 }
 
+/// Runs `cases` cases (or `PROPTEST_CASES`); returns how many ran.
 fn run(
     cases: u32,
     seed: u64,
     strategy: impl Strategy<Value = (Program, Vec<f64>, Vec<f64>, Vec<f64>)>,
-) {
+) -> usize {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
