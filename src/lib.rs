@@ -117,6 +117,6 @@ struct ReadmeDoctests;
 
 pub use engine::{
     Anomaly, Binary, BranchChanged, CustomFn, Dual, Error, Gradients, Graph, Inputs, LeftOperand,
-    Mark, Nary, Node, NodeKey, Op, Operand, Replay, ReplayWorkspace, Scalar, ScalarFn, Statement,
-    Unary, Var, atan2, hypot, max, min, powf, xlogy,
+    Mark, Nary, Node, NodeKey, Op, Operand, Replay, ReplayProgram, ReplayWorkspace, Scalar,
+    ScalarFn, Statement, Unary, Var, atan2, hypot, max, min, powf, xlogy,
 };

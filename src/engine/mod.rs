@@ -43,6 +43,6 @@ pub use keys::NodeKey;
 pub use matrix::{Matrix, Pairing};
 pub use node::Node;
 pub use op::{Binary, Nary, Op, Unary};
-pub use replay::{Replay, ReplayWorkspace};
+pub use replay::{Replay, ReplayProgram, ReplayWorkspace};
 pub use scalar::{LeftOperand, Operand, Scalar, Statement};
 pub use var::{atan2, hypot, max, min, powf, xlogy};

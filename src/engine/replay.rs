@@ -983,3 +983,301 @@ impl Var<'_> {
         outcome
     }
 }
+// ---------------------------------------------------------------------------------------
+// The program, as a compiler reads it
+// ---------------------------------------------------------------------------------------
+
+impl Replay {
+    /// A read-only view of the program this replay evaluates, for code that compiles it to
+    /// something faster (the `tapegrad-jit` crate): its slots, each node's op and operands,
+    /// its inputs, output and guards, and each node's evaluation exactly as
+    /// [`Replay::eval`] performs it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Graph, Op, Replay, Unary};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(2.0);
+    /// let replay = Replay::new((x * 3.0).exp(), &[x]);
+    /// let p = replay.program();
+    /// assert_eq!(p.nodes(), 3);
+    /// assert_eq!(p.inputs(), &[0]);
+    /// assert_eq!(p.output(), 2);
+    /// assert_eq!(p.op(1), Op::Binary(Binary::Mul));
+    /// assert_eq!(p.op(2), Op::Unary(Unary::Exp));
+    /// // x * 3: node 0 and a constant, in a slot past the nodes
+    /// let [a, c] = p.operands(1) else { panic!() };
+    /// assert_eq!((*a, p.slots()[*c as usize]), (0, 3.0));
+    /// assert!(*c as usize > p.nodes());
+    /// ```
+    pub fn program(&self) -> ReplayProgram<'_> {
+        ReplayProgram { replay: self }
+    }
+}
+
+/// A [`Replay`]'s program, read-only, for code that compiles it (see [`Replay::program`]).
+///
+/// The program is a sequence of nodes in evaluation order, each a leaf (an input, or a
+/// constant: a node that does not depend on the inputs keeps its recorded value) or an op
+/// of the table applied to operands. Values live in *slots*: slots `0..nodes()` are the
+/// nodes, and an operand slot greater than `nodes()` holds a constant operand, whose value
+/// is in [`ReplayProgram::slots`] and never changes. An evaluation writes the inputs into
+/// their slots, evaluates every non-leaf node in order ([`ReplayProgram::evaluate`]), then
+/// checks the guards in order; the gradient is the reverse sweep over the nodes' partials
+/// (`adjoint[operand] += adjoint[node] * partial`, edge by edge, from the output down).
+///
+/// # Examples
+///
+/// An interpreter in a few lines, giving [`Replay::eval`]'s value:
+///
+/// ```
+/// use tapegrad::{Graph, Replay, ReplayWorkspace};
+///
+/// let g = Graph::new();
+/// let x = g.vars(&[1.0, 2.0]);
+/// let replay = Replay::new((x[0] * x[1]).sin() + x[1].exp(), &x);
+/// let p = replay.program();
+///
+/// let at = [0.5, -1.5];
+/// let mut values = p.slots().to_vec();
+/// for (&slot, &v) in p.inputs().iter().zip(&at) {
+///     values[slot as usize] = v;
+/// }
+/// for node in 0..p.nodes() {
+///     let mut partials = vec![0.0; p.operands(node).len()];
+///     p.evaluate(node, &mut values, &mut partials);
+/// }
+/// let value = replay.eval(&at, &mut ReplayWorkspace::new());
+/// assert_eq!(value, Ok(values[p.output()]));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayProgram<'r> {
+    replay: &'r Replay,
+}
+
+impl<'r> ReplayProgram<'r> {
+    /// The number of nodes (as [`Replay::len`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(tapegrad::Replay::new(x.exp(), &[x]).program().nodes(), 2);
+    /// ```
+    pub fn nodes(&self) -> usize {
+        self.replay.ops.len()
+    }
+
+    /// Every slot's value before an evaluation writes its inputs: each node's recorded value
+    /// (the leaves that are not inputs keep it), one unused slot (`nodes()`), then the
+    /// constant operands.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let replay = tapegrad::Replay::new(x + 0.25, &[x]);
+    /// assert_eq!(replay.program().slots(), &[1.0, 1.25, 0.0, 0.25]);
+    /// ```
+    pub fn slots(&self) -> &'r [f64] {
+        &self.replay.initial
+    }
+
+    /// Node `node`'s op. A leaf is [`Op::Input`] (a graph input, which keeps its recorded
+    /// value unless it is one of [`ReplayProgram::inputs`]) or [`Op::Constant`] (a constant,
+    /// or a node that does not depend on the inputs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Binary, Graph, Op, Replay};
+    ///
+    /// let g = Graph::new();
+    /// let (x, w) = (g.var(1.0), g.var(2.0));
+    /// let replay = Replay::new(w.exp() * x + w, &[x]);
+    /// let p = replay.program();
+    /// // w is not an input of the replay, so w and exp(w) keep their recorded values
+    /// assert_eq!((p.op(0), p.op(1), p.op(2)), (Op::Input, Op::Input, Op::Constant));
+    /// assert_eq!(p.op(3), Op::Binary(Binary::Mul));
+    /// assert_eq!(p.slots()[2], 2f64.exp());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `node >= nodes()`.
+    pub fn op(&self, node: usize) -> Op {
+        self.replay.ops[node]
+    }
+
+    /// Node `node`'s operands' slots, in the op's order (none for a leaf). A slot greater
+    /// than `nodes()` is a constant (see [`ReplayProgram::slots`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.vars(&[1.0, 2.0]);
+    /// let replay = tapegrad::Replay::new(g.dot(&x, &x), &x);
+    /// assert_eq!(replay.program().operands(2), &[0, 1, 0, 1]);
+    /// assert!(replay.program().operands(0).is_empty());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `node >= nodes()`.
+    pub fn operands(&self, node: usize) -> &'r [u32] {
+        let r = self.replay;
+        &r.args[r.edge_start[node] as usize..r.edge_start[node + 1] as usize]
+    }
+
+    /// The slot of each input, in the order of the `x` every evaluation takes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.vars(&[1.0, 2.0]);
+    /// let replay = tapegrad::Replay::new(x[0] * x[1], &[x[1], x[0]]);
+    /// assert_eq!(replay.program().inputs(), &[1, 0]);
+    /// ```
+    pub fn inputs(&self) -> &'r [u32] {
+        &self.replay.inputs
+    }
+
+    /// The output's node: the value [`Replay::eval`] returns, where the sweep starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// assert_eq!(tapegrad::Replay::new(x, &[x]).program().output(), 0);
+    /// ```
+    pub fn output(&self) -> usize {
+        self.replay.output as usize
+    }
+
+    /// Guard `k` (of [`Replay::guards`], in the order they are checked): its comparison
+    /// (`"<"`, `"<="`, `">"`, `">="`, `"=="` or `"!="`, as `f64`'s operators compare), its
+    /// operands' slots, and the outcome it had when recorded. An evaluation where it comes
+    /// out otherwise fails with [`ReplayProgram::branch_changed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = tapegrad::Graph::new();
+    /// let x = g.var(1.0);
+    /// let y = if x.lt(0.5) { x } else { x * 2.0 };
+    /// let replay = tapegrad::Replay::new(y, &[x]);
+    /// let p = replay.program();
+    /// let (comparison, [a, b], outcome) = p.guard(0);
+    /// assert_eq!((comparison, a, outcome), ("<", 0, false));
+    /// assert_eq!(p.slots()[b as usize], 0.5);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `k >= Replay::guards()`.
+    pub fn guard(&self, k: usize) -> (&'static str, [u32; 2], bool) {
+        let g = &self.replay.guards[k];
+        (g.comparison.symbol(), g.operands, g.outcome)
+    }
+
+    /// The error an evaluation returns when guard `k` is the first to come out otherwise,
+    /// its operands having `operands` as values: [`Error::BranchChanged`], as
+    /// [`Replay::eval`] returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Error, Graph, Replay, ReplayWorkspace};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(1.0);
+    /// let y = if x.lt(0.5) { x } else { x * 2.0 };
+    /// let replay = Replay::new(y, &[x]);
+    /// let error = replay.program().branch_changed(0, [0.25, 0.5]);
+    /// assert_eq!(replay.eval(&[0.25], &mut ReplayWorkspace::new()), Err(error));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `k >= Replay::guards()`.
+    pub fn branch_changed(&self, k: usize, operands: [f64; 2]) -> Error {
+        let g = &self.replay.guards[k];
+        Error::BranchChanged(Box::new(BranchChanged {
+            comparison: g.comparison.symbol(),
+            recorded: g.outcome,
+            operands,
+            location: g.location,
+        }))
+    }
+
+    /// Evaluates node `node` as every evaluation of the replay does, with the same
+    /// operations in the same order: reads its operands' values from `values` (indexed by
+    /// slot, laid out as [`ReplayProgram::slots`]), writes its value to `values[node]`,
+    /// and its partial derivative with respect to each operand to `partials` (one per
+    /// operand; a constant operand's may be left as it was). A leaf is left as it is. A
+    /// compiler calls this for the nodes it does not compile itself, so that they give the
+    /// replay's numbers bit for bit. Allocates for an n-ary node other than a dot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(1.0);
+    /// let replay = Replay::new(x.ln(), &[x]);
+    /// let p = replay.program();
+    /// let mut values = p.slots().to_vec();
+    /// values[0] = 4.0;
+    /// let mut partial = [0.0];
+    /// p.evaluate(1, &mut values, &mut partial);
+    /// assert_eq!((values[1], partial[0]), (4f64.ln(), 0.25));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `node >= nodes()`, if `values` is shorter than [`ReplayProgram::slots`], or if
+    /// `partials` does not have one entry per operand.
+    pub fn evaluate(&self, node: usize, values: &mut [f64], partials: &mut [f64]) {
+        let r = self.replay;
+        let args = self.operands(node);
+        assert_eq!(
+            partials.len(),
+            args.len(),
+            "ReplayProgram::evaluate: one partial per operand"
+        );
+        assert!(
+            values.len() >= r.initial.len(),
+            "ReplayProgram::evaluate: one value per slot"
+        );
+        let Ok(k) = r.steps.binary_search_by_key(&(node as u32), |s| s.node) else {
+            return; // a leaf
+        };
+        let instr = r.steps[k];
+        if let Some(step) = instr.step {
+            step(&Instr { edge: 0, ..instr }, values, partials);
+            return;
+        }
+        let y = match r.ops[node] {
+            Op::Nary(Nary::Dot) if r.constant_operands[node] == 0 => {
+                dot_in_place(values, args, partials)
+            }
+            Op::Nary(op) => {
+                let operands: Vec<f64> = args.iter().map(|&a| values[a as usize]).collect();
+                let mut out = Vec::with_capacity(args.len());
+                let y = op.value_and_partials_f64(&operands, &mut out);
+                partials.copy_from_slice(&out);
+                y
+            }
+            op => unreachable!("{op} has a step"),
+        };
+        values[node] = y;
+    }
+}

@@ -11,7 +11,8 @@
 //! table shows medians over repetitions. "Warm" keeps each engine's tape memory from one
 //! call to the next (as a training loop would); "cold" starts from a fresh tape each call.
 //!
-//! Flags: `--quick` (fewer repetitions); `--only TEXT` (only the workloads whose name
+//! Flags: `--quick` (fewer repetitions); `--replay` / `--jit` (only the record-once
+//! table / only the compiled-replay tables); `--only TEXT` (only the workloads whose name
 //! contains TEXT, and no other section); `--rss ENGINE OPS` (internal: one W2 gradient in
 //! this fresh process, printing its peak resident bytes per op); `--profile ENGINE
 //! WORKLOAD CALLS` (warm gradients of one workload on one engine and nothing else, to run
@@ -19,6 +20,7 @@
 
 mod alloc_count;
 mod engines;
+mod jit_table;
 mod replay_table;
 mod workloads;
 
@@ -61,6 +63,7 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let replay_only = args.iter().any(|a| a == "--replay");
+    let jit_only = args.iter().any(|a| a == "--jit");
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -76,6 +79,10 @@ fn main() {
     println!("Build: {}\n", build());
     if replay_only {
         replay_table::table(&settings);
+        return;
+    }
+    if jit_only {
+        jit_table::table(&settings);
         return;
     }
     print_sizes();
@@ -108,6 +115,7 @@ fn main() {
         return;
     }
     replay_table::table(&settings);
+    jit_table::table(&settings);
     memory();
     scaling(&settings);
     deep_stack();
@@ -454,6 +462,7 @@ fn profile(engine: &str, workload: &str, calls: usize) {
                 });
             }
             "replay" | "bytecode" => replay_table::profile(engine, w, &x, calls),
+            "jit" => jit_table::profile(w, &x, calls),
             other => panic!("unknown engine {other}"),
         }
     }
