@@ -3,7 +3,8 @@
 //! another node's value), and a `Gradients` computed before a release stays truthful.
 
 use approx::assert_relative_eq;
-use tapegrad::{Error, Gradients, Graph};
+use tapegrad::linalg::{Matrix, Pairing};
+use tapegrad::{Error, Gradients, Graph, Scalar, Var};
 
 /// The data of step `step`: four points on the line t = 3x - 1, with x varying by step so
 /// that every step's loss and gradient differ.
@@ -325,4 +326,55 @@ fn a_new_graph_reuses_a_dropped_graphs_memory_and_nothing_else() {
     assert_eq!(y.backward()[x], 2.0 / 3.0);
     assert_eq!(g.len(), 3);
     assert_eq!(tapegrad::Replay::new(y, &[x]).guards(), 0);
+}
+
+/// Parameters made one by one before a mark stay one run after every release: a matrix
+/// product with them, read by columns, keeps recording as a block (which stores no
+/// edges), so each step's heap is the first step's, and its gradient is the closed form.
+#[test]
+fn parameters_made_before_a_mark_stay_a_run_after_releases() {
+    let (inner, outputs) = (32, 16);
+    let g = Graph::new();
+    let w: Vec<_> = (0..inner * outputs).map(|i| g.var(i as f64 * 0.5)).collect();
+    let mark = g.mark();
+    let mut heap_after_first = None;
+    let mut grads = Gradients::new();
+    for step in 0..5 {
+        let x: Vec<f64> = (0..inner).map(|k| (k + step) as f64).collect();
+        let xv = g.vars(&x);
+        let y = Var::dots(
+            Matrix::new(&xv, 1, inner),
+            Matrix::new(&w, inner, outputs),
+            Pairing::Columns,
+        );
+        // d/dW[k][j] of sum_j (j + 1) y_j is (j + 1) x_k.
+        let weighted: Var = y.iter().zip(1..).map(|(&yj, c)| yj * c as f64).sum();
+        weighted.backward_into(&mut grads);
+        for (i, &wi) in w.iter().enumerate() {
+            let (k, j) = (i / outputs, i % outputs);
+            assert_eq!(grads.wrt(wi), (j + 1) as f64 * x[k]);
+        }
+        g.release(mark);
+        let heap = g.heap_bytes();
+        assert_eq!(*heap_after_first.get_or_insert(heap), heap, "step {step}");
+    }
+}
+
+/// Handles to consecutive positions issued in one epoch, whose tail was released and
+/// recorded again, are not a run: the released ones are errors.
+#[test]
+fn a_run_whose_tail_was_released_is_refused() {
+    let g = Graph::new();
+    let head = g.vars(&[1.0, 2.0]);
+    let mark = g.mark();
+    let tail = g.vars(&[3.0, 4.0]);
+    g.release(mark);
+    let again = g.vars(&[5.0, 6.0]); // the tail's positions, new keys
+    let straddling = [head[0], head[1], tail[0], tail[1]];
+    assert_eq!(
+        g.try_dot(&straddling, &[1.0; 4]).err(),
+        Some(Error::Released)
+    );
+    let kept = [head[0], head[1], again[0], again[1]];
+    assert_eq!(g.dot(&kept, &[1.0; 4]).value(), 14.0);
 }

@@ -45,6 +45,10 @@ slotmap::new_key_type! {
     pub struct NodeKey;
 }
 
+/// The epoch handles are issued in once the releases have run out of 32-bit epochs: it
+/// names no single epoch, so a handle carrying it is always looked up.
+const SATURATED_EPOCH: u32 = u32::MAX - 1;
+
 /// The graph's live keys (the `slotmap`), the position column (position to key), and the
 /// release epoch, which lets a handle issued since the last release skip the map (see
 /// [`Keys::validate`]).
@@ -52,8 +56,8 @@ slotmap::new_key_type! {
 pub(in crate::engine) struct Keys {
     map: SlotMap<NodeKey, ()>,
     by_position: Vec<NodeKey>,
-    /// The epoch new handles carry: the number of releases so far (saturating below
-    /// `u32::MAX - 1`).
+    /// The epoch new handles carry: the number of releases so far (saturating at
+    /// [`SATURATED_EPOCH`]).
     issue_epoch: u32,
     /// The epoch a handle must carry to skip the map: `issue_epoch`, or `u32::MAX` (which
     /// no handle carries) once the releases have run out of 32-bit epochs, so that the
@@ -135,11 +139,11 @@ impl Keys {
         for &key in self.by_position[positions].iter().rev() {
             self.map.remove(key);
         }
-        if self.issue_epoch < u32::MAX - 2 {
+        if self.issue_epoch < SATURATED_EPOCH - 1 {
             self.issue_epoch += 1;
             self.check_epoch = self.issue_epoch;
         } else {
-            self.issue_epoch = u32::MAX - 1;
+            self.issue_epoch = SATURATED_EPOCH;
             self.check_epoch = u32::MAX;
         }
     }
@@ -226,22 +230,30 @@ impl Owner {
         }
     }
 
-    /// The position of `run[0]` if `run` are handles of this graph, issued since the last
-    /// release, to consecutive positions `p, p + 1, ...` (as `Graph::vars` makes them): then
-    /// every one is valid (see [`Keys::validate`]). Each handle is compared with what it
-    /// must then carry, with no lookup and no early exit: a loop of integer lanes the
-    /// compiler vectorises. `None` proves nothing (a weight matrix bound with
+    /// The position of `run[0]` if `run` are handles of this graph, issued in one epoch to
+    /// consecutive positions `p, p + 1, ...` (as `Graph::vars` makes them), and still
+    /// valid. Each handle is compared with what it must then carry, with no lookup and no
+    /// early exit: a loop of integer lanes the compiler vectorises. Handles issued since
+    /// the last release are valid (see [`Keys::validate`]); an older run is valid when its
+    /// last node is: within an epoch positions are recorded in increasing order, and a
+    /// release frees a whole tail, so nothing below a live node recorded in the same epoch
+    /// has been released since (parameters made before a [`Mark`](crate::Mark) stay one
+    /// run after every release). `None` proves nothing (a weight matrix bound with
     /// [`Graph::inputs`](crate::Graph::inputs) is proven a run with one lookup instead,
     /// by the graph's registry of them).
     pub(in crate::engine) fn run<H: Handle>(self, keys: &Keys, run: &[H]) -> Option<u32> {
-        let first = run.first()?.pos();
-        let (owner, epoch) = (self.addr as usize as u64, u64::from(keys.check_epoch));
+        let (head, last) = (run.first()?, run.last()?);
+        let (first, epoch) = (head.pos(), head.epoch());
+        let owner = self.addr as usize as u64;
         let bits = |x: H| u64::from(x.pos()) | u64::from(x.epoch()) << 32;
-        let expected_first = u64::from(first) | epoch << 32;
+        let expected_first = u64::from(first) | u64::from(epoch) << 32;
         let differs = run.iter().zip(0u64..).fold(0u64, |differs, (&x, k)| {
             differs | (x.owner() as usize as u64 ^ owner) | (bits(x) ^ (expected_first + k))
         });
-        (differs == 0).then_some(first)
+        // A saturated epoch (see `Keys::release`) names no single epoch.
+        let valid = epoch == keys.check_epoch
+            || (epoch < SATURATED_EPOCH && keys.is_live(last.key()));
+        (differs == 0 && valid).then_some(first)
     }
 }
 
