@@ -276,17 +276,23 @@
 //! let Err(Error::BranchChanged(flip)) = replay.eval(&[3.0, 0.5], &mut ws) else { panic!() };
 //! assert_eq!((flip.comparison, flip.recorded), ("<", true));
 //!
-//! // Hessian-vector products: forward-over-reverse, the op table's rules on dual numbers.
+//! // Hessian-vector products: higher::hvp's numbers (forward over reverse, the op table's
+//! // rules on dual numbers; reverse over reverse where that is not finite).
 //! let mut hv = [0.0; 2];
 //! replay.hvp(&[0.5, 3.0], &[1.0, 0.0], &mut ws, &mut hv).unwrap();
 //! approx::assert_relative_eq!(hv[0], -9.0 * 1.5f64.sin(), max_relative = 1e-15);
 //! ```
 //!
-//! What a replay cannot see is Rust control flow on a raw `Var::value()`: it would evaluate
-//! the branch that was recorded at every input.
-//! [`g.set_replay_checks(true)`](crate::Graph::set_replay_checks) makes `Replay::new` refuse
-//! (naming the line) when a node that depends on the inputs was read before the output was
-//! recorded.
+//! Every guard made before the replay is built is checked, wherever it stands relative to
+//! the output (`if x.gt(0.0) { x } else { x * 0.01 }` returns a node recorded before its own
+//! comparison). What a replay cannot see is Rust control flow on a raw `Var::value()`: it
+//! would evaluate the branch that was recorded at every input. So replay checks are on by
+//! default: `Replay::new` refuses (naming the line) when a node that depends on the inputs
+//! was read with `value()` before the replay is built. Read with
+//! [`Var::untracked_value`](crate::Var::untracked_value) to print; turning the checks off
+//! ([`g.set_replay_checks(false)`](crate::Graph::set_replay_checks)) is unsafe for
+//! correctness. User-defined functions and fused nodes replay too (a fused node's
+//! sub-computation is kept when it is recorded).
 //!
 //! ## Trust: anomaly mode, randomized tests, big graphs
 //!

@@ -51,10 +51,13 @@ pub enum Error {
     /// function would have taken another branch, so the replay refuses to answer. Record
     /// the function again at these inputs.
     BranchChanged(Box<BranchChanged>),
-    /// While recording with [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)
-    /// on, the value of a node that depends on a replay input was read with
-    /// [`Var::value`](crate::Var::value) before the output was recorded: if code branched
-    /// on it, a replay could not tell. Compare through the guard methods instead.
+    /// With replay checks on (the default, see
+    /// [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)), the value of a node
+    /// that depends on a replay's inputs was read with [`Var::value`](crate::Var::value)
+    /// (or [`Var::try_value`](crate::Var::try_value)) before the replay was built: if code
+    /// branched on it, a replay could not tell. Compare through the guard methods instead,
+    /// or read with [`Var::untracked_value`](crate::Var::untracked_value) where the read
+    /// decides nothing.
     UncheckedRead {
         /// Where the value was read.
         location: &'static Location<'static>,
@@ -163,10 +166,10 @@ impl fmt::Display for Error {
             Error::UncheckedRead { location } => write!(
                 f,
                 "tapegrad: replay checks: the value of a node that depends on the replay's \
-                 inputs was read at {location} while recording; a branch on it would not be \
-                 checked at replay. Compare through Var::lt / le / gt / ge / eq_value / \
-                 ne_value (which record guards), or turn the checks off if the read does \
-                 not decide control flow"
+                 inputs was read at {location} before the replay was built; a branch on it \
+                 would not be checked at replay. Compare through Var::lt / le / gt / ge / \
+                 eq_value / ne_value (which record guards), or read it with \
+                 Var::untracked_value if the read decides no control flow (printing)"
             ),
             Error::NoSecondOrder { op } => write!(
                 f,

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{Anomaly, Error, or_panic};
+use super::guard::ReadLog;
 use super::keys::{Handle, Keys, KnownRuns, NodeKey, Owner, READ_THE_TAPE};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
+use super::programs::Programs;
 use super::scalar::{Operand, Scalar};
 use super::tape::{AnomalyLog, FAST_LIMIT, Recorded, Resolved, Tape, resolve};
 
@@ -205,6 +207,8 @@ pub struct Graph {
     pub(in crate::engine) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
     /// The handle buffers of the live [`Inputs`](super::Inputs) of this graph.
     pub(in crate::engine) runs: RefCell<KnownRuns>,
+    /// The sub-computations of this graph's fused nodes, for replay.
+    pub(in crate::engine) fused: RefCell<Programs>,
 }
 
 /// A point on the tape: [`Graph::release`] frees every node recorded after it.
@@ -228,6 +232,13 @@ pub struct Graph {
 pub struct Mark {
     graph: u64,
     len: u32,
+}
+
+impl Mark {
+    /// The tape position the mark stands at (the first node a release to it frees).
+    pub(in crate::engine) fn position(self) -> usize {
+        self.len as usize
+    }
 }
 
 impl Drop for Graph {
@@ -287,6 +298,7 @@ impl Graph {
             terms: RefCell::new(Vec::new()),
             customs: RefCell::new(Vec::new()),
             runs: RefCell::new(KnownRuns::default()),
+            fused: RefCell::new(Programs::default()),
         }
     }
 
@@ -969,16 +981,19 @@ impl Graph {
         self.tape.borrow().anomaly_up_to(u32::MAX)
     }
 
-    /// Turns replay checks on or off (off by default): while on, every [`Var::value`] read
-    /// is remembered, and [`Replay::new`](crate::Replay::new) refuses (with
-    /// [`Error::UncheckedRead`]) to build a replay whose output was recorded after a read
-    /// of a node that depends on the replay's inputs. Rust control flow on such a read
-    /// (`if x.value() > 0.0`) is invisible to the tape: a replay at inputs where it would
-    /// go the other way would silently evaluate the branch that was recorded. The guard
-    /// methods ([`Var::lt`] and its siblings) compare without that blind spot.
+    /// Turns replay checks on or off. They are **on by default**: every raw read of a
+    /// node's value ([`Var::value`], [`Var::try_value`]) is remembered, and
+    /// [`Replay::new`](crate::Replay::new) refuses (with [`Error::UncheckedRead`]) to build a
+    /// replay over a read, made any time before, of a node that depends on the replay's
+    /// inputs. Rust control flow on such a read (`if x.value() > 0.0`) is invisible to the
+    /// tape: a replay at inputs where it would go the other way would silently evaluate
+    /// the branch that was recorded. The guard methods ([`Var::lt`] and its siblings)
+    /// compare without that blind spot, and [`Var::untracked_value`] reads for printing.
     ///
-    /// A debugging aid for code meant for replay: reads for printing or logging are
-    /// reported too (read them after recording the output, or with the checks off).
+    /// Turning them off is **unsafe for correctness**: the reads made while they are off are
+    /// never checked, so a replay may answer from the wrong branch without an error. It
+    /// saves one bit test per read (and the log of the nodes read, a few bytes each).
+    /// Turning them on again starts an empty log.
     ///
     /// # Examples
     ///
@@ -986,7 +1001,7 @@ impl Graph {
     /// use tapegrad::{Error, Graph, Replay};
     ///
     /// let g = Graph::new();
-    /// g.set_replay_checks(true);
+    /// assert!(g.replay_checks());
     /// let x = g.var(2.0);
     /// let z = if x.gt(0.0) { x * x } else { -x }; // recorded as a guard
     /// assert!(Replay::try_new(z, &[x]).is_ok());
@@ -996,19 +1011,19 @@ impl Graph {
     pub fn set_replay_checks(&self, on: bool) {
         let mut tape = self.tape.borrow_mut();
         match (on, tape.reads.is_some()) {
-            (true, false) => tape.reads = Some(Vec::new()),
+            (true, false) => tape.reads = Some(ReadLog::default()),
             (false, true) => tape.reads = None,
             _ => {}
         }
     }
 
-    /// Whether replay checks are on (see [`Graph::set_replay_checks`]).
+    /// Whether replay checks are on (see [`Graph::set_replay_checks`]; on by default).
     ///
     /// # Examples
     ///
     /// ```
     /// let g = tapegrad::Graph::new();
-    /// assert!(!g.replay_checks());
+    /// assert!(g.replay_checks());
     /// ```
     pub fn replay_checks(&self) -> bool {
         self.tape.borrow().reads.is_some()
@@ -1017,10 +1032,8 @@ impl Graph {
     /// With replay checks on, remembers that the node at `pos` was read at `location`.
     #[cold]
     pub(in crate::engine) fn note_read(&self, pos: u32, location: &'static Location<'static>) {
-        let mut tape = self.tape.borrow_mut();
-        let len = tape.len() as u32;
-        if let Some(reads) = &mut tape.reads {
-            reads.push((pos, len, location));
+        if let Some(reads) = &mut self.tape.borrow_mut().reads {
+            reads.note(pos, location);
         }
     }
 

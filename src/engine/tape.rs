@@ -19,7 +19,7 @@ use std::panic::Location;
 
 use super::blocks::DotBlock;
 use super::error::{Anomaly, Error};
-use super::guard::Guard;
+use super::guard::{Guard, ReadLog};
 use super::keys::{Handle, Keys, NodeKey, Owner, carried};
 use super::op::{Binary, Nary, Op, Unary};
 use super::opcodes::OpCodes;
@@ -120,9 +120,8 @@ pub(in crate::engine) struct Tape {
     pub(in crate::engine) anomaly: Option<Box<AnomalyLog>>,
     /// The value comparisons made through `Var`'s guard methods, in order.
     pub(in crate::engine) guards: Vec<Guard>,
-    /// With replay checks on: every `Var::value` read, as (position, the tape's length
-    /// then, where).
-    pub(in crate::engine) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
+    /// With replay checks on (the default): the raw value reads.
+    pub(in crate::engine) reads: Option<ReadLog>,
     /// [`FAST_LIMIT`], or 0 in anomaly mode: [`Tape::finish`] records a node inline only
     /// while `pos | edges` is below it, so one comparison covers both the limits and the
     /// mode.
@@ -165,7 +164,7 @@ impl Tape {
             releases: Vec::new(),
             anomaly: None,
             guards: Vec::new(),
-            reads: None,
+            reads: Some(ReadLog::default()),
             fast_limit: FAST_LIMIT,
             scratch: Vec::new(),
             matrix_args: Vec::new(),
@@ -201,7 +200,7 @@ impl Tape {
         self.releases.clear();
         self.anomaly = None;
         self.guards.clear();
-        self.reads = None;
+        self.reads = Some(ReadLog::default());
         self.fast_limit = FAST_LIMIT;
         self.blocks.clear();
         self.block_args.clear();
@@ -679,7 +678,7 @@ impl Tape {
             self.guards.pop();
         }
         if let Some(reads) = &mut self.reads {
-            reads.retain(|&(pos, _, _)| (pos as usize) < len);
+            reads.truncate(len);
         }
         if let Some(log) = &mut self.anomaly {
             log.locations.truncate(len);
