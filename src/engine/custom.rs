@@ -15,6 +15,72 @@ use super::op::Op;
 use super::opcodes::MAX_CUSTOM;
 use super::tape::{Resolved, Tape};
 
+/// What a partial's slot holds before [`CustomFn::partials`] runs: a quiet NaN with a
+/// payload no arithmetic of the function's makes, so that a slot the function did not
+/// write is told apart from one it set to 0 (or to NaN).
+const UNWRITTEN: u64 = 0x7ffc_a11e_d0e5_0001;
+
+/// `f`'s value at `xs` and its partials into `out` (prepared with [`UNWRITTEN`]): what a
+/// user-defined function's node holds, as recorded and as replayed.
+pub(in crate::engine) fn eval_custom(f: &dyn CustomFn, xs: &[f64], out: &mut [f64]) -> f64 {
+    let y = f.value(xs);
+    out.fill(f64::from_bits(UNWRITTEN));
+    f.partials(xs, y, out);
+    y
+}
+
+/// Checks the partials [`eval_custom`] gave `f` at `xs` (value `y`): every slot written,
+/// and finite where `f` promises so ([`CustomFn::finite_partials`]).
+pub(in crate::engine) fn check_partials(
+    f: &dyn CustomFn,
+    xs: &[f64],
+    y: f64,
+    partials: &[f64],
+) -> Result<(), Error> {
+    for (operand, &p) in partials.iter().enumerate() {
+        if p.to_bits() == UNWRITTEN {
+            return Err(Error::BadPartials {
+                op: f.name(),
+                operand,
+                why: format!(
+                    "was not written by CustomFn::partials (at inputs {xs:?}); write every \
+                     slot, 0.0 for an operand the value does not depend on (the slots do not \
+                     start at 0)"
+                ),
+            });
+        }
+    }
+    check_finite(f, xs, y, partials.iter().copied())
+}
+
+/// Where `f` promises finite partials at finite inputs and value, the first of `partials`
+/// that is not finite, as an error.
+pub(in crate::engine) fn check_finite(
+    f: &dyn CustomFn,
+    xs: &[f64],
+    y: f64,
+    partials: impl IntoIterator<Item = f64>,
+) -> Result<(), Error> {
+    if !f.finite_partials() || !y.is_finite() || xs.iter().any(|x| !x.is_finite()) {
+        return Ok(());
+    }
+    match partials
+        .into_iter()
+        .enumerate()
+        .find(|(_, p)| !p.is_finite())
+    {
+        None => Ok(()),
+        Some((operand, p)) => Err(Error::BadPartials {
+            op: f.name(),
+            operand,
+            why: format!(
+                "is {p} at the finite inputs {xs:?} (value {y}), though the function promises \
+                 finite partials there (CustomFn::finite_partials)"
+            ),
+        }),
+    }
+}
+
 /// What [`Graph::fuse`] reuses from call to call: the scratch graph, its gradient store and
 /// the buffers of operand values, partials and resolved operands.
 struct FuseScratch {
@@ -111,13 +177,19 @@ impl Graph {
             .map(|&x| self.resolve_var(&tape, x))
             .collect::<Result<Vec<Resolved>, Error>>()?;
         let index = self.register_custom(&mut tape, f)?;
+        let mut malformed = None;
         let eval = |xs: &[f64], out: &mut [f64]| {
-            let y = f.value(xs);
-            f.partials(xs, y, out);
+            let y = eval_custom(&**f, xs, out);
+            malformed = check_partials(&**f, xs, y, out).err();
             y
         };
-        let pos = tape.computed(Op::Custom(index), &operands, eval, location)?;
-        Ok(Var::recorded(self, pos))
+        let node = tape.computed(Op::Custom(index), &operands, eval, location)?;
+        if let Some(e) = malformed {
+            // Nothing recorded: the node goes again (a release of one node, just made).
+            tape.truncate(node.pos as usize);
+            return Err(e);
+        }
+        Ok(Var::recorded(self, node))
     }
 
     /// `f`'s index among this graph's user-defined functions (the code of its nodes'

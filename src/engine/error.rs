@@ -62,6 +62,18 @@ pub enum Error {
         /// Where the value was read.
         location: &'static Location<'static>,
     },
+    /// A user-defined function's rule is malformed: a partial left unwritten, the wrong
+    /// number of second-order partials, a partial that is not a node of the graph, or a
+    /// non-finite partial where the function promises finite ones
+    /// ([`CustomFn::finite_partials`](crate::CustomFn::finite_partials)).
+    BadPartials {
+        /// The function's name.
+        op: &'static str,
+        /// The operand whose partial is wrong (for a count, the first missing or extra).
+        operand: usize,
+        /// What is wrong with it.
+        why: String,
+    },
     /// [`Var::grad`](crate::Var::grad) (second and higher order) met a node that carries
     /// only first partials: a user-defined function without a second-order rule, or a
     /// fused sub-computation.
@@ -170,6 +182,10 @@ impl fmt::Display for Error {
                  would not be checked at replay. Compare through Var::lt / le / gt / ge / \
                  eq_value / ne_value (which record guards), or read it with \
                  Var::untracked_value if the read decides no control flow (printing)"
+            ),
+            Error::BadPartials { op, operand, why } => write!(
+                f,
+                "tapegrad: {op}'s rule is malformed: the partial for operand {operand} {why}"
             ),
             Error::NoSecondOrder { op } => write!(
                 f,

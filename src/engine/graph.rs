@@ -1164,18 +1164,32 @@ pub trait CustomFn: Send + Sync {
     fn name(&self) -> &'static str;
     /// The value at `xs` (one entry per operand, in order).
     fn value(&self, xs: &[f64]) -> f64;
-    /// The partial derivatives at `xs` into `out` (`out[k]` is `d value / d xs[k]`; it
-    /// has one zeroed slot per operand); `y` is [`CustomFn::value`] at `xs`.
+    /// The partial derivatives at `xs` into `out` (`out[k]` is `d value / d xs[k]`, one
+    /// slot per operand); `y` is [`CustomFn::value`] at `xs`. **Write every slot** (0.0 for
+    /// an operand the value does not depend on): `out` does not start at 0, and a slot left
+    /// as it was is [`Error::BadPartials`] naming the function and the operand, never a
+    /// silent 0.
     fn partials(&self, xs: &[f64], y: f64, out: &mut [f64]);
     /// The partials as nodes of the graph, computed from `xs` and `y` with `Var`
     /// arithmetic, so that [`Var::grad`] can differentiate through them again (second
     /// and higher order). `None` (the default) means no such rule: [`Var::grad`] through
-    /// this function is then [`Error::NoSecondOrder`]. Build the partials from `xs` and
-    /// `y` (nodes of their graph); a `Var` of another graph or a released one makes
-    /// [`Var::grad`] panic naming the function.
+    /// this function is then [`Error::NoSecondOrder`]. Return one partial per operand,
+    /// built from `xs` and `y` (nodes of their graph): too few or too many, or a `Var` of
+    /// another graph or a released one, is [`Error::BadPartials`] naming the function and
+    /// the operand.
     fn graph_partials<'g>(&self, xs: &[Var<'g>], y: Var<'g>) -> Option<Vec<Var<'g>>> {
         let _ = (xs, y);
         None
+    }
+    /// Whether the function promises finite partials wherever its inputs and its value
+    /// are finite (most smooth functions; not `sqrt` at 0, whose derivative is a true
+    /// infinity). `false` by default. With `true`, a partial that is infinite or NaN at
+    /// finite inputs and value, from [`CustomFn::partials`] when the node is recorded or
+    /// replayed, or from [`CustomFn::graph_partials`] in [`Var::grad`], is
+    /// [`Error::BadPartials`] naming the function and the operand: a wrong rule, caught
+    /// where it would otherwise be multiplied by a zero adjoint into a silent 0.
+    fn finite_partials(&self) -> bool {
+        false
     }
 }
 
@@ -1220,9 +1234,15 @@ pub trait ScalarFn: Send + Sync {
     /// The value at `xs`.
     fn value(&self, xs: &[f64]) -> f64;
     /// The partials at `xs` into `out` (one slot per operand, each holding some value of
-    /// the right type to overwrite), where `y` is the value at `xs`: with `T = f64` for
-    /// the first derivative, with graph nodes for the higher ones.
+    /// the right type to overwrite: write every one, as for [`CustomFn::partials`]), where
+    /// `y` is the value at `xs`: with `T = f64` for the first derivative, with graph nodes
+    /// for the higher ones.
     fn partials<T: Scalar>(&self, xs: &[T], y: T, out: &mut [T]);
+    /// [`CustomFn::finite_partials`]: whether the partials are finite wherever the inputs
+    /// and the value are (`false` by default).
+    fn finite_partials(&self) -> bool {
+        false
+    }
 }
 
 impl std::fmt::Debug for dyn CustomFn {
@@ -1245,5 +1265,8 @@ impl<F: ScalarFn> CustomFn for F {
         let mut out = vec![y; xs.len()];
         ScalarFn::partials(self, xs, y, &mut out);
         Some(out)
+    }
+    fn finite_partials(&self) -> bool {
+        ScalarFn::finite_partials(self)
     }
 }

@@ -29,7 +29,9 @@
 //!   operand's partial is not evaluated), `Nary::value_and_partials_f64` (a dot of tracked
 //!   operands: the products summed in order from `-0.0`, partials `b` then `a`).
 //! - **User-defined functions** ([`Op::Custom`]): `value = f.value(operands)`, then the
-//!   partials slice zeroed and `f.partials(operands, value, partials)`, as
+//!   partials slice filled with a marker NaN and `f.partials(operands, value, partials)`,
+//!   then checked (a slot left unwritten, or a non-finite partial where
+//!   `f.finite_partials()` promises finite, is [`Error::BadPartials`]), as
 //!   [`Graph::custom`](crate::Graph::custom) records them.
 //! - **Fused nodes** ([`Op::Fused`]): the node's sub-computation, kept when
 //!   [`Graph::fuse`](crate::Graph::fuse) recorded it, is a replay of its own (its inputs are
@@ -52,6 +54,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::chain::{NON_FINITE, chain, chain_quotient, rescue};
+use super::custom::{check_partials, eval_custom};
 use super::dual::Dual;
 use super::error::{BranchChanged, Error, or_panic};
 use super::graph::{CustomFn, Graph, Var};
@@ -506,11 +509,7 @@ impl Replay {
                     Op::Nary(n) => tape.nary(n, operands, |_, _, r| Ok(r), location),
                     Op::Custom(k) => {
                         let f = &self.customs[usize::from(k)];
-                        let eval = |xs: &[f64], out: &mut [f64]| {
-                            let y = f.value(xs);
-                            f.partials(xs, y, out);
-                            y
-                        };
+                        let eval = |xs: &[f64], out: &mut [f64]| eval_custom(&**f, xs, out);
                         tape.computed(op, &operands, eval, location)
                     }
                     // A fused node again, with the partials evaluated at `x`: reverse over
@@ -613,14 +612,13 @@ impl Replay {
                     y
                 }
                 Op::Custom(k) => {
-                    // As `Graph::custom` records it: the value, then the partials into
-                    // zeroed slots.
+                    // As `Graph::custom` records it: the value, then the partials (every
+                    // slot written, checked).
                     let f = &self.customs[usize::from(k)];
                     operands.clear();
                     operands.extend(args.iter().map(|&a| values[a as usize]));
-                    let y = f.value(operands);
-                    partials.fill(0.0);
-                    f.partials(operands, y, partials);
+                    let y = eval_custom(&**f, operands, partials);
+                    check_partials(&**f, operands, y, partials)?;
                     y
                 }
                 Op::Fused => {
