@@ -328,6 +328,9 @@
 //! [`parallel::mean_value_and_grad`](crate::parallel::mean_value_and_grad) computes a batch's
 //! mean loss and gradient on worker threads, one graph each, reduced in example order: the
 //! same bits for any number of threads, and the same as a plain loop. How much faster two
-//! threads are depends on the second core being free: on a virtual machine whose other core
-//! is busy, measure before relying on it (`cargo run --release -p tapegrad-models --example
-//! microgpt_bench` prints one thread against two, step by step).
+//! threads are depends on the second core being free; when it is not (another process
+//! spinning on it, a shared virtual machine), each call notices that the workers did not
+//! beat one thread by 10% and the next calls run on the calling thread alone, trying the
+//! workers again after a back-off of 50 ms to 2 s: never more than about 1.1x one thread's
+//! time, and the speed-up back once the core is free (`cargo run --release -p
+//! tapegrad-models --example microgpt_bench` prints one thread against two, step by step).
