@@ -788,6 +788,60 @@ fn a_fused_node_replays_its_sub_computation() {
     }
 }
 
+/// A statement fused again and again (a layer's outputs) keeps one program while it is
+/// the same, and its own where a constant, a constant node or a guard's outcome differs:
+/// each replays as it was recorded.
+#[test]
+fn fused_statements_in_a_loop_replay_each_as_recorded() {
+    let g = Graph::new();
+    let x = g.vars(&[0.5, -1.0, 2.0, 3.0]);
+    let before = g.heap_bytes();
+    let mut ys = Vec::new();
+    for k in 0..200 {
+        let c = (k % 3) as f64;
+        let xk = x[k % 4];
+        // The same statement, with a constant operand, a constant node and a guard that
+        // vary with k.
+        ys.push(g.fuse(&[xk], |s, v| {
+            let shifted = if v[0].gt(0.0) { v[0] } else { -v[0] };
+            shifted * c + s.constant(c + 1.0) * v[0].sin()
+        }));
+    }
+    let total = g.sum(ys.iter().copied());
+    let replay = Replay::new(total, &x);
+    let at = [0.25, -2.0, 1.5, 4.0];
+    let h = Graph::new();
+    let hx = h.vars(&at);
+    let want: Vec<Var> = (0..200)
+        .map(|k| {
+            let c = (k % 3) as f64;
+            let v = hx[k % 4];
+            let shifted = if v.untracked_value() > 0.0 { v } else { -v };
+            shifted * c + h.constant(c + 1.0) * v.sin()
+        })
+        .collect();
+    let want = h.sum(want);
+    let mut grad = [0.0; 4];
+    let value = replay
+        .gradient(&at, &mut ReplayWorkspace::new(), &mut grad)
+        .unwrap();
+    approx::assert_relative_eq!(value, want.untracked_value(), max_relative = 1e-14);
+    for (g, w) in grad.iter().zip(want.backward().wrt_all(&hx)) {
+        approx::assert_relative_eq!(*g, w, max_relative = 1e-14);
+    }
+    // A guard that flips in one statement is named.
+    assert!(matches!(
+        replay.eval(&[-0.25, -2.0, 1.5, 4.0], &mut ReplayWorkspace::new()),
+        Err(Error::BranchChanged(_))
+    ));
+    // 200 fused nodes of 12 distinct programs: the kept programs take a few kB.
+    assert!(
+        g.heap_bytes() - before < 64_000,
+        "{}",
+        g.heap_bytes() - before
+    );
+}
+
 /// Inside a fused sub-computation a comparison is a guard of the replay, and a raw read of
 /// a value the fused node's inputs decide refuses the replay, as outside.
 #[test]

@@ -393,6 +393,7 @@ impl Graph {
             + t.block_args.capacity() * size_of::<u32>()
             + t.releases.capacity() * size_of::<(u64, u32)>()
             + self.terms.borrow().capacity() * size_of::<NodeKey>()
+            + self.fused.borrow().heap_bytes()
             + t.anomaly.as_ref().map_or(0, |a| {
                 a.locations.capacity() * size_of::<Option<&'static Location<'static>>>()
             })

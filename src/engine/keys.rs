@@ -169,7 +169,12 @@ impl Owner {
         if !std::ptr::eq(x.owner(), self.addr) {
             return Err(self.foreign(x));
         }
-        keys.position(x.key()).ok_or(Error::Released)
+        // A match, not `ok_or(Error::Released)`: that builds the error on every call and
+        // drops it on success, a call to `Error`'s drop glue per operand resolved.
+        match keys.position(x.key()) {
+            Some(pos) => Ok(pos),
+            None => Err(Error::Released),
+        }
     }
 
     /// The error for `x`, a handle of another graph.

@@ -874,6 +874,11 @@ trait Source {
     /// The replay of the fused node at `pos`'s sub-computation, as a function of its
     /// operands.
     fn fused(&self, pos: usize) -> Result<Replay, Error>;
+    /// Whether every node but the inputs and constants is evaluated again, even one that
+    /// does not depend on the inputs (a fused node's program keeps only those values).
+    fn recomputes_all(&self) -> bool {
+        false
+    }
 }
 
 /// A graph's tape, its user-defined functions and its fused nodes' programs.
@@ -978,6 +983,9 @@ impl Source for ProgramSource<'_> {
     fn custom(&self, k: u8) -> Arc<dyn CustomFn> {
         Arc::clone(&self.customs[usize::from(k)])
     }
+    fn recomputes_all(&self) -> bool {
+        true
+    }
     fn fused(&self, pos: usize) -> Result<Replay, Error> {
         let view = self.view.nested(pos).ok_or_else(|| Error::BadOperands {
             op: "Replay",
@@ -1012,7 +1020,11 @@ fn build<S: Source>(source: &S, root: usize, input_pos: &[usize]) -> Result<Repl
     // whole tape: a guard or a read after the output may have chosen it (`if x.gt(0.0) {
     // x } else { .. }` returns a node recorded before its own comparison).
     let mut operands = Vec::new();
+    let recomputes_all = source.recomputes_all();
     for pos in 0..len {
+        if recomputes_all && !matches!(source.op(pos), Op::Input | Op::Constant) {
+            flags[pos] |= DEPENDS;
+        }
         if flags[pos] & DEPENDS == 0 {
             source.operands(pos, &mut operands);
             if operands
