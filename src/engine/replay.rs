@@ -1340,8 +1340,9 @@ macro_rules! guard_methods {
                 $(#[$doc])*
                 ///
                 /// Compares the values (as `f64` does: false with a NaN, but for `!=`) and
-                /// records the comparison and its outcome as a guard: a [`Replay`] of an
-                /// output recorded after it checks it at its new inputs, and returns
+                /// records the comparison and its outcome as a guard: a [`Replay`] built
+                /// after it (whatever the position of its output, before or after this
+                /// comparison) checks it at its new inputs, and returns
                 /// [`Error::BranchChanged`] if it comes out otherwise. Branch on this, not
                 /// on [`Var::value`], in code meant for replay.
                 ///
