@@ -86,7 +86,9 @@ const ANY_CONST: u8 = 4;
 /// **Branches.** A comparison made through a guard method is checked at every evaluation,
 /// wherever it was made relative to the output (`if x.gt(0.0) { x } else { x * 0.01 }`
 /// returns a node recorded *before* its comparison): every comparison of values that
-/// depend on the inputs, made before the replay is built, is a guard. Rust control flow on
+/// depend on the inputs, made before the replay is built, is a guard (those of other
+/// computations on the same inputs too, since the graph's last release: record the
+/// function on a graph of its own, or after a release, to check its guards only). Rust control flow on
 /// a raw [`Var::value`] (`if x.value() > 0.0 { .. }`) is invisible to the tape; with replay
 /// checks on (the default, [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)),
 /// building a replay over such a read is [`Error::UncheckedRead`]. Reads that decide
