@@ -70,14 +70,14 @@ fn check_target<T>(op: &'static str, logits: &[T], target: usize) -> Result<(), 
 /// number's rounding (1.1e-13); `lse - logits[target]` would then lose 13 digits of a loss
 /// near 0.3. Shifted, the largest logit is 0 and the log-sum-exp lies in `[0, ln n]`.
 ///
-/// The maximum is a raw read of the values (see [`Replay`](crate::Replay)); read in a plain
-/// loop under `#[track_caller]`, so a replay check reports the user's line, not a line in
-/// the standard library's iterators.
-#[track_caller]
+/// The maximum is read as a plain number, untracked ([`Scalar::untracked_value`]): it
+/// picks no branch, and any constant shift gives the same function. A
+/// [`Replay`](crate::Replay) keeps the recorded shift, which leaves the softmax unchanged in
+/// exact arithmetic but can move the last bits against a fresh recording.
 fn shift_by_max<T: Scalar>(logits: &[T]) -> Vec<T> {
     let mut max = f64::NEG_INFINITY;
     for l in logits {
-        max = max.max(l.value());
+        max = max.max(l.untracked_value());
     }
     logits.iter().map(|&l| l - max).collect()
 }

@@ -165,7 +165,11 @@
 //! `hessian` and `hvp` release what they record, so a Newton loop runs in constant memory
 //! (`cargo run --release --example newton`: Rosenbrock and ridge logistic regression, the
 //! digits doubling each step). For many HVPs of one function,
-//! [`Replay::hvp`](crate::Replay::hvp) evaluates forward over reverse without recording.
+//! [`Replay::hvp`](crate::Replay::hvp) evaluates forward over reverse without recording
+//! (`higher::hvp`'s numbers wherever those are finite). Every route costs time linear in
+//! the graph, through every n-ary node too (`cargo run --release --example
+//! second_order_scaling`: 1,000 to 1,000,000 operands of a `sum`, `dot`, `logsumexp`,
+//! `amax` or dot block).
 //!
 //! ## Operations
 //!
@@ -188,25 +192,31 @@
 //!
 //! ### Kinks
 //!
-//! Where a function is continuous but has two slopes, one subgradient convention holds in
-//! every sweep, each rule PyTorch's (`tools/autograd/derivatives.yaml`), so gradients agree
-//! with it at the kink itself:
+//! Where a function is continuous but has two slopes, or has no derivative at a point, one
+//! convention holds in every sweep (the plain backward, `Var::grad`, replay, forward mode).
+//! Each row says whether it is PyTorch 2.15's (checked by running PyTorch 2.15.0 in
+//! float64: `tools/reference/pytorch_conventions.py`; `tests/conventions.rs` pins every
+//! row, with PyTorch's numbers) or the crate's own, and why:
 //!
-//! | op | at the kink | PyTorch's rule |
-//! |---|---|---|
-//! | `abs` | `d|x| = 0` at 0 | `grad * self.sgn()` |
-//! | `relu` | `0` at 0 | `threshold_backward(grad, result, 0)` |
-//! | `max(a, b)`, `min(a, b)` | `1/2` to each operand at a tie | `maximum`: `where(self == other, grad / 2, grad)` |
-//! | `amax(xs)` | shared evenly among the operands equal to the maximum | `amax`: `scale_grad_by_count` |
-//! | `clamp(x, lo, hi)` | `1` to `x` at `x == lo` and `x == hi` (the ends pass the gradient) | `clamp_backward`: `where(self >= min && self <= max, grad, 0)` |
+//! | op | at the point | tapegrad | PyTorch 2.15 | which |
+//! |---|---|---|---|---|
+//! | `abs` | `x = 0` | `0` | `0` (`grad * self.sgn()`) | PyTorch's |
+//! | `relu` | `x = 0` | `0` | `0` (`threshold_backward`) | PyTorch's |
+//! | `max(a, b)`, `min(a, b)` | a tie | `1/2` to each | `1/2` to each | PyTorch's |
+//! | `amax(xs)` | ties at the maximum | shared evenly among them | shared evenly | PyTorch's |
+//! | `clamp(x, lo, hi)` | `x == lo` or `x == hi` | `0` (1 strictly inside) | `0` | PyTorch's (it was 1, the gradient passing at the ends; PyTorch 2.15 gives 0, and `clamp(x, 0, inf)` then agrees with `relu` at 0) |
+//! | `atan2(a, b)` | the origin `a = b = 0` | `0`, `0` | `0`, `0` (signed: `b * 0`, `-a * 0`) | PyTorch's (it was NaN); a gradient here is a sum from `+0`, so never `-0`; the second derivative there is 0 (the zero is a constant), NaN in PyTorch |
+//! | `atan2(a, b)` | `a^2 + b^2` below `f64`'s range (`1e-300`, `1e-300`) | the true slope, `5e299` | `0` | the crate's own: divided by `hypot(a, b)` twice, not by `a^2 + b^2`, which underflows to 0 and which PyTorch masks to 0 |
+//! | `softplus(x)` | `x > 20` | `ln(1 + e^x)` and `sigmoid(x)` exactly | `x` and `1` (its threshold) | the crate's own: exact, with no jump of `e^-20` in value and slope at 20, and a second derivative that does not drop to 0 |
+//! | `cbrt(x)` | `x = 0` | `+inf` | no `cbrt`; `x.pow(1/3)`: `+inf` | PyTorch's `pow(x, 1/3)` (and JAX's `cbrt`): the true vertical slope; defined for `x < 0` too, where `pow` is NaN |
 //!
 //! NaN: `max`, `min` and `amax` give NaN as their value when an operand is NaN; the
 //! operand's slope in `max`/`min` is then 1 (every comparison is false, as in PyTorch's
 //! masks), and every `amax` partial is NaN (PyTorch: a count of 0 ties, `grad / 0 * 0`).
-//! `clamp` of NaN is NaN with slope 0 for `x`, as `clamp_backward`'s comparisons give.
-//! `relu` and `abs` have slope NaN at NaN (PyTorch's relu has 1): a NaN operand must not
-//! turn into a finite gradient (the crate docs' table of singular points). A kink's slope
-//! is piecewise constant, so its own derivative (the second order) is 0 on both sides.
+//! `clamp` of NaN is NaN with slope 0 for `x`, as in PyTorch. `relu` and `abs` have slope
+//! NaN at NaN (PyTorch's are 1 and 0): a NaN operand must not turn into a finite gradient
+//! (the crate docs' table of singular points). A kink's slope is piecewise constant, so its
+//! own derivative (the second order) is 0 on both sides.
 //!
 //! ## Your own functions, and preaccumulation
 //!
@@ -276,17 +286,23 @@
 //! let Err(Error::BranchChanged(flip)) = replay.eval(&[3.0, 0.5], &mut ws) else { panic!() };
 //! assert_eq!((flip.comparison, flip.recorded), ("<", true));
 //!
-//! // Hessian-vector products: forward-over-reverse, the op table's rules on dual numbers.
+//! // Hessian-vector products: higher::hvp's numbers (forward over reverse, the op table's
+//! // rules on dual numbers; reverse over reverse where that is not finite).
 //! let mut hv = [0.0; 2];
 //! replay.hvp(&[0.5, 3.0], &[1.0, 0.0], &mut ws, &mut hv).unwrap();
 //! approx::assert_relative_eq!(hv[0], -9.0 * 1.5f64.sin(), max_relative = 1e-15);
 //! ```
 //!
-//! What a replay cannot see is Rust control flow on a raw `Var::value()`: it would evaluate
-//! the branch that was recorded at every input.
-//! [`g.set_replay_checks(true)`](crate::Graph::set_replay_checks) makes `Replay::new` refuse
-//! (naming the line) when a node that depends on the inputs was read before the output was
-//! recorded.
+//! Every guard made before the replay is built is checked, wherever it stands relative to
+//! the output (`if x.gt(0.0) { x } else { x * 0.01 }` returns a node recorded before its own
+//! comparison). What a replay cannot see is Rust control flow on a raw `Var::value()`: it
+//! would evaluate the branch that was recorded at every input. So replay checks are on by
+//! default: `Replay::new` refuses (naming the line) when a node that depends on the inputs
+//! was read with `value()` before the replay is built. Read with
+//! [`Var::untracked_value`](crate::Var::untracked_value) to print; turning the checks off
+//! ([`g.set_replay_checks(false)`](crate::Graph::set_replay_checks)) is unsafe for
+//! correctness. User-defined functions and fused nodes replay too (a fused node's
+//! sub-computation is kept when it is recorded).
 //!
 //! ## Trust: anomaly mode, randomized tests, big graphs
 //!
@@ -316,6 +332,9 @@
 //! [`parallel::mean_value_and_grad`](crate::parallel::mean_value_and_grad) computes a batch's
 //! mean loss and gradient on worker threads, one graph each, reduced in example order: the
 //! same bits for any number of threads, and the same as a plain loop. How much faster two
-//! threads are depends on the second core being free: on a virtual machine whose other core
-//! is busy, measure before relying on it (`cargo run --release -p tapegrad-models --example
-//! microgpt_bench` prints one thread against two, step by step).
+//! threads are depends on the second core being free; when it is not (another process
+//! spinning on it, a shared virtual machine), each call notices that the workers did not
+//! beat one thread by 10% and the next calls run on the calling thread alone, trying the
+//! workers again after a back-off of 50 ms to 2 s: never more than about 1.1x one thread's
+//! time, and the speed-up back once the core is free (`cargo run --release -p
+//! tapegrad-models --example microgpt_bench` prints one thread against two, step by step).

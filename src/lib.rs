@@ -72,7 +72,8 @@
 //! | `0.0 * sqrt(x)`, `sqrt(x) * z` with `z = 0`, at `x = 0` | 0 | NaN | *differs*: a zero adjoint passes nothing, so a node that does not reach the output cannot poison one that does |
 //! | `sqrt(x * 0.0)`, `sqrt(abs(x))` at `x = 0` | 0 | NaN | *differs*: the same rule for a zero partial (a constant 0 factor, `abs' = 0` at 0), as for relu; `sqrt(0 x)` is constant, its derivative is 0 |
 //! | `sqrt(x - x)` at 0, `(-2.46)^(x - x)` | NaN | NaN | no factor is 0: `+inf` and `-inf`, or `ln(-2.46)`, reach `x` |
-//! | `relu'(NaN)`, `abs'(NaN)` | NaN | 1 (relu) | *differs*: a NaN must not turn into a gradient |
+//! | `relu'(NaN)`, `abs'(NaN)` | NaN | 1 (relu), 0 (abs) | *differs*: a NaN must not turn into a gradient |
+//! | `atan2` at the origin, `clamp` at a bound | 0, 0 | the same | a point where the slope is undefined or has two sides: see the guide's [conventions](crate::guide#kinks) |
 //! | `exp(ln x)` at `x = 5e-324`; `d(a/b)` for `\|b\| < 5.6e-309` | 1; `1/b`, `-(a/b)/b` | 1; `1/b`, `-inf` for `d/db` | a partial that overflows when stored (`1/x`) is applied as `(adjoint * 1) / x`, as dividing would |
 //! | `logsumexp([x, inf])` | 0 for `x`, NaN for `inf` | the same | the softmax's limit |
 //! | a true infinity: `sqrt` or `ln` at 0 | inf | inf | IEEE |

@@ -12,6 +12,17 @@
 //! after another, whatever thread computed it: the result is **bit-identical for any
 //! number of threads**, and identical to a plain loop over the examples.
 //!
+//! **Never slower than one thread (by more than 10%).** Worker threads pay off only while
+//! they can run: on a machine whose other cores are busy (another process spinning, a
+//! shared virtual machine), a worker that is descheduled while it holds an example makes
+//! the whole batch wait for it, and two threads were measured up to 3x slower than one. So
+//! each call measures itself: the batch's wall time against one thread's time for it (the
+//! fastest thread's time per example, times the examples). While the workers do not beat
+//! one thread by more than 10%, the next calls run on the calling thread alone, trying the
+//! workers again after a back-off (50 ms, doubling to 2 s while they keep not paying off;
+//! `Adaptive` in the source); once they pay off again, they are used at once. The bits
+//! never depend on it.
+//!
 //! What it costs: one gradient vector per example (`batch.len() * params.len()` floats
 //! live at once at most), plus one graph per thread. This serves one machine's cores and
 //! models whose gradient is a scalar tape; a model that outgrows that belongs in a tensor
@@ -20,6 +31,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::engine::{Error, Graph, Var};
 use crate::nn::{ParamError, ParamGrads, Params, View};
@@ -45,12 +57,80 @@ fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
     pool
 }
 
+/// Whether worker threads have been paying off, for one thread count: the rule that keeps
+/// [`mean_value_and_grad`] within 10% of one thread's time when the other cores are busy.
+///
+/// After each call on several threads, [`Adaptive::record`] compares its wall time with an
+/// estimate of one thread's time for the same batch. With a speed-up of at least
+/// [`Adaptive::PAYS_OFF`] (1.1x), the workers stay in use. Above it, the next calls run on
+/// the calling thread alone until a back-off has passed, and then try the workers again
+/// (a probe); the back-off doubles after each probe that does not pay off, from
+/// [`Adaptive::FIRST_BACKOFF`] to [`Adaptive::LONGEST_BACKOFF`], and returns to the first
+/// after one that does. While the cores stay busy, a probe costs one slow call per
+/// back-off (a 6 ms microgpt step twice as slow, once per 2 s: 0.3%); once they are free
+/// again, the workers are back within 2 s.
+#[derive(Clone, Copy, Debug)]
+struct Adaptive {
+    /// `Some(t)`: one thread only, until `t`.
+    serial_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Adaptive {
+    /// The smallest speed-up over one thread at which the workers are kept: 1.1x, as the
+    /// fraction `11 / 10`.
+    const PAYS_OFF: (u128, u128) = (11, 10);
+    /// The first back-off before trying the workers again.
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    /// The longest back-off.
+    const LONGEST_BACKOFF: Duration = Duration::from_secs(2);
+
+    /// A rule that starts with the workers in use.
+    fn new() -> Self {
+        Adaptive {
+            serial_until: None,
+            backoff: Adaptive::FIRST_BACKOFF,
+        }
+    }
+
+    /// Whether a call starting at `now` should use the worker threads.
+    fn use_workers(&self, now: Instant) -> bool {
+        self.serial_until.is_none_or(|until| now >= until)
+    }
+
+    /// Takes in a call on the workers that started at `now` and took `wall`, where one
+    /// thread would have taken about `one_thread`.
+    fn record(&mut self, now: Instant, wall: Duration, one_thread: Duration) {
+        let (num, den) = Adaptive::PAYS_OFF;
+        if wall.as_nanos() * num <= one_thread.as_nanos() * den {
+            self.serial_until = None;
+            self.backoff = Adaptive::FIRST_BACKOFF;
+        } else {
+            self.serial_until = Some(now + wall + self.backoff);
+            self.backoff = (self.backoff * 2).min(Adaptive::LONGEST_BACKOFF);
+        }
+    }
+}
+
+/// The [`Adaptive`] rule of each thread count, shared by every caller.
+fn rule(threads: usize) -> Arc<Mutex<Adaptive>> {
+    static RULES: Mutex<Vec<(usize, Arc<Mutex<Adaptive>>)>> = Mutex::new(Vec::new());
+    let mut rules = RULES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, rule)) = rules.iter().find(|(n, _)| *n == threads) {
+        return Arc::clone(rule);
+    }
+    let rule = Arc::new(Mutex::new(Adaptive::new()));
+    rules.push((threads, Arc::clone(&rule)));
+    rule
+}
+
 /// One example's loss and gradient, or why it has none.
 type ExampleResult = Result<(f64, ParamGrads), ParamError>;
 
 /// The mean of `loss(params, example)` over `batch` and its gradient with respect to
-/// every parameter, computed on `threads` worker threads (0: as many as the machine has
-/// cores), each with a graph of its own.
+/// every parameter, computed on up to `threads` worker threads (0: as many as the machine
+/// has cores), each with a graph of its own: on the calling thread alone while the workers
+/// do not pay off (busy cores, see the module docs).
 ///
 /// The sums run in example order (`((l_0 + l_1) + l_2) + ...`, then divided by the batch
 /// size, gradients likewise), so the result is the same bits for every thread count, and
@@ -172,15 +252,34 @@ where
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(cost(&batch[i])));
     let next = AtomicUsize::new(0);
+    // Each thread's examples and the time it spent in them.
+    let spent: Mutex<Vec<(usize, Duration)>> = Mutex::new(Vec::new());
     let work = || {
         let graph = Graph::new();
+        let (mut done, mut time) = (0, Duration::ZERO);
         while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
             let example = &batch[i];
+            let start = Instant::now();
             let result = params.value_and_grad(&graph, |p| loss(p, example));
+            time += start.elapsed();
+            done += 1;
             *results[i].lock().expect("a worker panicked holding a slot") = Some(result);
         }
+        if done > 0 {
+            spent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((done, time));
+        }
     };
-    if threads == 1 {
+    let rule = (threads > 1).then(|| rule(threads));
+    let start = Instant::now();
+    let use_workers = rule.as_ref().is_some_and(|r| {
+        r.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .use_workers(start)
+    });
+    if !use_workers {
         work();
     } else {
         // The calling thread is one of the workers: the pool holds the others, so only
@@ -191,6 +290,23 @@ where
             }
             work();
         });
+        // One thread's time for the batch, from the fastest thread's time per example (a
+        // descheduled worker's is inflated by the wait).
+        let per_example = spent
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|&(done, time)| time / done as u32)
+            .min()
+            .unwrap_or_default();
+        let one_thread = per_example * batch.len() as u32;
+        if let Some(rule) = rule {
+            rule.lock().unwrap_or_else(|e| e.into_inner()).record(
+                start,
+                start.elapsed(),
+                one_thread,
+            );
+        }
     }
 
     // The reduction, in example order: every parameter's sum starts at 0 and adds the
@@ -212,4 +328,58 @@ where
         *sum /= n;
     }
     Ok((total_loss / n, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The rule's transitions, on a clock of its own: workers while they pay off, one
+    /// thread for a back-off that doubles while probes do not pay off, and the workers back
+    /// at once after one that does.
+    #[test]
+    fn workers_are_used_while_they_pay_off_and_tried_again_after_a_back_off() {
+        let mut rule = Adaptive::new();
+        let t0 = Instant::now();
+        assert!(rule.use_workers(t0));
+        // Twice as fast as one thread: kept.
+        rule.record(t0, 5 * MS, 10 * MS);
+        assert!(rule.use_workers(t0 + 5 * MS));
+        // Only 1.05x faster (a busy core): one thread for 50 ms after the call's end.
+        rule.record(t0, 10 * MS, 10 * MS + MS / 2);
+        assert!(!rule.use_workers(t0 + 10 * MS));
+        assert!(!rule.use_workers(t0 + 59 * MS));
+        let probe = t0 + 60 * MS;
+        assert!(rule.use_workers(probe));
+        // The probe is slower than one thread: the back-off doubles, to 100 ms.
+        rule.record(probe, 20 * MS, 10 * MS);
+        assert!(!rule.use_workers(probe + 119 * MS));
+        let probe = probe + 120 * MS;
+        assert!(rule.use_workers(probe));
+        rule.record(probe, 20 * MS, 10 * MS); // 200 ms
+        rule.record(probe, 20 * MS, 10 * MS); // 400 ms
+        for _ in 0..10 {
+            rule.record(probe, 20 * MS, 10 * MS);
+        }
+        // At most 2 s.
+        assert!(!rule.use_workers(probe + 2019 * MS));
+        assert!(rule.use_workers(probe + 2020 * MS));
+        // A probe that pays off: the workers at once, and the back-off starts again at 50 ms.
+        rule.record(probe, 4 * MS, 10 * MS);
+        assert!(rule.use_workers(probe + 4 * MS));
+        rule.record(probe, 10 * MS, 10 * MS);
+        assert!(!rule.use_workers(probe + 59 * MS));
+        assert!(rule.use_workers(probe + 60 * MS));
+    }
+
+    /// Exactly at 1.1x the workers stay.
+    #[test]
+    fn a_speed_up_of_one_point_one_keeps_the_workers() {
+        let mut rule = Adaptive::new();
+        let t0 = Instant::now();
+        rule.record(t0, 10 * MS, 11 * MS);
+        assert!(rule.use_workers(t0));
+    }
 }

@@ -297,3 +297,189 @@ fn fuse_rejects_bad_inputs() {
         Err(Error::ForeignHandle { .. })
     ));
 }
+
+/// `x y`, whose rule forgets the partial for `y` where `x <= 0`: a slot left unwritten.
+struct ForgetsOne;
+
+impl CustomFn for ForgetsOne {
+    fn name(&self) -> &'static str {
+        "forgets_one"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1]
+    }
+    fn partials(&self, xs: &[f64], _y: f64, out: &mut [f64]) {
+        out[0] = xs[1];
+        if xs[0] > 0.0 {
+            out[1] = xs[0];
+        }
+    }
+}
+
+/// A partial left unwritten is an error naming the function and the operand, when the
+/// node is recorded and when a replay evaluates it again: never a silent 0.
+#[test]
+fn an_unwritten_partial_is_an_error_naming_the_operand() {
+    let f = arc(ForgetsOne);
+    let g = Graph::new();
+    let (x, y) = (g.var(-1.0), g.var(3.0));
+    let before = g.len();
+    let err = g.try_custom(&f, &[x, y]).unwrap_err();
+    let Error::BadPartials { op, operand, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((*op, *operand), ("forgets_one", 1));
+    assert!(err.to_string().contains("forgets_one") && err.to_string().contains("operand 1"));
+    assert_eq!(g.len(), before, "nothing recorded");
+
+    // Recorded where the rule writes both, replayed where it does not.
+    let x = g.var(2.0);
+    let z = g.custom(&f, &[x, y]);
+    assert_eq!(z.backward().wrt_all(&[x, y]), vec![3.0, 2.0]);
+    let replay = tapegrad::Replay::new(z, &[x, y]);
+    let mut grad = [0.0; 2];
+    let mut ws = tapegrad::ReplayWorkspace::new();
+    assert_eq!(replay.gradient(&[1.0, 5.0], &mut ws, &mut grad), Ok(5.0));
+    assert!(matches!(
+        replay.gradient(&[-1.0, 5.0], &mut ws, &mut grad),
+        Err(Error::BadPartials {
+            op: "forgets_one",
+            operand: 1,
+            ..
+        })
+    ));
+}
+
+/// `x y` with a second-order rule that returns one partial for two operands, or a partial
+/// that was released.
+struct ShortRule(bool);
+
+impl CustomFn for ShortRule {
+    fn name(&self) -> &'static str {
+        "short_rule"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1]
+    }
+    fn partials(&self, xs: &[f64], _y: f64, out: &mut [f64]) {
+        out[0] = xs[1];
+        out[1] = xs[0];
+    }
+    fn graph_partials<'g>(&self, xs: &[Var<'g>], _y: Var<'g>) -> Option<Vec<Var<'g>>> {
+        if self.0 {
+            Some(vec![xs[1]])
+        } else {
+            // A node released before it is returned: it cannot stand for anything.
+            let mark = xs[0].graph().mark();
+            let gone = xs[0] * 1.0;
+            xs[0].graph().release(mark);
+            Some(vec![xs[1], gone])
+        }
+    }
+}
+
+/// A second-order rule with the wrong number of partials, or one that is not a node of
+/// the graph, is an error naming the function and the operand, from `Var::grad`,
+/// `higher::hessian`, `higher::hvp` and `Replay::hvp` alike: never a missing partial taken
+/// as 0.
+#[test]
+fn a_malformed_second_order_rule_is_an_error_naming_the_operand() {
+    for (short, operand) in [(true, 1), (false, 1)] {
+        let f = arc(ShortRule(short));
+        let g = Graph::new();
+        let xs = g.vars(&[2.0, 3.0]);
+        let z = g.custom(&f, &xs).powi(2);
+        let len = g.len();
+        let err = z.try_grad(&xs).unwrap_err();
+        let Error::BadPartials { op, operand: o, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*op, *o), ("short_rule", operand), "{err}");
+        assert_eq!(g.len(), len, "nothing left recorded");
+        assert!(matches!(
+            tapegrad::higher::try_hessian(z, &xs),
+            Err(Error::BadPartials { .. })
+        ));
+        assert!(matches!(
+            tapegrad::higher::try_hvp(z, &xs, &[1.0, 0.0]),
+            Err(Error::BadPartials { .. })
+        ));
+        let replay = tapegrad::Replay::new(z, &xs);
+        let mut hv = [0.0; 2];
+        let got = replay.hvp(
+            &[2.0, 3.0],
+            &[1.0, 0.0],
+            &mut tapegrad::ReplayWorkspace::new(),
+            &mut hv,
+        );
+        assert!(
+            matches!(
+                got,
+                Err(Error::BadPartials {
+                    op: "short_rule",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        // The first order is unaffected.
+        assert_eq!(
+            z.backward().wrt_all(&xs),
+            vec![2.0 * 6.0 * 3.0, 2.0 * 6.0 * 2.0]
+        );
+    }
+}
+
+/// `ln(x) + y` with a wrong rule for `d/dx` (`ln(x) / x - ln(x) / x + 1 / (x - 1)`): NaN
+/// where it should be `1/x`. Promised finite, so the wrong rule is caught.
+struct PromisedFinite;
+
+impl ScalarFn for PromisedFinite {
+    fn name(&self) -> &'static str {
+        "promised_finite"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0].ln() + xs[1]
+    }
+    fn partials<T: Scalar>(&self, xs: &[T], _y: T, out: &mut [T]) {
+        // Right except at x = 1, where it is inf - inf + ... = NaN.
+        out[0] = (xs[0] - 1.0).recip() * (xs[0] - 1.0) / xs[0];
+        out[1] = xs[1] * 0.0 + 1.0;
+    }
+    fn finite_partials(&self) -> bool {
+        true
+    }
+}
+
+/// A non-finite partial at finite inputs and value, from a function that promises finite
+/// ones, is an error naming it and the operand: where a zero adjoint would have turned it
+/// into a silent 0.
+#[test]
+fn a_non_finite_partial_where_finite_is_promised_is_an_error() {
+    let f = arc(PromisedFinite);
+    let g = Graph::new();
+    let (x, y) = (g.var(2.0), g.var(0.5));
+    let z = g.custom(&f, &[x, y]);
+    assert_relative_eq!(z.backward()[x], 0.5, max_relative = 1e-15);
+    let one = g.var(1.0);
+    let err = g.try_custom(&f, &[one, y]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BadPartials {
+                op: "promised_finite",
+                operand: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("promises"), "{err}");
+    // Replayed at the bad point.
+    let replay = tapegrad::Replay::new(z * 0.0, &[x, y]);
+    let got = replay.eval(&[1.0, 0.5], &mut tapegrad::ReplayWorkspace::new());
+    assert!(
+        matches!(got, Err(Error::BadPartials { operand: 0, .. })),
+        "{got:?}"
+    );
+}

@@ -846,11 +846,12 @@ fn every_sweep_gives_the_same_numbers_at_singular_points() {
         let grads = y.backward();
         let differentiable = y.grad(&vars);
         for (k, (&v, d)) in vars.iter().zip(&differentiable).enumerate() {
+            // Untracked reads: a replay of `y` is built below.
             prop_assert!(
-                same_bits(grads[v], d.value()),
+                same_bits(grads[v], d.untracked_value()),
                 "d/dt{k}: plain backward {:e}, Var::grad {:e}",
                 grads[v],
-                d.value()
+                d.untracked_value()
             );
             if !grads[v].is_finite() {
                 count.set(count.get() + 1);

@@ -583,8 +583,8 @@ fn powf_mixed_second_derivative_at_a_zero_exponent() {
     approx::assert_relative_eq!(h[1][1], ln2 * ln2, max_relative = 1e-15);
     let grads = y.grad(&x);
     let row0 = grads[0].grad(&x);
-    assert_eq!((row0[0].value(), row0[1].value()), (0.0, 0.5));
     let replay = Replay::new(y, &x);
+    assert_eq!((row0[0].value(), row0[1].value()), (0.0, 0.5));
     let (mut ws, mut hv) = (ReplayWorkspace::new(), [0.0; 2]);
     replay
         .hvp(&[2.0, 0.0], &[1.0, 0.0], &mut ws, &mut hv)
@@ -605,10 +605,9 @@ fn replayed_hvp_agrees_with_higher_hvp_at_singular_points() {
         (|x| x[0].sqrt() * x[1], [0.0, 2.0]),
         (|x| (x[0] * x[1]).relu().sqrt(), [0.0, -1.0]),
     ];
-    // Not here: `sqrt(x) * z` at (0, 0), where an infinite second-order partial meets a
-    // zero adjoint. Reverse over reverse (`higher::hvp`) applies the zero-wins rule to the
-    // recorded gradient's nodes, forward over reverse (`Replay::hvp`) to its tangents, and the
-    // two can then differ (0 against inf); see `Replay::hvp`.
+    // Not here: `sqrt(x) * z` at (0, 0) along z, where `higher::hvp` is infinite and the
+    // replay's forward over reverse is finite (the two orders of differentiation meet the
+    // singular point differently; see `Replay::hvp` and tests/replay.rs).
     let mut ws = ReplayWorkspace::new();
     for (build, at) in cases {
         // Recorded at an ordinary point, replayed at the singular one.

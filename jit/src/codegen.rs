@@ -28,7 +28,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Module, default_libcall_names};
-use tapegrad::{Binary, Nary, Op, ReplayProgram, Unary};
+use tapegrad::{Binary, Error, Nary, Op, ReplayProgram, Unary};
 
 use crate::calls;
 use crate::native::{Code, Context, Sizes, node_trampoline, sweep_trampoline};
@@ -69,6 +69,10 @@ pub struct Stats {
 pub(crate) struct Scratch {
     operands: Vec<f64>,
     out: Vec<f64>,
+    /// The first error a node evaluated here gave (a user-defined function's malformed
+    /// partials, a flipped guard inside a fused node), for the caller to return once the
+    /// compiled code is back.
+    pub(crate) error: Option<Error>,
 }
 
 /// Evaluates node `node` (whose partials start at `edge`) in the compiled code's buffers,
@@ -88,7 +92,12 @@ pub(crate) fn evaluate_node(
     let partials = &mut partials[edge..edge + args.len()];
     let op = match program.op(node) {
         Op::Nary(op) => op,
-        _ => return program.evaluate(node, values, partials),
+        _ => {
+            if let Err(e) = program.evaluate(node, values, partials) {
+                scratch.error.get_or_insert(e);
+            }
+            return;
+        }
     };
     match op {
         // The interpreter's own loops for these (its `dot_in_place`, and `Nary::value` and
@@ -114,7 +123,7 @@ pub(crate) fn evaluate_node(
         }
         _ => {}
     }
-    let Scratch { operands, out } = scratch;
+    let Scratch { operands, out, .. } = scratch;
     operands.clear();
     operands.extend(args.iter().map(|&a| values[a as usize]));
     if op == Nary::LogSumExp

@@ -405,7 +405,13 @@ impl Compiled {
             memory.adjoints.clear();
             memory.adjoints.resize(self.stats.nodes, 0.0);
         }
-        match self.code.forward(program, memory, x) {
+        let status = self.code.forward(program, memory, x);
+        // A node the code left to the replay's own evaluation failed: as the interpreter,
+        // which stops there, before it checks any guard.
+        if let Some(error) = memory.scratch.error.take() {
+            return Err(error);
+        }
+        match status {
             0 => Ok(()),
             status => {
                 let k = status as usize - 1;

@@ -198,3 +198,50 @@ fn a_workspace_moves_between_compilations() {
         assert_eq!(grad, [t.exp() + 1.0]);
     }
 }
+
+/// `x y`, whose rule forgets the partial for `y` where `x <= 0`.
+struct ForgetsOne;
+
+impl tapegrad::CustomFn for ForgetsOne {
+    fn name(&self) -> &'static str {
+        "forgets_one"
+    }
+    fn value(&self, xs: &[f64]) -> f64 {
+        xs[0] * xs[1]
+    }
+    fn partials(&self, xs: &[f64], _y: f64, out: &mut [f64]) {
+        out[0] = xs[1];
+        if xs[0] > 0.0 {
+            out[1] = xs[0];
+        }
+    }
+}
+
+/// User-defined functions and fused nodes run the replay's own evaluation from compiled
+/// code: the same numbers bit for bit, the same error for a malformed rule, and the same
+/// `BranchChanged` for a guard inside a fused node.
+#[test]
+fn user_defined_functions_and_fused_nodes_as_the_replay() {
+    let f: std::sync::Arc<dyn tapegrad::CustomFn> = std::sync::Arc::new(ForgetsOne);
+    let g = Graph::new();
+    let x = g.vars(&[1.5, -0.5]);
+    let product = g.custom(&f, &x);
+    let fused = g.fuse(&x, |_, v| {
+        let inner = if v[0].gt(0.0) { v[0].sin() } else { v[0] * 0.5 };
+        inner * v[1].exp()
+    });
+    let y = (product + fused).tanh() * x[1];
+    let replay = Replay::new(y, &x);
+    for at in [[1.5, -0.5], [0.25, 2.0], [3.0, 40.0], [1e-3, -700.0]] {
+        let (value, _) = both(&replay, &at);
+        assert!(value.is_ok(), "{at:?}: {value:?}");
+    }
+    // x[0] <= 0: the rule leaves a partial unwritten, and the fused node's guard flips;
+    // the rule is met first, as the interpreter meets it.
+    let (value, _) = both(&replay, &[-1.0, 2.0]);
+    assert!(matches!(value, Err(Error::BadPartials { .. })), "{value:?}");
+    // The fused node alone, past its guard.
+    let replay = Replay::new(fused, &x);
+    let (value, _) = both(&replay, &[-1.0, 2.0]);
+    assert!(matches!(value, Err(Error::BranchChanged(_))), "{value:?}");
+}

@@ -148,7 +148,8 @@ impl Statement for RmsScale {
     }
 }
 
-/// `softmax(s / sqrt(EMBD)) . v` over `[s.., v..]`, the max shift a constant.
+/// `softmax(s / sqrt(EMBD)) . v` over `[s.., v..]`, the max shift a constant (read
+/// untracked: it decides no branch).
 struct Attend;
 
 impl Statement for Attend {
@@ -157,7 +158,7 @@ impl Statement for Attend {
         let s: Vec<T> = s.iter().map(|&x| x / (EMBD as f64).sqrt()).collect();
         let max = s
             .iter()
-            .map(Scalar::value)
+            .map(Scalar::untracked_value)
             .fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<T> = s.iter().map(|&x| (x - max).exp()).collect();
         let total = T::sum(&e);
@@ -173,7 +174,7 @@ impl Statement for CrossEntropy {
     fn eval<T: Scalar>(&self, xs: &[T]) -> T {
         let max = xs
             .iter()
-            .map(Scalar::value)
+            .map(Scalar::untracked_value)
             .fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<T> = xs.iter().map(|&x| (x - max).exp()).collect();
         -(e[0] / T::sum(&e)).ln()

@@ -786,12 +786,13 @@ pub fn softmax<T: Scalar>(logits: &[T]) -> Vec<T> {
     exps.iter().map(|&e| e * pow_const(total, -1.0)).collect()
 }
 
-/// `exp(z - max z)` for every `z`, the maximum a plain number.
+/// `exp(z - max z)` for every `z`, the maximum a plain number (read untracked: it decides
+/// no branch, and a replay keeps it).
 fn shifted_exps<T: Scalar>(logits: &[T]) -> Vec<T> {
     assert!(!logits.is_empty(), "softmax of no logits");
     let max = logits
         .iter()
-        .map(Scalar::value)
+        .map(Scalar::untracked_value)
         .fold(f64::NEG_INFINITY, f64::max);
     logits.iter().map(|&z| (z - max).exp()).collect()
 }

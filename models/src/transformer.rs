@@ -692,11 +692,11 @@ fn add<T: Scalar>(a: &[T], b: &[T]) -> Vec<T> {
 
 /// Softmax less the maximum, as the series computes it. The shift is the maximum's value,
 /// a constant: softmax is invariant to it, so the gradient is unchanged, and no `e^x`
-/// overflows.
+/// overflows. It decides no branch, so it is read untracked (a replay keeps it).
 fn softmax<T: Scalar>(x: &[T]) -> Vec<T> {
     let max = x
         .iter()
-        .map(Scalar::value)
+        .map(Scalar::untracked_value)
         .fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<T> = x.iter().map(|&xi| (xi - max).exp()).collect();
     let total = T::sum(&e);

@@ -13,7 +13,73 @@ use super::error::{Error, or_panic};
 use super::graph::{CustomFn, Graph, Var};
 use super::op::Op;
 use super::opcodes::MAX_CUSTOM;
-use super::tape::Resolved;
+use super::tape::{Resolved, Tape};
+
+/// What a partial's slot holds before [`CustomFn::partials`] runs: a quiet NaN with a
+/// payload no arithmetic of the function's makes, so that a slot the function did not
+/// write is told apart from one it set to 0 (or to NaN).
+const UNWRITTEN: u64 = 0x7ffc_a11e_d0e5_0001;
+
+/// `f`'s value at `xs` and its partials into `out` (prepared with [`UNWRITTEN`]): what a
+/// user-defined function's node holds, as recorded and as replayed.
+pub(in crate::engine) fn eval_custom(f: &dyn CustomFn, xs: &[f64], out: &mut [f64]) -> f64 {
+    let y = f.value(xs);
+    out.fill(f64::from_bits(UNWRITTEN));
+    f.partials(xs, y, out);
+    y
+}
+
+/// Checks the partials [`eval_custom`] gave `f` at `xs` (value `y`): every slot written,
+/// and finite where `f` promises so ([`CustomFn::finite_partials`]).
+pub(in crate::engine) fn check_partials(
+    f: &dyn CustomFn,
+    xs: &[f64],
+    y: f64,
+    partials: &[f64],
+) -> Result<(), Error> {
+    for (operand, &p) in partials.iter().enumerate() {
+        if p.to_bits() == UNWRITTEN {
+            return Err(Error::BadPartials {
+                op: f.name(),
+                operand,
+                why: format!(
+                    "was not written by CustomFn::partials (at inputs {xs:?}); write every \
+                     slot, 0.0 for an operand the value does not depend on (the slots do not \
+                     start at 0)"
+                ),
+            });
+        }
+    }
+    check_finite(f, xs, y, partials.iter().copied())
+}
+
+/// Where `f` promises finite partials at finite inputs and value, the first of `partials`
+/// that is not finite, as an error.
+pub(in crate::engine) fn check_finite(
+    f: &dyn CustomFn,
+    xs: &[f64],
+    y: f64,
+    partials: impl IntoIterator<Item = f64>,
+) -> Result<(), Error> {
+    if !f.finite_partials() || !y.is_finite() || xs.iter().any(|x| !x.is_finite()) {
+        return Ok(());
+    }
+    match partials
+        .into_iter()
+        .enumerate()
+        .find(|(_, p)| !p.is_finite())
+    {
+        None => Ok(()),
+        Some((operand, p)) => Err(Error::BadPartials {
+            op: f.name(),
+            operand,
+            why: format!(
+                "is {p} at the finite inputs {xs:?} (value {y}), though the function promises \
+                 finite partials there (CustomFn::finite_partials)"
+            ),
+        }),
+    }
+}
 
 /// What [`Graph::fuse`] reuses from call to call: the scratch graph, its gradient store and
 /// the buffers of operand values, partials and resolved operands.
@@ -110,34 +176,46 @@ impl Graph {
             .iter()
             .map(|&x| self.resolve_var(&tape, x))
             .collect::<Result<Vec<Resolved>, Error>>()?;
-        let index = {
-            let mut customs = self.customs.borrow_mut();
-            let same = |c: &Arc<dyn CustomFn>| std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(f));
-            match customs.iter().position(same) {
-                Some(k) => k,
-                None if customs.len() < MAX_CUSTOM => {
-                    customs.push(Arc::clone(f));
-                    tape.custom_names.push(f.name());
-                    customs.len() - 1
-                }
-                None => {
-                    return Err(Error::BadOperands {
-                        op: f.name(),
-                        why: format!(
-                            "a graph can hold {MAX_CUSTOM} distinct user-defined functions; \
-                             keep one Arc per function and clone it rather than making new ones"
-                        ),
-                    });
-                }
-            }
-        };
+        let index = self.register_custom(&mut tape, f)?;
+        let mut malformed = None;
         let eval = |xs: &[f64], out: &mut [f64]| {
-            let y = f.value(xs);
-            f.partials(xs, y, out);
+            let y = eval_custom(&**f, xs, out);
+            malformed = check_partials(&**f, xs, y, out).err();
             y
         };
-        let pos = tape.computed(Op::Custom(index as u8), &operands, eval, location)?;
-        Ok(Var::recorded(self, pos))
+        let node = tape.computed(Op::Custom(index), &operands, eval, location)?;
+        if let Some(e) = malformed {
+            // Nothing recorded: the node goes again (a release of one node, just made).
+            tape.truncate(node.pos as usize);
+            return Err(e);
+        }
+        Ok(Var::recorded(self, node))
+    }
+
+    /// `f`'s index among this graph's user-defined functions (the code of its nodes'
+    /// [`Op::Custom`]), registering it the first time (by the `Arc`'s address).
+    pub(in crate::engine) fn register_custom(
+        &self,
+        tape: &mut Tape,
+        f: &Arc<dyn CustomFn>,
+    ) -> Result<u8, Error> {
+        let mut customs = self.customs.borrow_mut();
+        let same = |c: &Arc<dyn CustomFn>| std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(f));
+        match customs.iter().position(same) {
+            Some(k) => Ok(k as u8),
+            None if customs.len() < MAX_CUSTOM => {
+                customs.push(Arc::clone(f));
+                tape.custom_names.push(f.name());
+                Ok((customs.len() - 1) as u8)
+            }
+            None => Err(Error::BadOperands {
+                op: f.name(),
+                why: format!(
+                    "a graph can hold {MAX_CUSTOM} distinct user-defined functions; \
+                     keep one Arc per function and clone it rather than making new ones"
+                ),
+            }),
+        }
     }
 
     /// Preaccumulation: records the sub-computation `f` of `inputs` as ONE node that
@@ -249,12 +327,18 @@ impl Graph {
                     why: "the closure must return a Var of the graph it is given".into(),
                 });
             }
-            let y = sub.resolve_var(&sub.tape.borrow(), out)?.value;
+            let (y, output) = {
+                let r = sub.resolve_var(&sub.tape.borrow(), out)?;
+                (r.value, r.arg)
+            };
             out.try_backward_into(grads)?;
             partials.clear();
             for &x in &xs {
                 partials.push(grads.try_wrt(x)?);
             }
+            // The sub-computation, kept for a replay to evaluate again (the closure is
+            // gone after this call), as the program of the node recorded below.
+            self.keep_program(sub, (start.position(), xs.len(), output))?;
             Ok(y)
         })();
         sub.release(start);
@@ -270,6 +354,40 @@ impl Graph {
         };
         let pos = tape.computed(Op::Fused, operands, eval, location)?;
         Ok(Var::recorded(self, pos))
+    }
+}
+
+impl Graph {
+    /// Keeps the sub-computation recorded on `sub` from position `start` on (`inputs`
+    /// inputs, then the closure's nodes; `output` is what it returned) as the program of the
+    /// fused node this graph records next. Its user-defined functions are registered here.
+    fn keep_program(
+        &self,
+        sub: &Graph,
+        (start, inputs, output): (usize, usize, u32),
+    ) -> Result<(), Error> {
+        let node = self.tape.borrow().len() as u32;
+        let sub_tape = sub.tape.borrow();
+        // The scratch graph's functions, renumbered as this graph's.
+        let sub_customs = sub.customs.borrow();
+        let mut failed = None;
+        let mut custom = |k: u8| {
+            let f = &sub_customs[usize::from(k)];
+            self.register_custom(&mut self.tape.borrow_mut(), f)
+                .unwrap_or_else(|e| {
+                    failed.get_or_insert(e);
+                    0
+                })
+        };
+        let nested = sub.fused.borrow();
+        self.fused.borrow_mut().keep(
+            node,
+            &sub_tape,
+            (start, inputs as u32, output),
+            &mut custom,
+            Some(&nested),
+        );
+        failed.map_or(Ok(()), Err)
     }
 }
 

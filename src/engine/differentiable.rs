@@ -12,6 +12,7 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use super::chain::{chain, chain_quotient, rescue};
+use super::custom::check_finite;
 use super::error::{Error, or_panic};
 use super::graph::{Graph, Var};
 use super::op::{Binary, Nary, Op, Unary};
@@ -219,7 +220,7 @@ fn differentiable_sweep<'g>(
             }
             Op::Custom(f) => {
                 let name = graph.tape.borrow().op_name(node);
-                let partials = custom_partials(graph, usize::from(f), node, &args)
+                let partials = custom_partials(graph, usize::from(f), node, &args)?
                     .ok_or(Error::NoSecondOrder { op: name })?;
                 for (k, partial) in partials.into_iter().enumerate() {
                     if needs(args[k]) {
@@ -237,29 +238,60 @@ fn differentiable_sweep<'g>(
 /// The partials of the user-defined function `k` at node `node` (operands at `args`), as
 /// terms recorded by the function's second-order rule, or `None` if it has none. The rule
 /// works on `Var`s: the operands and the node get handles for it (released with the
-/// graph's next release, like the gradients `grad` returns).
+/// graph's next release, like the gradients `grad` returns). A malformed rule (the wrong
+/// number of partials, a `Var` that is not a live node of this graph, or a non-finite
+/// partial where the function promises finite ones) is [`Error::BadPartials`].
 fn custom_partials<'g>(
     graph: &'g Graph,
     k: usize,
     node: usize,
     args: &[u32],
-) -> Option<Vec<Term<'g>>> {
+) -> Result<Option<Vec<Term<'g>>>, Error> {
     let f = Arc::clone(&graph.customs.borrow()[k]);
     let (xs, y) = {
         let tape = graph.tape.borrow();
         let xs: Vec<Var<'g>> = args.iter().map(|&a| graph.handle(&tape, a)).collect();
         (xs, graph.handle(&tape, node as u32))
     };
-    let partials = f.graph_partials(&xs, y)?;
-    let tape = graph.tape.borrow();
-    let term = |v: &Var<'g>| match graph.resolve_var(&tape, *v) {
-        Ok(r) => Term::Node(graph, r.arg),
-        Err(e) => panic!(
-            "{}'s second-order rule returned an unusable Var: {e}",
-            f.name()
-        ),
+    let Some(partials) = f.graph_partials(&xs, y) else {
+        return Ok(None);
     };
-    Some(partials.iter().map(term).collect())
+    if partials.len() != xs.len() {
+        return Err(Error::BadPartials {
+            op: f.name(),
+            operand: partials.len().min(xs.len()),
+            why: format!(
+                "is {}: CustomFn::graph_partials returned {} partials for {} operands",
+                if partials.len() < xs.len() {
+                    "missing"
+                } else {
+                    "one too many"
+                },
+                partials.len(),
+                xs.len()
+            ),
+        });
+    }
+    let tape = graph.tape.borrow();
+    let terms = partials
+        .iter()
+        .enumerate()
+        .map(|(operand, v)| match graph.resolve_var(&tape, *v) {
+            Ok(r) => Ok(Term::Node(graph, r.arg)),
+            Err(e) => Err(Error::BadPartials {
+                op: f.name(),
+                operand,
+                why: format!("from CustomFn::graph_partials is not a node of this graph: {e}"),
+            }),
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let values: Vec<f64> = args.iter().map(|&a| tape.values()[a as usize]).collect();
+    let partial_values = terms.iter().map(|t| match *t {
+        Term::Node(_, pos) => tape.values()[pos as usize],
+        Term::Const(c) => c,
+    });
+    check_finite(&*f, &values, tape.values()[node], partial_values)?;
+    Ok(Some(terms))
 }
 
 /// A value inside the differentiable sweep: a constant (folded, never recorded) or a node

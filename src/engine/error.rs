@@ -51,13 +51,28 @@ pub enum Error {
     /// function would have taken another branch, so the replay refuses to answer. Record
     /// the function again at these inputs.
     BranchChanged(Box<BranchChanged>),
-    /// While recording with [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)
-    /// on, the value of a node that depends on a replay input was read with
-    /// [`Var::value`](crate::Var::value) before the output was recorded: if code branched
-    /// on it, a replay could not tell. Compare through the guard methods instead.
+    /// With replay checks on (the default, see
+    /// [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)), the value of a node
+    /// that depends on a replay's inputs was read with [`Var::value`](crate::Var::value)
+    /// (or [`Var::try_value`](crate::Var::try_value)) before the replay was built: if code
+    /// branched on it, a replay could not tell. Compare through the guard methods instead,
+    /// or read with [`Var::untracked_value`](crate::Var::untracked_value) where the read
+    /// decides nothing.
     UncheckedRead {
         /// Where the value was read.
         location: &'static Location<'static>,
+    },
+    /// A user-defined function's rule is malformed: a partial left unwritten, the wrong
+    /// number of second-order partials, a partial that is not a node of the graph, or a
+    /// non-finite partial where the function promises finite ones
+    /// ([`CustomFn::finite_partials`](crate::CustomFn::finite_partials)).
+    BadPartials {
+        /// The function's name.
+        op: &'static str,
+        /// The operand whose partial is wrong (for a count, the first missing or extra).
+        operand: usize,
+        /// What is wrong with it.
+        why: String,
     },
     /// [`Var::grad`](crate::Var::grad) (second and higher order) met a node that carries
     /// only first partials: a user-defined function without a second-order rule, or a
@@ -163,10 +178,14 @@ impl fmt::Display for Error {
             Error::UncheckedRead { location } => write!(
                 f,
                 "tapegrad: replay checks: the value of a node that depends on the replay's \
-                 inputs was read at {location} while recording; a branch on it would not be \
-                 checked at replay. Compare through Var::lt / le / gt / ge / eq_value / \
-                 ne_value (which record guards), or turn the checks off if the read does \
-                 not decide control flow"
+                 inputs was read at {location} before the replay was built; a branch on it \
+                 would not be checked at replay. Compare through Var::lt / le / gt / ge / \
+                 eq_value / ne_value (which record guards), or read it with \
+                 Var::untracked_value if the read decides no control flow (printing)"
+            ),
+            Error::BadPartials { op, operand, why } => write!(
+                f,
+                "tapegrad: {op}'s rule is malformed: the partial for operand {operand} {why}"
             ),
             Error::NoSecondOrder { op } => write!(
                 f,

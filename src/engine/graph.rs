@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{Anomaly, Error, or_panic};
+use super::guard::ReadLog;
 use super::keys::{Handle, Keys, KnownRuns, NodeKey, Owner, READ_THE_TAPE};
 use super::matrix::Pairing;
 use super::op::{Nary, Op};
+use super::programs::Programs;
 use super::scalar::{Operand, Scalar};
 use super::tape::{AnomalyLog, FAST_LIMIT, Recorded, Resolved, Tape, resolve};
 
@@ -222,6 +224,8 @@ pub struct Graph {
     pub(in crate::engine) customs: RefCell<Vec<Arc<dyn CustomFn>>>,
     /// The handle buffers of the live [`Inputs`](super::Inputs) of this graph.
     pub(in crate::engine) runs: RefCell<KnownRuns>,
+    /// The sub-computations of this graph's fused nodes, for replay.
+    pub(in crate::engine) fused: RefCell<Programs>,
 }
 
 /// A point on the tape: [`Graph::release`] frees every node recorded after it.
@@ -245,6 +249,13 @@ pub struct Graph {
 pub struct Mark {
     graph: u64,
     len: u32,
+}
+
+impl Mark {
+    /// The tape position the mark stands at (the first node a release to it frees).
+    pub(in crate::engine) fn position(self) -> usize {
+        self.len as usize
+    }
 }
 
 impl Drop for Graph {
@@ -305,6 +316,7 @@ impl Graph {
             stale_terms: RefCell::new(Vec::new()),
             customs: RefCell::new(Vec::new()),
             runs: RefCell::new(KnownRuns::default()),
+            fused: RefCell::new(Programs::default()),
         }
     }
 
@@ -387,6 +399,7 @@ impl Graph {
         self.tape.borrow().heap_bytes()
             + self.term_positions.borrow().capacity() * std::mem::size_of::<u32>()
             + self.stale_terms.borrow().capacity() * std::mem::size_of::<(usize, NodeKey)>()
+            + self.fused.borrow().heap_bytes()
     }
 
     /// A differentiable input with value `x`.
@@ -1006,16 +1019,19 @@ impl Graph {
         self.tape.borrow().anomaly_up_to(u32::MAX)
     }
 
-    /// Turns replay checks on or off (off by default): while on, every [`Var::value`] read
-    /// is remembered, and [`Replay::new`](crate::Replay::new) refuses (with
-    /// [`Error::UncheckedRead`]) to build a replay whose output was recorded after a read
-    /// of a node that depends on the replay's inputs. Rust control flow on such a read
-    /// (`if x.value() > 0.0`) is invisible to the tape: a replay at inputs where it would
-    /// go the other way would silently evaluate the branch that was recorded. The guard
-    /// methods ([`Var::lt`] and its siblings) compare without that blind spot.
+    /// Turns replay checks on or off. They are **on by default**: every raw read of a
+    /// node's value ([`Var::value`], [`Var::try_value`]) is remembered, and
+    /// [`Replay::new`](crate::Replay::new) refuses (with [`Error::UncheckedRead`]) to build a
+    /// replay over a read, made any time before, of a node that depends on the replay's
+    /// inputs. Rust control flow on such a read (`if x.value() > 0.0`) is invisible to the
+    /// tape: a replay at inputs where it would go the other way would silently evaluate
+    /// the branch that was recorded. The guard methods ([`Var::lt`] and its siblings)
+    /// compare without that blind spot, and [`Var::untracked_value`] reads for printing.
     ///
-    /// A debugging aid for code meant for replay: reads for printing or logging are
-    /// reported too (read them after recording the output, or with the checks off).
+    /// Turning them off is **unsafe for correctness**: the reads made while they are off are
+    /// never checked, so a replay may answer from the wrong branch without an error. It
+    /// saves one bit test per read (and the log of the nodes read, a few bytes each).
+    /// Turning them on again starts an empty log.
     ///
     /// # Examples
     ///
@@ -1023,7 +1039,7 @@ impl Graph {
     /// use tapegrad::{Error, Graph, Replay};
     ///
     /// let g = Graph::new();
-    /// g.set_replay_checks(true);
+    /// assert!(g.replay_checks());
     /// let x = g.var(2.0);
     /// let z = if x.gt(0.0) { x * x } else { -x }; // recorded as a guard
     /// assert!(Replay::try_new(z, &[x]).is_ok());
@@ -1033,19 +1049,19 @@ impl Graph {
     pub fn set_replay_checks(&self, on: bool) {
         let mut tape = self.tape.borrow_mut();
         match (on, tape.reads.is_some()) {
-            (true, false) => tape.reads = Some(Vec::new()),
+            (true, false) => tape.reads = Some(ReadLog::default()),
             (false, true) => tape.reads = None,
             _ => {}
         }
     }
 
-    /// Whether replay checks are on (see [`Graph::set_replay_checks`]).
+    /// Whether replay checks are on (see [`Graph::set_replay_checks`]; on by default).
     ///
     /// # Examples
     ///
     /// ```
     /// let g = tapegrad::Graph::new();
-    /// assert!(!g.replay_checks());
+    /// assert!(g.replay_checks());
     /// ```
     pub fn replay_checks(&self) -> bool {
         self.tape.borrow().reads.is_some()
@@ -1054,10 +1070,8 @@ impl Graph {
     /// With replay checks on, remembers that the node at `pos` was read at `location`.
     #[cold]
     pub(in crate::engine) fn note_read(&self, pos: u32, location: &'static Location<'static>) {
-        let mut tape = self.tape.borrow_mut();
-        let len = tape.len() as u32;
-        if let Some(reads) = &mut tape.reads {
-            reads.push((pos, len, location));
+        if let Some(reads) = &mut self.tape.borrow_mut().reads {
+            reads.note(pos, location);
         }
     }
 
@@ -1188,18 +1202,32 @@ pub trait CustomFn: Send + Sync {
     fn name(&self) -> &'static str;
     /// The value at `xs` (one entry per operand, in order).
     fn value(&self, xs: &[f64]) -> f64;
-    /// The partial derivatives at `xs` into `out` (`out[k]` is `d value / d xs[k]`; it
-    /// has one zeroed slot per operand); `y` is [`CustomFn::value`] at `xs`.
+    /// The partial derivatives at `xs` into `out` (`out[k]` is `d value / d xs[k]`, one
+    /// slot per operand); `y` is [`CustomFn::value`] at `xs`. **Write every slot** (0.0 for
+    /// an operand the value does not depend on): `out` does not start at 0, and a slot left
+    /// as it was is [`Error::BadPartials`] naming the function and the operand, never a
+    /// silent 0.
     fn partials(&self, xs: &[f64], y: f64, out: &mut [f64]);
     /// The partials as nodes of the graph, computed from `xs` and `y` with `Var`
     /// arithmetic, so that [`Var::grad`] can differentiate through them again (second
     /// and higher order). `None` (the default) means no such rule: [`Var::grad`] through
-    /// this function is then [`Error::NoSecondOrder`]. Build the partials from `xs` and
-    /// `y` (nodes of their graph); a `Var` of another graph or a released one makes
-    /// [`Var::grad`] panic naming the function.
+    /// this function is then [`Error::NoSecondOrder`]. Return one partial per operand,
+    /// built from `xs` and `y` (nodes of their graph): too few or too many, or a `Var` of
+    /// another graph or a released one, is [`Error::BadPartials`] naming the function and
+    /// the operand.
     fn graph_partials<'g>(&self, xs: &[Var<'g>], y: Var<'g>) -> Option<Vec<Var<'g>>> {
         let _ = (xs, y);
         None
+    }
+    /// Whether the function promises finite partials wherever its inputs and its value
+    /// are finite (most smooth functions; not `sqrt` at 0, whose derivative is a true
+    /// infinity). `false` by default. With `true`, a partial that is infinite or NaN at
+    /// finite inputs and value, from [`CustomFn::partials`] when the node is recorded or
+    /// replayed, or from [`CustomFn::graph_partials`] in [`Var::grad`], is
+    /// [`Error::BadPartials`] naming the function and the operand: a wrong rule, caught
+    /// where it would otherwise be multiplied by a zero adjoint into a silent 0.
+    fn finite_partials(&self) -> bool {
+        false
     }
 }
 
@@ -1244,9 +1272,15 @@ pub trait ScalarFn: Send + Sync {
     /// The value at `xs`.
     fn value(&self, xs: &[f64]) -> f64;
     /// The partials at `xs` into `out` (one slot per operand, each holding some value of
-    /// the right type to overwrite), where `y` is the value at `xs`: with `T = f64` for
-    /// the first derivative, with graph nodes for the higher ones.
+    /// the right type to overwrite: write every one, as for [`CustomFn::partials`]), where
+    /// `y` is the value at `xs`: with `T = f64` for the first derivative, with graph nodes
+    /// for the higher ones.
     fn partials<T: Scalar>(&self, xs: &[T], y: T, out: &mut [T]);
+    /// [`CustomFn::finite_partials`]: whether the partials are finite wherever the inputs
+    /// and the value are (`false` by default).
+    fn finite_partials(&self) -> bool {
+        false
+    }
 }
 
 impl std::fmt::Debug for dyn CustomFn {
@@ -1269,5 +1303,8 @@ impl<F: ScalarFn> CustomFn for F {
         let mut out = vec![y; xs.len()];
         ScalarFn::partials(self, xs, y, &mut out);
         Some(out)
+    }
+    fn finite_partials(&self) -> bool {
+        ScalarFn::finite_partials(self)
     }
 }

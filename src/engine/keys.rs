@@ -216,8 +216,12 @@ impl Owner {
         if !std::ptr::eq(x.owner(), self.addr) {
             return Err(self.foreign(x));
         }
-        keys.validate(x.key(), x.pos(), x.epoch())
-            .ok_or(Error::Released)
+        // A match, not `ok_or(Error::Released)`: that builds the error on every call and
+        // drops it on success, a call to `Error`'s drop glue per operand resolved.
+        match keys.validate(x.key(), x.pos(), x.epoch()) {
+            Some(pos) => Ok(pos),
+            None => Err(Error::Released),
+        }
     }
 
     /// The error for `x`, a handle of another graph.
@@ -251,8 +255,8 @@ impl Owner {
             differs | (x.owner() as usize as u64 ^ owner) | (bits(x) ^ (expected_first + k))
         });
         // A saturated epoch (see `Keys::release`) names no single epoch.
-        let valid = epoch == keys.check_epoch
-            || (epoch < SATURATED_EPOCH && keys.is_live(last.key()));
+        let valid =
+            epoch == keys.check_epoch || (epoch < SATURATED_EPOCH && keys.is_live(last.key()));
         (differs == 0 && valid).then_some(first)
     }
 }

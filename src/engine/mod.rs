@@ -5,8 +5,9 @@
 //! The files, from the bottom up (each uses only those above it in this list):
 //! `error` (errors, panics at the user's line), `matrix` (row-major views), `scalar` (the
 //! numeric trait and its `f64` form), `op` (each op's value and partials), `guard` (comparisons
-//! recorded for replay: storage only), `tape` (the nodes,
-//! struct-of-arrays: the hot path), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`],
+//! recorded for replay, and raw reads: storage only), `tape` (the nodes,
+//! struct-of-arrays: the hot path), `programs` (the kept sub-computations of fused nodes,
+//! for replay), `graph` ([`Graph`], [`Var`], [`Operand`], [`Mark`],
 //! [`CustomFn`]), `backward` (the plain sweep), `custom` (user-defined functions and
 //! preaccumulation, recorded as one node each), `var` (`Var`'s arithmetic),
 //! `differentiable` (the sweep that records itself, for gradients of gradients), `replay` (a recorded function evaluated again at new
@@ -27,6 +28,7 @@ mod node;
 mod op;
 mod opcodes;
 mod pool;
+mod programs;
 mod replay;
 mod rules;
 mod scalar;

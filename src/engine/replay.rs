@@ -1,28 +1,68 @@
 //! [`Replay`]: a recorded function evaluated again at new inputs, without the graph: value,
 //! gradient and Hessian-vector product, with every recorded comparison re-checked. Also
 //! `Var`'s guard methods (`lt`, `le`, ...), which record those comparisons. Uses the tape
-//! (read once, to build), the op table and the `Scalar` trait; nothing uses it.
+//! (read once, to build), the fused nodes' kept sub-computations (`programs.rs`), the op
+//! table and the `Scalar` trait; nothing uses it.
 //!
-//! A replay is the recorded tape cut to the nodes the output (and every guard) depends on,
+//! A replay is the recorded tape cut to the nodes the output and every guard depend on,
 //! renumbered densely, with the nodes that do not depend on the inputs frozen as constants.
 //! Evaluating it is one forward loop that recomputes each node's value *and* its partials
-//! from the op table at the new values (so a piecewise op such as `relu` or `abs` takes its
-//! derivative at the new point, by construction), one check of every guard, and one
-//! reverse sweep written as the plain backward's (`backward.rs`), so that gradients match a
-//! fresh recording bit for bit. No keys, no `RefCell`, and, once a
-//! [`ReplayWorkspace`] has been used, no allocation.
+//! at the new values (so a piecewise op such as `relu` or `abs` takes its derivative at the
+//! new point, by construction), one check of every guard, and one reverse sweep written as
+//! the plain backward's (`backward.rs`), so that gradients match a fresh recording bit for
+//! bit. No slot map, no `RefCell`, and, once a [`ReplayWorkspace`] has been used, no
+//! allocation.
+//!
+//! # Evaluation semantics
+//!
+//! What any evaluator of a replay's program must reproduce to give its numbers bit for bit
+//! (the interpreter here, or a compiler of it):
+//!
+//! - **Nodes** are in recording order, numbered densely; the inputs, the constants and the
+//!   frozen nodes (recorded values that do not depend on the inputs) are leaves holding a
+//!   value. Nodes recorded *after* the output can be in the program: operands of guards.
+//! - **Edges**: each node's operands in operand order, a node or a constant slot (an `f64`
+//!   operand as in `x * 2.0`, whose partial is never needed). A dot block's node is an
+//!   ordinary [`Nary::Dot`] node here, its edges expanded.
+//! - **Unary, binary, n-ary nodes**: value and every partial by the op table, `f64`:
+//!   `Unary::value`/`Unary::partial`, `Binary::value`/`Binary::partial` (a constant
+//!   operand's partial is not evaluated), `Nary::value_and_partials_f64` (a dot of tracked
+//!   operands: the products summed in order from `-0.0`, partials `b` then `a`).
+//! - **User-defined functions** ([`Op::Custom`]): `value = f.value(operands)`, then the
+//!   partials slice filled with a marker NaN and `f.partials(operands, value, partials)`,
+//!   then checked (a slot left unwritten, or a non-finite partial where
+//!   `f.finite_partials()` promises finite, is [`Error::BadPartials`]), as
+//!   [`Graph::custom`](crate::Graph::custom) records them.
+//! - **Fused nodes** ([`Op::Fused`]): the node's sub-computation, kept when
+//!   [`Graph::fuse`](crate::Graph::fuse) recorded it, is a replay of its own (its inputs are
+//!   the node's operands); the node's value and partials are that replay's
+//!   [`Replay::gradient`] at the operands' values, as `fuse` ran the plain backward. Its
+//!   guards are checked there.
+//! - **Guards**, after the forward loop, in recording order: the first whose comparison
+//!   (`f64`'s operators on the two operands' new values) differs from the recorded outcome
+//!   is [`Error::BranchChanged`].
+//! - **Reverse sweep**: adjoints zeroed, the output's 1, then each node from the output
+//!   down adds `adjoint * partial` into its operands' adjoints in operand order, except
+//!   where the one rule at singular points (`chain.rs`) applies: a zero adjoint or partial
+//!   against an infinite or NaN one passes nothing, and an infinite partial with a quotient
+//!   form is applied as `(adjoint * num) / den`.
+//! - **HVP**: see [`Replay::hvp`] (forward over reverse, or reverse over reverse on a
+//!   recording where that is not finite).
 
 use std::panic::Location;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::chain::{NON_FINITE, chain, chain_quotient, rescue};
+use super::custom::{check_partials, eval_custom};
 use super::dual::Dual;
 use super::error::{BranchChanged, Error, or_panic};
-use super::graph::Var;
+use super::graph::{CustomFn, Graph, Var};
 use super::guard::{Comparison, Guard, comparisons};
 use super::op::{Binary, Nary, Op, Unary};
+use super::programs::{ProgramView, Programs};
 use super::scalar::Operand;
-use super::tape::CONST_ARG;
+use super::tape::{CONST_ARG, Resolved, Tape};
 
 /// A unique id per replay, so that a workspace knows which replay it was prepared for.
 static NEXT_REPLAY_ID: AtomicU64 = AtomicU64::new(1);
@@ -43,15 +83,24 @@ const ANY_CONST: u8 = 4;
 /// The value and the gradient are bit for bit those of a fresh recording at the same
 /// inputs.
 ///
-/// **What a replay cannot see**: Rust control flow on a raw [`Var::value`] (`if x.value() >
-/// 0.0 { .. }`). The replay evaluates the branch that was recorded, whatever the new inputs.
-/// Compare through the guard methods instead, which make such a replay an error
-/// ([`Error::BranchChanged`]: record again at those inputs), and use
-/// [`Graph::set_replay_checks`](crate::Graph::set_replay_checks) to find raw reads.
-/// A raw read that only picks a constant is harmless but not bit-exact: the stable forms of
-/// [`functional`](crate::functional) shift logits by their maximum read as a plain number;
-/// a replay keeps the recorded shift, which leaves the softmax unchanged in exact arithmetic
-/// but can move the last bits against a fresh recording.
+/// **Branches.** A comparison made through a guard method is checked at every evaluation,
+/// wherever it was made relative to the output (`if x.gt(0.0) { x } else { x * 0.01 }`
+/// returns a node recorded *before* its comparison): every comparison of values that
+/// depend on the inputs, made before the replay is built, is a guard (those of other
+/// computations on the same inputs too, since the graph's last release: record the
+/// function on a graph of its own, or after a release, to check its guards only). Rust control flow on
+/// a raw [`Var::value`] (`if x.value() > 0.0 { .. }`) is invisible to the tape; with replay
+/// checks on (the default, [`Graph::set_replay_checks`](crate::Graph::set_replay_checks)),
+/// building a replay over such a read is [`Error::UncheckedRead`]. Reads that decide
+/// nothing use [`Var::untracked_value`]: the stable forms of
+/// [`functional`](crate::functional) shift logits by their maximum read so, and a replay
+/// keeps the recorded shift, which leaves the softmax unchanged in exact arithmetic but can
+/// move the last bits against a fresh recording.
+///
+/// **Your own functions.** A [`CustomFn`](crate::CustomFn)'s value and partials are
+/// evaluated again at the new point; a fused node's sub-computation
+/// ([`Graph::fuse`](crate::Graph::fuse), [`Scalar::fused`](crate::Scalar::fused)) is kept
+/// when it is recorded and replayed with it (see the module's evaluation semantics).
 ///
 /// A replay keeps only the nodes the output and the guards depend on; nodes that do not
 /// depend on the replay's inputs (other parameters, data) keep their recorded values.
@@ -99,6 +148,14 @@ pub struct Replay {
     inputs: Vec<u32>,
     output: u32,
     guards: Vec<ReplayGuard>,
+    /// The user-defined functions of the [`Op::Custom`] nodes, by their number here.
+    customs: Vec<Arc<dyn CustomFn>>,
+    /// Each fused node (by position) with the replay of its sub-computation.
+    fused: Vec<(u32, Replay)>,
+    /// Whether the output depends on a user-defined function's node (its HVP then goes
+    /// through the function's second-order rule), or on a fused node (which has none).
+    custom_ancestor: bool,
+    fused_ancestor: bool,
 }
 
 /// A guard with its operands renumbered.
@@ -141,6 +198,8 @@ pub struct ReplayWorkspace {
     partial_tangents: Vec<f64>,
     adjoint_tangents: Vec<f64>,
     duals: Vec<Dual>,
+    /// One workspace per fused node, for its sub-computation's replay.
+    subs: Vec<ReplayWorkspace>,
 }
 
 impl ReplayWorkspace {
@@ -220,166 +279,14 @@ impl Replay {
             }
             input_pos.push(pos);
         }
-        let last = input_pos.iter().copied().fold(root, usize::max);
-        // Per position: INPUT, DEPENDS (on an input), KEEP (in the replay).
-        const INPUT: u8 = 1;
-        const DEPENDS: u8 = 2;
-        const KEEP: u8 = 4;
-        let mut flags = vec![0u8; last + 1];
-        for (k, &pos) in input_pos.iter().enumerate() {
-            if flags[pos] & INPUT != 0 {
-                return Err(Error::BadOperands {
-                    op: "Replay",
-                    why: format!("input {k} appears twice in the inputs"),
-                });
-            }
-            flags[pos] = INPUT | DEPENDS | KEEP;
-        }
-        // Which nodes depend on the inputs (the others keep their recorded values).
-        for pos in 0..=last {
-            if flags[pos] & DEPENDS == 0
-                && tape
-                    .operand_positions(pos)
-                    .any(|a| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
-            {
-                flags[pos] |= DEPENDS;
-            }
-        }
-        let depends_on_inputs = |a: u32| a != CONST_ARG && flags[a as usize] & DEPENDS != 0;
-
-        if let Some(reads) = &tape.reads
-            && let Some(&(_, _, location)) = reads
-                .iter()
-                .find(|&&(pos, at, _)| at as usize <= root && depends_on_inputs(pos))
-        {
-            return Err(Error::UncheckedRead { location });
-        }
-
-        // The comparisons made before the output was recorded that can come out otherwise.
-        let guards: Vec<Guard> = tape
-            .guards
-            .iter()
-            .filter(|g| g.at as usize <= root && g.operands.iter().any(|&a| depends_on_inputs(a)))
-            .copied()
-            .collect();
-
-        // Keep the output, the guards' operands and the inputs, and what they depend on.
-        flags[root] |= KEEP;
-        for g in &guards {
-            for &a in &g.operands {
-                if a != CONST_ARG {
-                    flags[a as usize] |= KEEP;
-                }
-            }
-        }
-        for pos in (0..=last).rev() {
-            if flags[pos] & (KEEP | DEPENDS) == KEEP | DEPENDS {
-                for a in tape.operand_positions(pos) {
-                    if a != CONST_ARG {
-                        flags[a as usize] |= KEEP;
-                    }
-                }
-            }
-        }
-
-        // Renumber the kept nodes densely, in tape order.
-        let mut index = vec![u32::MAX; last + 1];
-        let mut n = 0u32;
-        for (pos, &f) in flags.iter().enumerate() {
-            if f & KEEP != 0 {
-                index[pos] = n;
-                n += 1;
-            }
-        }
-        let sink = n;
-        let mut ops = Vec::with_capacity(n as usize);
-        let mut constant_operands = Vec::with_capacity(n as usize);
-        let mut edge_start = Vec::with_capacity(n as usize + 1);
-        let mut args = Vec::with_capacity(tape.edge_count().min(2 * n as usize));
-        let mut initial = Vec::with_capacity(n as usize + 1);
-        let mut steps = Vec::with_capacity(n as usize);
-        let mut constants = Vec::new();
-        let constant_slot = |c: f64, constants: &mut Vec<f64>| {
-            constants.push(c);
-            sink + constants.len() as u32
+        let customs = graph.customs.borrow();
+        let programs = graph.fused.borrow();
+        let source = TapeSource {
+            tape: &tape,
+            customs: &customs,
+            programs: &programs,
         };
-        edge_start.push(0u32);
-        for (pos, &f) in flags.iter().enumerate() {
-            if f & KEEP == 0 {
-                continue;
-            }
-            let op = tape.op(pos);
-            initial.push(tape.values()[pos]);
-            let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
-            if !leaf && matches!(op, Op::Custom(_) | Op::Fused) {
-                return Err(Error::BadOperands {
-                    op: "Replay",
-                    why: format!(
-                        "the output depends on a {} node (a user-defined function or a fused \
-                         sub-computation), whose rule lives on the graph; it cannot be replayed",
-                        tape.op_name(pos)
-                    ),
-                });
-            }
-            let mut flags = 0;
-            if leaf {
-                ops.push(if op == Op::Input {
-                    Op::Input
-                } else {
-                    Op::Constant
-                });
-            } else {
-                let first = args.len();
-                let stored = tape.edge_start()[pos] as usize;
-                for (k, a) in tape.operand_positions(pos).enumerate() {
-                    if a == CONST_ARG {
-                        // Only stored edges hold constants (a dot block has none): the
-                        // constant is in the edge's weight slot.
-                        let w = tape.weights()[stored + k];
-                        flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
-                        args.push(constant_slot(w, &mut constants));
-                    } else {
-                        args.push(index[a as usize]);
-                    }
-                }
-                let operand = |k: usize| args.get(first + k).copied().unwrap_or(0);
-                steps.push(Instr {
-                    step: step(op, flags),
-                    node: ops.len() as u32,
-                    edge: first as u32,
-                    operands: [operand(0), operand(1)],
-                });
-                ops.push(op);
-            }
-            constant_operands.push(flags);
-            edge_start.push(args.len() as u32);
-        }
-        let guards = guards
-            .iter()
-            .map(|g| ReplayGuard {
-                comparison: g.comparison,
-                operands: [0, 1].map(|k| match g.operands[k] {
-                    CONST_ARG => constant_slot(g.constants[k], &mut constants),
-                    a => index[a as usize],
-                }),
-                outcome: g.outcome,
-                location: g.location,
-            })
-            .collect();
-        initial.push(0.0);
-        initial.extend_from_slice(&constants);
-        Ok(Replay {
-            steps,
-            id: NEXT_REPLAY_ID.fetch_add(1, Ordering::Relaxed),
-            ops,
-            constant_operands,
-            edge_start,
-            args,
-            initial,
-            inputs: input_pos.iter().map(|&p| index[p]).collect(),
-            output: index[root],
-            guards,
-        })
+        build(&source, root, &input_pos)
     }
 
     /// The number of nodes kept (the output's and the guards' dependencies).
@@ -497,18 +404,31 @@ impl Replay {
         Ok(ws.values[self.output as usize])
     }
 
-    /// The Hessian-vector product `H v` at `x`, written to `out`: forward-over-reverse,
-    /// with every node's partials evaluated on dual numbers (value and derivative along
-    /// `v`) by the op table's own rules at the new point, so kinks and branches inside the
-    /// rules are taken where they hold at `x`. Equal to [`higher::hvp`](crate::higher::hvp)
-    /// (reverse-over-reverse on a fresh recording) up to rounding, singular points included
-    /// (the zero-wins rule applies to every tangent), with one known exception: where an
-    /// infinite second-order partial meets a zero adjoint (`sqrt(x) * z` at `x = z = 0`),
-    /// reverse over reverse drops the product and this may give the infinity.
+    /// The Hessian-vector product `H v` at `x`, written to `out`: the numbers of
+    /// [`higher::hvp`](crate::higher::hvp) (reverse over reverse on a fresh recording at
+    /// `x`) wherever those are finite, under one rule:
+    ///
+    /// - it evaluates forward over reverse, without recording: every node's partials on
+    ///   dual numbers (value and derivative along `v`) by the op table's own rules at `x`
+    ///   (so kinks and branches inside the rules are taken where they hold at `x`), then one
+    ///   reverse sweep of adjoints and their tangents, the zero-wins rule of the sweeps
+    ///   applied to every product. Where every entry is finite, that is `higher::hvp`'s
+    ///   `H v` up to rounding (the two differentiate in different orders);
+    /// - where an entry is not finite (a singular point: `x^y` at `(-1, 0)`, `sqrt(x) * z` at
+    ///   `x = z = 0`), where the two orders can drop different `0 * inf` products, it
+    ///   records the program at `x` on a scratch graph and runs reverse over reverse, as
+    ///   `higher::hvp` does: the same numbers, bit for bit;
+    /// - where the output depends on a user-defined function, it always runs reverse over
+    ///   reverse (through [`CustomFn::graph_partials`](crate::CustomFn::graph_partials), the
+    ///   function's second-order rule), at `higher::hvp`'s cost; so it does where it depends
+    ///   on a fused node, which has no second-order rule: [`Error::NoSecondOrder`] if the
+    ///   sweep reaches it, as from `higher::hvp`.
     ///
     /// # Errors
     ///
-    /// As [`Replay::eval`]; also [`Error::BadOperands`] if `v` or `out` has the wrong length.
+    /// As [`Replay::eval`]; also [`Error::BadOperands`] if `v` or `out` has the wrong
+    /// length; [`Error::NoSecondOrder`] through a fused node or a user-defined function
+    /// without a second-order rule (where `higher::hvp` reports it).
     ///
     /// # Examples
     ///
@@ -533,10 +453,99 @@ impl Replay {
         self.check_len("hvp direction", v.len())?;
         self.check_len("hvp output", out.len())?;
         self.forward(x, ws)?;
-        self.tangent_forward(v, ws);
-        self.tangent_reverse(ws);
-        for (o, &i) in out.iter_mut().zip(&self.inputs) {
-            *o = ws.adjoint_tangents[i as usize];
+        if !self.custom_ancestor && !self.fused_ancestor {
+            self.tangent_forward(v, ws);
+            self.tangent_reverse(ws);
+            for (o, &i) in out.iter_mut().zip(&self.inputs) {
+                *o = ws.adjoint_tangents[i as usize];
+            }
+            if out.iter().all(|h| h.is_finite()) {
+                return Ok(());
+            }
+        }
+        self.hvp_recorded(ws, v, out)
+    }
+
+    /// [`Replay::hvp`] by reverse over reverse: the program recorded on a scratch graph at
+    /// the values of the last [`Replay::forward`] (in `ws`), then [`Var::grad`], its dot
+    /// with `v`, and a plain backward, as `higher::hvp` does.
+    fn hvp_recorded(&self, ws: &ReplayWorkspace, v: &[f64], out: &mut [f64]) -> Result<(), Error> {
+        let graph = Graph::new();
+        let location = Location::caller();
+        let positions = {
+            let mut tape = graph.tape.borrow_mut();
+            for f in &self.customs {
+                graph.register_custom(&mut tape, f)?;
+            }
+            let mut is_input = vec![false; self.ops.len()];
+            for &i in &self.inputs {
+                is_input[i as usize] = true;
+            }
+            let mut positions: Vec<u32> = Vec::with_capacity(self.ops.len());
+            let resolved = |a: u32, positions: &[u32], tape: &Tape| match positions.get(a as usize)
+            {
+                Some(&pos) => Resolved {
+                    value: tape.values()[pos as usize],
+                    arg: pos,
+                },
+                // A constant operand's slot, past the nodes and the sink.
+                None => Resolved::constant(self.initial[a as usize]),
+            };
+            for (node, &op) in self.ops.iter().enumerate() {
+                let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
+                let operands: Vec<Resolved> = self.args[edges]
+                    .iter()
+                    .map(|&a| resolved(a, &positions, &tape))
+                    .collect();
+                let recorded = match op {
+                    Op::Input | Op::Constant => {
+                        let kind = if is_input[node] {
+                            Op::Input
+                        } else {
+                            Op::Constant
+                        };
+                        tape.leaf(kind, ws.values[node], location)
+                    }
+                    Op::Unary(u) => tape.unary(u, operands[0], location),
+                    Op::Binary(b) => tape.binary(b, operands[0], operands[1], location),
+                    Op::Nary(n) => tape.nary(n, operands, |_, _, r| Ok(r), location),
+                    Op::Custom(k) => {
+                        let f = &self.customs[usize::from(k)];
+                        let eval = |xs: &[f64], out: &mut [f64]| eval_custom(&**f, xs, out);
+                        tape.computed(op, &operands, eval, location)
+                    }
+                    // A fused node again, with the partials evaluated at `x`: reverse over
+                    // reverse reports it as `higher::hvp` does, if it reaches it.
+                    Op::Fused => {
+                        let edges =
+                            self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
+                        let partials = &ws.partials[edges];
+                        let eval = |_: &[f64], out: &mut [f64]| {
+                            out.copy_from_slice(partials);
+                            ws.values[node]
+                        };
+                        tape.computed(op, &operands, eval, location)
+                    }
+                };
+                positions.push(recorded?.pos);
+            }
+            positions
+        };
+        let (y, xs) = {
+            let tape = graph.tape.borrow();
+            let y = graph.handle(&tape, positions[self.output as usize]);
+            let xs: Vec<Var<'_>> = self
+                .inputs
+                .iter()
+                .map(|&i| graph.handle(&tape, positions[i as usize]))
+                .collect();
+            (y, xs)
+        };
+        let dy = y.try_grad(&xs)?;
+        let gv = graph.try_dot(&dy, v)?;
+        let grads = gv.try_backward()?;
+        for (o, &x) in out.iter_mut().zip(&xs) {
+            *o = grads.try_wrt(x)?;
         }
         Ok(())
     }
@@ -568,6 +577,8 @@ impl Replay {
         // One adjoint per value slot, constants included: a constant operand's edge adds
         // (its partial, never written, is 0) to a slot nobody reads, with no test for it.
         ws.adjoints.resize(self.initial.len(), 0.0);
+        ws.subs
+            .resize_with(self.fused.len(), ReplayWorkspace::default);
     }
 
     /// Every node's value and partials at `x`, then every guard checked.
@@ -579,26 +590,49 @@ impl Replay {
             values[i as usize] = x;
         }
         let partials = ws.partials.as_mut_slice();
+        let mut fused = 0;
         for instr in &self.steps {
             if let Some(step) = instr.step {
                 step(instr, values, partials);
                 continue;
             }
-            // An n-ary node: its value and partials by the op table.
+            // An n-ary, user-defined or fused node.
             let node = instr.node as usize;
             let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
             let (args, partials) = (&self.args[edges.clone()], &mut partials[edges]);
+            let operands = &mut ws.operands;
             let y = match self.ops[node] {
                 Op::Nary(Nary::Dot) if self.constant_operands[node] == 0 => {
                     dot_in_place(values, args, partials)
                 }
                 Op::Nary(op) => {
-                    let operands = &mut ws.operands;
                     operands.clear();
                     operands.extend(args.iter().map(|&a| values[a as usize]));
                     ws.out.clear();
                     let y = op.value_and_partials_f64(operands, &mut ws.out);
                     partials.copy_from_slice(&ws.out);
+                    y
+                }
+                Op::Custom(k) => {
+                    // As `Graph::custom` records it: the value, then the partials (every
+                    // slot written, checked).
+                    let f = &self.customs[usize::from(k)];
+                    operands.clear();
+                    operands.extend(args.iter().map(|&a| values[a as usize]));
+                    let y = eval_custom(&**f, operands, partials);
+                    check_partials(&**f, operands, y, partials)?;
+                    y
+                }
+                Op::Fused => {
+                    // As `Graph::fuse` records it: the sub-computation's value and its
+                    // gradient with respect to the operands (a replay's own `gradient`, bit
+                    // for bit the plain backward the recording ran).
+                    let (at, sub) = &self.fused[fused];
+                    debug_assert_eq!(*at as usize, node);
+                    operands.clear();
+                    operands.extend(args.iter().map(|&a| values[a as usize]));
+                    let y = sub.gradient(operands, &mut ws.subs[fused], partials)?;
+                    fused += 1;
                     y
                 }
                 op => unreachable!("{op} has a step"),
@@ -756,12 +790,27 @@ impl Replay {
                         dp[1] = op.partial(a, b, y, 1).tangents[0];
                     }
                 }
-                Op::Custom(_) | Op::Fused => unreachable!("refused by Replay::try_new"),
+                // Not on the output's way (`Replay::hvp` runs reverse over reverse through
+                // them otherwise): kept for the guards, which need no tangents.
+                Op::Custom(_) | Op::Fused => dp.fill(0.0),
                 Op::Nary(op) => {
                     ws.duals.clear();
                     ws.duals.extend(args.iter().map(|&a| dual(a, tangents)));
-                    for (k, dp) in dp.iter_mut().enumerate() {
-                        *dp = op.partial(&ws.duals, y, k).tangents[0];
+                    match op {
+                        // Each partial on its own costs O(1).
+                        Nary::Sum | Nary::Dot | Nary::Clamp => {
+                            for (k, dp) in dp.iter_mut().enumerate() {
+                                *dp = op.partial(&ws.duals, y, k).tangents[0];
+                            }
+                        }
+                        // Every partial at once: one pass over the operands, not one each
+                        // (which made an HVP through a logsumexp quadratic).
+                        Nary::LogSumExp | Nary::Max => {
+                            let partials = op.partials(&ws.duals, y);
+                            for (dp, p) in dp.iter_mut().zip(partials) {
+                                *dp = p.tangents[0];
+                            }
+                        }
                     }
                 }
             }
@@ -801,6 +850,367 @@ impl Replay {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Building: a graph's tape (or a fused node's sub-computation) cut to what the output needs
+// ---------------------------------------------------------------------------------------
+
+/// What a replay is built from: a graph's tape ([`TapeSource`]), or the sub-computation of
+/// one of its fused nodes ([`ProgramSource`]), which becomes a replay of its own.
+trait Source {
+    /// The number of nodes (the last one's position plus one).
+    fn len(&self) -> usize;
+    fn op(&self, pos: usize) -> Op;
+    /// The node's recorded value.
+    fn value(&self, pos: usize) -> f64;
+    /// The node's operands in order into `out` (cleared first): each a node position, or
+    /// [`CONST_ARG`] with the constant.
+    fn operands(&self, pos: usize, out: &mut Vec<(u32, f64)>);
+    /// The comparisons recorded as guards, in order.
+    fn guards(&self) -> &[Guard];
+    /// The raw value reads, in order: node and where.
+    fn reads(&self) -> Vec<(u32, &'static Location<'static>)>;
+    /// The user-defined function `k` (of [`Op::Custom`]).
+    fn custom(&self, k: u8) -> Arc<dyn CustomFn>;
+    /// The replay of the fused node at `pos`'s sub-computation, as a function of its
+    /// operands.
+    fn fused(&self, pos: usize) -> Result<Replay, Error>;
+    /// Whether every node but the inputs and constants is evaluated again, even one that
+    /// does not depend on the inputs (a fused node's program keeps only those values).
+    fn recomputes_all(&self) -> bool {
+        false
+    }
+}
+
+/// A graph's tape, its user-defined functions and its fused nodes' programs.
+struct TapeSource<'a> {
+    tape: &'a Tape,
+    customs: &'a [Arc<dyn CustomFn>],
+    programs: &'a Programs,
+}
+
+impl Source for TapeSource<'_> {
+    fn len(&self) -> usize {
+        self.tape.len()
+    }
+    fn op(&self, pos: usize) -> Op {
+        self.tape.op(pos)
+    }
+    fn value(&self, pos: usize) -> f64 {
+        self.tape.values()[pos]
+    }
+    fn operands(&self, pos: usize, out: &mut Vec<(u32, f64)>) {
+        out.clear();
+        // Only stored edges hold constants (a dot block has none): the constant is in the
+        // edge's weight slot.
+        let stored = self.tape.edge_start()[pos] as usize;
+        out.extend(
+            self.tape
+                .operand_positions(pos)
+                .enumerate()
+                .map(|(k, a)| match a {
+                    CONST_ARG => (a, self.tape.weights()[stored + k]),
+                    a => (a, 0.0),
+                }),
+        );
+    }
+    fn guards(&self) -> &[Guard] {
+        &self.tape.guards
+    }
+    fn reads(&self) -> Vec<(u32, &'static Location<'static>)> {
+        self.tape
+            .reads
+            .as_ref()
+            .map_or_else(Vec::new, |reads| reads.iter().collect())
+    }
+    fn custom(&self, k: u8) -> Arc<dyn CustomFn> {
+        Arc::clone(&self.customs[usize::from(k)])
+    }
+    fn fused(&self, pos: usize) -> Result<Replay, Error> {
+        let view = self
+            .programs
+            .of_node(pos as u32)
+            .ok_or_else(|| Error::BadOperands {
+                op: "Replay",
+                why: "a fused node's sub-computation was not kept".into(),
+            })?;
+        ProgramSource {
+            view,
+            customs: self.customs,
+        }
+        .replay()
+    }
+}
+
+/// A fused node's sub-computation (numbered from 0, its inputs first), with the
+/// user-defined functions of the graph it belongs to.
+struct ProgramSource<'a> {
+    view: ProgramView<'a>,
+    customs: &'a [Arc<dyn CustomFn>],
+}
+
+impl ProgramSource<'_> {
+    fn replay(&self) -> Result<Replay, Error> {
+        let p = self.view.program;
+        let inputs: Vec<usize> = (0..p.inputs as usize).collect();
+        build(self, p.output as usize, &inputs)
+    }
+}
+
+impl Source for ProgramSource<'_> {
+    fn len(&self) -> usize {
+        self.view.len()
+    }
+    fn op(&self, pos: usize) -> Op {
+        self.view.op(pos)
+    }
+    fn value(&self, pos: usize) -> f64 {
+        self.view.value(pos)
+    }
+    fn operands(&self, pos: usize, out: &mut Vec<(u32, f64)>) {
+        out.clear();
+        let (args, weights) = self.view.edges(pos);
+        out.extend(args.iter().zip(weights).map(|(&a, &w)| match a {
+            CONST_ARG => (a, w),
+            a => (a, 0.0),
+        }));
+    }
+    fn guards(&self) -> &[Guard] {
+        self.view.guards()
+    }
+    fn reads(&self) -> Vec<(u32, &'static Location<'static>)> {
+        self.view.reads().to_vec()
+    }
+    fn custom(&self, k: u8) -> Arc<dyn CustomFn> {
+        Arc::clone(&self.customs[usize::from(k)])
+    }
+    fn recomputes_all(&self) -> bool {
+        true
+    }
+    fn fused(&self, pos: usize) -> Result<Replay, Error> {
+        let view = self.view.nested(pos).ok_or_else(|| Error::BadOperands {
+            op: "Replay",
+            why: "a fused node's sub-computation was not kept".into(),
+        })?;
+        ProgramSource {
+            view,
+            customs: self.customs,
+        }
+        .replay()
+    }
+}
+
+/// The replay of node `root` of `source` as a function of the input nodes at `input_pos`.
+fn build<S: Source>(source: &S, root: usize, input_pos: &[usize]) -> Result<Replay, Error> {
+    let len = source.len();
+    // Per position: INPUT, DEPENDS (on an input), KEEP (in the replay).
+    const INPUT: u8 = 1;
+    const DEPENDS: u8 = 2;
+    const KEEP: u8 = 4;
+    let mut flags = vec![0u8; len];
+    for (k, &pos) in input_pos.iter().enumerate() {
+        if flags[pos] & INPUT != 0 {
+            return Err(Error::BadOperands {
+                op: "Replay",
+                why: format!("input {k} appears twice in the inputs"),
+            });
+        }
+        flags[pos] = INPUT | DEPENDS | KEEP;
+    }
+    // Which nodes depend on the inputs (the others keep their recorded values), over the
+    // whole tape: a guard or a read after the output may have chosen it (`if x.gt(0.0) {
+    // x } else { .. }` returns a node recorded before its own comparison).
+    let mut operands = Vec::new();
+    let recomputes_all = source.recomputes_all();
+    for pos in 0..len {
+        if recomputes_all && !matches!(source.op(pos), Op::Input | Op::Constant) {
+            flags[pos] |= DEPENDS;
+        }
+        if flags[pos] & DEPENDS == 0 {
+            source.operands(pos, &mut operands);
+            if operands
+                .iter()
+                .any(|&(a, _)| a != CONST_ARG && flags[a as usize] & DEPENDS != 0)
+            {
+                flags[pos] |= DEPENDS;
+            }
+        }
+    }
+    let depends_on_inputs = |a: u32| a != CONST_ARG && flags[a as usize] & DEPENDS != 0;
+
+    // A raw read of a value that depends on the inputs, made at any time before now, may
+    // have decided a branch the replay cannot check.
+    if let Some((_, location)) = source
+        .reads()
+        .into_iter()
+        .find(|&(pos, _)| depends_on_inputs(pos))
+    {
+        return Err(Error::UncheckedRead { location });
+    }
+
+    // Every comparison made so far that can come out otherwise, wherever it stands
+    // relative to the output: it may have chosen the output.
+    let guards: Vec<Guard> = source
+        .guards()
+        .iter()
+        .filter(|g| g.operands.iter().any(|&a| depends_on_inputs(a)))
+        .copied()
+        .collect();
+
+    // Keep the output, the guards' operands and the inputs, and what they depend on.
+    flags[root] |= KEEP;
+    for g in &guards {
+        for &a in &g.operands {
+            if a != CONST_ARG {
+                flags[a as usize] |= KEEP;
+            }
+        }
+    }
+    for pos in (0..len).rev() {
+        if flags[pos] & (KEEP | DEPENDS) == KEEP | DEPENDS {
+            source.operands(pos, &mut operands);
+            for &(a, _) in &operands {
+                if a != CONST_ARG {
+                    flags[a as usize] |= KEEP;
+                }
+            }
+        }
+    }
+
+    // Which of them the output itself depends on (the others are kept for guards only):
+    // second order needs the rules of those alone.
+    const ANCESTOR: u8 = 8;
+    flags[root] |= ANCESTOR;
+    for pos in (0..=root).rev() {
+        if flags[pos] & (ANCESTOR | DEPENDS) == ANCESTOR | DEPENDS {
+            source.operands(pos, &mut operands);
+            for &(a, _) in &operands {
+                if a != CONST_ARG {
+                    flags[a as usize] |= ANCESTOR;
+                }
+            }
+        }
+    }
+    let (mut custom_ancestor, mut fused_ancestor) = (false, false);
+
+    // Renumber the kept nodes densely, in tape order.
+    let mut index = vec![u32::MAX; len];
+    let mut n = 0u32;
+    for (pos, &f) in flags.iter().enumerate() {
+        if f & KEEP != 0 {
+            index[pos] = n;
+            n += 1;
+        }
+    }
+    let sink = n;
+    let mut ops = Vec::with_capacity(n as usize);
+    let mut constant_operands = Vec::with_capacity(n as usize);
+    let mut edge_start = Vec::with_capacity(n as usize + 1);
+    let mut args = Vec::with_capacity(2 * n as usize);
+    let mut initial = Vec::with_capacity(n as usize + 1);
+    let mut steps = Vec::with_capacity(n as usize);
+    let mut constants = Vec::new();
+    let mut customs: Vec<(u8, Arc<dyn CustomFn>)> = Vec::new();
+    let mut fused = Vec::new();
+    let constant_slot = |c: f64, constants: &mut Vec<f64>| {
+        constants.push(c);
+        sink + constants.len() as u32
+    };
+    edge_start.push(0u32);
+    for (pos, &f) in flags.iter().enumerate() {
+        if f & KEEP == 0 {
+            continue;
+        }
+        let mut op = source.op(pos);
+        initial.push(source.value(pos));
+        let leaf = matches!(op, Op::Input | Op::Constant) || f & DEPENDS == 0;
+        let mut flags = 0;
+        if leaf {
+            ops.push(if op == Op::Input {
+                Op::Input
+            } else {
+                Op::Constant
+            });
+        } else {
+            custom_ancestor |= matches!(op, Op::Custom(_)) && f & ANCESTOR != 0;
+            fused_ancestor |= op == Op::Fused && f & ANCESTOR != 0;
+            match op {
+                Op::Custom(k) => {
+                    // Renumbered among the replay's own functions.
+                    let at = match customs.iter().position(|&(c, _)| c == k) {
+                        Some(at) => at,
+                        None => {
+                            customs.push((k, source.custom(k)));
+                            customs.len() - 1
+                        }
+                    };
+                    op = Op::Custom(at as u8);
+                }
+                Op::Fused => {
+                    let sub = source.fused(pos).map_err(|e| match e {
+                        Error::UncheckedRead { .. } | Error::BadOperands { .. } => e,
+                        e => Error::BadOperands {
+                            op: "Replay",
+                            why: format!("a fused node cannot be replayed: {e}"),
+                        },
+                    })?;
+                    fused.push((ops.len() as u32, sub));
+                }
+                _ => {}
+            }
+            let first = args.len();
+            source.operands(pos, &mut operands);
+            for (k, &(a, c)) in operands.iter().enumerate() {
+                if a == CONST_ARG {
+                    flags |= ANY_CONST | if k == 0 { FIRST_CONST } else { SECOND_CONST };
+                    args.push(constant_slot(c, &mut constants));
+                } else {
+                    args.push(index[a as usize]);
+                }
+            }
+            let operand = |k: usize| args.get(first + k).copied().unwrap_or(0);
+            steps.push(Instr {
+                step: step(op, flags),
+                node: ops.len() as u32,
+                edge: first as u32,
+                operands: [operand(0), operand(1)],
+            });
+            ops.push(op);
+        }
+        constant_operands.push(flags);
+        edge_start.push(args.len() as u32);
+    }
+    let guards = guards
+        .iter()
+        .map(|g| ReplayGuard {
+            comparison: g.comparison,
+            operands: [0, 1].map(|k| match g.operands[k] {
+                CONST_ARG => constant_slot(g.constants[k], &mut constants),
+                a => index[a as usize],
+            }),
+            outcome: g.outcome,
+            location: g.location,
+        })
+        .collect();
+    initial.push(0.0);
+    initial.extend_from_slice(&constants);
+    Ok(Replay {
+        steps,
+        id: NEXT_REPLAY_ID.fetch_add(1, Ordering::Relaxed),
+        ops,
+        constant_operands,
+        edge_start,
+        args,
+        initial,
+        inputs: input_pos.iter().map(|&p| index[p]).collect(),
+        output: index[root],
+        guards,
+        customs: customs.into_iter().map(|(_, f)| f).collect(),
+        fused,
+        custom_ancestor,
+        fused_ancestor,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -932,8 +1342,9 @@ macro_rules! guard_methods {
                 $(#[$doc])*
                 ///
                 /// Compares the values (as `f64` does: false with a NaN, but for `!=`) and
-                /// records the comparison and its outcome as a guard: a [`Replay`] of an
-                /// output recorded after it checks it at its new inputs, and returns
+                /// records the comparison and its outcome as a guard: a [`Replay`] built
+                /// after it (whatever the position of its output, before or after this
+                /// comparison) checks it at its new inputs, and returns
                 /// [`Error::BranchChanged`] if it comes out otherwise. Branch on this, not
                 /// on [`Var::value`], in code meant for replay.
                 ///
@@ -1047,10 +1458,11 @@ impl Replay {
 /// }
 /// for node in 0..p.nodes() {
 ///     let mut partials = vec![0.0; p.operands(node).len()];
-///     p.evaluate(node, &mut values, &mut partials);
+///     p.evaluate(node, &mut values, &mut partials)?;
 /// }
 /// let value = replay.eval(&at, &mut ReplayWorkspace::new());
 /// assert_eq!(value, Ok(values[p.output()]));
+/// # Ok::<(), tapegrad::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayProgram<'r> {
@@ -1223,7 +1635,10 @@ impl<'r> ReplayProgram<'r> {
     /// and its partial derivative with respect to each operand to `partials` (one per
     /// operand; a constant operand's may be left as it was). A leaf is left as it is. A
     /// compiler calls this for the nodes it does not compile itself, so that they give the
-    /// replay's numbers bit for bit. Allocates for an n-ary node other than a dot.
+    /// replay's numbers bit for bit: n-ary ops, user-defined functions (their own
+    /// [`CustomFn::value`] and [`CustomFn::partials`], checked) and fused nodes (their
+    /// sub-computation's replay). Allocates for an n-ary node other than a dot, and for a
+    /// user-defined function or a fused node.
     ///
     /// # Examples
     ///
@@ -1237,15 +1652,27 @@ impl<'r> ReplayProgram<'r> {
     /// let mut values = p.slots().to_vec();
     /// values[0] = 4.0;
     /// let mut partial = [0.0];
-    /// p.evaluate(1, &mut values, &mut partial);
+    /// p.evaluate(1, &mut values, &mut partial)?;
     /// assert_eq!((values[1], partial[0]), (4f64.ln(), 0.25));
+    /// # Ok::<(), tapegrad::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Replay::eval`] for such a node: [`Error::BadPartials`] for a user-defined
+    /// function's malformed partials, [`Error::BranchChanged`] for a guard of a fused node's
+    /// sub-computation.
     ///
     /// # Panics
     ///
     /// If `node >= nodes()`, if `values` is shorter than [`ReplayProgram::slots`], or if
     /// `partials` does not have one entry per operand.
-    pub fn evaluate(&self, node: usize, values: &mut [f64], partials: &mut [f64]) {
+    pub fn evaluate(
+        &self,
+        node: usize,
+        values: &mut [f64],
+        partials: &mut [f64],
+    ) -> Result<(), Error> {
         let r = self.replay;
         let args = self.operands(node);
         assert_eq!(
@@ -1258,26 +1685,43 @@ impl<'r> ReplayProgram<'r> {
             "ReplayProgram::evaluate: one value per slot"
         );
         let Ok(k) = r.steps.binary_search_by_key(&(node as u32), |s| s.node) else {
-            return; // a leaf
+            return Ok(()); // a leaf
         };
         let instr = r.steps[k];
         if let Some(step) = instr.step {
             step(&Instr { edge: 0, ..instr }, values, partials);
-            return;
+            return Ok(());
         }
+        let operands = || {
+            args.iter()
+                .map(|&a| values[a as usize])
+                .collect::<Vec<f64>>()
+        };
         let y = match r.ops[node] {
             Op::Nary(Nary::Dot) if r.constant_operands[node] == 0 => {
                 dot_in_place(values, args, partials)
             }
             Op::Nary(op) => {
-                let operands: Vec<f64> = args.iter().map(|&a| values[a as usize]).collect();
                 let mut out = Vec::with_capacity(args.len());
-                let y = op.value_and_partials_f64(&operands, &mut out);
+                let y = op.value_and_partials_f64(&operands(), &mut out);
                 partials.copy_from_slice(&out);
                 y
+            }
+            // As `Replay::eval` evaluates them (see its `forward`).
+            Op::Custom(k) => {
+                let (f, operands) = (&*r.customs[usize::from(k)], operands());
+                let y = eval_custom(f, &operands, partials);
+                check_partials(f, &operands, y, partials)?;
+                y
+            }
+            Op::Fused => {
+                let at = r.fused.partition_point(|&(at, _)| (at as usize) < node);
+                let sub = &r.fused[at].1;
+                sub.gradient(&operands(), &mut ReplayWorkspace::new(), partials)?
             }
             op => unreachable!("{op} has a step"),
         };
         values[node] = y;
+        Ok(())
     }
 }

@@ -230,8 +230,23 @@ pub trait Scalar:
     + Div<f64, Output = Self>
     + Into<Operand<Self>>
 {
-    /// The plain value.
+    /// The plain value. For a `Var`, a raw read that replay checks remember (see
+    /// [`Var::value`](crate::Var::value)).
     fn value(&self) -> f64;
+    /// The plain value, read without telling replay checks: for a constant that leaves
+    /// the function unchanged (a softmax's shift by its maximum), never for a branch (see
+    /// [`Var::untracked_value`](crate::Var::untracked_value)). The default is
+    /// [`Scalar::value`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::Scalar;
+    /// assert_eq!(Scalar::untracked_value(&2.5), 2.5);
+    /// ```
+    fn untracked_value(&self) -> f64 {
+        self.value()
+    }
     /// A constant in the same context as `self` (for a `Var`, a constant node of its graph).
     fn lift(&self, c: f64) -> Self;
     /// `op(self)`, an op of the table: what every unary method (`exp`, `ln`, ...) calls.
@@ -315,7 +330,8 @@ pub trait Scalar:
     unary_ops!(scalar_unary_methods);
     binary_ops!(scalar_binary_methods);
     comparisons!(scalar_comparisons);
-    /// `self` limited to `[lo, hi]`; the derivative passes at the ends.
+    /// `self` limited to `[lo, hi]`; the derivative is 1 strictly inside, 0 at the ends
+    /// and outside (PyTorch 2.15's `clamp`).
     ///
     /// # Panics
     ///

@@ -29,18 +29,19 @@ impl<'g> Var<'g> {
     /// # Panics
     ///
     /// If the node was released (see [`Var::try_value`]).
+    ///
+    /// A raw read: Rust code that branches on it is invisible to the tape, so with replay
+    /// checks on (the default, see [`Graph::set_replay_checks`]) the read is remembered, and
+    /// [`Replay::new`](crate::Replay::new) refuses to replay a function of inputs this node
+    /// depends on. Branch with the guard methods ([`Var::lt`], ...) instead; read with
+    /// [`Var::untracked_value`] to print or log.
     #[track_caller]
     pub fn value(&self) -> f64 {
-        let tape = self.graph.tape.borrow();
-        let x = or_panic(self.graph.resolve(&tape, *self));
-        if tape.reads.is_some() {
-            drop(tape);
-            self.graph.note_read(x.arg, Location::caller());
-        }
-        x.value
+        or_panic(self.read(Some(Location::caller())))
     }
 
-    /// The node's value, or [`Error::Released`] if it was released.
+    /// The node's value, or [`Error::Released`] if it was released. A raw read, remembered
+    /// for replay checks as [`Var::value`] is.
     ///
     /// # Errors
     ///
@@ -52,9 +53,58 @@ impl<'g> Var<'g> {
     /// let g = tapegrad::Graph::new();
     /// assert_eq!(g.var(1.5).try_value(), Ok(1.5));
     /// ```
+    #[track_caller]
     pub fn try_value(&self) -> Result<f64, Error> {
+        self.read(Some(Location::caller()))
+    }
+
+    /// The node's value, read without telling the replay checks: for printing, logging,
+    /// and constants that leave the function unchanged (the max shift of a stable softmax,
+    /// see [`functional`](crate::functional)).
+    ///
+    /// **Unsafe for correctness** if control flow depends on it: a [`Replay`](crate::Replay)
+    /// built afterwards evaluates the branch that was recorded, whatever its new inputs,
+    /// without an error. Branch with the guard methods ([`Var::lt`], ...) instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad::{Graph, Replay};
+    ///
+    /// let g = Graph::new();
+    /// let x = g.var(2.0);
+    /// let y = x * x;
+    /// println!("y = {}", y.untracked_value()); // a log line decides nothing
+    /// assert!(Replay::try_new(y, &[x]).is_ok());
+    /// let _ = y.value(); // a raw read might decide a branch
+    /// assert!(Replay::try_new(y, &[x]).is_err());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the node was released.
+    #[track_caller]
+    pub fn untracked_value(&self) -> f64 {
+        or_panic(self.read(None))
+    }
+
+    /// The node's value; a read at `location` is remembered for replay checks (if they are
+    /// on and the node was not read before), `None` reads untracked.
+    #[track_caller]
+    #[inline]
+    pub(in crate::engine) fn read(
+        &self,
+        location: Option<&'static Location<'static>>,
+    ) -> Result<f64, Error> {
         let tape = self.graph.tape.borrow();
-        Ok(self.graph.resolve(&tape, *self)?.value)
+        let x = self.graph.resolve(&tape, *self)?;
+        if let Some(location) = location
+            && tape.reads.as_ref().is_some_and(|reads| !reads.has(x.arg))
+        {
+            drop(tape);
+            self.graph.note_read(x.arg, location);
+        }
+        Ok(x.value)
     }
 
     /// The operation that made this node.
@@ -466,8 +516,9 @@ macro_rules! var_binary_methods {
 binary_ops!(var_binary_methods);
 
 impl<'g> Var<'g> {
-    /// `self` limited to `[lo, hi]` (constants). The derivative is 1 inside the interval,
-    /// its ends included (as PyTorch's `clamp`), and 0 outside; NaN stays NaN.
+    /// `self` limited to `[lo, hi]` (constants). The derivative is 1 strictly inside the
+    /// interval and 0 at its ends and outside, as PyTorch 2.15's `clamp` (and `relu` at 0:
+    /// `x.clamp(0.0, f64::INFINITY)` is `x.relu()`); NaN stays NaN, with derivative 0.
     ///
     /// # Examples
     ///
@@ -476,7 +527,8 @@ impl<'g> Var<'g> {
     /// let x = g.var(1.0);
     /// let y = x.clamp(-1.0, 1.0);
     /// assert_eq!(y.value(), 1.0);
-    /// assert_eq!(y.backward()[x], 1.0); // at the end: the gradient passes
+    /// assert_eq!(y.backward()[x], 0.0); // at an end: a kink, slope 0
+    /// assert_eq!(x.clamp(-2.0, 2.0).backward()[x], 1.0);
     /// assert_eq!((x * 3.0).clamp(-1.0, 1.0).backward()[x], 0.0);
     /// ```
     ///
@@ -583,7 +635,8 @@ impl fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Var");
         s.field("graph", &self.graph.id());
-        match self.try_value() {
+        // Printing decides nothing: an untracked read.
+        match self.read(None) {
             Ok(v) => s.field("value", &v),
             Err(_) => s.field("value", &"<released>"),
         };
@@ -593,7 +646,7 @@ impl fmt::Debug for Var<'_> {
 
 impl fmt::Display for Var<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.try_value() {
+        match self.read(None) {
             Ok(v) => fmt::Display::fmt(&v, f),
             Err(_) => f.write_str("<released>"),
         }
@@ -617,6 +670,10 @@ impl<'g> Scalar for Var<'g> {
     #[inline(always)]
     fn value(&self) -> f64 {
         Var::value(self)
+    }
+    #[track_caller]
+    fn untracked_value(&self) -> f64 {
+        Var::untracked_value(self)
     }
     #[track_caller]
     #[inline(always)]

@@ -110,7 +110,10 @@ pub fn binary(op: Binary, a: f64, b: f64) -> f64 {
         Binary::Mul => a * b,
         Binary::Div => a / b,
         Binary::Powf => a.powf(b),
-        Binary::Powi => a.powi(b as i32),
+        // The true power: `powf` (within an ulp of it), but for the small exponents whose
+        // repeated products are within an ulp too and that users write out (`x * x`).
+        Binary::Powi if (-2.0..=3.0).contains(&b) => a.powi(b as i32),
+        Binary::Powi => a.powf(b),
         Binary::Atan2 => a.atan2(b),
         Binary::Hypot => a.hypot(b),
         Binary::Max => maximum(a, b),

@@ -37,7 +37,7 @@ fn step_vars(
     mut update: impl FnMut(usize, f64, f64) -> f64,
 ) {
     for (i, &x) in params.iter().enumerate() {
-        let new = update(i, x.value(), grads[x]);
+        let new = update(i, x.untracked_value(), grads[x]);
         x.graph().set_value(x, new);
     }
 }
@@ -397,7 +397,7 @@ impl AdamW {
         self.check_len("AdamW::step", params.len());
         let (mut values, mut gradients) = std::mem::take(&mut self.scratch);
         values.clear();
-        values.extend(params.iter().map(|x| x.value()));
+        values.extend(params.iter().map(|x| x.untracked_value()));
         gradients.clear();
         gradients.extend(params.iter().map(|&x| grads[x]));
         self.update(&mut values, &gradients);

@@ -30,7 +30,7 @@ use std::panic::Location;
 pub(in crate::engine) use blocks::{DotBlock, sweep_block};
 
 use super::error::{Anomaly, Error};
-use super::guard::Guard;
+use super::guard::{Guard, ReadLog};
 use super::keys::{Handle, Keys, NodeKey, Owner, carried};
 use super::op::{Binary, Nary, Op, Unary};
 use super::opcodes::OpCodes;
@@ -160,9 +160,8 @@ pub(in crate::engine) struct Tape {
     pub(in crate::engine) anomaly: Option<Box<AnomalyLog>>,
     /// The value comparisons made through `Var`'s guard methods, in order.
     pub(in crate::engine) guards: Vec<Guard>,
-    /// With replay checks on: every `Var::value` read, as (position, the tape's length
-    /// then, where).
-    pub(in crate::engine) reads: Option<Vec<(u32, u32, &'static Location<'static>)>>,
+    /// With replay checks on (the default): the raw value reads.
+    pub(in crate::engine) reads: Option<ReadLog>,
     /// The operand positions, values and partials of the n-ary node being recorded (kept
     /// to avoid reallocating).
     scratch_args: Vec<u32>,
@@ -207,7 +206,7 @@ impl Tape {
             releases: Vec::new(),
             anomaly: None,
             guards: Vec::new(),
-            reads: None,
+            reads: Some(ReadLog::default()),
             scratch_args: Vec::new(),
             scratch: Vec::new(),
             scratch_weights: Vec::new(),
@@ -304,7 +303,7 @@ impl Tape {
         self.releases.clear();
         self.anomaly = None;
         self.guards.clear();
-        self.reads = None;
+        self.reads = Some(ReadLog::default());
         self.fast_limit = FAST_LIMIT;
         self.set_limits();
         self.blocks.clear();
@@ -815,7 +814,7 @@ impl Tape {
             self.guards.pop();
         }
         if let Some(reads) = &mut self.reads {
-            reads.retain(|&(pos, _, _)| (pos as usize) < len);
+            reads.truncate(len);
         }
         if let Some(log) = &mut self.anomaly {
             log.locations.truncate(len);
