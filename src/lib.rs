@@ -41,8 +41,9 @@
 //! ## What it costs
 //!
 //! A node is stored struct-of-arrays: its value (8 bytes), a one-byte op code, an edge
-//! offset (4), and its identity: its [`NodeKey`]'s slot in the graph's `slotmap` (8: the
-//! position the key names and slotmap's version) and the key in a column by position (8);
+//! offset (4), and its identity: its [`NodeKey`]'s slot in the graph's `slotmap` (8:
+//! slotmap's version and free-list link; the map holds no value, as a handle carries its
+//! node's position) and the key in a column by position (8);
 //! each operand edge adds a position (4) and a partial (8), an `f64` constant operand too. A
 //! unary node is therefore 41 bytes, a binary one 53; backward adds an 8-byte adjoint per
 //! node. Backward is one loop of multiply-adds over those arrays, with one test per node

@@ -70,7 +70,7 @@ struct Node {
     value: f64,
     /// The value it was recorded with (`set_value` may change an input's since).
     recorded: f64,
-    /// Recorded in the current anomaly session with a non-finite value.
+    /// Recorded while anomaly mode is on, in its current period, with a non-finite value.
     anomalous: bool,
 }
 
@@ -832,7 +832,7 @@ impl<'g, 'b> Machine<'g, 'b> {
         let on = self.bytes.byte() % 2 == 0;
         let s = &mut self.sides[side];
         if s.anomaly != on {
-            // A new session (or none): what was recorded before is not in its log.
+            // A new period of anomaly mode (or none): what was recorded before is not in its log.
             for n in &mut s.nodes {
                 n.anomalous = false;
             }
@@ -923,10 +923,10 @@ impl<'g, 'b> Machine<'g, 'b> {
         let s = &self.sides[side];
         // In anomaly mode the backward reports only when root's value or a gradient is not
         // finite, and then the first node root depends on that was recorded non-finite in
-        // this anomaly session, or else the backward that made a gradient non-finite.
+        // this period of anomaly mode, or else the backward that made a gradient non-finite.
         let cone = cone(s, root.pos);
         let first_anomaly = (0..=root.pos).find(|&p| cone[p] && s.nodes[p].anomalous);
-        // (A non-finite root recorded before the session began is not reported by itself.)
+        // (A non-finite root recorded before the period began is not reported by itself.)
         let broken = |adjoints: &[f64]| {
             (!s.nodes[root.pos].value.is_finite() && first_anomaly.is_some())
                 || adjoints.iter().any(|d| !d.is_finite())
