@@ -78,8 +78,12 @@ impl Keys {
     }
 
     /// Room for `room` positions in the position column (written by index, as the tape's
-    /// other columns), its first `kept` entries kept.
+    /// other columns), its first `kept` entries kept, and for `room` keys in the map, so
+    /// that it grows with the columns rather than by doubling of its own while recording.
     pub(in crate::engine) fn regrow(&mut self, kept: usize, room: usize) {
+        if room > self.map.capacity() {
+            self.map.reserve(room - self.map.len());
+        }
         if room > self.by_position.len() {
             let mut column = vec![NodeKey::default(); room];
             column[..kept].copy_from_slice(&self.by_position[..kept]);

@@ -333,11 +333,11 @@ fn print_sizes() {
     println!("| item | bytes |");
     println!("|---|--:|");
     println!(
-        "| `Var` (handle: graph reference + key) | {} |",
+        "| `Var` (handle: graph reference, key, position, release epoch, value) | {} |",
         size_of::<Var>()
     );
     println!(
-        "| `NodeKey` (tape position + generation) | {} |",
+        "| `NodeKey` (a slotmap key: slot index + version) | {} |",
         size_of::<tapegrad::NodeKey>()
     );
     println!("| per node: value `f64` | {} |", size_of::<f64>());
@@ -348,9 +348,12 @@ fn print_sizes() {
     );
     println!("| per node: edge start `u32` | {} |", size_of::<u32>());
     println!(
-        "| per node: generation `u32` (which recording the position holds) | {} |",
-        size_of::<u32>()
+        "| per node: its key in the position column (`NodeKey`) | {} |",
+        size_of::<tapegrad::NodeKey>()
     );
+    // slotmap's slot for a `()` value: its version and the free list's link (a union).
+    let slot = 2 * size_of::<u32>();
+    println!("| per node: its slot in the slotmap (version + free-list link) | {slot} |");
     println!(
         "| per operand edge (an `f64` operand too): position `u32` + partial `f64` | {} |",
         size_of::<u32>() + size_of::<f64>()
@@ -360,7 +363,11 @@ fn print_sizes() {
         size_of::<f64>()
     );
     // W2's ops: mul and add by a constant (two edges each), exp and ln (one each).
-    let node = size_of::<f64>() + size_of::<u8>() + size_of::<u32>() + size_of::<u32>();
+    let node = size_of::<f64>()
+        + size_of::<u8>()
+        + size_of::<u32>()
+        + size_of::<tapegrad::NodeKey>()
+        + slot;
     let edges = 1.5 * (size_of::<u32>() + size_of::<f64>()) as f64;
     println!(
         "| W2 per op: node {node} + 1.5 edges {edges} + adjoint {} | {} |",
