@@ -9,7 +9,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Var};
+use tapegrad::{Dual, Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var};
 
 use crate::runs::{Evaluation, Runs, Timing, prepare, repeat};
 
@@ -133,6 +133,13 @@ impl SubFrom for Var<'_> {
     }
 }
 
+/// A dual number's `c - x` is its `Binary::Sub` rule with a constant first operand.
+impl<const K: usize, T: Scalar> SubFrom for Dual<K, T> {
+    fn sub_from(self, c: f64) -> Self {
+        c - self
+    }
+}
+
 /// The eval's input as `T`, or an error naming the module and what is wrong.
 pub(crate) fn parse<T: DeserializeOwned>(module: &str, input: &Value) -> Result<T, String> {
     T::deserialize(input)
@@ -224,3 +231,4 @@ pub(crate) fn gradient_by_replay(
     timings.insert(0, prepared);
     Ok((gradient, timings))
 }
+
