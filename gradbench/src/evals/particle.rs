@@ -97,6 +97,29 @@ pub fn forward_force<T: Scalar + SubFrom>(x1: T, x2: T, w: T) -> [T; 2] {
 
 /// The two derivatives in their modes: the potential's replay for the inner derivative in
 /// reverse mode, and the graph the outer reverse derivative records on.
+///
+/// # Examples
+///
+/// Every variant's derivative of the objective against a central difference of it:
+///
+/// ```
+/// use tapegrad_gradbench::evals::particle::{Derivatives, Mode, crossing_squared, forward_force};
+///
+/// let objective = |w: f64| crossing_squared(w, forward_force);
+/// let h = 1e-6;
+/// let numeric = (objective(0.1 + h) - objective(0.1 - h)) / (2.0 * h);
+/// for outer in [Mode::Forward, Mode::Reverse] {
+///     for inner in [Mode::Forward, Mode::Reverse] {
+///         let d = Derivatives::new(outer, inner).descent_gradient(0.1);
+///         assert!((d - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{outer:?} {inner:?}: {d} {numeric}");
+///         let force = Derivatives::new(outer, inner).force(3.0, 4.0, 0.1);
+///         for (f, g) in force.iter().zip(forward_force(3.0, 4.0, 0.1)) {
+///             // The two charges pull against each other: a little cancellation.
+///             assert!((f - g).abs() <= 1e-12 * g.abs(), "{f} {g}");
+///         }
+///     }
+/// }
+/// ```
 pub struct Derivatives {
     outer: Mode,
     inner: Mode,

@@ -66,6 +66,23 @@ pub fn forward_inner_gradient<T: Scalar>(x: &[T], y: &[T]) -> Vec<T> {
 
 /// The two derivatives in their modes: `f`'s replay for the inner derivative in reverse
 /// mode, and the graph the outer reverse derivative records on.
+///
+/// # Examples
+///
+/// The inner ascent in `y` does not depend on `x` (`grad_y f = -2 y`), so the gradient of
+/// `max_y f(x, y)` is `2 x`, through the ascent or not:
+///
+/// ```
+/// use tapegrad_gradbench::evals::saddle::{Derivatives, Mode};
+///
+/// for outer in [Mode::Forward, Mode::Reverse] {
+///     for inner in [Mode::Forward, Mode::Reverse] {
+///         let d = Derivatives::new(outer, inner);
+///         assert_eq!(d.outer_gradient(&[1.0, 2.0], &[1.0, 1.0]), [2.0, 4.0]);
+///         assert_eq!(d.inner_gradient(inner, &[1.0, 2.0], &[0.5, -3.0]), [-1.0, 6.0]);
+///     }
+/// }
+/// ```
 pub struct Derivatives {
     outer: Mode,
     inner: Mode,
