@@ -114,7 +114,7 @@ pub fn evaluate_with(
     }
 }
 
-/// `c - x`: [`Scalar`](tapegrad::Scalar) has `x - c` for a constant `c`, and `Var`, like
+/// `c - x`: [`Scalar`] has `x - c` for a constant `c`, and `Var`, like
 /// `f64`, also takes the constant on the left (one node, where `-x + c` records two).
 pub trait SubFrom: Sized {
     /// `c - self`.
