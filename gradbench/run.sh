@@ -12,8 +12,10 @@
 # "tapegrad manual adol-c"; also "tapegrad-record", the tool with --record-every-run: a
 # column of its own); ARGS_<eval> replaces an eval's size flags (defaults below:
 # GradBench's default sizes, with ht to hand 11, as the snapshot has no hand 12).
-# Logs go to GRADBENCH-WORKDIR/runs/table/EVAL-TOOL.jsonl; `--table-only` reprints the
-# table from them without running anything.
+# TAPEGRAD_GRADBENCH names a tapegrad-gradbench binary to run instead of building this
+# checkout's (to compare two builds). Logs go to LOGS (default
+# GRADBENCH-WORKDIR/runs/table)/EVAL-TOOL.jsonl; `--table-only` reprints the table from
+# them without running anything.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(cd "${1:?usage: run.sh GRADBENCH-WORKDIR [--table-only] [EVAL...]}" && pwd)
@@ -23,7 +25,7 @@ if [ "${1:-}" = "--table-only" ]; then run=0; shift; fi
 evals=${*:-hello llsq lse det ode gmm ba ht lstm kmeans particle saddle}
 tools=${TOOLS:-tapegrad manual adol-c}
 min_seconds=${MIN_SECONDS:-1}
-logs="$work/runs/table"
+logs=${LOGS:-$work/runs/table}
 mkdir -p "$logs"
 
 default_args() {
@@ -35,8 +37,12 @@ default_args() {
 
 if [ "$run" = 1 ]; then
   [ -x "$work/target/release/gradbench" ] || { echo "no $work/target/release/gradbench: build GradBench's CLI there first" >&2; exit 2; }
-  (cd "$here/.." && cargo build --release -q -p tapegrad-gradbench)
-  tapegrad="$here/../target/release/tapegrad-gradbench"
+  if [ -n "${TAPEGRAD_GRADBENCH:-}" ]; then
+    tapegrad=$(realpath "$TAPEGRAD_GRADBENCH")
+  else
+    (cd "$here/.." && cargo build --release -q -p tapegrad-gradbench)
+    tapegrad="$here/../target/release/tapegrad-gradbench"
+  fi
   for e in $evals; do
     var="ARGS_$e"
     args=${!var-$(default_args "$e")}

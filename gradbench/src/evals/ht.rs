@@ -8,17 +8,15 @@
 //! with the two `us` columns: each residual depends on its own correspondence's `us`
 //! only, so their columns are compressed into two, as every GradBench tool does).
 //!
-//! The model is written once over `Scalar`. The Jacobian here is by reverse mode, one
-//! sweep per row: the pose's bone transforms are recorded once, then each correspondence's
-//! three residuals after a mark, swept three times and released. Reverse mode pays one
-//! sweep of the pose's recording per row, for 26 columns; forward (vector) mode carries
-//! the 26 (28) tangents through one evaluation instead, which is what this Jacobian's
-//! shape asks for: [`jacobian`] is the one function to replace when tapegrad's forward
-//! mode is public (evaluate [`residuals`] once on dual numbers seeded with the identity).
+//! The model is written once over `Scalar`. The Jacobian is by forward (vector) mode: the
+//! Jacobian is tall (`3c` rows, 26 or 28 columns), so one evaluation on dual numbers
+//! carrying every column at once ([`Dual`] with 26 or 28 tangents, `theta` and `us` seeded
+//! with the identity) gives all of it: the pose once, then each vertex a correspondence
+//! uses, once, then the residuals. Reverse mode would pay one sweep of the pose per row.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Scalar, Var};
+use tapegrad::{Dual, Scalar};
 
 use crate::runs::{Evaluation, Runs, repeat};
 
@@ -260,33 +258,6 @@ impl<T: Scalar + SubFrom> Pose<T> {
             Some(r) => std::array::from_fn(|i| T::dot(&r[i], &skinned) + self.translation[i]),
         }
     }
-
-    /// The three residuals of correspondence `i`: the observed point minus its mesh
-    /// point (a vertex, or the point of a triangle at barycentric coordinates `us`).
-    pub fn residual(
-        &self,
-        hand: &Hand,
-        i: usize,
-        us: Option<[T; 2]>,
-        scratch: &mut (Vec<T>, Vec<f64>),
-    ) -> [T; 3] {
-        let (terms, weights) = scratch;
-        let point = &hand.points[i];
-        match us {
-            None => {
-                let v = self.vertex(hand, hand.correspondences[i], terms, weights);
-                std::array::from_fn(|j| v[j].sub_from(point[j]))
-            }
-            Some([u0, u1]) => {
-                let [a, b, c] = hand.triangles[hand.correspondences[i]]
-                    .map(|v| self.vertex(hand, v, terms, weights));
-                let u2 = u0.sub_from(1.0) - u1;
-                std::array::from_fn(|j| {
-                    T::dot(&[u0, u1, u2], &[a[j], b[j], c[j]]).sub_from(point[j])
-                })
-            }
-        }
-    }
 }
 
 /// Every residual at `theta` (and `us`, in the complicated variant), as `ht.hpp`'s
@@ -298,64 +269,87 @@ pub fn residuals<T: Scalar + SubFrom>(hand: &Hand, theta: &[T], us: Option<&[[T;
         .map(|v| pose.vertex(hand, v, &mut terms, &mut weights))
         .collect();
     let mut out = Vec::with_capacity(3 * hand.points.len());
-    for (i, point) in hand.points.iter().enumerate() {
-        let corr = hand.correspondences[i];
-        let mesh_point: [T; 3] = match us {
-            None => mesh[corr],
-            Some(us) => {
-                let [u0, u1] = us[i];
-                let u2 = u0.sub_from(1.0) - u1;
-                let [a, b, c] = hand.triangles[corr].map(|v| mesh[v]);
-                std::array::from_fn(|j| T::dot(&[u0, u1, u2], &[a[j], b[j], c[j]]))
-            }
-        };
-        out.extend((0..3).map(|j| mesh_point[j].sub_from(point[j])));
-    }
+    correspondence_residuals(hand, us, |v| mesh[v], |r| out.extend(r));
     out
 }
 
-/// The Jacobian, column-major (`3c` rows; columns: the two `us` columns in the
-/// complicated variant, then `theta`'s 26), by reverse mode: the pose recorded once,
-/// each correspondence's residuals recorded after a mark and swept once per row.
-pub fn jacobian(
+/// The three residuals of each correspondence in turn, passed to `emit`: the observed
+/// point minus its mesh point (a vertex, or the point of a triangle at barycentric
+/// coordinates `us`), with `mesh(v)` the posed vertex `v`.
+fn correspondence_residuals<T: Scalar + SubFrom>(
+    hand: &Hand,
+    us: Option<&[[T; 2]]>,
+    mut mesh: impl FnMut(usize) -> [T; 3],
+    mut emit: impl FnMut([T; 3]),
+) {
+    for (i, point) in hand.points.iter().enumerate() {
+        let corr = hand.correspondences[i];
+        let mesh_point: [T; 3] = match us {
+            None => mesh(corr),
+            Some(us) => {
+                let [u0, u1] = us[i];
+                let u2 = u0.sub_from(1.0) - u1;
+                let [a, b, c] = hand.triangles[corr].map(&mut mesh);
+                std::array::from_fn(|j| T::dot(&[u0, u1, u2], &[a[j], b[j], c[j]]))
+            }
+        };
+        emit(std::array::from_fn(|j| mesh_point[j].sub_from(point[j])));
+    }
+}
+
+/// The Jacobian, row-major (`3c` rows; columns: the two `us` columns in the complicated
+/// variant, then `theta`'s 26), by forward mode in one evaluation.
+pub fn jacobian(hand: &Hand, theta: &[f64], us: Option<&[[f64; 2]]>, out: &mut Vec<f64>) {
+    match us {
+        None => jacobian_lanes::<THETA>(hand, theta, None, out),
+        Some(us) => jacobian_lanes::<{ THETA + 2 }>(hand, theta, Some(us), out),
+    }
+}
+
+/// [`jacobian`] with `K` tangents, one per column: `K - 26` for `us` (0 or 2), then
+/// `theta`'s. Every column of a residual is the residual's tangent along that column's
+/// unit direction; a correspondence's `us` are seeded along the two `us` directions, as
+/// its residuals depend on no other correspondence's `us`.
+fn jacobian_lanes<const K: usize>(
     hand: &Hand,
     theta: &[f64],
     us: Option<&[[f64; 2]]>,
-    graph: &Graph,
-    grads: &mut Gradients,
     out: &mut Vec<f64>,
 ) {
-    let rows = 3 * hand.points.len();
-    let extra = if us.is_some() { 2 } else { 0 };
-    out.clear();
-    out.resize(rows * (extra + THETA), 0.0);
-    let start = graph.mark();
-    {
-        let theta = graph.inputs(theta);
-        let pose = Pose::<Var<'_>>::new(hand, &theta);
-        let mut scratch = (Vec::new(), Vec::new());
-        for i in 0..hand.points.len() {
-            let mark = graph.mark();
-            let u = us.map(|us| {
-                let u = graph.vars(&us[i]);
-                [u[0], u[1]]
-            });
-            let residual = pose.residual(hand, i, u, &mut scratch);
-            for (j, r) in residual.iter().enumerate() {
-                let row = 3 * i + j;
-                r.backward_into(grads);
-                if let Some([u0, u1]) = u {
-                    out[row] = grads[u0];
-                    out[rows + row] = grads[u1];
-                }
-                for (col, &t) in theta.iter().enumerate() {
-                    out[(extra + col) * rows + row] = grads[t];
-                }
-            }
-            graph.release(mark);
+    let extra = K - THETA;
+    let theta: Vec<Dual<K>> = theta
+        .iter()
+        .enumerate()
+        .map(|(j, &t)| Dual::unit(t, extra + j))
+        .collect();
+    let us: Option<Vec<[Dual<K>; 2]>> = us.map(|us| {
+        us.iter()
+            .map(|&[u0, u1]| [Dual::unit(u0, 0), Dual::unit(u1, 1)])
+            .collect()
+    });
+    let pose = Pose::new(hand, &theta);
+    // Each vertex posed once, when a correspondence first uses it (the objective poses the
+    // whole mesh; the Jacobian needs the correspondences' vertices only).
+    // `slot[v]`: where vertex `v` is in `posed` (`u32::MAX`: not yet posed).
+    let mut slot = vec![u32::MAX; hand.base_positions.len()];
+    let mut posed: Vec<[Dual<K>; 3]> = Vec::new();
+    let (mut terms, mut weights) = (Vec::new(), Vec::new());
+    let mesh = |v: usize| {
+        if slot[v] == u32::MAX {
+            slot[v] = posed.len() as u32;
+            posed.push(pose.vertex(hand, v, &mut terms, &mut weights));
         }
-    }
-    graph.release(start);
+        posed[slot[v] as usize]
+    };
+    out.clear();
+    out.reserve(3 * hand.points.len() * K);
+    correspondence_residuals(hand, us.as_deref(), mesh, |residual| {
+        for r in residual {
+            // `+ 0.0` turns a `-0` tangent into `+0`, as a reverse sweep (summing from
+            // `+0`) gives a zero entry.
+            out.extend(r.tangents.iter().map(|&t| t + 0.0));
+        }
+    });
 }
 
 impl Hand {
@@ -474,16 +468,10 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
             })
         }
         "jacobian" => {
-            let graph = Graph::new();
-            let mut grads = Gradients::new();
             let mut jac = Vec::new();
-            let ((), timings) = repeat(runs, || {
-                jacobian(&hand, &theta, us, &graph, &mut grads, &mut jac)
-            });
-            let rows = 3 * hand.points.len();
-            let output: Vec<Vec<f64>> = (0..rows)
-                .map(|r| jac.iter().skip(r).step_by(rows).copied().collect())
-                .collect();
+            let ((), timings) = repeat(runs, || jacobian(&hand, &theta, us, &mut jac));
+            let columns = THETA + if complicated { 2 } else { 0 };
+            let output: Vec<&[f64]> = jac.chunks(columns).collect();
             Ok(Evaluation {
                 output: json!(output),
                 timings,

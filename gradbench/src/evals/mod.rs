@@ -9,7 +9,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Var};
+use tapegrad::{Dual, Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var};
 
 use crate::runs::{Evaluation, Runs, Timing, prepare, repeat};
 
@@ -114,7 +114,7 @@ pub fn evaluate_with(
     }
 }
 
-/// `c - x`: [`Scalar`](tapegrad::Scalar) has `x - c` for a constant `c`, and `Var`, like
+/// `c - x`: [`Scalar`] has `x - c` for a constant `c`, and `Var`, like
 /// `f64`, also takes the constant on the left (one node, where `-x + c` records two).
 pub trait SubFrom: Sized {
     /// `c - self`.
@@ -128,6 +128,13 @@ impl SubFrom for f64 {
 }
 
 impl SubFrom for Var<'_> {
+    fn sub_from(self, c: f64) -> Self {
+        c - self
+    }
+}
+
+/// A dual number's `c - x` is its `Binary::Sub` rule with a constant first operand.
+impl<const K: usize, T: Scalar> SubFrom for Dual<K, T> {
     fn sub_from(self, c: f64) -> Self {
         c - self
     }
@@ -223,4 +230,62 @@ pub(crate) fn gradient_by_replay(
     result.map_err(|e| format!("the replay failed: {e}"))?;
     timings.insert(0, prepared);
     Ok((gradient, timings))
+}
+
+/// The gradient of a function recorded once and replayed ([`Replay`]): at plain numbers
+/// (`Replay::gradient`, reverse mode) and at dual numbers (forward over reverse: the
+/// gradient at their values, and each tangent of it, the gradient's derivative along the
+/// inputs' tangents, by `Replay::hvp`, the Hessian times that direction). particle's and
+/// saddle's inner derivatives in reverse mode, under an outer derivative in either mode.
+pub(crate) struct ReplayedGradient {
+    replay: Replay,
+    workspace: std::cell::RefCell<ReplayWorkspace>,
+}
+
+impl ReplayedGradient {
+    /// The replay of `f` recorded at `at`: `f` must take the same branches at every point
+    /// it is evaluated at (particle's potential and saddle's `f` have none).
+    pub(crate) fn new(at: &[f64], f: impl for<'g> FnOnce(&[Var<'g>]) -> Var<'g>) -> Self {
+        let graph = Graph::new();
+        let x = graph.vars(at);
+        ReplayedGradient {
+            replay: Replay::new(f(&x), &x),
+            workspace: std::cell::RefCell::new(ReplayWorkspace::new()),
+        }
+    }
+
+    /// The gradient at `x`.
+    pub(crate) fn at(&self, x: &[f64]) -> Vec<f64> {
+        let mut grad = vec![0.0; x.len()];
+        self.replay
+            .gradient(x, &mut self.workspace.borrow_mut(), &mut grad)
+            .expect("a branch-free function's replay holds at every point");
+        grad
+    }
+
+    /// The gradient at dual numbers `x`: its value at the values of `x`, and its tangent
+    /// along each of the `K` directions `x` carries (`H` times that direction).
+    pub(crate) fn at_dual<const K: usize>(&self, x: &[Dual<K>]) -> Vec<Dual<K>> {
+        let values: Vec<f64> = x.iter().map(|d| d.value).collect();
+        let mut gradient: Vec<Dual<K>> = self.at(&values).into_iter().map(Dual::constant).collect();
+        let mut direction = vec![0.0; x.len()];
+        let mut hv = vec![0.0; x.len()];
+        for k in 0..K {
+            for (v, d) in direction.iter_mut().zip(x) {
+                *v = d.tangents[k];
+            }
+            self.replay
+                .hvp(
+                    &values,
+                    &direction,
+                    &mut self.workspace.borrow_mut(),
+                    &mut hv,
+                )
+                .expect("a branch-free function's replay holds at every point");
+            for (g, &h) in gradient.iter_mut().zip(&hv) {
+                g.tangents[k] = h;
+            }
+        }
+        gradient
+    }
 }

@@ -6,22 +6,28 @@
 //! ([`gd`]), which takes the objective's derivative: nested AD (Pearlmutter and
 //! Siskind's benchmark).
 //!
-//! The eval asks for four variants, by the mode of the outer derivative (the descent's)
-//! and the inner one (the force's): `ff`, `fr`, `rf`, `rr`. tapegrad has reverse mode
-//! only for now, so all four take both derivatives by reverse mode: the inner one by a
-//! reverse sweep of the potential (on a scratch graph for plain numbers, by `Var::grad`
-//! inside the outer recording), the outer one by a reverse sweep of the recorded
-//! trajectory. [`Mode`] is where forward mode goes: [`force`] for the inner derivative
-//! (a dual number seeded along x1, then x2) and [`descent_gradient`] for the outer one (a
-//! dual `w` seeded with 1).
+//! The eval asks for four variants, by the mode of the outer derivative (the descent's,
+//! in `w`) and the inner one (the force's, in `(x1, x2)`): `ff`, `fr`, `rf`, `rr`. Each is
+//! taken in its mode ([`Derivatives`]):
+//!
+//! - inner, forward: the potential on [`Dual`] numbers with two tangents, `x1` and `x2`
+//!   seeded with the identity, whatever the values are (plain numbers, the outer mode's
+//!   dual numbers or recorded `Var`s);
+//! - inner, reverse: a reverse sweep of the potential, recorded once and replayed
+//!   ([`Replay::gradient`](tapegrad::Replay::gradient)) at plain numbers; under an outer
+//!   forward derivative, forward over reverse (the gradient's tangent by
+//!   [`Replay::hvp`](tapegrad::Replay::hvp)); under an outer reverse derivative, by
+//!   `Var::grad` inside the outer recording;
+//! - outer, forward: the trajectory on dual numbers, `w` seeded with 1;
+//! - outer, reverse: the trajectory recorded and swept backward.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Graph, Scalar, Var};
+use tapegrad::{Dual, Graph, Scalar, Var};
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{SubFrom, gd, parse, unknown_function};
+use super::{ReplayedGradient, SubFrom, gd, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -31,7 +37,7 @@ struct Input {
 /// The mode of one of the two derivatives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Forward mode (for now computed by reverse mode; see the module docs).
+    /// Forward mode.
     Forward,
     /// Reverse mode.
     Reverse,
@@ -73,39 +79,112 @@ pub fn crossing_squared<T: Scalar>(w: T, mut grad_potential: impl FnMut(T, T, T)
     x1_final * x1_final
 }
 
-/// The force's derivative at plain numbers: the potential recorded on `scratch` and swept
-/// backward (forward mode: a dual number seeded along `x1`, then `x2`).
-pub fn force(_mode: Mode, scratch: &Graph, x1: f64, x2: f64, w: f64) -> [f64; 2] {
-    let mark = scratch.mark();
-    let x = scratch.vars(&[x1, x2]);
-    let grads = potential(x[0], x[1], scratch.constant(w)).backward();
-    let out = [grads[x[0]], grads[x[1]]];
-    scratch.release(mark);
-    out
+/// The potential's gradient in `(x1, x2)` by forward mode, at values of any [`Scalar`]
+/// type: the potential on dual numbers over `T`, `x1` and `x2` seeded with the identity.
+///
+/// # Examples
+///
+/// ```
+/// use tapegrad_gradbench::evals::particle::{forward_force, potential};
+/// // At (10, 5) with w = 0 the two charges are 5 below and 5 above: no pull in x2.
+/// let [d1, d2] = forward_force(10.0, 5.0, 0.0);
+/// assert_eq!(d1, 0.0);
+/// assert!(d2.abs() < 1e-17);
+/// ```
+pub fn forward_force<T: Scalar + SubFrom>(x1: T, x2: T, w: T) -> [T; 2] {
+    potential(Dual::unit(x1, 0), Dual::unit(x2, 1), Dual::constant(w)).tangents
 }
 
-/// The objective's derivative at `w`: the trajectory recorded (each step's force by
-/// `Var::grad`, so that it can be differentiated again) and swept backward (forward mode:
-/// a dual `w` seeded with 1, the force by nested duals).
-pub fn descent_gradient(_outer: Mode, _inner: Mode, graph: &Graph, w: f64) -> f64 {
-    let mark = graph.mark();
-    let wv = graph.var(w);
-    let y = crossing_squared(wv, |x1: Var<'_>, x2, w| {
-        let g = potential(x1, x2, w).grad(&[x1, x2]);
-        [g[0], g[1]]
-    });
-    let d = y.backward()[wv];
-    graph.release(mark);
-    d
+/// The two derivatives in their modes: the potential's replay for the inner derivative in
+/// reverse mode, and the graph the outer reverse derivative records on.
+///
+/// # Examples
+///
+/// Every variant's derivative of the objective against a central difference of it:
+///
+/// ```
+/// use tapegrad_gradbench::evals::particle::{Derivatives, Mode, crossing_squared, forward_force};
+///
+/// let objective = |w: f64| crossing_squared(w, forward_force);
+/// let h = 1e-6;
+/// let numeric = (objective(0.1 + h) - objective(0.1 - h)) / (2.0 * h);
+/// for outer in [Mode::Forward, Mode::Reverse] {
+///     for inner in [Mode::Forward, Mode::Reverse] {
+///         let d = Derivatives::new(outer, inner).descent_gradient(0.1);
+///         assert!((d - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{outer:?} {inner:?}: {d} {numeric}");
+///         let force = Derivatives::new(outer, inner).force(3.0, 4.0, 0.1);
+///         for (f, g) in force.iter().zip(forward_force(3.0, 4.0, 0.1)) {
+///             // The two charges pull against each other: a little cancellation.
+///             assert!((f - g).abs() <= 1e-12 * g.abs(), "{f} {g}");
+///         }
+///     }
+/// }
+/// ```
+pub struct Derivatives {
+    outer: Mode,
+    inner: Mode,
+    potential: ReplayedGradient,
+    graph: Graph,
+}
+
+impl Derivatives {
+    /// The derivatives of the `outer` and `inner` modes.
+    pub fn new(outer: Mode, inner: Mode) -> Self {
+        Derivatives {
+            outer,
+            inner,
+            potential: ReplayedGradient::new(&[0.0, 8.0, 0.0], |x| potential(x[0], x[1], x[2])),
+            graph: Graph::new(),
+        }
+    }
+
+    /// The force's derivative (the potential's gradient in `(x1, x2)`) at plain numbers.
+    pub fn force(&self, x1: f64, x2: f64, w: f64) -> [f64; 2] {
+        match self.inner {
+            Mode::Forward => forward_force(x1, x2, w),
+            Mode::Reverse => {
+                let g = self.potential.at(&[x1, x2, w]);
+                [g[0], g[1]]
+            }
+        }
+    }
+
+    /// The objective's derivative at `w`.
+    pub fn descent_gradient(&self, w: f64) -> f64 {
+        match (self.outer, self.inner) {
+            (Mode::Forward, Mode::Forward) => {
+                crossing_squared(Dual::variable(w), forward_force).tangent()
+            }
+            (Mode::Forward, Mode::Reverse) => {
+                let y = crossing_squared(Dual::variable(w), |x1, x2, w| {
+                    let g = self.potential.at_dual(&[x1, x2, w]);
+                    [g[0], g[1]]
+                });
+                y.tangent()
+            }
+            (Mode::Reverse, inner) => {
+                let mark = self.graph.mark();
+                let wv = self.graph.var(w);
+                let y = crossing_squared(wv, |x1: Var<'_>, x2, w| match inner {
+                    Mode::Forward => forward_force(x1, x2, w),
+                    Mode::Reverse => {
+                        let g = potential(x1, x2, w).grad(&[x1, x2]);
+                        [g[0], g[1]]
+                    }
+                });
+                let d = y.backward()[wv];
+                self.graph.release(mark);
+                d
+            }
+        }
+    }
 }
 
 /// The `w` that minimises the crossing's square, from `w0`.
 pub fn optimal_w(outer: Mode, inner: Mode, w0: f64) -> f64 {
-    let scratch = Graph::new();
-    let graph = Graph::new();
-    let objective =
-        |w: &[f64]| crossing_squared(w[0], |x1, x2, w| force(inner, &scratch, x1, x2, w));
-    let gradient = |w: &[f64]| vec![descent_gradient(outer, inner, &graph, w[0])];
+    let derivatives = Derivatives::new(outer, inner);
+    let objective = |w: &[f64]| crossing_squared(w[0], |x1, x2, w| derivatives.force(x1, x2, w));
+    let gradient = |w: &[f64]| vec![derivatives.descent_gradient(w[0])];
     gd::argmin(&[w0], objective, gradient)[0]
 }
 
