@@ -1,4 +1,4 @@
-//! The tool against recorded GradBench sessions (`tests/fixtures/*.jsonl`, made by
+//! The tool against recorded GradBench exchanges (`tests/fixtures/*.jsonl`, made by
 //! `tests/fixtures/make.py`): each eval's messages are sent to the release binary on
 //! stdin, and every response is checked as GradBench's intermediary and checker would:
 //! its `id`, `define`'s success, and each `evaluate`'s output against the `manual` tool's
@@ -162,10 +162,10 @@ fn replay(name: &str) {
             ),
         }
     }
-    assert!(evaluations > 0, "{name}: the session evaluates something");
+    assert!(evaluations > 0, "{name}: the exchange evaluates something");
 }
 
-macro_rules! sessions {
+macro_rules! exchanges {
     ($($name:ident)*) => {
         $(
             #[test]
@@ -176,7 +176,7 @@ macro_rules! sessions {
     };
 }
 
-sessions!(hello llsq lse det ode gmm ba ht lstm kmeans particle saddle);
+exchanges!(hello llsq lse det ode gmm ba ht lstm kmeans particle saddle);
 
 /// The checker's rule itself: what it accepts and what it does not.
 #[test]
