@@ -261,9 +261,9 @@ pub fn gradient(
 /// objective), each a function of every parameter, with a workspace each (a workspace
 /// switched between replays is prepared again, which costs a pass over the replay); the
 /// same chunks as [`gradient`]'s, so that no recording holds more than one chunk. With
-/// [`Strategy::Compiled`], a chunk of at most
-/// [`COMPILE_AT_MOST_EDGES`](super::COMPILE_AT_MOST_EDGES) edges is compiled, a longer
-/// one replayed by the interpreter.
+/// [`Strategy::Compiled`], the chunks are compiled if they have at most
+/// [`COMPILE_AT_MOST_NODES`](super::COMPILE_AT_MOST_NODES) nodes together, else replayed
+/// by the interpreter.
 pub struct Replays {
     parts: Vec<Prepared>,
     part_gradient: Vec<f64>,
@@ -280,7 +280,7 @@ impl Replays {
         let vars = graph.vars(params);
         let model = Model::new(problem, &vars);
         let rest = model.rest();
-        let mut parts = Vec::new();
+        let mut replays = Vec::new();
         let mut scratch = Scratch::default();
         for (i, points) in problem.x.chunks(problem.chunk() * problem.d).enumerate() {
             let mark = graph.mark();
@@ -291,10 +291,19 @@ impl Replays {
             if i == 0 {
                 terms.push(rest);
             }
-            let part = Replay::new(Var::sum(&terms), &vars);
+            replays.push(Replay::new(Var::sum(&terms), &vars));
             graph.release(mark);
-            parts.push(Prepared::new(part, strategy)?);
         }
+        let nodes: usize = replays.iter().map(Replay::len).sum();
+        let strategy = if nodes > super::COMPILE_AT_MOST_NODES {
+            Strategy::Replay
+        } else {
+            strategy
+        };
+        let parts = replays
+            .into_iter()
+            .map(|part| Prepared::new(part, strategy))
+            .collect::<Result<_, _>>()?;
         Ok(Replays {
             parts,
             part_gradient: vec![0.0; params.len()],

@@ -49,8 +49,8 @@ pub enum Strategy {
     /// As [`Strategy::Replay`], with each recording's [`Replay`] also compiled to native
     /// code by [`tapegrad_jit::Compiled`] during `prepare` (the compile time is counted
     /// there, with the recording), and each run evaluated by the compiled code: the same
-    /// numbers as the replay's, bit for bit. A recording longer than
-    /// [`COMPILE_AT_MOST_EDGES`] is replayed by the interpreter instead.
+    /// numbers as the replay's, bit for bit. A recording of more than
+    /// [`COMPILE_AT_MOST_NODES`] nodes is replayed by the interpreter instead.
     Compiled,
 }
 
@@ -71,12 +71,13 @@ impl Strategy {
     }
 }
 
-/// The longest recording [`Strategy::Compiled`] compiles, in edges (operands summed over
-/// the nodes): Cranelift takes about 7-15 µs and some hundreds of bytes of memory per
-/// node while it compiles, so a recording of millions of edges (gmm's larger workloads,
-/// recorded in chunks of about 16 million) would take minutes and gigabytes to compile;
-/// those are replayed by the interpreter.
-pub const COMPILE_AT_MOST_EDGES: usize = 2_000_000;
+/// The longest recording [`Strategy::Compiled`] compiles, in nodes (gmm's chunks
+/// counted together): compiling took 10-120 µs
+/// per node on GradBench's workloads (lse's sums the least, det's minors and gmm's dots
+/// the most, on a shared 2-core AMD EPYC VM), so this many nodes compile in about 3-40
+/// seconds; a longer recording (det at `ell` 10 and more, lstm's longer texts, gmm's
+/// larger mixtures) would take minutes to hours, and is replayed by the interpreter.
+pub const COMPILE_AT_MOST_NODES: usize = 300_000;
 
 /// A recording made once, to be evaluated every run: by the interpreter ([`Replay`]), or
 /// by native code compiled from it ([`Compiled`]); each with its own workspace.
@@ -89,13 +90,13 @@ pub(crate) enum Prepared {
 
 impl Prepared {
     /// `replay` as `strategy` evaluates it: compiled for [`Strategy::Compiled`] (unless
-    /// it is longer than [`COMPILE_AT_MOST_EDGES`]), else interpreted.
+    /// it has more than [`COMPILE_AT_MOST_NODES`] nodes), else interpreted.
     ///
     /// # Errors
     ///
     /// The compiler's error, if Cranelift refuses the program.
     pub(crate) fn new(replay: Replay, strategy: Strategy) -> Result<Prepared, String> {
-        if strategy == Strategy::Compiled && edges(&replay) <= COMPILE_AT_MOST_EDGES {
+        if strategy == Strategy::Compiled && replay.len() <= COMPILE_AT_MOST_NODES {
             let compiled = Compiled::new(&replay).map_err(|e| e.to_string())?;
             Ok(Prepared::Compiled(
                 Box::new(compiled),
@@ -117,14 +118,6 @@ impl Prepared {
             Prepared::Compiled(compiled, ws) => compiled.gradient(x, ws, grad),
         }
     }
-}
-
-/// The edges of `replay`'s program: every node's operands, counted.
-fn edges(replay: &Replay) -> usize {
-    let program = replay.program();
-    (0..program.nodes())
-        .map(|node| program.operands(node).len())
-        .sum()
 }
 
 /// Evaluates `function` of `module` at `input`, with the default [`Strategy`].
@@ -342,14 +335,14 @@ mod tests {
     fn a_recording_over_the_limit_is_interpreted() {
         let graph = Graph::new();
         let x = graph.var(0.5);
-        // A chain of sums, two edges each: `(n + 1) x` in `n` nodes, over the limit.
-        let n = COMPILE_AT_MOST_EDGES / 2 + 1;
+        // A chain of sums: `(n + 1) x` in `n + 1` nodes with `x`, over the limit.
+        let n = COMPILE_AT_MOST_NODES;
         let mut y = x;
         for _ in 0..n {
             y += x;
         }
         let replay = Replay::new(y, &[x]);
-        assert!(edges(&replay) > COMPILE_AT_MOST_EDGES);
+        assert_eq!(replay.len(), COMPILE_AT_MOST_NODES + 1);
         let mut prepared = Prepared::new(replay, Strategy::Compiled).unwrap();
         assert!(matches!(prepared, Prepared::Replay(..)));
         let mut grad = [0.0];
