@@ -9,13 +9,13 @@
 # (tools/manual, tools/adol-c, built by cpp.py on `define`). EVALs default to all twelve.
 #
 # Environment: MIN_SECONDS (default 1, GradBench's default) for every eval; TOOLS (default
-# "tapegrad manual adol-c"; also "tapegrad-record", the tool with --record-every-run: a
-# column of its own); ARGS_<eval> replaces an eval's size flags (defaults below:
-# GradBench's default sizes, with ht to hand 11, as the snapshot has no hand 12).
-# TAPEGRAD_GRADBENCH names a tapegrad-gradbench binary to run instead of building this
-# checkout's (to compare two builds). Logs go to LOGS (default
-# GRADBENCH-WORKDIR/runs/table)/EVAL-TOOL.jsonl; `--table-only` reprints the table from
-# them without running anything.
+# "tapegrad manual adol-c"; also "tapegrad-record", the tool with --record-every-run, and
+# "tapegrad-jit", the tool with --jit (replays compiled to native code): a column each);
+# ARGS_<eval> replaces an eval's size flags (defaults below: GradBench's default sizes,
+# with ht to hand 11, as the snapshot has no hand 12). TAPEGRAD_GRADBENCH names a
+# tapegrad-gradbench binary to run instead of building this checkout's (to compare two
+# builds). Logs go to LOGS (default GRADBENCH-WORKDIR/runs/table)/EVAL-TOOL.jsonl;
+# `--table-only` reprints the table from them without running anything.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(cd "${1:?usage: run.sh GRADBENCH-WORKDIR [--table-only] [EVAL...]}" && pwd)
@@ -50,6 +50,7 @@ if [ "$run" = 1 ]; then
       case "$t" in
         tapegrad) cmd=$tapegrad ;;
         tapegrad-record) cmd="$tapegrad --record-every-run" ;;
+        tapegrad-jit) cmd="$tapegrad --jit" ;;
         manual|adol-c)
           # The C++ tools implement the ADBench-style evals only (their evals.txt).
           if ! grep -qx "$e" "$work/tools/$t/evals.txt"; then continue; fi
@@ -104,17 +105,20 @@ def read(path):
 def geomean(xs):
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
-columns = ["tapegrad"] + (["tapegrad-record"] if any(
-    os.path.exists(f"{logs}/{e}-tapegrad-record.jsonl") for e in evals) else []) + ["adol-c"]
+columns = ["tapegrad"] + [t for t in ["tapegrad-record", "tapegrad-jit"] if any(
+    os.path.exists(f"{logs}/{e}-{t}.jsonl") for e in evals)] + ["adol-c"]
 print(f"{'eval':8} {'workloads':>9} " + " ".join(f"{c:>15}" for c in columns)
-      + "   tapegrad valid   (derivative time / manual primal time, geomean)")
+      + "   valid per tool (derivative time / manual primal time, geomean)")
 for e in evals:
     logs_of = {t: read(f"{logs}/{e}-{t}.jsonl") for t in ["manual"] + columns}
     tg = logs_of["tapegrad"]
     if tg is None:
         continue
-    ok = sum(1 for v in tg.values() if v["ok"] and v["valid"] is not False)
-    validity = f"{ok}/{len(tg)} valid"
+    def validity_of(log):
+        ok = sum(1 for v in log.values() if v["ok"] and v["valid"] is not False)
+        return f"{ok}/{len(log)}"
+    validity = " ".join(f"{t}: {validity_of(logs_of[t])}" for t in columns
+                        if t.startswith("tapegrad") and logs_of[t] is not None) + " valid"
     if e not in functions:
         # hello, particle, saddle: no manual timing to divide by; GradBench scores the
         # fastest function (particle, saddle).

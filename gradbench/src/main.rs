@@ -2,7 +2,9 @@
 //! writes one response per message to stdout.
 //!
 //! `tapegrad-gradbench` records a function once and replays it where the function allows
-//! (see `Strategy`); `tapegrad-gradbench --record-every-run` records every run instead.
+//! (see `Strategy`); `tapegrad-gradbench --record-every-run` records every run instead,
+//! and `tapegrad-gradbench --jit` compiles each recording it replays to native code
+//! (`tapegrad_jit::Compiled`).
 
 use std::io::{self, BufWriter};
 use std::process::ExitCode;
@@ -14,9 +16,10 @@ fn main() -> ExitCode {
     let strategy = match args.as_slice() {
         [] => Strategy::Replay,
         [flag] if flag == "--record-every-run" => Strategy::Record,
+        [flag] if flag == "--jit" => Strategy::Compiled,
         _ => {
             eprintln!(
-                "usage: tapegrad-gradbench [--record-every-run] (got {args:?}): it speaks \
+                "usage: tapegrad-gradbench [--record-every-run | --jit] (got {args:?}): it speaks \
                  GradBench's protocol on stdin and stdout; run it through GradBench's \
                  `gradbench run --tool`"
             );

@@ -3,7 +3,10 @@
 //! stdin, and every response is checked as GradBench's intermediary and checker would:
 //! its `id`, `define`'s success, and each `evaluate`'s output against the `manual` tool's
 //! (GradBench's reference implementation) to GradBench's tolerance, `|a - b| / max(1, |a| +
-//! |b|) <= 1e-4`, with the same JSON shape, and one `evaluate` timing per run.
+//! |b|) <= 1e-4`, with the same JSON shape, and one `evaluate` timing per run. Each
+//! fixture is run with the default strategy (replays interpreted) and with `--jit` (the
+//! replays compiled): both to the checker's tolerance, and the compiled outputs equal to
+//! the interpreted ones exactly.
 
 use std::io::Write;
 use std::path::Path;
@@ -58,9 +61,10 @@ fn mismatches(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String
     }
 }
 
-/// The tool's responses to `messages`, one per message, in order.
-fn run_tool(messages: &[Value]) -> Vec<Value> {
+/// The tool's responses to `messages`, one per message, in order, run with `flags`.
+fn run_tool(messages: &[Value], flags: &[&str]) -> Vec<Value> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tapegrad-gradbench"))
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -85,8 +89,9 @@ fn run_tool(messages: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Replays the fixture `name` and checks every response against the recorded one.
-fn replay(name: &str) {
+/// Replays the fixture `name` to the tool run with `flags` and checks every response
+/// against the recorded one; returns the responses.
+fn replay(name: &str, flags: &[&str]) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let lines: Vec<Value> = text
@@ -106,7 +111,7 @@ fn replay(name: &str) {
         recorded.len(),
         "{name}: one recorded response per message"
     );
-    let responses = run_tool(&messages);
+    let responses = run_tool(&messages, flags);
     assert_eq!(
         responses.len(),
         messages.len(),
@@ -163,6 +168,7 @@ fn replay(name: &str) {
         }
     }
     assert!(evaluations > 0, "{name}: the exchange evaluates something");
+    responses
 }
 
 macro_rules! exchanges {
@@ -170,13 +176,42 @@ macro_rules! exchanges {
         $(
             #[test]
             fn $name() {
-                replay(stringify!($name));
+                replay(stringify!($name), &[]);
             }
         )*
     };
 }
 
 exchanges!(hello llsq lse det ode gmm ba ht lstm kmeans particle saddle);
+
+/// Each fixture of an eval that replays, with `--jit`: every output to the checker's tolerance, and each output
+/// equal to the interpreted replay's, bit for bit (the compiled code's promise), in the
+/// JSON the tool writes (shortest round-trip decimals, so equal text is equal `f64`s).
+macro_rules! compiled_exchanges {
+    ($($test:ident: $name:ident)*) => {
+        $(
+            #[test]
+            fn $test() {
+                let name = stringify!($name);
+                let compiled = replay(name, &["--jit"]);
+                let interpreted = replay(name, &[]);
+                for (c, i) in compiled.iter().zip(&interpreted) {
+                    assert_eq!(c.get("output"), i.get("output"), "{name}: response {}", c["id"]);
+                }
+            }
+        )*
+    };
+}
+
+compiled_exchanges!(
+    compiled_llsq: llsq
+    compiled_lse: lse
+    compiled_det: det
+    compiled_ode: ode
+    compiled_gmm: gmm
+    compiled_ba: ba
+    compiled_lstm: lstm
+);
 
 /// The checker's rule itself: what it accepts and what it does not.
 #[test]
@@ -205,16 +240,19 @@ fn tolerance_is_gradbench_s() {
 #[test]
 fn bad_messages_get_errors() {
     use serde_json::json;
-    let responses = run_tool(&[
-        json!({"id": 0, "kind": "define", "module": "fft"}),
-        json!({"id": 1, "kind": "evaluate", "module": "lse", "function": "hessian", "input": {"x": [1.0]}}),
-        json!({"id": 2, "kind": "evaluate", "module": "det", "function": "gradient",
+    let responses = run_tool(
+        &[
+            json!({"id": 0, "kind": "define", "module": "fft"}),
+            json!({"id": 1, "kind": "evaluate", "module": "lse", "function": "hessian", "input": {"x": [1.0]}}),
+            json!({"id": 2, "kind": "evaluate", "module": "det", "function": "gradient",
                "input": {"A": [1.0, 2.0, 3.0], "ell": 2}}),
-        json!({"id": 3, "kind": "evaluate", "module": "gmm", "function": "jacobian", "input": {"d": 2}}),
-        json!({"id": 4, "kind": "evaluate", "module": "lse", "function": "gradient",
+            json!({"id": 3, "kind": "evaluate", "module": "gmm", "function": "jacobian", "input": {"d": 2}}),
+            json!({"id": 4, "kind": "evaluate", "module": "lse", "function": "gradient",
                "input": {"x": [0.0, 0.0], "min_runs": 0}}),
-        json!({"id": 5, "kind": "evaluate", "module": "lse", "function": "gradient", "input": {"x": [0.0, 0.0]}}),
-    ]);
+            json!({"id": 5, "kind": "evaluate", "module": "lse", "function": "gradient", "input": {"x": [0.0, 0.0]}}),
+        ],
+        &[],
+    );
     let error = |i: usize| {
         assert_eq!(
             responses[i]["success"], false,

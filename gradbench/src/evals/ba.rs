@@ -14,11 +14,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var};
+use tapegrad::{Gradients, Graph, Replay, Scalar, Var};
 
 use crate::runs::{Evaluation, Runs, prepare, repeat};
 
-use super::{Strategy, SubFrom, expect_len, parse, unknown_function};
+use super::{Prepared, Strategy, SubFrom, expect_len, parse, unknown_function};
 
 /// Camera parameters: rotation (3), centre (3), focal length, principal point (2),
 /// radial distortion (2).
@@ -194,41 +194,47 @@ fn block_errors<T: Scalar + SubFrom + NonZero>(v: &[T]) -> [T; 2] {
 
 /// Each observation's 2 x 15 block and each weight's entry, one at a time: by recording
 /// them (after a mark, one reverse sweep per error, then a release), or by replaying one
-/// recording of the block (each error's replay made once at the first observation; where an observation's rotation angle is 0 and the first's is not, or the
-/// other way round, the guard fails and that block is recorded instead).
+/// recording of the block (each error's replay made once at the first observation, and
+/// compiled for [`Strategy::Compiled`]; where an observation's rotation angle is 0 and the
+/// first's is not, or the other way round, the guard fails and that block is recorded
+/// instead).
 struct Blocks {
     graph: Graph,
     grads: Gradients,
-    replays: Option<([Replay; 2], Replay)>,
-    workspaces: [ReplayWorkspace; 3],
+    replays: Option<([Prepared; 2], Prepared)>,
     gradient: Vec<f64>,
 }
 
 impl Blocks {
-    fn new(strategy: Strategy, first: &Numbers, weights: &[f64]) -> Blocks {
-        let replays = (strategy == Strategy::Replay).then(|| {
+    fn new(strategy: Strategy, first: &Numbers, weights: &[f64]) -> Result<Blocks, String> {
+        let replays = if strategy.records_once() {
             let graph = Graph::new();
             let v = graph.vars(first);
-            let errors = block_errors(&v).map(|e| Replay::new(e, &v));
+            let [x, y] = block_errors(&v).map(|e| Replay::new(e, &v));
             let w = graph.vars(weights);
-            (errors, Replay::new(weight_errors_sum(&w), &w))
-        });
-        Blocks {
+            let weights = Replay::new(weight_errors_sum(&w), &w);
+            Some((
+                [Prepared::new(x, strategy)?, Prepared::new(y, strategy)?],
+                Prepared::new(weights, strategy)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Blocks {
             graph: Graph::new(),
             grads: Gradients::new(),
             replays,
-            workspaces: Default::default(),
             gradient: vec![0.0; BLOCK + 2],
-        }
+        })
     }
 
     /// The block of one observation: its two rows, appended to `vals`.
     fn block(&mut self, numbers: &Numbers, vals: &mut Vec<f64>) {
-        if let Some((errors, _)) = &self.replays {
+        if let Some((errors, _)) = &mut self.replays {
             let start = vals.len();
             let mut replayed = true;
-            for (replay, ws) in errors.iter().zip(&mut self.workspaces) {
-                if replay.gradient(numbers, ws, &mut self.gradient).is_err() {
+            for error in errors {
+                if error.gradient(numbers, &mut self.gradient).is_err() {
                     replayed = false;
                     break;
                 }
@@ -256,9 +262,8 @@ impl Blocks {
     fn weights(&mut self, weights: &[f64], vals: &mut Vec<f64>) {
         let start = vals.len();
         vals.resize(start + weights.len(), 0.0);
-        if let Some((_, replay)) = &self.replays {
-            let ws = &mut self.workspaces[2];
-            if replay.gradient(weights, ws, &mut vals[start..]).is_ok() {
+        if let Some((_, replay)) = &mut self.replays {
+            if replay.gradient(weights, &mut vals[start..]).is_ok() {
                 return;
             }
         }
@@ -373,10 +378,11 @@ pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Eva
         }
         "jacobian" => {
             let mut jac = SparseMat::default();
-            let (mut blocks, prepared) =
+            let (blocks, prepared) =
                 prepare(|| Blocks::new(strategy, &numbers(&problem, 0), &problem.weights));
+            let mut blocks = blocks?;
             let ((), mut timings) = repeat(runs, || jacobian(&problem, &mut blocks, &mut jac));
-            if strategy == Strategy::Replay {
+            if strategy.records_once() {
                 timings.insert(0, prepared);
             }
             let output = json!({

@@ -12,11 +12,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tapegrad::{Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var};
+use tapegrad::{Gradients, Graph, Replay, Scalar, Var};
 
 use crate::runs::{Evaluation, Runs, prepare, repeat};
 
-use super::{Strategy, expect_len, parse, unknown_function};
+use super::{Prepared, Strategy, expect_len, parse, unknown_function};
 
 #[derive(Deserialize)]
 struct Input {
@@ -256,24 +256,31 @@ pub fn gradient(
     graph.release(start);
 }
 
-/// The objective recorded once as replays, for [`Strategy::Replay`]: one per chunk of
-/// points (the first with the rest of the objective), each a function of every parameter,
-/// with a workspace each (a workspace switched between replays is prepared again, which
-/// costs a pass over the replay); the same chunks as [`gradient`]'s, so that no recording
-/// holds more than one chunk.
+/// The objective recorded once as replays, for [`Strategy::Replay`] and
+/// [`Strategy::Compiled`]: one per chunk of points (the first with the rest of the
+/// objective), each a function of every parameter, with a workspace each (a workspace
+/// switched between replays is prepared again, which costs a pass over the replay); the
+/// same chunks as [`gradient`]'s, so that no recording holds more than one chunk. With
+/// [`Strategy::Compiled`], the chunks are compiled if they have at most
+/// [`COMPILE_AT_MOST_NODES`](super::COMPILE_AT_MOST_NODES) nodes together, else replayed
+/// by the interpreter.
 pub struct Replays {
-    parts: Vec<(Replay, ReplayWorkspace)>,
+    parts: Vec<Prepared>,
     part_gradient: Vec<f64>,
 }
 
 impl Replays {
-    /// Records the objective's parts at `params`.
-    pub fn new(problem: &Problem, params: &[f64]) -> Self {
+    /// Records the objective's parts at `params`, each evaluated as `strategy` says.
+    ///
+    /// # Errors
+    ///
+    /// The compiler's error, if it refuses a part.
+    pub fn new(problem: &Problem, params: &[f64], strategy: Strategy) -> Result<Self, String> {
         let graph = Graph::new();
         let vars = graph.vars(params);
         let model = Model::new(problem, &vars);
         let rest = model.rest();
-        let mut parts = Vec::new();
+        let mut replays = Vec::new();
         let mut scratch = Scratch::default();
         for (i, points) in problem.x.chunks(problem.chunk() * problem.d).enumerate() {
             let mark = graph.mark();
@@ -284,13 +291,23 @@ impl Replays {
             if i == 0 {
                 terms.push(rest);
             }
-            parts.push((Replay::new(Var::sum(&terms), &vars), ReplayWorkspace::new()));
+            replays.push(Replay::new(Var::sum(&terms), &vars));
             graph.release(mark);
         }
-        Replays {
+        let nodes: usize = replays.iter().map(Replay::len).sum();
+        let strategy = if nodes > super::COMPILE_AT_MOST_NODES {
+            Strategy::Replay
+        } else {
+            strategy
+        };
+        let parts = replays
+            .into_iter()
+            .map(|part| Prepared::new(part, strategy))
+            .collect::<Result<_, _>>()?;
+        Ok(Replays {
             parts,
             part_gradient: vec![0.0; params.len()],
-        }
+        })
     }
 
     /// The gradient at `params`, written to `out`: the parts' replayed gradients summed.
@@ -301,8 +318,8 @@ impl Replays {
     pub fn gradient(&mut self, params: &[f64], out: &mut Vec<f64>) -> Result<(), tapegrad::Error> {
         out.clear();
         out.resize(params.len(), 0.0);
-        for (part, workspace) in &mut self.parts {
-            part.gradient(params, workspace, &mut self.part_gradient)?;
+        for part in &mut self.parts {
+            part.gradient(params, &mut self.part_gradient)?;
             for (o, g) in out.iter_mut().zip(&self.part_gradient) {
                 *o += g;
             }
@@ -366,8 +383,9 @@ pub fn evaluate(function: &str, input: &Value, strategy: Strategy) -> Result<Eva
         "jacobian" => {
             let mut g = Vec::new();
             let timings = match strategy {
-                Strategy::Replay => {
-                    let (mut replays, prepared) = prepare(|| Replays::new(&problem, &params));
+                Strategy::Replay | Strategy::Compiled => {
+                    let (replays, prepared) = prepare(|| Replays::new(&problem, &params, strategy));
+                    let mut replays = replays?;
                     let (result, mut timings) = repeat(runs, || replays.gradient(&params, &mut g));
                     result.map_err(|e| format!("gmm: the replay failed: {e}"))?;
                     timings.insert(0, prepared);

@@ -5,11 +5,13 @@
 //! The functions are written over [`tapegrad::Scalar`] where they can be: the primal
 //! (`objective`, `primal`, `cost`) runs them on `f64`, the derivative records them on a
 //! [`tapegrad::Graph`] and uses the crate's public API (`backward`, `Var::grad`,
-//! `higher::hvp`, [`tapegrad::Replay`]).
+//! `higher::hvp`, [`tapegrad::Replay`]), or compile the recording with
+//! [`tapegrad_jit::Compiled`] ([`Strategy::Compiled`]).
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tapegrad::{Dual, Gradients, Graph, Replay, ReplayWorkspace, Scalar, Var};
+use tapegrad_jit::Compiled;
 
 use crate::runs::{Evaluation, Runs, Timing, prepare, repeat};
 
@@ -44,6 +46,78 @@ pub enum Strategy {
     Replay,
     /// Record every run and sweep it backward (what a loop calling `backward` does).
     Record,
+    /// As [`Strategy::Replay`], with each recording's [`Replay`] also compiled to native
+    /// code by [`tapegrad_jit::Compiled`] during `prepare` (the compile time is counted
+    /// there, with the recording), and each run evaluated by the compiled code: the same
+    /// numbers as the replay's, bit for bit. A recording of more than
+    /// [`COMPILE_AT_MOST_NODES`] nodes is replayed by the interpreter instead.
+    Compiled,
+}
+
+impl Strategy {
+    /// Whether the functions that allow it record once and evaluate that recording
+    /// every run ([`Strategy::Replay`] and [`Strategy::Compiled`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tapegrad_gradbench::evals::Strategy;
+    ///
+    /// assert!(Strategy::Replay.records_once() && Strategy::Compiled.records_once());
+    /// assert!(!Strategy::Record.records_once());
+    /// ```
+    pub fn records_once(self) -> bool {
+        matches!(self, Strategy::Replay | Strategy::Compiled)
+    }
+}
+
+/// The longest recording [`Strategy::Compiled`] compiles, in nodes (gmm's chunks
+/// counted together): compiling took 10-120 µs
+/// per node on GradBench's workloads (lse's sums the least, det's minors and gmm's dots
+/// the most, on a shared 2-core AMD EPYC VM), so this many nodes compile in about 3-40
+/// seconds; a longer recording (det at `ell` 10 and more, lstm's longer texts, gmm's
+/// larger mixtures) would take minutes to hours, and is replayed by the interpreter.
+pub const COMPILE_AT_MOST_NODES: usize = 300_000;
+
+/// A recording made once, to be evaluated every run: by the interpreter ([`Replay`]), or
+/// by native code compiled from it ([`Compiled`]); each with its own workspace.
+pub(crate) enum Prepared {
+    /// Replayed by the interpreter.
+    Replay(Replay, ReplayWorkspace),
+    /// Compiled to native code.
+    Compiled(Box<Compiled>, tapegrad_jit::Workspace),
+}
+
+impl Prepared {
+    /// `replay` as `strategy` evaluates it: compiled for [`Strategy::Compiled`] (unless
+    /// it has more than [`COMPILE_AT_MOST_NODES`] nodes), else interpreted.
+    ///
+    /// # Errors
+    ///
+    /// The compiler's error, if Cranelift refuses the program.
+    pub(crate) fn new(replay: Replay, strategy: Strategy) -> Result<Prepared, String> {
+        if strategy == Strategy::Compiled && replay.len() <= COMPILE_AT_MOST_NODES {
+            let compiled = Compiled::new(&replay).map_err(|e| e.to_string())?;
+            Ok(Prepared::Compiled(
+                Box::new(compiled),
+                tapegrad_jit::Workspace::new(),
+            ))
+        } else {
+            Ok(Prepared::Replay(replay, ReplayWorkspace::new()))
+        }
+    }
+
+    /// The value at `x` and the gradient, written to `grad`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Replay::gradient`] (the compiled code's errors are the replay's).
+    pub(crate) fn gradient(&mut self, x: &[f64], grad: &mut [f64]) -> Result<f64, tapegrad::Error> {
+        match self {
+            Prepared::Replay(replay, ws) => replay.gradient(x, ws, grad),
+            Prepared::Compiled(compiled, ws) => compiled.gradient(x, ws, grad),
+        }
+    }
 }
 
 /// Evaluates `function` of `module` at `input`, with the default [`Strategy`].
@@ -84,6 +158,9 @@ pub fn evaluate(module: &str, function: &str, input: &Value) -> Result<Evaluatio
 /// let replayed = evaluate_with("lse", "gradient", &input, Strategy::Replay).unwrap();
 /// let recorded = evaluate_with("lse", "gradient", &input, Strategy::Record).unwrap();
 /// assert_eq!(replayed.output, recorded.output);
+/// // Compiled to native code, the replay's numbers bit for bit.
+/// let compiled = evaluate_with("lse", "gradient", &input, Strategy::Compiled).unwrap();
+/// assert_eq!(compiled.output, replayed.output);
 /// // The replay's recording is timed once, as `prepare`, before the two runs.
 /// let names = |e: &tapegrad_gradbench::runs::Evaluation| e.timings.iter().map(|t| t.name).collect::<Vec<_>>();
 /// assert_eq!(names(&replayed), ["prepare", "evaluate", "evaluate"]);
@@ -197,7 +274,7 @@ pub(crate) fn gradient(
     f: impl for<'g> Fn(&[Var<'g>]) -> Var<'g>,
 ) -> Result<(Vec<f64>, Vec<Timing>), String> {
     match strategy {
-        Strategy::Replay => gradient_by_replay(runs, x, f),
+        Strategy::Replay | Strategy::Compiled => gradient_by_replay(strategy, runs, x, f),
         Strategy::Record => {
             let graph = Graph::new();
             let mut grads = Gradients::new();
@@ -211,22 +288,24 @@ pub(crate) fn gradient(
 }
 
 /// The gradient of `f` at `x` by a recording made once and replayed: `f` is recorded at
-/// `x` and its [`Replay`] built (timed as `prepare`), then each run replays it. Only for
-/// functions with no control flow on their inputs' values outside guards (a replay
-/// evaluates the recorded branch, and checks only the guards).
+/// `x` and its [`Replay`] built (and compiled, for [`Strategy::Compiled`]), timed as
+/// `prepare`, then each run evaluates it. Only for functions with no control flow on their
+/// inputs' values outside guards (a replay evaluates the recorded branch, and checks only
+/// the guards).
 pub(crate) fn gradient_by_replay(
+    strategy: Strategy,
     runs: Runs,
     x: &[f64],
     f: impl for<'g> FnOnce(&[Var<'g>]) -> Var<'g>,
 ) -> Result<(Vec<f64>, Vec<Timing>), String> {
-    let (replay, prepared) = prepare(|| {
+    let (prepared_function, prepared) = prepare(|| {
         let graph = Graph::new();
         let inputs = graph.vars(x);
-        Replay::new(f(&inputs), &inputs)
+        Prepared::new(Replay::new(f(&inputs), &inputs), strategy)
     });
-    let mut ws = ReplayWorkspace::new();
+    let mut function = prepared_function?;
     let mut gradient = vec![0.0; x.len()];
-    let (result, mut timings) = repeat(runs, || replay.gradient(x, &mut ws, &mut gradient));
+    let (result, mut timings) = repeat(runs, || function.gradient(x, &mut gradient));
     result.map_err(|e| format!("the replay failed: {e}"))?;
     timings.insert(0, prepared);
     Ok((gradient, timings))
@@ -287,5 +366,53 @@ impl ReplayedGradient {
             }
         }
         gradient
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x0 * exp(x1)` recorded at `x`, as a replay.
+    fn product_exp(x: &[f64]) -> Replay {
+        let graph = Graph::new();
+        let v = graph.vars(x);
+        Replay::new(v[0] * v[1].exp(), &v)
+    }
+
+    #[test]
+    fn compiled_strategy_compiles_and_matches_the_closed_form() {
+        let mut compiled = Prepared::new(product_exp(&[1.0, 0.0]), Strategy::Compiled).unwrap();
+        assert!(matches!(compiled, Prepared::Compiled(..)));
+        let mut interpreted = Prepared::new(product_exp(&[1.0, 0.0]), Strategy::Replay).unwrap();
+        assert!(matches!(interpreted, Prepared::Replay(..)));
+        let x = [3.0, 0.5];
+        let (mut g_compiled, mut g_interpreted) = ([0.0; 2], [0.0; 2]);
+        let y = compiled.gradient(&x, &mut g_compiled).unwrap();
+        // d/dx0 = exp(x1), d/dx1 = x0 exp(x1).
+        assert_eq!(y, 3.0 * 0.5f64.exp());
+        assert_eq!(g_compiled, [0.5f64.exp(), 3.0 * 0.5f64.exp()]);
+        assert_eq!(interpreted.gradient(&x, &mut g_interpreted), Ok(y));
+        assert_eq!(g_compiled, g_interpreted);
+    }
+
+    #[test]
+    fn a_recording_over_the_limit_is_interpreted() {
+        let graph = Graph::new();
+        let x = graph.var(0.5);
+        // A chain of sums: `(n + 1) x` in `n + 1` nodes with `x`, over the limit.
+        let n = COMPILE_AT_MOST_NODES;
+        let mut y = x;
+        for _ in 0..n {
+            y += x;
+        }
+        let replay = Replay::new(y, &[x]);
+        assert_eq!(replay.len(), COMPILE_AT_MOST_NODES + 1);
+        let mut prepared = Prepared::new(replay, Strategy::Compiled).unwrap();
+        assert!(matches!(prepared, Prepared::Replay(..)));
+        let mut grad = [0.0];
+        let count = (n + 1) as f64;
+        assert_eq!(prepared.gradient(&[2.0], &mut grad), Ok(2.0 * count));
+        assert_eq!(grad, [count]);
     }
 }
