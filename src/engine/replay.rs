@@ -590,54 +590,16 @@ impl Replay {
             values[i as usize] = x;
         }
         let partials = ws.partials.as_mut_slice();
-        let mut fused = 0;
         for instr in &self.steps {
             if let Some(step) = instr.step {
                 step(instr, values, partials);
                 continue;
             }
-            // An n-ary, user-defined or fused node.
             let node = instr.node as usize;
             let edges = self.edge_start[node] as usize..self.edge_start[node + 1] as usize;
-            let (args, partials) = (&self.args[edges.clone()], &mut partials[edges]);
-            let operands = &mut ws.operands;
-            let y = match self.ops[node] {
-                Op::Nary(Nary::Dot) if self.constant_operands[node] == 0 => {
-                    dot_in_place(values, args, partials)
-                }
-                Op::Nary(op) => {
-                    operands.clear();
-                    operands.extend(args.iter().map(|&a| values[a as usize]));
-                    ws.out.clear();
-                    let y = op.value_and_partials_f64(operands, &mut ws.out);
-                    partials.copy_from_slice(&ws.out);
-                    y
-                }
-                Op::Custom(k) => {
-                    // As `Graph::custom` records it: the value, then the partials (every
-                    // slot written, checked).
-                    let f = &self.customs[usize::from(k)];
-                    operands.clear();
-                    operands.extend(args.iter().map(|&a| values[a as usize]));
-                    let y = eval_custom(&**f, operands, partials);
-                    check_partials(&**f, operands, y, partials)?;
-                    y
-                }
-                Op::Fused => {
-                    // As `Graph::fuse` records it: the sub-computation's value and its
-                    // gradient with respect to the operands (a replay's own `gradient`, bit
-                    // for bit the plain backward the recording ran).
-                    let (at, sub) = &self.fused[fused];
-                    debug_assert_eq!(*at as usize, node);
-                    operands.clear();
-                    operands.extend(args.iter().map(|&a| values[a as usize]));
-                    let y = sub.gradient(operands, &mut ws.subs[fused], partials)?;
-                    fused += 1;
-                    y
-                }
-                op => unreachable!("{op} has a step"),
-            };
-            values[node] = y;
+            let buffers = (&mut ws.operands, &mut ws.out, ws.subs.as_mut_slice());
+            values[node] =
+                self.evaluate_without_step(node, values, &mut partials[edges], buffers)?;
         }
         for g in &self.guards {
             let operands = g.operands.map(|a| values[a as usize]);
@@ -651,6 +613,57 @@ impl Replay {
             }
         }
         Ok(())
+    }
+
+    /// The value of node `node`, one without a step (an n-ary, user-defined or fused node),
+    /// its partials written to `partials`: what every evaluation of the replay computes for
+    /// it, [`Replay::eval`]'s and [`ReplayProgram::evaluate`]'s. `operands` and `out` are
+    /// scratch; `subs` are the fused nodes' workspaces (a fresh one where it has none).
+    #[inline(always)]
+    fn evaluate_without_step(
+        &self,
+        node: usize,
+        values: &[f64],
+        partials: &mut [f64],
+        (operands, out, subs): (&mut Vec<f64>, &mut Vec<f64>, &mut [ReplayWorkspace]),
+    ) -> Result<f64, Error> {
+        let args = &self.args[self.edge_start[node] as usize..self.edge_start[node + 1] as usize];
+        match self.ops[node] {
+            Op::Nary(Nary::Dot) if self.constant_operands[node] == 0 => {
+                Ok(dot_in_place(values, args, partials))
+            }
+            Op::Nary(op) => {
+                operands.clear();
+                operands.extend(args.iter().map(|&a| values[a as usize]));
+                out.clear();
+                let y = op.value_and_partials_f64(operands, out);
+                partials.copy_from_slice(out);
+                Ok(y)
+            }
+            Op::Custom(k) => {
+                // As `Graph::custom` records it: the value, then the partials (every slot
+                // written, checked).
+                let f = &*self.customs[usize::from(k)];
+                operands.clear();
+                operands.extend(args.iter().map(|&a| values[a as usize]));
+                let y = eval_custom(f, operands, partials);
+                check_partials(f, operands, y, partials)?;
+                Ok(y)
+            }
+            Op::Fused => {
+                // As `Graph::fuse` records it: the sub-computation's value and its gradient
+                // with respect to the operands (a replay's own `gradient`, bit for bit the
+                // plain backward the recording ran).
+                let k = self.fused.partition_point(|&(at, _)| (at as usize) < node);
+                let (at, sub) = &self.fused[k];
+                debug_assert_eq!(*at as usize, node);
+                operands.clear();
+                operands.extend(args.iter().map(|&a| values[a as usize]));
+                let mut fresh = ReplayWorkspace::new();
+                sub.gradient(operands, subs.get_mut(k).unwrap_or(&mut fresh), partials)
+            }
+            op => unreachable!("{op} has a step"),
+        }
     }
 
     /// The reverse sweep of the plain backward (`backward.rs`), over the replay's arrays:
@@ -1692,36 +1705,8 @@ impl<'r> ReplayProgram<'r> {
             step(&Instr { edge: 0, ..instr }, values, partials);
             return Ok(());
         }
-        let operands = || {
-            args.iter()
-                .map(|&a| values[a as usize])
-                .collect::<Vec<f64>>()
-        };
-        let y = match r.ops[node] {
-            Op::Nary(Nary::Dot) if r.constant_operands[node] == 0 => {
-                dot_in_place(values, args, partials)
-            }
-            Op::Nary(op) => {
-                let mut out = Vec::with_capacity(args.len());
-                let y = op.value_and_partials_f64(&operands(), &mut out);
-                partials.copy_from_slice(&out);
-                y
-            }
-            // As `Replay::eval` evaluates them (see its `forward`).
-            Op::Custom(k) => {
-                let (f, operands) = (&*r.customs[usize::from(k)], operands());
-                let y = eval_custom(f, &operands, partials);
-                check_partials(f, &operands, y, partials)?;
-                y
-            }
-            Op::Fused => {
-                let at = r.fused.partition_point(|&(at, _)| (at as usize) < node);
-                let sub = &r.fused[at].1;
-                sub.gradient(&operands(), &mut ReplayWorkspace::new(), partials)?
-            }
-            op => unreachable!("{op} has a step"),
-        };
-        values[node] = y;
+        let buffers = (&mut Vec::new(), &mut Vec::new(), &mut [][..]);
+        values[node] = r.evaluate_without_step(node, values, partials, buffers)?;
         Ok(())
     }
 }
