@@ -43,6 +43,19 @@ pub enum Mode {
     Reverse,
 }
 
+impl Mode {
+    /// The outer and inner modes a function of `eval` names (`ff`, `fr`, `rf`, `rr`).
+    pub(crate) fn pair(eval: &str, function: &str) -> Result<(Mode, Mode), String> {
+        match function {
+            "ff" => Ok((Mode::Forward, Mode::Forward)),
+            "fr" => Ok((Mode::Forward, Mode::Reverse)),
+            "rf" => Ok((Mode::Reverse, Mode::Forward)),
+            "rr" => Ok((Mode::Reverse, Mode::Reverse)),
+            _ => Err(unknown_function(eval, function, &["ff", "fr", "rf", "rr"])),
+        }
+    }
+}
+
 const DT: f64 = 0.1;
 
 /// The potential at `(x1, x2)` of unit charges at `(10, 0)` and `(10, 10 - w)`.
@@ -196,19 +209,7 @@ pub fn optimal_w(outer: Mode, inner: Mode, w0: f64) -> f64 {
 pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input { w } = parse("particle", input)?;
-    let (outer, inner) = match function {
-        "ff" => (Mode::Forward, Mode::Forward),
-        "fr" => (Mode::Forward, Mode::Reverse),
-        "rf" => (Mode::Reverse, Mode::Forward),
-        "rr" => (Mode::Reverse, Mode::Reverse),
-        _ => {
-            return Err(unknown_function(
-                "particle",
-                function,
-                &["ff", "fr", "rf", "rr"],
-            ));
-        }
-    };
+    let (outer, inner) = Mode::pair("particle", function)?;
     let (w_star, timings) = repeat(runs, || optimal_w(outer, inner, w));
     Ok(Evaluation {
         output: json!(w_star),

@@ -25,7 +25,7 @@ use tapegrad::{Dual, Graph, Scalar, Var};
 
 use crate::runs::{Evaluation, Runs, repeat};
 
-use super::{ReplayedGradient, expect_len, gd, parse, unknown_function};
+use super::{ReplayedGradient, expect_len, gd, parse};
 
 pub use super::particle::Mode;
 
@@ -186,19 +186,7 @@ pub fn evaluate(function: &str, input: &Value) -> Result<Evaluation, String> {
     let runs = Runs::of(input)?;
     let Input { start } = parse("saddle", input)?;
     expect_len("saddle", "start", start.len(), 2)?;
-    let (outer, inner) = match function {
-        "ff" => (Mode::Forward, Mode::Forward),
-        "fr" => (Mode::Forward, Mode::Reverse),
-        "rf" => (Mode::Reverse, Mode::Forward),
-        "rr" => (Mode::Reverse, Mode::Reverse),
-        _ => {
-            return Err(unknown_function(
-                "saddle",
-                function,
-                &["ff", "fr", "rf", "rr"],
-            ));
-        }
-    };
+    let (outer, inner) = Mode::pair("saddle", function)?;
     let (point, timings) = repeat(runs, || saddle(outer, inner, &start));
     Ok(Evaluation {
         output: json!(point),
