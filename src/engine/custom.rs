@@ -186,7 +186,7 @@ impl Graph {
         let node = tape.computed(Op::Custom(index), &operands, eval, location)?;
         if let Some(e) = malformed {
             // Nothing recorded: the node goes again (a release of one node, just made).
-            tape.truncate(node.pos as usize);
+            tape.truncate(node.pos() as usize);
             return Err(e);
         }
         Ok(Var::recorded(self, node))

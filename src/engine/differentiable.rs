@@ -364,7 +364,7 @@ impl<'g> Term<'g> {
                 let pos = tape
                     .unary(op, x, Location::caller())
                     .unwrap_or_else(|e| panic!("{e}"));
-                Term::Node(graph, pos.pos)
+                Term::Node(graph, pos.pos())
             }
         }
     }
@@ -405,7 +405,7 @@ impl<'g> Term<'g> {
         let pos = tape
             .binary(op, x, y, Location::caller())
             .unwrap_or_else(|e| panic!("{e}"));
-        Term::Node(graph, pos.pos)
+        Term::Node(graph, pos.pos())
     }
 
     fn nary(op: Nary, terms: &[Self]) -> Self {
@@ -426,7 +426,7 @@ impl<'g> Term<'g> {
         let pos = tape
             .nary(op, terms, resolve, Location::caller())
             .unwrap_or_else(|e| panic!("{e}"));
-        Term::Node(graph, pos.pos)
+        Term::Node(graph, pos.pos())
     }
 }
 

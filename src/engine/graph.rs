@@ -18,7 +18,7 @@ use super::matrix::Pairing;
 use super::op::{Nary, Op};
 use super::programs::Programs;
 use super::scalar::{Operand, Scalar};
-use super::tape::{AnomalyLog, FAST_LIMIT, Recorded, Resolved, Tape, resolve};
+use super::tape::{AnomalyLog, FAST_LIMIT, Recorded, Resolved, Tape, pack_at, resolve};
 
 /// A unique id per graph, to recognise handles from another graph in messages.
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
@@ -49,10 +49,12 @@ pub struct Var<'g> {
     pub(in crate::engine) key: NodeKey,
     /// The node's value, or [`READ_THE_TAPE`] for an input (whose value can change).
     carried: f64,
-    /// The node's position, and the release epoch the handle was issued in: a handle
-    /// issued since the last release needs no lookup of its key (see `keys.rs`).
-    pos: u32,
-    epoch: u32,
+    /// The node's position (low 32 bits), and the release epoch the handle was issued in
+    /// (high 32 bits): a handle issued since the last release needs no lookup of its key
+    /// (see `keys.rs`). One word, not two `u32` fields: a `Var` returned through memory is
+    /// then written and read back by one store and one load of the same width, which the
+    /// processor forwards; two 4-byte stores read back as 8 bytes stall every such return.
+    at: u64,
 }
 
 impl<'g> From<Var<'g>> for Operand<Var<'g>> {
@@ -69,8 +71,7 @@ impl<'g> Var<'g> {
             graph,
             key: node.key,
             carried: node.value,
-            pos: node.pos,
-            epoch: node.epoch,
+            at: node.at,
         }
     }
 
@@ -80,8 +81,7 @@ impl<'g> Var<'g> {
             graph,
             key,
             carried: READ_THE_TAPE,
-            pos,
-            epoch,
+            at: pack_at(pos, epoch),
         }
     }
 
@@ -155,11 +155,11 @@ impl Handle for Var<'_> {
     }
     #[inline(always)]
     fn pos(self) -> u32 {
-        self.pos
+        self.at as u32
     }
     #[inline(always)]
     fn epoch(self) -> u32 {
-        self.epoch
+        (self.at >> 32) as u32
     }
 }
 
@@ -478,7 +478,7 @@ impl Graph {
         let mut tape = self.tape.borrow_mut();
         let node = or_panic(tape.leaf(op, value, Location::caller()));
         match op {
-            Op::Input => Var::input(self, node.key, node.pos, node.epoch),
+            Op::Input => Var::input(self, node.key, node.pos(), node.epoch()),
             _ => Var::recorded(self, node),
         }
     }
@@ -492,10 +492,9 @@ impl Graph {
             _ => Var::recorded(
                 self,
                 Recorded {
-                    pos,
                     key,
                     value: tape.values()[pos as usize],
-                    epoch,
+                    at: pack_at(pos, epoch),
                 },
             ),
         }
@@ -787,10 +786,10 @@ impl Graph {
             }
             // A handle issued since the last release is live (see `Keys::validate`); any
             // other's key is looked up below, once the iterator is done.
-            if x.epoch != check {
+            if x.epoch() != check {
                 stale.push((positions.len(), x.key));
             }
-            positions.push(x.pos);
+            positions.push(x.pos());
         }
         let mut tape = self.tape.borrow_mut();
         let mut released = false;
@@ -838,10 +837,9 @@ impl Graph {
                 Var::recorded(
                     self,
                     Recorded {
-                        pos,
                         key,
                         value,
-                        epoch,
+                        at: pack_at(pos, epoch),
                     },
                 )
             })

@@ -1,22 +1,33 @@
-//! Node identity: every node's [`NodeKey`], issued by a `slotmap::SlotMap` when the node is
-//! recorded, and the column that maps each tape position back to its key. A handle is
-//! valid exactly when its key is live in the map: releasing nodes removes their keys
-//! (newest first, so the cost is what is freed), and a released key is never live again
+//! Node identity: every node's [`NodeKey`], issued by a `slotmap::SlotMap`, and the column
+//! that maps each tape position to its key. A handle is valid exactly when its key is live
+//! in the map: releasing nodes removes their keys, and a removed key is never live again
 //! (slotmap's versioned keys), so a stale handle is an error, never another node. Knows
 //! nothing of `Graph`, `Var` or the tape's other columns: handles reach it through the
 //! [`Handle`] trait.
 //!
+//! Keys are issued ahead of the nodes, a few at a time: when the tape reaches a position
+//! without a key, [`Keys::issue`] inserts keys for it and the next [`KEY_BATCH`] positions
+//! in one loop, and recording a node takes the key at its position, one load. A release
+//! removes the keys from its mark to the last issued (the freed nodes', and at most a
+//! batch issued ahead), newest first: its cost is what it frees. A key issued ahead names
+//! no node and no handle carries it.
+//!
 //! What it costs per node: a slot of the map (8 bytes: slotmap's version and its free
 //! list's link; the map holds no value, since a handle carries its node's position) and an
-//! entry of the position column (8 bytes: the key). Recording inserts the key (the map's
-//! free list: about a dozen instructions) and writes the column; releasing removes the key
-//! (about a dozen). A handle issued since the last release is proven live by its epoch
-//! (one comparison, see [`Keys::validate`]); any other by one lookup of its slot's version.
-//! Why this layout (measured against a map holding each key's position, and against the
-//! position looked up for every handle: `benches/peers/RESULTS.md`): the values stay in one
-//! contiguous column, which the sweep and the dot blocks read, a fresh handle needs no
-//! lookup at all, and the key column is what makes a release remove exactly the keys it
-//! frees.
+//! entry of the position column (8 bytes: the key). An insert when the node's batch is
+//! issued and a removal when it is released, about a dozen instructions each; the inserts
+//! wait on each other (each reads the free list's next link from the slot the one before
+//! took), about five cycles each. A handle issued since the last release is proven live by
+//! its epoch (one comparison, see [`Keys::validate`]); any other by one lookup of its
+//! slot's version.
+//!
+//! Why this layout (measured against a map holding each key's position, against the
+//! position looked up for every handle, and against one insert per recorded node:
+//! ARCHITECTURE.md, `benches/peers/RESULTS.md`): the values stay in one contiguous column,
+//! which the sweep and the dot blocks read; a fresh handle needs no lookup at all; the
+//! map's inserts run in a loop with its fields in registers, where one insert per recorded
+//! node stored and loaded them again, each waiting on the last; and the key column is what
+//! makes a release remove exactly the keys it frees.
 
 use slotmap::SlotMap;
 
@@ -49,6 +60,11 @@ slotmap::new_key_type! {
 /// names no single epoch, so a handle carrying it is always looked up.
 const SATURATED_EPOCH: u32 = u32::MAX - 1;
 
+/// How many keys [`Keys::issue`] inserts ahead of the node that needs one: enough to take
+/// the map's inserts out of the per-node path, few enough that a release of a handful of
+/// nodes removes about as many keys as it frees.
+const KEY_BATCH: usize = 16;
+
 /// The graph's live keys (the `slotmap`), the position column (position to key), and the
 /// release epoch, which lets a handle issued since the last release skip the map (see
 /// [`Keys::validate`]).
@@ -56,6 +72,9 @@ const SATURATED_EPOCH: u32 = u32::MAX - 1;
 pub(in crate::engine) struct Keys {
     map: SlotMap<NodeKey, ()>,
     by_position: Vec<NodeKey>,
+    /// How many positions have a key in `by_position` (live in the map): the recorded
+    /// nodes', and at most [`KEY_BATCH`] issued ahead for the next positions.
+    issued: usize,
     /// The epoch new handles carry: the number of releases so far (saturating at
     /// [`SATURATED_EPOCH`]).
     issue_epoch: u32,
@@ -81,29 +100,46 @@ impl Keys {
     /// other columns), its first `kept` entries kept, and for `room` keys in the map, so
     /// that it grows with the columns rather than by doubling of its own while recording.
     pub(in crate::engine) fn regrow(&mut self, kept: usize, room: usize) {
+        debug_assert!(kept <= self.issued);
         if room > self.map.capacity() {
             self.map.reserve(room - self.map.len());
         }
         if room > self.by_position.len() {
             let mut column = vec![NodeKey::default(); room];
-            column[..kept].copy_from_slice(&self.by_position[..kept]);
+            // The keys issued ahead are kept too: they are live in the map.
+            column[..self.issued].copy_from_slice(&self.by_position[..self.issued]);
             self.by_position = column;
         }
     }
 
-    /// A new key for the node recorded at `pos`, the next position.
+    /// The key of the node recorded at `pos`, the next position: issued ahead, in a batch
+    /// (see [`Keys::issue_batch`]). The column must have room for `pos`.
     #[inline(always)]
     pub(in crate::engine) fn issue(&mut self, pos: u32) -> NodeKey {
-        let key = self.map.insert(());
-        self.by_position[pos as usize] = key;
-        key
+        if pos as usize >= self.issued {
+            self.issue_batch(pos as usize + 1);
+        }
+        self.by_position[pos as usize]
     }
 
-    /// New keys for the `n` nodes recorded at `first..first + n`.
+    /// Keys for the `n` nodes recorded at `first..first + n` (the next positions).
     pub(in crate::engine) fn issue_run(&mut self, first: u32, n: usize) {
-        for slot in &mut self.by_position[first as usize..][..n] {
+        if first as usize + n > self.issued {
+            self.issue_batch(first as usize + n);
+        }
+    }
+
+    /// Inserts keys into the map for the positions from `issued` to at least `end` (and
+    /// up to [`KEY_BATCH`] more, as the column's room allows), in position order. A loop
+    /// of inserts keeps the map's fields in registers, where one insert per recorded node
+    /// stored and loaded them again, each waiting on the last.
+    #[inline(never)]
+    fn issue_batch(&mut self, end: usize) {
+        let end = (end + KEY_BATCH).min(self.by_position.len()).max(end);
+        for slot in &mut self.by_position[self.issued..end] {
             *slot = self.map.insert(());
         }
+        self.issued = end;
     }
 
     /// Whether `key`'s node is still recorded.
@@ -136,13 +172,15 @@ impl Keys {
         &self.by_position[first as usize..][..n]
     }
 
-    /// Removes the keys of the nodes at `positions` (the tape's last), newest first, so
-    /// that the map's free list hands their slots out again in recording order; a new
-    /// epoch begins.
-    pub(in crate::engine) fn release(&mut self, positions: std::ops::Range<usize>) {
-        for &key in self.by_position[positions].iter().rev() {
+    /// Removes the keys of the positions from `from` on (the tape's last nodes, and the
+    /// keys issued ahead of them: at most [`KEY_BATCH`]), newest first, so that the map's
+    /// free list hands their slots out again in position order; a new epoch begins. Time
+    /// proportional to what is freed.
+    pub(in crate::engine) fn release(&mut self, from: usize) {
+        for &key in self.by_position[from..self.issued].iter().rev() {
             self.map.remove(key);
         }
+        self.issued = self.issued.min(from);
         if self.issue_epoch < SATURATED_EPOCH - 1 {
             self.issue_epoch += 1;
             self.check_epoch = self.issue_epoch;
@@ -154,8 +192,8 @@ impl Keys {
 
     /// Forgets the keys of the `len` nodes recorded, keeping the memory (for a tape given
     /// to a new graph).
-    pub(in crate::engine) fn clear(&mut self, len: usize) {
-        self.release(0..len);
+    pub(in crate::engine) fn clear(&mut self) {
+        self.release(0);
         self.issue_epoch = 0;
         self.check_epoch = 0;
     }
@@ -331,5 +369,43 @@ impl KnownRuns {
         }
         debug_assert_eq!((start - run.addr) % size, 0);
         Some(run.first_pos + ((start - run.addr) / size) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records `n` nodes' keys after the `len` recorded, as the tape does.
+    fn record(keys: &mut Keys, len: usize, n: usize) -> Vec<NodeKey> {
+        keys.regrow(len, len + n);
+        (len..len + n).map(|pos| keys.issue(pos as u32)).collect()
+    }
+
+    /// The map holds the recorded nodes' keys and at most a batch issued ahead, whatever
+    /// the graph held before: so a release, which removes the keys from its mark to the
+    /// last issued, removes what it frees and at most a batch more, even after a large
+    /// evaluation was released.
+    #[test]
+    fn the_map_holds_the_recorded_keys_and_at_most_a_batch_ahead() {
+        let mut keys = Keys::default();
+        let params = record(&mut keys, 0, 2);
+        let large = record(&mut keys, 2, 100_000);
+        assert!(keys.map.len() <= 100_002 + KEY_BATCH);
+        keys.release(2);
+        assert_eq!(keys.map.len(), 2);
+        assert!(large.iter().all(|&k| !keys.is_live(k)));
+        for _ in 0..3 {
+            let step = record(&mut keys, 2, 10);
+            assert!(step.iter().all(|&k| keys.is_live(k)));
+            assert!((12..=12 + KEY_BATCH).contains(&keys.map.len()));
+            keys.release(2);
+            assert_eq!(keys.map.len(), 2);
+            assert!(step.iter().all(|&k| !keys.is_live(k)));
+        }
+        assert!(params.iter().all(|&k| keys.is_live(k)));
+        // Every key issued is a new one.
+        let again = record(&mut keys, 2, 10);
+        assert!(again.iter().all(|k| !large.contains(k)));
     }
 }

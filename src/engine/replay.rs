@@ -527,7 +527,7 @@ impl Replay {
                         tape.computed(op, &operands, eval, location)
                     }
                 };
-                positions.push(recorded?.pos);
+                positions.push(recorded?.pos());
             }
             positions
         };

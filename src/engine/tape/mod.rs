@@ -64,14 +64,35 @@ impl Resolved {
     }
 }
 
-/// A node just recorded: what its handle carries (its position, key and value, and the
-/// release epoch it was recorded in).
+/// A node just recorded: what its handle carries (its key and value, and its position and
+/// the release epoch it was recorded in, as one word: see [`Var`](crate::Var)'s layout).
 #[derive(Clone, Copy, Debug)]
 pub(in crate::engine) struct Recorded {
-    pub(in crate::engine) pos: u32,
     pub(in crate::engine) key: NodeKey,
     pub(in crate::engine) value: f64,
-    pub(in crate::engine) epoch: u32,
+    /// The position (low 32 bits) and the epoch (high 32 bits).
+    pub(in crate::engine) at: u64,
+}
+
+impl Recorded {
+    /// The node's position.
+    #[inline(always)]
+    pub(in crate::engine) fn pos(&self) -> u32 {
+        self.at as u32
+    }
+
+    /// The release epoch the node was recorded in.
+    #[inline(always)]
+    pub(in crate::engine) fn epoch(&self) -> u32 {
+        (self.at >> 32) as u32
+    }
+}
+
+/// A position and a release epoch as one word (position low, epoch high), as handles carry
+/// them.
+#[inline(always)]
+pub(in crate::engine) fn pack_at(pos: u32, epoch: u32) -> u64 {
+    u64::from(pos) | u64::from(epoch) << 32
 }
 
 /// Resolves `x` against `keys` and `values` (a tape's, borrowed apart), or explains why it
@@ -296,7 +317,7 @@ impl Tape {
 
     /// Empties the tape for a new graph, keeping its arrays' memory.
     pub(in crate::engine) fn reset(&mut self) {
-        self.keys.clear(self.len);
+        self.keys.clear();
         self.len = 0;
         self.edges = 0;
         self.epoch = 0;
@@ -430,8 +451,15 @@ impl Tape {
         if pos >= self.node_limit || e + N > self.edge_limit {
             return self.record_rare(op, value, &args, &weights, location);
         }
-        self.args[e..e + N].copy_from_slice(&args);
-        self.weights[e..e + N].copy_from_slice(&weights);
+        // One store per edge, not `copy_from_slice`: that copies the partials through the
+        // stack, and the 16-byte load of two partials just stored apart waits for both
+        // stores to retire (a failed store-to-load forward, the costliest step of a node).
+        let (args_out, weights_out) = (&mut self.args[e..e + N], &mut self.weights[e..e + N]);
+        #[allow(clippy::manual_memcpy)] // on purpose: see above
+        for k in 0..N {
+            args_out[k] = args[k];
+            weights_out[k] = weights[k];
+        }
         Ok(self.commit(pos, op, value, e + N))
     }
 
@@ -466,10 +494,9 @@ impl Tape {
         self.len = pos + 1;
         self.edges = end;
         Recorded {
-            pos: pos as u32,
             key,
             value,
-            epoch: self.keys.epoch(),
+            at: pack_at(pos as u32, self.keys.epoch()),
         }
     }
 
@@ -805,7 +832,7 @@ impl Tape {
     pub(in crate::engine) fn truncate(&mut self, len: usize) {
         let cut = self.cut_block_row(len);
         let edges = self.edge_start[len] as usize;
-        self.keys.release(len..self.len);
+        self.keys.release(len);
         self.len = len;
         self.edges = edges;
         self.drop_blocks_from(len, cut);
