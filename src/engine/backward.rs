@@ -419,23 +419,45 @@ impl Nodes<'_> {
         // its edges start before they end.
         let (args, weights) = (&self.args[..end], &self.weights[..end]);
         let edge_start = &self.edge_start[..range.end];
+        // The last adjoint written, and where: when the next node is that operand (a chain
+        // of ops, each on the one before), its adjoint is taken from the register instead
+        // of being read back from memory just after it was stored, which would put a
+        // store-to-load forward on the path from each node to the next. Always equal to
+        // `adjoints[cached.0]`: every write below sets it or clears it.
+        let mut cached = (usize::MAX, 0.0);
         for node in range.rev() {
             let start = edge_start[node] as usize;
-            let adjoint = adjoints[node];
+            let adjoint = if node == cached.0 {
+                cached.1
+            } else {
+                adjoints[node]
+            };
             // Inputs (no edges, often most of the nodes: a model's parameters) cost one
             // test and a finiteness test; nearly every other node has one or two edges,
             // which get straight-line code, without the zipped loop's setup and exit tests.
             if start != end && ordinary(adjoint) {
                 match (&args[start..end], &weights[start..end]) {
-                    (&[a], &[w]) => adjoints[(a as usize).min(sink)] += adjoint * w,
+                    (&[a], &[w]) => {
+                        let a = (a as usize).min(sink);
+                        let sum = adjoints[a] + adjoint * w;
+                        adjoints[a] = sum;
+                        cached = (a, sum);
+                    }
                     (&[a0, a1], &[w0, w1]) => {
-                        adjoints[(a0 as usize).min(sink)] += adjoint * w0;
-                        adjoints[(a1 as usize).min(sink)] += adjoint * w1;
+                        let (a0, a1) = ((a0 as usize).min(sink), (a1 as usize).min(sink));
+                        let sum0 = adjoints[a0] + adjoint * w0;
+                        adjoints[a0] = sum0;
+                        let sum1 = adjoints[a1] + adjoint * w1;
+                        adjoints[a1] = sum1;
+                        // The higher operand is the likelier next node; with `a0 == a1`
+                        // the second sum is the slot's.
+                        cached = if a0 > a1 { (a0, sum0) } else { (a1, sum1) };
                     }
                     (args, weights) => {
                         for (&arg, &partial) in args.iter().zip(weights) {
                             adjoints[(arg as usize).min(sink)] += adjoint * partial;
                         }
+                        cached.0 = usize::MAX;
                     }
                 }
             } else if !adjoint.is_finite() {
