@@ -14,7 +14,8 @@
 //! Flags: `--quick` (fewer repetitions); `--replay` / `--jit` (only the record-once
 //! table / only the compiled-replay tables); `--only TEXT` (only the workloads whose name
 //! contains TEXT, and no other section); `--rss ENGINE OPS` (internal: one W2 gradient in
-//! this fresh process, printing its peak resident bytes per op); `--profile ENGINE
+//! this fresh process, printing its peak resident bytes per op); `--release-probe` (only
+//! the release after a large evaluation); `--profile ENGINE
 //! WORKLOAD CALLS` (warm gradients of one workload on one engine and nothing else, to run
 //! under `valgrind --tool=callgrind`; WORKLOAD is w1c, w1f, w2, w3 or w4).
 
@@ -59,6 +60,10 @@ fn main() {
             &args[3],
             args[4].parse().expect("--profile ENGINE WORKLOAD CALLS"),
         );
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--release-probe") {
+        release_after_large();
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -119,7 +124,47 @@ fn main() {
     memory();
     scaling(&settings);
     deep_stack();
+    release_after_large();
     steady_state();
+}
+
+/// The release probe: a small step (W4, record + backward + release to a mark) on a graph,
+/// before and after one 1,000,000-op W2 evaluation on the same graph was released. A
+/// release costs what it frees, so the small step must cost what it did before (the keys
+/// issued ahead of the large evaluation's nodes were removed with them).
+fn release_after_large() {
+    let w4 = Rosenbrock { n: 100 };
+    let x = w4.inputs();
+    let graph = Graph::new();
+    let mut grads = Gradients::new();
+    let mark = graph.mark();
+    let mut step = || {
+        let xs = graph.vars(&x);
+        let y = w4.eval(&xs);
+        y.backward_into(&mut grads);
+        black_box(grads.wrt_all(&xs));
+        graph.release(mark);
+    };
+    let measure = |step: &mut dyn FnMut()| {
+        let mut times: Vec<f64> = (0..15).map(|_| time_per_call(2_000, &mut *step)).collect();
+        median(&mut times)
+    };
+    let before = measure(&mut step);
+    {
+        let xs = graph.vars(&[0.5]);
+        let y = Chain { ops: 1_000_000 }.eval(&xs);
+        black_box(y.backward().wrt(xs[0]));
+        graph.release(mark);
+    }
+    let after = measure(&mut step);
+    println!(
+        "\nRelease after a large evaluation: a W4 step (record, backward, release) takes {} \
+         before and {} after a 1,000,000-op evaluation on the same graph was released: {:.2}x \
+         (medians of 15)",
+        seconds(before),
+        seconds(after),
+        after / before
+    );
 }
 
 // ---------------------------------------------------------------------------------------
