@@ -25,9 +25,9 @@
 //! position looked up for every handle, and against one insert per recorded node:
 //! ARCHITECTURE.md, `benches/peers/RESULTS.md`): the values stay in one contiguous column,
 //! which the sweep and the dot blocks read; a fresh handle needs no lookup at all; the
-//! map's inserts run in a loop with its fields in registers, where one insert per recorded
-//! node stored and loaded them again, each waiting on the last; and the key column is what
-//! makes a release remove exactly the keys it frees.
+//! map's inserts run together in a loop, off the recording of each node, where each one
+//! waited on the insert of the node before through the map's fields in memory; and the key
+//! column is what makes a release remove exactly the keys it frees.
 
 use slotmap::SlotMap;
 
@@ -97,16 +97,14 @@ impl Keys {
     }
 
     /// Room for `room` positions in the position column (written by index, as the tape's
-    /// other columns), its first `kept` entries kept, and for `room` keys in the map, so
-    /// that it grows with the columns rather than by doubling of its own while recording.
-    pub(in crate::engine) fn regrow(&mut self, kept: usize, room: usize) {
-        debug_assert!(kept <= self.issued);
+    /// other columns), the keys issued so far kept, and for `room` keys in the map, so that
+    /// it grows with the columns rather than by doubling of its own while recording.
+    pub(in crate::engine) fn regrow(&mut self, room: usize) {
         if room > self.map.capacity() {
             self.map.reserve(room - self.map.len());
         }
         if room > self.by_position.len() {
             let mut column = vec![NodeKey::default(); room];
-            // The keys issued ahead are kept too: they are live in the map.
             column[..self.issued].copy_from_slice(&self.by_position[..self.issued]);
             self.by_position = column;
         }
@@ -130,9 +128,9 @@ impl Keys {
     }
 
     /// Inserts keys into the map for the positions from `issued` to at least `end` (and
-    /// up to [`KEY_BATCH`] more, as the column's room allows), in position order. A loop
-    /// of inserts keeps the map's fields in registers, where one insert per recorded node
-    /// stored and loaded them again, each waiting on the last.
+    /// up to [`KEY_BATCH`] more, as the column's room allows), in position order: the
+    /// inserts run together, off the recording of each node, where each one waited on the
+    /// insert of the node before through the map's fields in memory.
     #[inline(never)]
     fn issue_batch(&mut self, end: usize) {
         let end = (end + KEY_BATCH).min(self.by_position.len()).max(end);
@@ -190,8 +188,8 @@ impl Keys {
         }
     }
 
-    /// Forgets the keys of the `len` nodes recorded, keeping the memory (for a tape given
-    /// to a new graph).
+    /// Forgets every key issued (the recorded nodes' and those issued ahead), keeping the
+    /// memory (for a tape given to a new graph).
     pub(in crate::engine) fn clear(&mut self) {
         self.release(0);
         self.issue_epoch = 0;
@@ -378,7 +376,7 @@ mod tests {
 
     /// Records `n` nodes' keys after the `len` recorded, as the tape does.
     fn record(keys: &mut Keys, len: usize, n: usize) -> Vec<NodeKey> {
-        keys.regrow(len, len + n);
+        keys.regrow(len + n);
         (len..len + n).map(|pos| keys.issue(pos as u32)).collect()
     }
 

@@ -251,7 +251,7 @@ impl Tape {
             regrow(&mut self.values, self.len, room);
             self.ops.regrow(self.len, room);
             regrow(&mut self.edge_start, self.len + 1, room + 1);
-            self.keys.regrow(self.len, room);
+            self.keys.regrow(room);
         }
         if edges > self.args.len() {
             let room = edges.max(2 * self.args.len()).max(2 * MIN_ROOM);
@@ -453,7 +453,7 @@ impl Tape {
         }
         // One store per edge, not `copy_from_slice`: that copies the partials through the
         // stack, and the 16-byte load of two partials just stored apart waits for both
-        // stores to retire (a failed store-to-load forward, the costliest step of a node).
+        // stores to retire (a failed store-to-load forward, which stalled every binary op).
         let (args_out, weights_out) = (&mut self.args[e..e + N], &mut self.weights[e..e + N]);
         #[allow(clippy::manual_memcpy)] // on purpose: see above
         for k in 0..N {
