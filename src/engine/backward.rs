@@ -449,9 +449,14 @@ impl Nodes<'_> {
                         adjoints[a0] = sum0;
                         let sum1 = adjoints[a1] + adjoint * w1;
                         adjoints[a1] = sum1;
-                        // The higher operand is the likelier next node; with `a0 == a1`
-                        // the second sum is the slot's.
-                        cached = if a0 > a1 { (a0, sum0) } else { (a1, sum1) };
+                        // The first operand if it is the next node (`x * c` on the node
+                        // before, whose constant's edge goes to the sink), else the second;
+                        // with `a0 == a1` the second sum is the slot's.
+                        cached = if a0 + 1 == node && a0 != a1 {
+                            (a0, sum0)
+                        } else {
+                            (a1, sum1)
+                        };
                     }
                     (args, weights) => {
                         for (&arg, &partial) in args.iter().zip(weights) {
