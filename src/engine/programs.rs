@@ -32,6 +32,16 @@ pub(in crate::engine) struct Program {
     pub(in crate::engine) reads: std::ops::Range<usize>,
 }
 
+/// The lengths of [`Programs`]' arrays when a program began to be appended.
+struct Opened {
+    nodes: usize,
+    starts: usize,
+    edges: usize,
+    guards: usize,
+    nested: usize,
+    reads: usize,
+}
+
 /// Every fused node's [`Program`] of one graph, in the order the nodes were recorded.
 #[derive(Debug, Default)]
 pub(in crate::engine) struct Programs {
@@ -246,11 +256,8 @@ impl Programs {
                 }
             }
         }
-        let nodes_start = self.ops.len();
-        let starts = self.edge_start.len();
-        let edges_start = self.args.len();
-        let guards_start = self.guards.len();
-        let nested_start = self.nested.len();
+        let open = self.open();
+        let edges_start = open.edges;
         let relative = |a: u32| if a == CONST_ARG { a } else { a - start as u32 };
         self.ops.extend((start..end).map(|pos| match tape.op(pos) {
             Op::Custom(k) => Op::Custom(custom(k)),
@@ -286,7 +293,6 @@ impl Programs {
                 ..*g
             }));
         self.nested.extend_from_slice(&inner);
-        let reads_start = self.reads.len();
         if let Some(reads) = &tape.reads {
             self.reads.extend(
                 reads
@@ -295,16 +301,34 @@ impl Programs {
                     .map(|(pos, location)| (pos - start as u32, location)),
             );
         }
+        self.close(node, open, inputs, output - start as u32)
+    }
+
+    /// Where the program about to be added begins in each array (see [`Programs::close`]).
+    fn open(&self) -> Opened {
+        Opened {
+            nodes: self.ops.len(),
+            starts: self.edge_start.len(),
+            edges: self.args.len(),
+            guards: self.guards.len(),
+            nested: self.nested.len(),
+            reads: self.reads.len(),
+        }
+    }
+
+    /// Adds the program whose entries were appended to the arrays since `open`; returns
+    /// its index.
+    fn close(&mut self, node: u32, open: Opened, inputs: u32, output: u32) -> u32 {
         self.programs.push(Program {
             node,
-            nodes: nodes_start..self.ops.len(),
-            starts,
-            edges: edges_start..self.args.len(),
-            guards: guards_start..self.guards.len(),
-            nested: nested_start..self.nested.len(),
+            nodes: open.nodes..self.ops.len(),
+            starts: open.starts,
+            edges: open.edges..self.args.len(),
+            guards: open.guards..self.guards.len(),
+            nested: open.nested..self.nested.len(),
             inputs,
-            output: output - start as u32,
-            reads: reads_start..self.reads.len(),
+            output,
+            reads: open.reads..self.reads.len(),
         });
         (self.programs.len() - 1) as u32
     }
@@ -342,11 +366,7 @@ impl Programs {
             .iter()
             .map(|&(at, id)| (at, self.copy_program(node, from.view(id), custom)))
             .collect();
-        let nodes_start = self.ops.len();
-        let starts = self.edge_start.len();
-        let edges_start = self.args.len();
-        let guards_start = self.guards.len();
-        let nested_start = self.nested.len();
+        let open = self.open();
         self.ops
             .extend(from.ops[p.nodes.clone()].iter().map(|&op| match op {
                 Op::Custom(k) => Op::Custom(custom(k)),
@@ -358,22 +378,11 @@ impl Programs {
         self.args.extend_from_slice(&from.args[p.edges.clone()]);
         self.weights
             .extend_from_slice(&from.weights[p.edges.clone()]);
-        let reads_start = self.reads.len();
         self.guards
             .extend_from_slice(&from.guards[p.guards.clone()]);
         self.reads.extend_from_slice(&from.reads[p.reads.clone()]);
         self.nested.extend_from_slice(&inner);
-        self.programs.push(Program {
-            node,
-            nodes: nodes_start..self.ops.len(),
-            starts,
-            edges: edges_start..self.args.len(),
-            guards: guards_start..self.guards.len(),
-            nested: nested_start..self.nested.len(),
-            reads: reads_start..self.reads.len(),
-            ..p.clone()
-        });
-        (self.programs.len() - 1) as u32
+        self.close(node, open, p.inputs, p.output)
     }
 }
 
