@@ -15,7 +15,8 @@
 //! table / only the compiled-replay tables); `--only TEXT` (only the workloads whose name
 //! contains TEXT, and no other section); `--rss ENGINE OPS` (internal: one W2 gradient in
 //! this fresh process, printing its peak resident bytes per op); `--release-probe` (only
-//! the release after a large evaluation); `--profile ENGINE
+//! the release after a large evaluation); `--map-cost` (only the share of the slotmap's
+//! own inserts and removals, against echidna's whole record and reverse); `--profile ENGINE
 //! WORKLOAD CALLS` (warm gradients of one workload on one engine and nothing else, to run
 //! under `valgrind --tool=callgrind`; WORKLOAD is w1c, w1f, w2, w3 or w4).
 
@@ -64,6 +65,10 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("--release-probe") {
         release_after_large();
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--map-cost") {
+        map_cost();
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -125,6 +130,7 @@ fn main() {
     scaling(&settings);
     deep_stack();
     release_after_large();
+    map_cost();
     steady_state();
 }
 
@@ -164,6 +170,74 @@ fn release_after_large() {
         seconds(before),
         seconds(after),
         after / before
+    );
+}
+
+/// The slotmap's own work per node, alone: what tapegrad's handle identity requires (every
+/// node's key inserted into a `SlotMap` when it is recorded, removed when it is released:
+/// issue #20), measured without the rest of the engine. Per workload, one repetition
+/// times echidna's warm gradient (record + reverse), tapegrad's, and one cycle of the
+/// map's work for as many nodes as tapegrad records: the keys inserted into a column, as
+/// `Keys::issue_batch` does, then removed newest first, as `Keys::release` does. Ratios
+/// are taken within each repetition; medians of 15.
+fn map_cost() {
+    println!("\n## The slotmap's share: one insert and one removal per node, alone\n");
+    println!(
+        "| workload | nodes | echidna ns/node | slotmap insert+remove ns/node | slotmap x echidna | tapegrad x echidna | tapegrad minus slotmap, x echidna |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|");
+    map_cost_of(&Rosenbrock { n: 100 });
+    map_cost_of(&Chain { ops: 1_000_000 });
+}
+
+fn map_cost_of<W: Workload>(w: &W) {
+    let x = w.inputs();
+    let mut echidna = EchidnaEngine::new(Buffers::Warm);
+    let mut tapegrad = Tapegrad::new(Buffers::Warm);
+    let mut grad = Vec::new();
+    let nodes = tapegrad.gradient(w, &x, &mut grad).1;
+    echidna.gradient(w, &x, &mut grad);
+    let mut map: slotmap::SlotMap<tapegrad::NodeKey, ()> = slotmap::SlotMap::with_key();
+    let mut column = vec![tapegrad::NodeKey::default(); nodes];
+    let mut map_cycle = || {
+        for key in column.iter_mut() {
+            *key = map.insert(());
+        }
+        for &key in column.iter().rev() {
+            map.remove(key);
+        }
+        black_box(map.len());
+    };
+    map_cycle(); // the map's slots allocated, as a warm graph's are
+    let once = time_per_call(1, || {
+        black_box(echidna.gradient(w, &x, &mut grad));
+    });
+    let iters = (0.008 / once).ceil().clamp(1.0, 1e6) as usize;
+    let (mut slot_x, mut tape_x, mut rest_x, mut e_ns, mut m_ns) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..15 {
+        let e = time_per_call(iters, || {
+            black_box(echidna.gradient(w, &x, &mut grad));
+        });
+        let t = time_per_call(iters, || {
+            black_box(tapegrad.gradient(w, &x, &mut grad));
+        });
+        let m = time_per_call(iters, &mut map_cycle);
+        slot_x.push(m / e);
+        tape_x.push(t / e);
+        rest_x.push((t - m) / e);
+        e_ns.push(e * 1e9 / nodes as f64);
+        m_ns.push(m * 1e9 / nodes as f64);
+    }
+    println!(
+        "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        w.name(),
+        thousands(nodes),
+        median(&mut e_ns),
+        median(&mut m_ns),
+        median(&mut slot_x),
+        median(&mut tape_x),
+        median(&mut rest_x),
     );
 }
 
