@@ -174,12 +174,12 @@ fn release_after_large() {
 }
 
 /// The slotmap's own work per node, alone: what tapegrad's handle identity requires (every
-/// node's key inserted into a `SlotMap` when it is recorded, removed when it is released:
-/// issue #20), measured without the rest of the engine. Per workload, one repetition
-/// times echidna's warm gradient (record + reverse), tapegrad's, and one cycle of the
-/// map's work for as many nodes as tapegrad records: the keys inserted into a column, as
-/// `Keys::issue_batch` does, then removed newest first, as `Keys::release` does. Ratios
-/// are taken within each repetition; medians of 15.
+/// node's key inserted into a `SlotMap` when it is recorded, removed when it is released),
+/// measured without the rest of the engine. Per workload, one repetition times echidna's
+/// warm gradient (record + reverse), tapegrad's, and one cycle of the map's work for as
+/// many nodes as tapegrad records: the keys inserted into a column, as `Keys::issue_batch`
+/// does, then removed newest first, as `Keys::release` does; in an order rotated from one
+/// repetition to the next. Ratios are taken within each repetition; medians of 15.
 fn map_cost() {
     println!("\n## The slotmap's share: one insert and one removal per node, alone\n");
     println!(
@@ -215,14 +215,22 @@ fn map_cost_of<W: Workload>(w: &W) {
     let iters = (0.008 / once).ceil().clamp(1.0, 1e6) as usize;
     let (mut slot_x, mut tape_x, mut rest_x, mut e_ns, mut m_ns) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..15 {
-        let e = time_per_call(iters, || {
-            black_box(echidna.gradient(w, &x, &mut grad));
-        });
-        let t = time_per_call(iters, || {
-            black_box(tapegrad.gradient(w, &x, &mut grad));
-        });
-        let m = time_per_call(iters, &mut map_cycle);
+    for rep in 0..15 {
+        // Seconds per call of echidna, tapegrad and the map's cycle, in rotated order.
+        let mut times = [0.0; 3];
+        for k in 0..3 {
+            let which = (k + rep) % 3;
+            times[which] = match which {
+                0 => time_per_call(iters, || {
+                    black_box(echidna.gradient(w, &x, &mut grad));
+                }),
+                1 => time_per_call(iters, || {
+                    black_box(tapegrad.gradient(w, &x, &mut grad));
+                }),
+                _ => time_per_call(iters, &mut map_cycle),
+            };
+        }
+        let [e, t, m] = times;
         slot_x.push(m / e);
         tape_x.push(t / e);
         rest_x.push((t - m) / e);
